@@ -1,0 +1,232 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// Options is the a{sv} argument of every method, in Go form.
+type Options map[string]any
+
+func (o Options) variants() map[string]dbus.Variant {
+	m := make(map[string]dbus.Variant, len(o))
+	for k, v := range o {
+		m[k] = dbus.MakeVariant(v)
+	}
+	return m
+}
+
+// Client is the typed client of plugvaultd, used by the CLI and the tray. Every call takes a
+// context; D-Bus errors come back as Go errors that wrap the sentinels in errors.go.
+type Client struct {
+	conn        *dbus.Conn
+	ownConn     bool
+	interactive bool
+}
+
+// Connect connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured, which the tests use).
+func Connect(ctx context.Context) (*Client, error) {
+	conn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to the system bus: %w", err)
+	}
+	return &Client{conn: conn, ownConn: true}, nil
+}
+
+// NewClient wraps an existing connection; Close leaves it open.
+func NewClient(conn *dbus.Conn) *Client { return &Client{conn: conn} }
+
+// Conn returns the underlying connection.
+func (c *Client) Conn() *dbus.Conn { return c.conn }
+
+// SetInteractive sets whether calls allow polkit to ask the user to authenticate (the
+// ALLOW_INTERACTIVE_AUTHORIZATION flag). The tray always sets it; the CLI only when stdin is a
+// terminal. Interactive calls can block for as long as the user takes: give them a long ctx.
+func (c *Client) SetInteractive(interactive bool) { c.interactive = interactive }
+
+// Close closes the connection if Connect opened it.
+func (c *Client) Close() error {
+	if c.ownConn {
+		return c.conn.Close()
+	}
+	return nil
+}
+
+func (c *Client) call(ctx context.Context, path dbus.ObjectPath, iface, method string, out []any, args ...any) error {
+	var flags dbus.Flags
+	if c.interactive {
+		flags |= dbus.FlagAllowInteractiveAuthorization
+	}
+	call := c.conn.Object(BusName, path).CallWithContext(ctx, iface+"."+method, flags, args...)
+	if call.Err != nil {
+		return FromDBusError(call.Err)
+	}
+	if len(out) > 0 {
+		if err := call.Store(out...); err != nil {
+			return fmt.Errorf("cannot decode the reply of %s: %w", method, err)
+		}
+	}
+	return nil
+}
+
+func (c *Client) options(o Options) map[string]dbus.Variant {
+	if o == nil {
+		o = Options{}
+	}
+	return o.variants()
+}
+
+func (c *Client) getProperty(ctx context.Context, path dbus.ObjectPath, iface, name string, out any) error {
+	var v dbus.Variant
+	if err := c.call(ctx, path, "org.freedesktop.DBus.Properties", "Get", []any{&v}, iface, name); err != nil {
+		return err
+	}
+	return dbus.Store([]any{v.Value()}, out)
+}
+
+// Version returns the daemon's version.
+func (c *Client) Version(ctx context.Context) (string, error) {
+	var s string
+	err := c.getProperty(ctx, ManagerPath, ManagerInterface, PropVersion, &s)
+	return s, err
+}
+
+// ReminderDays returns the reminder threshold in days (0 = no reminders).
+func (c *Client) ReminderDays(ctx context.Context) (uint32, error) {
+	var d uint32
+	err := c.getProperty(ctx, ManagerPath, ManagerInterface, PropReminderDays, &d)
+	return d, err
+}
+
+// ListDrives returns the object paths of every enrolled drive.
+func (c *Client) ListDrives(ctx context.Context) ([]dbus.ObjectPath, error) {
+	var drives []dbus.ObjectPath
+	err := c.call(ctx, ManagerPath, ManagerInterface, MethodListDrives, []any{&drives}, c.options(nil))
+	return drives, err
+}
+
+// DriveStatus reads every property of a drive in one call.
+func (c *Client) DriveStatus(ctx context.Context, drive dbus.ObjectPath) (DriveStatus, error) {
+	var props map[string]dbus.Variant
+	var st DriveStatus
+	if err := c.call(ctx, drive, "org.freedesktop.DBus.Properties", "GetAll", []any{&props}, DriveInterface); err != nil {
+		return st, err
+	}
+	err := st.Apply(props)
+	return st, err
+}
+
+// Enroll formats device as a new backup drive (destroying its contents).
+func (c *Client) Enroll(ctx context.Context, device string, passphrase []byte, opts Options) (dbus.ObjectPath, error) {
+	var drive dbus.ObjectPath
+	err := c.call(ctx, ManagerPath, ManagerInterface, MethodEnroll, []any{&drive}, device, passphrase, c.options(opts))
+	return drive, err
+}
+
+// Adopt registers a LUKS device that was prepared by hand.
+func (c *Client) Adopt(ctx context.Context, device string, secret []byte, opts Options) (dbus.ObjectPath, error) {
+	var drive dbus.ObjectPath
+	err := c.call(ctx, ManagerPath, ManagerInterface, MethodAdopt, []any{&drive}, device, secret, c.options(opts))
+	return drive, err
+}
+
+// Forget unregisters a drive.
+func (c *Client) Forget(ctx context.Context, drive dbus.ObjectPath, opts Options) error {
+	return c.call(ctx, ManagerPath, ManagerInterface, MethodForget, nil, drive, c.options(opts))
+}
+
+// Unlock unlocks a drive that awaits its passphrase. The caller zeroes passphrase afterwards.
+func (c *Client) Unlock(ctx context.Context, drive dbus.ObjectPath, passphrase []byte, opts Options) error {
+	return c.call(ctx, drive, DriveInterface, MethodUnlock, nil, passphrase, c.options(opts))
+}
+
+// BackupNow starts a run on a present, idle drive.
+func (c *Client) BackupNow(ctx context.Context, drive dbus.ObjectPath, opts Options) error {
+	return c.call(ctx, drive, DriveInterface, MethodBackupNow, nil, c.options(opts))
+}
+
+// Cancel stops a running backup.
+func (c *Client) Cancel(ctx context.Context, drive dbus.ObjectPath, opts Options) error {
+	return c.call(ctx, drive, DriveInterface, MethodCancel, nil, c.options(opts))
+}
+
+// Eject cancels, unmounts, locks and powers a drive off; it returns when it is safe to remove.
+func (c *Client) Eject(ctx context.Context, drive dbus.ObjectPath, opts Options) error {
+	return c.call(ctx, drive, DriveInterface, MethodEject, nil, c.options(opts))
+}
+
+// ListSnapshots returns the drive's snapshots as of its last unlock, oldest first.
+func (c *Client) ListSnapshots(ctx context.Context, drive dbus.ObjectPath) ([]Snapshot, error) {
+	var snaps []Snapshot
+	err := c.call(ctx, drive, DriveInterface, MethodListSnapshots, []any{&snaps}, c.options(nil))
+	return snaps, err
+}
+
+// Browse mounts the drive read-only and returns where.
+func (c *Client) Browse(ctx context.Context, drive dbus.ObjectPath, opts Options) (string, error) {
+	var path string
+	err := c.call(ctx, drive, DriveInterface, MethodBrowse, []any{&path}, c.options(opts))
+	return path, err
+}
+
+// Restore copies path out of snapshot into destination.
+func (c *Client) Restore(ctx context.Context, drive dbus.ObjectPath, snapshot, path, destination string, opts Options) error {
+	return c.call(ctx, drive, DriveInterface, MethodRestore, nil, snapshot, path, destination, c.options(opts))
+}
+
+// Verify re-reads a snapshot and compares it with its manifest.
+func (c *Client) Verify(ctx context.Context, drive dbus.ObjectPath, snapshot string, opts Options) (checked uint64, problems []string, err error) {
+	err = c.call(ctx, drive, DriveInterface, MethodVerify, []any{&checked, &problems}, snapshot, c.options(opts))
+	return checked, problems, err
+}
+
+// Apply stores the properties in props (as from GetAll or PropertiesChanged) into s. Unknown
+// names are ignored, so newer daemons can add properties; a known name with the wrong type is
+// an error.
+func (s *DriveStatus) Apply(props map[string]dbus.Variant) error {
+	v := reflect.ValueOf(s).Elem()
+	names := make([]string, 0, len(props))
+	for name := range props {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var bad []string
+	for _, name := range names {
+		f := v.FieldByName(name)
+		if !f.IsValid() {
+			continue
+		}
+		val := reflect.ValueOf(props[name].Value())
+		if !val.IsValid() || !val.Type().ConvertibleTo(f.Type()) || val.Kind() != f.Kind() {
+			bad = append(bad, fmt.Sprintf("%s has type %s", name, props[name].Signature()))
+			continue
+		}
+		f.Set(val.Convert(f.Type()))
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("cannot read drive properties: %s", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// Props returns the status as a property map, the inverse of Apply. The daemon exports it.
+func (s DriveStatus) Props() map[string]any {
+	v := reflect.ValueOf(s)
+	t := v.Type()
+	m := make(map[string]any, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			m[t.Field(i).Name] = f.String() // State and Result go out as plain strings
+		default:
+			m[t.Field(i).Name] = f.Interface()
+		}
+	}
+	return m
+}

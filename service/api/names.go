@@ -1,0 +1,126 @@
+package api
+
+import (
+	_ "embed"
+	"strings"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// IntrospectXML is the contract, served by the daemon as its introspection data.
+//
+//go:embed org.plugvault.PlugVault1.xml
+var IntrospectXML string
+
+// Bus name, object paths and interfaces.
+const (
+	BusName          = "org.plugvault.PlugVault1"
+	ManagerPath      = dbus.ObjectPath("/org/plugvault/PlugVault1/Manager")
+	DrivesPathPrefix = "/org/plugvault/PlugVault1/drives/"
+	ManagerInterface = BusName + ".Manager"
+	DriveInterface   = BusName + ".Drive"
+	ErrorPrefix      = BusName + ".Error."
+)
+
+// Manager members.
+const (
+	MethodListDrives   = "ListDrives"
+	MethodEnroll       = "Enroll"
+	MethodAdopt        = "Adopt"
+	MethodForget       = "Forget"
+	SignalDriveAdded   = "DriveAdded"
+	SignalDriveRemoved = "DriveRemoved"
+
+	PropVersion      = "Version"
+	PropDrives       = "Drives"
+	PropReminderDays = "ReminderDays"
+)
+
+// Drive members.
+const (
+	MethodUnlock        = "Unlock"
+	MethodBackupNow     = "BackupNow"
+	MethodCancel        = "Cancel"
+	MethodEject         = "Eject"
+	MethodListSnapshots = "ListSnapshots"
+	MethodBrowse        = "Browse"
+	MethodRestore       = "Restore"
+	MethodVerify        = "Verify"
+
+	PropName          = "Name"
+	PropLuksUUID      = "LuksUUID"
+	PropLabel         = "Label"
+	PropVendor        = "Vendor"
+	PropModel         = "Model"
+	PropSerial        = "Serial"
+	PropPresent       = "Present"
+	PropState         = "State"
+	PropStateReason   = "StateReason"
+	PropProgress      = "Progress"
+	PropFilesDone     = "FilesDone"
+	PropFilesTotal    = "FilesTotal"
+	PropBytesDone     = "BytesDone"
+	PropBytesTotal    = "BytesTotal"
+	PropRate          = "Rate"
+	PropEtaSeconds    = "EtaSeconds"
+	PropLastBackup    = "LastBackup"
+	PropLastResult    = "LastResult"
+	PropSnapshotCount = "SnapshotCount"
+)
+
+// Options understood by the methods (the a{sv} argument).
+const (
+	OptNoUserInteraction  = "auth.no_user_interaction" // b, every method
+	OptPowerOff           = "power_off"                // b, Eject
+	OptOverwrite          = "overwrite"                // b, Restore
+	OptName               = "name"                     // s, Enroll, Adopt
+	OptLabel              = "label"                    // s, Enroll
+	OptFilesystem         = "filesystem"               // s, Enroll
+	OptHeaderBackup       = "header_backup"            // s, Enroll
+	OptSecretIsPassphrase = "secret_is_passphrase"     // b, Adopt
+	OptAddKeyfileSlot     = "add_keyfile_slot"         // b, Adopt
+	OptRemoveKeyslot      = "remove_keyslot"           // b, Forget
+)
+
+// Polkit action IDs, one per user-visible verb (polkit/org.plugvault.policy).
+const (
+	ActionBackup    = "org.plugvault.backup"
+	ActionEject     = "org.plugvault.eject"
+	ActionUnlock    = "org.plugvault.unlock"
+	ActionBrowse    = "org.plugvault.browse"
+	ActionRestore   = "org.plugvault.restore"
+	ActionEnroll    = "org.plugvault.enroll"
+	ActionConfigure = "org.plugvault.configure"
+	ActionForget    = "org.plugvault.forget"
+)
+
+// MethodActions maps every authorized method (interface.member) to its polkit action. Methods
+// that are absent here (ListDrives, ListSnapshots) need no authorization.
+var MethodActions = map[string]string{
+	ManagerInterface + "." + MethodEnroll:  ActionEnroll,
+	ManagerInterface + "." + MethodAdopt:   ActionConfigure,
+	ManagerInterface + "." + MethodForget:  ActionForget,
+	DriveInterface + "." + MethodUnlock:    ActionUnlock,
+	DriveInterface + "." + MethodBackupNow: ActionBackup,
+	DriveInterface + "." + MethodCancel:    ActionBackup,
+	DriveInterface + "." + MethodEject:     ActionEject,
+	DriveInterface + "." + MethodBrowse:    ActionBrowse,
+	DriveInterface + "." + MethodRestore:   ActionRestore,
+	DriveInterface + "." + MethodVerify:    ActionBrowse,
+}
+
+// DrivePath returns the object path of the drive with the given LUKS UUID: every byte that is
+// not an ASCII letter or digit becomes "_", as D-Bus path elements require.
+func DrivePath(luksUUID string) dbus.ObjectPath {
+	var b strings.Builder
+	b.WriteString(DrivesPathPrefix)
+	for i := 0; i < len(luksUUID); i++ {
+		c := luksUUID[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return dbus.ObjectPath(b.String())
+}

@@ -1,0 +1,86 @@
+package api
+
+// State is the State property of a Drive: where its state machine is.
+type State string
+
+// The drive states, in the order a normal run passes through them.
+const (
+	StateAbsent             State = "absent"
+	StatePresent            State = "present"
+	StateUnlocking          State = "unlocking"
+	StateAwaitingPassphrase State = "awaiting-passphrase"
+	StateMounting           State = "mounting"
+	StateBackingUp          State = "backing-up"
+	StateFinishing          State = "finishing"
+	StateUnmounting         State = "unmounting"
+	StateLocking            State = "locking"
+	StateSafeToRemove       State = "safe-to-remove"
+	StateFailed             State = "failed"
+)
+
+// States lists every state, for validation and exhaustive tests.
+var States = []State{
+	StateAbsent, StatePresent, StateUnlocking, StateAwaitingPassphrase, StateMounting,
+	StateBackingUp, StateFinishing, StateUnmounting, StateLocking, StateSafeToRemove, StateFailed,
+}
+
+// Running reports whether a run (unlock … lock) is in progress in this state.
+func (s State) Running() bool {
+	switch s {
+	case StateUnlocking, StateAwaitingPassphrase, StateMounting, StateBackingUp,
+		StateFinishing, StateUnmounting, StateLocking:
+		return true
+	}
+	return false
+}
+
+// Result is the LastResult property of a Drive.
+type Result string
+
+// The outcomes of a run.
+const (
+	ResultNone        Result = ""
+	ResultSuccess     Result = "success"
+	ResultFailed      Result = "failed"
+	ResultCancelled   Result = "cancelled"
+	ResultInterrupted Result = "interrupted"
+)
+
+// DriveStatus holds every property of a Drive object. The daemon publishes it, the client reads
+// it; the field names are the property names.
+type DriveStatus struct {
+	Name          string
+	LuksUUID      string
+	Label         string
+	Vendor        string
+	Model         string
+	Serial        string
+	Present       bool
+	State         State
+	StateReason   string
+	Progress      float64
+	FilesDone     uint64
+	FilesTotal    uint64
+	BytesDone     uint64
+	BytesTotal    uint64
+	Rate          float64
+	EtaSeconds    int64
+	LastBackup    uint64
+	LastResult    Result
+	SnapshotCount uint32
+}
+
+// Snapshot is one element of ListSnapshots' a(sxtts).
+type Snapshot struct {
+	Name    string // directory name, a UTC timestamp such as 20261126T083100Z
+	Created int64  // Unix seconds
+	Files   uint64
+	Bytes   uint64
+	Status  string // SnapshotComplete or SnapshotPartial
+}
+
+// Snapshot statuses.
+const (
+	SnapshotComplete = "complete"
+	SnapshotPartial  = "partial"
+)

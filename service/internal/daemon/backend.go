@@ -1,0 +1,76 @@
+package daemon
+
+import (
+	"context"
+
+	"github.com/plugvault/plugvault/service/api"
+)
+
+// Caller is who made an authorized call, from the bus daemon's SO_PEERCRED-based
+// GetConnectionCredentials (never from anything the caller said about itself).
+type Caller struct {
+	BusName string // unique name, the polkit subject
+	UID     uint32
+	GID     uint32 // primary group of UID
+	PID     uint32
+}
+
+// RestoreRequest is a validated Drive.Restore call.
+type RestoreRequest struct {
+	Snapshot    string // a name from ListSnapshots
+	Path        string // cleaned, relative to the snapshot root; "" = everything
+	Destination string // absolute, cleaned
+	Overwrite   bool
+	Caller      Caller // the restore runs with the caller's credentials
+}
+
+// Backend is the drive manager that the Drive objects delegate to once a call is authorized and
+// its arguments validated (service/internal/drive implements it). Drives are named by LUKS
+// UUID. Errors wrap the sentinels of service/api (api.ErrBusy, api.ErrNotPresent, …) and carry
+// a message fit for the user.
+type Backend interface {
+	Unlock(ctx context.Context, uuid string, passphrase []byte) error
+	BackupNow(ctx context.Context, uuid string) error
+	Cancel(ctx context.Context, uuid string) error
+	Eject(ctx context.Context, uuid string, powerOff bool) error
+	ListSnapshots(ctx context.Context, uuid string) ([]api.Snapshot, error)
+	Browse(ctx context.Context, uuid string, caller Caller) (string, error)
+	Restore(ctx context.Context, uuid string, req RestoreRequest) error
+	Verify(ctx context.Context, uuid, snapshot string) (checked uint64, problems []string, err error)
+}
+
+// EnrollRequest is a validated Manager.Enroll call.
+type EnrollRequest struct {
+	Device       string // canonical, under /dev
+	Passphrase   []byte // zeroed by the daemon after the call returns
+	Name         string
+	Label        string
+	Filesystem   string // "btrfs" or "ext4"
+	HeaderBackup string // absolute path or ""
+}
+
+// AdoptRequest is a validated Manager.Adopt call.
+type AdoptRequest struct {
+	Device             string
+	Secret             []byte // zeroed by the daemon after the call returns
+	SecretIsPassphrase bool
+	AddKeyfileSlot     bool
+	Name               string
+}
+
+// Enroller implements the Manager's configuration methods (the cli-enroll issue). It returns the
+// LUKS UUID of the new drive, after which it calls Publisher.AddDrive itself.
+type Enroller interface {
+	Enroll(ctx context.Context, req EnrollRequest) (uuid string, err error)
+	Adopt(ctx context.Context, req AdoptRequest) (uuid string, err error)
+	Forget(ctx context.Context, uuid string, removeKeyslot bool) error
+}
+
+// Publisher is how the state machines publish Drive properties; the daemon implements it and
+// turns every change into PropertiesChanged. Status values are complete snapshots: the daemon
+// diffs them against what it published before.
+type Publisher interface {
+	AddDrive(uuid string, st api.DriveStatus) error
+	UpdateDrive(uuid string, st api.DriveStatus)
+	RemoveDrive(uuid string)
+}
