@@ -58,11 +58,7 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) call(ctx context.Context, path dbus.ObjectPath, iface, method string, out []any, args ...any) error {
-	var flags dbus.Flags
-	if c.interactive {
-		flags |= dbus.FlagAllowInteractiveAuthorization
-	}
-	call := c.conn.Object(BusName, path).CallWithContext(ctx, iface+"."+method, flags, args...)
+	call := <-c.conn.SendWithContext(ctx, c.newCall(path, iface, method, args), make(chan *dbus.Call, 1)).Done
 	if call.Err != nil {
 		return FromDBusError(call.Err)
 	}
@@ -72,6 +68,25 @@ func (c *Client) call(ctx context.Context, path dbus.ObjectPath, iface, method s
 		}
 	}
 	return nil
+}
+
+// newCall builds the method call message by hand: godbus's Object.Call masks out
+// ALLOW_INTERACTIVE_AUTHORIZATION (v5.2.4 keeps only NO_AUTO_START and NO_REPLY_EXPECTED), and
+// without that flag polkit may never ask the user.
+func (c *Client) newCall(path dbus.ObjectPath, iface, method string, args []any) *dbus.Message {
+	msg := &dbus.Message{Type: dbus.TypeMethodCall, Headers: map[dbus.HeaderField]dbus.Variant{
+		dbus.FieldPath:        dbus.MakeVariant(path),
+		dbus.FieldDestination: dbus.MakeVariant(BusName),
+		dbus.FieldInterface:   dbus.MakeVariant(iface),
+		dbus.FieldMember:      dbus.MakeVariant(method),
+	}, Body: args}
+	if c.interactive {
+		msg.Flags |= dbus.FlagAllowInteractiveAuthorization
+	}
+	if len(args) > 0 {
+		msg.Headers[dbus.FieldSignature] = dbus.MakeVariant(dbus.SignatureOf(args...))
+	}
+	return msg
 }
 
 func (c *Client) options(o Options) map[string]dbus.Variant {

@@ -1,0 +1,276 @@
+package apitest
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+
+	"github.com/godbus/dbus/v5"
+	"github.com/godbus/dbus/v5/introspect"
+	"github.com/godbus/dbus/v5/prop"
+
+	"github.com/plugvault/plugvault/service/api"
+)
+
+// Call is one method call the fake received.
+type Call struct {
+	Path        dbus.ObjectPath
+	Method      string // member name, e.g. "Unlock"
+	Args        []any  // the arguments after the sender, options last
+	Interactive bool   // the caller allowed interactive authorization
+}
+
+// FakeService stands for plugvaultd in client tests: it owns org.plugvault.PlugVault1 on a
+// private bus, serves the contract's objects with the real introspection XML, records every
+// call, answers with scripted errors, and lets the test change drive properties (which emits
+// PropertiesChanged exactly as the daemon does).
+type FakeService struct {
+	Conn *dbus.Conn
+
+	mu       sync.Mutex
+	calls    []Call
+	errs     map[string]error // method -> error to answer with
+	results  map[string][]any // method -> extra return values
+	drives   map[dbus.ObjectPath]*prop.Properties
+	mgrProps *prop.Properties
+	callCh   chan Call
+}
+
+// StartFakeService connects to bus, exports the Manager and owns the name. It is stopped at
+// cleanup (closing its connection releases the name).
+func StartFakeService(t testing.TB, bus *Bus) *FakeService {
+	t.Helper()
+	conn := bus.Conn(t)
+	f := &FakeService{Conn: conn, errs: map[string]error{}, results: map[string][]any{},
+		drives: map[dbus.ObjectPath]*prop.Properties{}, callCh: make(chan Call, 256)}
+	if err := conn.ExportMethodTable(f.managerMethods(), api.ManagerPath, api.ManagerInterface); err != nil {
+		t.Fatal(err)
+	}
+	mp, err := prop.Export(conn, api.ManagerPath, prop.Map{api.ManagerInterface: {
+		api.PropVersion:      {Value: "0.0.0-fake", Emit: prop.EmitTrue},
+		api.PropDrives:       {Value: []dbus.ObjectPath{}, Emit: prop.EmitTrue},
+		api.PropReminderDays: {Value: uint32(7), Emit: prop.EmitTrue},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mgrProps = mp
+	f.exportIntrospection(api.ManagerPath)
+	reply, err := conn.RequestName(api.BusName, dbus.NameFlagDoNotQueue)
+	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
+		t.Fatalf("fake service cannot own %s: %v (reply %v)", api.BusName, err, reply)
+	}
+	return f
+}
+
+func (f *FakeService) exportIntrospection(path dbus.ObjectPath) {
+	_ = f.Conn.Export(introspect.Introspectable(api.IntrospectXML), path, "org.freedesktop.DBus.Introspectable")
+}
+
+// AddDrive exports a drive with the given status and announces it (Drives, DriveAdded).
+func (f *FakeService) AddDrive(t testing.TB, st api.DriveStatus) dbus.ObjectPath {
+	t.Helper()
+	path := api.DrivePath(st.LuksUUID)
+	if err := f.Conn.ExportMethodTable(f.driveMethods(path), path, api.DriveInterface); err != nil {
+		t.Fatal(err)
+	}
+	props := prop.Map{api.DriveInterface: {}}
+	for k, v := range st.Props() {
+		// SetDrive emits one PropertiesChanged per change, carrying every changed property.
+		props[api.DriveInterface][k] = &prop.Prop{Value: v, Emit: prop.EmitFalse}
+	}
+	p, err := prop.Export(f.Conn, path, props)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.exportIntrospection(path)
+	f.mu.Lock()
+	f.drives[path] = p
+	paths := f.drivePathsLocked()
+	f.mu.Unlock()
+	f.mgrProps.SetMust(api.ManagerInterface, api.PropDrives, paths)
+	if err := f.Conn.Emit(api.ManagerPath, api.ManagerInterface+"."+api.SignalDriveAdded, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// RemoveDrive unexports a drive and announces it (Drives, DriveRemoved).
+func (f *FakeService) RemoveDrive(t testing.TB, path dbus.ObjectPath) {
+	t.Helper()
+	f.mu.Lock()
+	delete(f.drives, path)
+	paths := f.drivePathsLocked()
+	f.mu.Unlock()
+	for _, iface := range []string{api.DriveInterface, "org.freedesktop.DBus.Properties", "org.freedesktop.DBus.Introspectable"} {
+		_ = f.Conn.Export(nil, path, iface)
+	}
+	f.mgrProps.SetMust(api.ManagerInterface, api.PropDrives, paths)
+	if err := f.Conn.Emit(api.ManagerPath, api.ManagerInterface+"."+api.SignalDriveRemoved, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *FakeService) drivePathsLocked() []dbus.ObjectPath {
+	paths := make([]dbus.ObjectPath, 0, len(f.drives))
+	for p := range f.drives {
+		paths = append(paths, p)
+	}
+	sort.Slice(paths, func(i, j int) bool { return paths[i] < paths[j] })
+	return paths
+}
+
+// SetDrive publishes a new status for a drive: every property that differs is emitted in
+// PropertiesChanged, like the daemon does.
+func (f *FakeService) SetDrive(t testing.TB, path dbus.ObjectPath, st api.DriveStatus) {
+	t.Helper()
+	f.mu.Lock()
+	p := f.drives[path]
+	f.mu.Unlock()
+	if p == nil {
+		t.Fatalf("fake service has no drive %s", path)
+	}
+	changed := map[string]dbus.Variant{}
+	for k, v := range st.Props() {
+		cur, err := p.Get(api.DriveInterface, k)
+		if err == nil && cur.Value() == v {
+			continue
+		}
+		p.SetMust(api.DriveInterface, k, v)
+		changed[k] = dbus.MakeVariant(v)
+	}
+	if len(changed) == 0 {
+		return
+	}
+	if err := f.Conn.Emit(path, "org.freedesktop.DBus.Properties.PropertiesChanged", api.DriveInterface, changed, []string{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SetReminderDays changes the Manager's ReminderDays property.
+func (f *FakeService) SetReminderDays(days uint32) {
+	f.mgrProps.SetMust(api.ManagerInterface, api.PropReminderDays, days)
+}
+
+// FailNext makes every later call of method answer err (a sentinel of service/api, wrapped
+// with a message) until it is set to nil.
+func (f *FakeService) FailNext(method string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil {
+		delete(f.errs, method)
+		return
+	}
+	f.errs[method] = err
+}
+
+// SetResult sets the return values of a method that returns something (ListSnapshots: a
+// []api.Snapshot; Browse: a string; Verify: uint64 and []string; Enroll/Adopt: an ObjectPath).
+func (f *FakeService) SetResult(method string, values ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.results[method] = values
+}
+
+// Calls returns every call received so far.
+func (f *FakeService) Calls() []Call {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Call(nil), f.calls...)
+}
+
+// CallCh delivers each call as it is received (buffered; tests that ignore it lose nothing but
+// the notifications).
+func (f *FakeService) CallCh() <-chan Call { return f.callCh }
+
+func (f *FakeService) record(path dbus.ObjectPath, method string, msg dbus.Message, args ...any) *dbus.Error {
+	c := Call{Path: path, Method: method, Args: args, Interactive: msg.Flags&dbus.FlagAllowInteractiveAuthorization != 0}
+	f.mu.Lock()
+	f.calls = append(f.calls, c)
+	err := f.errs[method]
+	f.mu.Unlock()
+	select {
+	case f.callCh <- c:
+	default:
+	}
+	return api.ToDBusError(err)
+}
+
+func (f *FakeService) result(method string, i int, def any) any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r := f.results[method]; i < len(r) {
+		return r[i]
+	}
+	return def
+}
+
+func (f *FakeService) managerMethods() map[string]any {
+	p := api.ManagerPath
+	return map[string]any{
+		api.MethodListDrives: func(msg dbus.Message, opts map[string]dbus.Variant) ([]dbus.ObjectPath, *dbus.Error) {
+			if err := f.record(p, api.MethodListDrives, msg, opts); err != nil {
+				return nil, err
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.drivePathsLocked(), nil
+		},
+		api.MethodEnroll: func(msg dbus.Message, device string, pass []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
+			if err := f.record(p, api.MethodEnroll, msg, device, append([]byte(nil), pass...), opts); err != nil {
+				return "", err
+			}
+			return f.result(api.MethodEnroll, 0, api.DrivePath("enrolled")).(dbus.ObjectPath), nil
+		},
+		api.MethodAdopt: func(msg dbus.Message, device string, secret []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
+			if err := f.record(p, api.MethodAdopt, msg, device, append([]byte(nil), secret...), opts); err != nil {
+				return "", err
+			}
+			return f.result(api.MethodAdopt, 0, api.DrivePath("adopted")).(dbus.ObjectPath), nil
+		},
+		api.MethodForget: func(msg dbus.Message, drive dbus.ObjectPath, opts map[string]dbus.Variant) *dbus.Error {
+			return f.record(p, api.MethodForget, msg, drive, opts)
+		},
+	}
+}
+
+func (f *FakeService) driveMethods(p dbus.ObjectPath) map[string]any {
+	simple := func(method string) any {
+		return func(msg dbus.Message, opts map[string]dbus.Variant) *dbus.Error {
+			return f.record(p, method, msg, opts)
+		}
+	}
+	return map[string]any{
+		api.MethodUnlock: func(msg dbus.Message, pass []byte, opts map[string]dbus.Variant) *dbus.Error {
+			return f.record(p, api.MethodUnlock, msg, append([]byte(nil), pass...), opts)
+		},
+		api.MethodBackupNow: simple(api.MethodBackupNow),
+		api.MethodCancel:    simple(api.MethodCancel),
+		api.MethodEject:     simple(api.MethodEject),
+		api.MethodListSnapshots: func(msg dbus.Message, opts map[string]dbus.Variant) ([]api.Snapshot, *dbus.Error) {
+			if err := f.record(p, api.MethodListSnapshots, msg, opts); err != nil {
+				return nil, err
+			}
+			return f.result(api.MethodListSnapshots, 0, []api.Snapshot{}).([]api.Snapshot), nil
+		},
+		api.MethodBrowse: func(msg dbus.Message, opts map[string]dbus.Variant) (string, *dbus.Error) {
+			if err := f.record(p, api.MethodBrowse, msg, opts); err != nil {
+				return "", err
+			}
+			return f.result(api.MethodBrowse, 0, "/run/plugvault/browse/fake").(string), nil
+		},
+		api.MethodRestore: func(msg dbus.Message, snap, path, dest string, opts map[string]dbus.Variant) *dbus.Error {
+			return f.record(p, api.MethodRestore, msg, snap, path, dest, opts)
+		},
+		api.MethodVerify: func(msg dbus.Message, snap string, opts map[string]dbus.Variant) (uint64, []string, *dbus.Error) {
+			if err := f.record(p, api.MethodVerify, msg, snap, opts); err != nil {
+				return 0, nil, err
+			}
+			return f.result(api.MethodVerify, 0, uint64(0)).(uint64), f.result(api.MethodVerify, 1, []string{}).([]string), nil
+		},
+	}
+}
+
+// String is for test failure messages.
+func (c Call) String() string { return fmt.Sprintf("%s.%s%v", c.Path, c.Method, c.Args) }
