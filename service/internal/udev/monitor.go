@@ -157,8 +157,10 @@ func (m *Monitor) loop() {
 				m.logger.Warn("udev events were lost (receive buffer overflow)")
 				continue
 			}
-			m.logger.Error("cannot receive udev event", "error", rerr)
-			continue
+			// Anything else is not transient (EINTR is restarted by SA_RESTART): stop rather
+			// than spin. Closing Events tells the consumer that monitoring ended.
+			m.logger.Error("cannot receive udev events; monitor stopped", "error", rerr)
+			return
 		}
 		ev, err := receive(buf[:n], n > maxMessageSize, flags, from, oob[:oobn])
 		if err != nil {
