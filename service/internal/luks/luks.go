@@ -75,6 +75,8 @@ func newAt(r sysexec.Runner, path string) (*Cryptsetup, error) {
 		return nil, err
 	}
 	c.version = v
+	// Logged once at startup through the default logger: New has no logger of its own.
+	slog.Default().Info("found cryptsetup", "path", path, "version", v)
 	return c, nil
 }
 

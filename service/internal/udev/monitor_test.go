@@ -2,6 +2,7 @@ package udev
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -138,6 +139,10 @@ func monitorSocketTest(t *testing.T) {
 		return
 	}
 	defer mon.Close()
+	// Enumerate uses the monitor's roots: real sysfs, an empty udev database here.
+	if evs, err := mon.Enumerate(context.Background()); err != nil || len(evs) != 0 {
+		t.Errorf("Enumerate with an empty database = %+v, %v", evs, err)
+	}
 
 	sender, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {
