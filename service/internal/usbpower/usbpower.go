@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/plugvault/plugvault/service/api"
 )
 
 // Errors callers may branch on.
@@ -53,6 +55,18 @@ func PowerOffAt(ctx context.Context, roots Roots, devPath string) error {
 		return fmt.Errorf("cannot power off %s: bad DEVNAME %q", devPath, name)
 	}
 
+	parts, err := partitions(dir)
+	if err != nil {
+		return fmt.Errorf("cannot power off %s: %w", devPath, err)
+	}
+	// A device-mapper mapping (our LUKS mapping, LVM, ...) on the disk or a partition would
+	// lose data if the disk went away under it.
+	for _, d := range append([]string{dir}, parts...) {
+		if h := holders(d); len(h) > 0 {
+			return fmt.Errorf("cannot power off %s: %s is still in use by %s: %w", devPath, filepath.Base(d), strings.Join(h, ", "), api.ErrBusy)
+		}
+	}
+
 	// Find both targets before changing anything.
 	deleteAttr := filepath.Join(dir, "device", "delete")
 	hasSCSI := exists(deleteAttr)
@@ -64,6 +78,18 @@ func PowerOffAt(ctx context.Context, roots Roots, devPath string) error {
 		return fmt.Errorf("cannot power off %s: %w", devPath, ErrNotSupported)
 	}
 
+	// Each partition has its own block device cache; flush them and then the disk.
+	for _, p := range parts {
+		u, err := readUevent(p)
+		if err != nil {
+			return fmt.Errorf("cannot power off %s: %w", devPath, err)
+		}
+		if pn := u["DEVNAME"]; pn != "" && !strings.Contains(pn, "..") && !strings.HasPrefix(pn, "/") {
+			if err := syncDevice(filepath.Join(roots.Dev, pn)); err != nil {
+				return fmt.Errorf("cannot power off %s: %w", devPath, err)
+			}
+		}
+	}
 	if err := syncDevice(filepath.Join(roots.Dev, name)); err != nil {
 		return fmt.Errorf("cannot power off %s: %w", devPath, err)
 	}
@@ -164,4 +190,37 @@ func writeAttr(p string) error {
 		return werr
 	}
 	return cerr
+}
+
+// partitions returns the sysfs directories of the disk's partitions (subdirectories whose
+// uevent says DEVTYPE=partition).
+func partitions(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var parts []string
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if u, err := readUevent(p); err == nil && u["DEVTYPE"] == "partition" {
+			parts = append(parts, p)
+		}
+	}
+	return parts, nil
+}
+
+// holders lists the block devices stacked on a disk or partition (sysfs "holders").
+func holders(dir string) []string {
+	ents, err := os.ReadDir(filepath.Join(dir, "holders"))
+	if err != nil {
+		return nil
+	}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return names
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
@@ -85,8 +87,10 @@ func fakeUSBStick(t *testing.T, withRemove, withPort bool) tree {
 	if err := os.MkdirAll(tr.roots.Dev, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(tr.roots.Dev, "sdb"), nil, 0o600); err != nil {
-		t.Fatal(err)
+	for _, n := range []string{"sdb", "sdb1"} {
+		if err := os.WriteFile(filepath.Join(tr.roots.Dev, n), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return tr
 }
@@ -166,5 +170,32 @@ func TestPowerOffRealLoopIsNotSupported(t *testing.T) {
 	testenv.Require(t, err == nil, "needs loop0 in sysfs")
 	if err := PowerOff(context.Background(), "/devices/virtual/block/loop0"); !errors.Is(err, ErrNotSupported) {
 		t.Errorf("loop0: %v", err)
+	}
+}
+
+func TestPowerOffRefusesADiskInUse(t *testing.T) {
+	tr := fakeUSBStick(t, true, true)
+	// The LUKS mapping dm-0 is still open on sdb1.
+	tr.write("/devices/virtual/block/dm-0/uevent", "MAJOR=254\nMINOR=0\nDEVNAME=dm-0\nDEVTYPE=disk\n")
+	tr.link("../../../../../../../../../../../virtual/block/dm-0", diskDevPath+"/sdb1/holders/dm-0")
+	err := PowerOffAt(context.Background(), tr.roots, diskDevPath)
+	if !errors.Is(err, api.ErrBusy) || !strings.Contains(err.Error(), "sdb1 is still in use by dm-0") {
+		t.Fatalf("want busy naming dm-0, got %v", err)
+	}
+	if got := tr.read(scsiDevPath+"/delete") + tr.read(usbDevPath+"/remove"); got != "" {
+		t.Errorf("something was written: %q", got)
+	}
+	// A missing partition node makes the sync fail before anything is detached.
+	if err := os.Remove(filepath.Join(tr.roots.Sys, diskDevPath, "sdb1/holders/dm-0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(tr.roots.Dev, "sdb1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := PowerOffAt(context.Background(), tr.roots, diskDevPath); err == nil || !strings.Contains(err.Error(), "sdb1") {
+		t.Errorf("no sdb1 node: %v", err)
+	}
+	if got := tr.read(scsiDevPath + "/delete"); got != "" {
+		t.Errorf("detached although a partition could not be synced: %q", got)
 	}
 }
