@@ -159,6 +159,12 @@ func TestRealMountGuardUnmount(t *testing.T) {
 	if err := Guard(bt, mustDev(t, btrfsDev)); err != nil {
 		t.Errorf("still mounted after a failed unmount, Guard: %v", err)
 	}
+	// A cancelled caller stops the retries.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := m.Unmount(cctx, bt); !errors.Is(err, context.Canceled) {
+		t.Errorf("Unmount with a cancelled context: %v", err)
+	}
 	_ = holder.Process.Kill()
 	_ = holder.Wait()
 
