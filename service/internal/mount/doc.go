@@ -1,0 +1,16 @@
+// Package mount mounts and unmounts the unlocked backup filesystem with mount(2) and
+// umount2(2) (no mount(8)), and answers the one question the backup engine asks before every
+// batch of writes: "is this path still our mount of our mapping?" (Guard). If the stick was
+// pulled and the mount is gone, the mount point is an empty directory on the internal disk;
+// writing there would silently fill the wrong disk, so the engine must stop instead.
+//
+// Mount points live in a private base directory (default /run/plugvault: root-owned, 0700,
+// created if missing, refused if it is a symlink or owned by anyone else), one level below it.
+// Mounts are always nosuid,nodev,noexec,noatime; the filesystem type and every extra option
+// come from an allow-list.
+//
+// btrfs reports an anonymous device number (0:N) in /proc/self/mountinfo and yet another one
+// in stat(2), never the block device's. For btrfs, Guard and Mounts therefore ask the
+// filesystem for its fsid (BTRFS_IOC_FS_INFO on the mount point) and read its device list from
+// /sys/fs/btrfs/<fsid>/devices, which must be exactly the expected device.
+package mount

@@ -1,0 +1,83 @@
+package mount
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestMountData(t *testing.T) {
+	for _, ok := range []struct {
+		fs    string
+		extra []string
+		want  string
+	}{
+		{"btrfs", nil, ""},
+		{"btrfs", []string{"compress=zstd:3", "space_cache=v2"}, "compress=zstd:3,space_cache=v2"},
+		{"ext4", []string{"errors=remount-ro", "commit=30"}, "errors=remount-ro,commit=30"},
+		{"xfs", []string{"discard"}, "discard"},
+	} {
+		got, err := mountData(ok.fs, ok.extra)
+		if err != nil || got != ok.want {
+			t.Errorf("mountData(%s, %v) = %q, %v", ok.fs, ok.extra, got, err)
+		}
+	}
+	for _, bad := range []struct {
+		fs    string
+		extra []string
+	}{
+		{"vfat", nil}, {"ntfs3", nil}, {"", nil}, {"BTRFS", nil},
+		{"btrfs", []string{"suid"}}, {"btrfs", []string{"exec"}}, {"btrfs", []string{"dev"}},
+		{"btrfs", []string{"subvol=/etc"}}, {"btrfs", []string{"device=/dev/sda"}},
+		{"ext4", []string{"compress=zstd"}}, {"ext4", []string{"commit=30,suid"}},
+		{"ext4", []string{"errors=panic"}}, {"xfs", []string{""}},
+	} {
+		if _, err := mountData(bad.fs, bad.extra); err == nil {
+			t.Errorf("mountData(%q, %q) accepted", bad.fs, bad.extra)
+		}
+	}
+}
+
+func TestTargetMustBeOneLevelBelowBase(t *testing.T) {
+	m := NewMounter(nil)
+	if err := m.SetBase("/run/plugvault"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.checkTarget("/run/plugvault/2f8c6bd5-7a0e-4c7e-9a55-0c1d3e9f7b21"); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range []string{"/run/plugvault", "/run/plugvault/", "/run/plugvault/a/b", "/run/plugvault/../etc", "/run/plugvault/.hidden",
+		"/tmp/x", "run/plugvault/x", "/run/plugvault/-x", "/run/plugvault/a b"} {
+		if err := m.checkTarget(bad); err == nil {
+			t.Errorf("checkTarget(%q) accepted", bad)
+		}
+	}
+	for _, bad := range []string{"", "relative", "/", "/run/plugvault/"} {
+		if err := m.SetBase(bad); err == nil {
+			t.Errorf("SetBase(%q) accepted", bad)
+		}
+	}
+}
+
+func TestMountRefusesBeforeTouchingAnything(t *testing.T) {
+	m := NewMounter(nil)
+	base := t.TempDir() + "/base"
+	if err := m.SetBase(base); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, c := range []struct{ source, fs string }{
+		{"/etc/passwd", "ext4"}, {"/dev/null", "ext4"}, {"/dev/../etc/passwd", "ext4"}, {"/dev/sdz9", "ext4"}, {"/dev/loop0", "vfat"},
+	} {
+		if err := m.Mount(ctx, c.source, base+"/x", c.fs, false, nil); err == nil {
+			t.Errorf("Mount(%s, %s) accepted", c.source, c.fs)
+		}
+	}
+	if _, err := os.Stat(base); err == nil {
+		t.Error("the base was created for a refused mount")
+	}
+	if err := m.Unmount(ctx, "/etc"); err == nil || !strings.Contains(err.Error(), "cannot use mount point") {
+		t.Errorf("Unmount outside the base: %v", err)
+	}
+}
