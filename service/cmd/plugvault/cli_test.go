@@ -126,7 +126,7 @@ func TestPickDrive(t *testing.T) {
 		{both, "0f3d", "green", 0},
 		{both, string(g.path), "green", 0},
 		{[]drive{g}, "", "green", 0},
-		{both, "", "", exitUsage},   // several drives: name one
+		{both, "", "", exitUsage},    // several drives: name one
 		{both, "0f3", "", exitUsage}, // ambiguous prefix
 		{both, "red", "", exitNotFound},
 		{both, "/org/plugvault/PlugVault1/drives/nope", "", exitNotFound},
