@@ -134,6 +134,10 @@ func (e *env) addFakeDisk(name string, removable bool, bus string) string {
 	write(filepath.Join(disk, name+"1", "size"), "60060000\n")
 	write(filepath.Join(e.udevDir, "b8:208"), "S:disk/by-id/usb-SanDisk_Ultra\nE:ID_BUS="+bus+"\nE:ID_SERIAL_SHORT=4C530001\n")
 	write(filepath.Join(e.udevDir, "b8:209"), "E:ID_FS_TYPE=vfat\nE:ID_FS_LABEL=MYSTICK\n")
+	// The kernel lists partitions in /sys/class/block too.
+	if err := os.Symlink(filepath.Join(name, name+"1"), filepath.Join(e.sysRoot, "class", "block", name+"1")); err != nil {
+		e.t.Fatal(err)
+	}
 	write(filepath.Join(e.devRoot, name), "")
 	write(filepath.Join(e.devRoot, name+"1"), "")
 	return filepath.Join(e.devRoot, name)
@@ -238,3 +242,16 @@ func waitCode(t *testing.T, done <-chan int) int {
 	}
 	return -1
 }
+
+func slicesContain(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+type dbusPath = dbus.ObjectPath
