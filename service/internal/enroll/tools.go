@@ -28,7 +28,7 @@ func mkfsArgs(fstype, label, device string) ([]string, error) {
 	switch fstype {
 	case "btrfs":
 		return []string{
-			"--force",         // the fresh mapping holds random bytes that may look like a signature
+			"--force",        // the fresh mapping holds random bytes that may look like a signature
 			"--label", label, // shown by file managers, and as ID_FS_LABEL
 			"--", device,
 		}, nil
