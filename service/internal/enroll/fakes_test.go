@@ -412,8 +412,10 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-func (h *harness) keyPath() string  { return filepath.Join(h.keyDir, testUUID+".key") }
-func (h *harness) rulePath() string { return filepath.Join(h.rulesDir, "90-plugvault-"+testUUID+".rules") }
+func (h *harness) keyPath() string { return filepath.Join(h.keyDir, testUUID+".key") }
+func (h *harness) rulePath() string {
+	return filepath.Join(h.rulesDir, "90-plugvault-"+testUUID+".rules")
+}
 
 func exists(path string) bool {
 	_, err := os.Lstat(path)
