@@ -122,7 +122,9 @@ func readNoEcho(f *os.File, w io.Writer, prompt string) ([]byte, error) {
 // readLine reads one line byte by byte (so nothing after it is consumed) and returns it without
 // the newline. EOF before any byte is an error.
 func readLine(r io.Reader) ([]byte, error) {
-	var line []byte
+	// Room for any sane passphrase up front: growing the slice would leave copies of the
+	// secret behind in memory that nobody clears.
+	line := make([]byte, 0, 4096)
 	var b [1]byte
 	for {
 		n, err := r.Read(b[:])

@@ -386,6 +386,12 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid s
 			return "", fmt.Errorf("cannot enroll: %w", err)
 		}
 	}
+	// Formatting an enrolled drive would leave its registration dangling: forget it first.
+	if old, err := e.d.LUKS.UUID(ctx, dev.Path); err == nil && checkUUID(old) == nil {
+		if err := e.alreadyEnrolled(old); err != nil {
+			return "", fmt.Errorf("cannot enroll %s: forget the drive first: %w", dev.Path, err)
+		}
+	}
 	key, err := e.newKey()
 	if err != nil {
 		return "", err

@@ -2,7 +2,6 @@ package enroll
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -85,6 +84,7 @@ func TestEnroll(t *testing.T) {
 	}
 	// LUKS: passphrase in slot 0, the random key in its own fast slot, opened with that slot.
 	wantCalls := []string{
+		"UUID[/dev/sdb]", // is it an enrolled drive already?
 		"Format[/dev/sdb correct horse BLUE]",
 		"AddKey[/dev/sdb 64 true]",
 		"Open[/dev/sdb plugvault-" + testUUID + " 1 false]",
@@ -578,4 +578,14 @@ func TestMkfsArgsRejectOptionLikeLabels(t *testing.T) {
 	}
 }
 
-var _ = context.Background
+func TestEnrollRefusesAnEnrolledDrive(t *testing.T) {
+	h := enrolled(t)
+	_, err := h.e.Enroll(t.Context(), enrollReq())
+	if !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), "forget the drive first") {
+		t.Errorf("error %v", err)
+	}
+	if h.luks.called("Format") != 0 {
+		t.Error("an enrolled drive was formatted again")
+	}
+	assertStillEnrolled(t, h)
+}
