@@ -179,11 +179,7 @@ func (a *app) readKeyFile(name string) ([]byte, error) {
 }
 
 func runForget(ctx context.Context, a *app, args []string) error {
-	arg, _, err := a.driveArg(args, 1)
-	if err != nil {
-		return err
-	}
-	d, err := a.resolveDrive(ctx, arg)
+	d, err := a.driveFromArgs(ctx, args)
 	if err != nil {
 		return err
 	}

@@ -234,6 +234,15 @@ func (a *app) driveArg(args []string, maxPos int) (string, []string, error) {
 	return "", args, nil
 }
 
+// driveFromArgs resolves the drive named by --drive or the only positional argument.
+func (a *app) driveFromArgs(ctx context.Context, args []string) (drive, error) {
+	arg, _, err := a.driveArg(args, 1)
+	if err != nil {
+		return drive{}, err
+	}
+	return a.resolveDrive(ctx, arg)
+}
+
 func runStatus(ctx context.Context, a *app, args []string) error {
 	arg, _, err := a.driveArg(args, 1)
 	if err != nil {
@@ -338,11 +347,7 @@ func (a *app) actionDone(d drive, action, human string) error {
 }
 
 func runBackup(ctx context.Context, a *app, args []string) error {
-	arg, _, err := a.driveArg(args, 1)
-	if err != nil {
-		return err
-	}
-	d, err := a.resolveDrive(ctx, arg)
+	d, err := a.driveFromArgs(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -360,11 +365,7 @@ func runBackup(ctx context.Context, a *app, args []string) error {
 // runSimple runs the verbs that take only DRIVE: cancel and eject.
 func runSimple(method string) func(ctx context.Context, a *app, args []string) error {
 	return func(ctx context.Context, a *app, args []string) error {
-		arg, _, err := a.driveArg(args, 1)
-		if err != nil {
-			return err
-		}
-		d, err := a.resolveDrive(ctx, arg)
+		d, err := a.driveFromArgs(ctx, args)
 		if err != nil {
 			return err
 		}
@@ -388,11 +389,7 @@ func runSimple(method string) func(ctx context.Context, a *app, args []string) e
 }
 
 func runUnlock(ctx context.Context, a *app, args []string) error {
-	arg, _, err := a.driveArg(args, 1)
-	if err != nil {
-		return err
-	}
-	d, err := a.resolveDrive(ctx, arg)
+	d, err := a.driveFromArgs(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -425,11 +422,7 @@ type snapshotsDoc struct {
 }
 
 func runSnapshots(ctx context.Context, a *app, args []string) error {
-	arg, _, err := a.driveArg(args, 1)
-	if err != nil {
-		return err
-	}
-	d, err := a.resolveDrive(ctx, arg)
+	d, err := a.driveFromArgs(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -460,11 +453,7 @@ func runSnapshots(ctx context.Context, a *app, args []string) error {
 }
 
 func runBrowse(ctx context.Context, a *app, args []string) error {
-	arg, _, err := a.driveArg(args, 1)
-	if err != nil {
-		return err
-	}
-	d, err := a.resolveDrive(ctx, arg)
+	d, err := a.driveFromArgs(ctx, args)
 	if err != nil {
 		return err
 	}
