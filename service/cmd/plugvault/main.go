@@ -1,4 +1,3 @@
-// Command plugvault is the command-line client of plugvaultd. See doc.go.
 package main
 
 import (
