@@ -243,3 +243,31 @@ func TestForgetConfirmation(t *testing.T) {
 		t.Errorf("%d Forget calls, want 1 (only the confirmed one)", calls)
 	}
 }
+
+func TestAdoptAsksAboutAFastSlotOnTerminal(t *testing.T) {
+	e := newEnv(t)
+	dev := e.addFakeDisk("sdz", true, "usb")
+	key := filepath.Join(t.TempDir(), "stick.key")
+	if err := os.WriteFile(key, []byte("k"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	master, slave := openPTY(t)
+	for _, tc := range []struct {
+		answer string
+		want   bool
+	}{{"\n", true}, {"y\n", true}, {"n\n", false}} {
+		stderr := newSyncBuffer()
+		var stdout strings.Builder
+		done := e.runAsync(t.Context(), slave, &stdout, stderr, "adopt", dev, "--key-file", key)
+		stderr.waitFor(t, "Add one if needed? [Y/n] ", 1)
+		if _, err := master.Write([]byte(tc.answer)); err != nil {
+			t.Fatal(err)
+		}
+		if code := waitCode(t, done); code != 0 {
+			t.Fatalf("answer %q: exit %d: %s", tc.answer, code, stderr.String())
+		}
+		if c := e.lastCall(api.MethodAdopt); callOpts(t, c)[api.OptAddKeyfileSlot] != tc.want || !c.Interactive {
+			t.Errorf("answer %q: options %v interactive=%v", tc.answer, callOpts(t, c), c.Interactive)
+		}
+	}
+}
