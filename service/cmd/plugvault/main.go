@@ -94,14 +94,14 @@ type verb struct {
 
 // commonFlags are understood by every verb.
 func commonFlags(fs *flag.FlagSet, o *opts) {
-	fs.BoolVar(&o.json, "json", false, "print machine-readable JSON (see `plugvault help json`)")
+	fs.BoolVar(&o.json, "json", false, "print machine-readable JSON (see: plugvault help json)")
 	fs.BoolVar(&o.nonInteractive, "non-interactive", false, "never ask for a password in a polkit dialog, even on a terminal")
 	fs.BoolVar(&o.help, "help", false, "show help for this command")
 	fs.BoolVar(&o.help, "h", false, "show help for this command")
 }
 
 func driveFlag(fs *flag.FlagSet, o *opts) {
-	fs.StringVar(&o.drive, "drive", "", "the drive: a name, a LUKS UUID (or a unique prefix) or an object path")
+	fs.StringVar(&o.drive, "drive", "", "the `DRIVE`: a name, a LUKS UUID (or a unique prefix) or an object path")
 	fs.StringVar(&o.drive, "d", "", "short for --drive")
 }
 
@@ -306,7 +306,11 @@ func (a *app) printHelp(args []string) error {
 	sort.Strings(names)
 	for _, n := range names {
 		f := fs.Lookup(n)
-		fmt.Fprintf(a.stdout, "  --%-18s %s\n", n, f.Usage)
+		arg, usage := flag.UnquoteUsage(f)
+		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); !isBool {
+			n += " " + arg
+		}
+		fmt.Fprintf(a.stdout, "  --%-22s %s\n", n, usage)
 	}
 	return nil
 }

@@ -137,8 +137,8 @@ Examples:
 			flags: func(fs *flag.FlagSet, o *opts) {
 				fs.BoolVar(&o.follow, "follow", false, "follow new entries")
 				fs.BoolVar(&o.follow, "f", false, "short for --follow")
-				fs.StringVar(&o.since, "since", "", "show entries since TIME (journalctl syntax: today, -1h, 2026-11-26)")
-				fs.IntVar(&o.lines, "lines", 0, "show only the last N entries")
+				fs.StringVar(&o.since, "since", "", "show entries since `TIME` (journalctl syntax: today, -1h, 2026-11-26)")
+				fs.IntVar(&o.lines, "lines", 0, "show only the last `N` entries")
 				fs.IntVar(&o.lines, "n", 0, "short for --lines")
 			},
 			run: runLog, local: true},
@@ -158,10 +158,10 @@ Examples:
   plugvault enroll /dev/disk/by-id/usb-SanDisk_Ultra_4C53-0:0 --filesystem ext4
   printf '%s' "$PASS" | plugvault enroll /dev/sdb --name blue --yes --passphrase-stdin`,
 			flags: func(fs *flag.FlagSet, o *opts) {
-				fs.StringVar(&o.name, "name", "", "the drive's name (default: the label)")
-				fs.StringVar(&o.label, "label", "", "the filesystem label (default: plugvault)")
-				fs.StringVar(&o.filesystem, "filesystem", "", "btrfs (default) or ext4")
-				fs.StringVar(&o.headerBackup, "header-backup", "", "also write a LUKS header backup to this new file (root-owned)")
+				fs.StringVar(&o.name, "name", "", "the drive's `NAME` (default: the label)")
+				fs.StringVar(&o.label, "label", "", "the filesystem `LABEL` (default: plugvault)")
+				fs.StringVar(&o.filesystem, "filesystem", "", "the `FILESYSTEM`: btrfs (default) or ext4")
+				fs.StringVar(&o.headerBackup, "header-backup", "", "also write a LUKS header backup to this new `FILE` (root-owned)")
 				fs.BoolVar(&o.yes, "yes", false, "do not ask for confirmation (scripts)")
 				fs.BoolVar(&o.passphraseStdin, "passphrase-stdin", false, "read the passphrase from stdin (one trailing newline is removed)")
 			},
@@ -182,8 +182,8 @@ Examples:
   plugvault adopt /dev/sdb1 --key-file ~/stick.key --name blue
   plugvault adopt /dev/sdc --passphrase --add-keyfile-slot`,
 			flags: func(fs *flag.FlagSet, o *opts) {
-				fs.StringVar(&o.name, "name", "", "the drive's name")
-				fs.StringVar(&o.keyFile, "key-file", "", "the keyfile that opens the drive (\"-\" reads stdin to end of file, byte-exact)")
+				fs.StringVar(&o.name, "name", "", "the drive's `NAME`")
+				fs.StringVar(&o.keyFile, "key-file", "", "the keyfile that opens the drive (`FILE`; \"-\" reads stdin to end of file, byte-exact)")
 				fs.BoolVar(&o.passphrase, "passphrase", false, "adopt with a passphrase instead of a keyfile")
 				fs.BoolVar(&o.passphraseStdin, "passphrase-stdin", false, "with --passphrase: read it from stdin (one trailing newline is removed)")
 				fs.BoolVar(&o.addKeyfileSlot, "add-keyfile-slot", false, "add a fast keyfile slot where useful (see above)")
