@@ -105,6 +105,11 @@ func TestStatusHuman(t *testing.T) {
 	if code != 0 {
 		t.Errorf("exit %d", code)
 	}
+	st.State, st.StateReason = api.StateAwaitingPassphrase, "the keyfile was rejected"
+	e.fake.SetDrive(t, blue, st)
+	if _, out, _ := e.run("", "status", "blue"); !strings.Contains(out, "blue: awaiting-passphrase (the keyfile was rejected)\n    enter the passphrase with: plugvault unlock blue\n") {
+		t.Errorf("no unlock hint:\n%s", out)
+	}
 	code, out, _ = e.run("", "status", "green")
 	if code != 0 || strings.Contains(out, "blue") || !strings.Contains(out, "green: absent") {
 		t.Errorf("status green: exit %d\n%s", code, out)

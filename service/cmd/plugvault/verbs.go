@@ -279,6 +279,9 @@ func runStatus(ctx context.Context, a *app, args []string) error {
 	}
 	for _, d := range drives {
 		a.printf("%s\n", statusLine(d))
+		if d.st.State == api.StateAwaitingPassphrase {
+			a.printf("    enter the passphrase with: plugvault unlock %s\n", shellQuote(d.label()))
+		}
 		a.printf("    %s\n", lastBackupText(d.st, now))
 		if overdue(d.st, now, days) && d.st.LastBackup > 0 {
 			a.printf("    reminder: no backup to this drive for more than %d days\n", days)
