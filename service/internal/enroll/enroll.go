@@ -286,9 +286,8 @@ func (e *Enroller) storeKey(u *undoStack, uuid string, key []byte) error {
 	return nil
 }
 
-// installRule writes the udev rule, reloads udevd and replays a change event for device; it
-// registers the rule's removal.
-func (e *Enroller) installRule(ctx context.Context, u *undoStack, uuid, device, udevadm string) error {
+// installRule writes the udev rule and reloads udevd; it registers the rule's removal.
+func (e *Enroller) installRule(ctx context.Context, u *undoStack, uuid, udevadm string) error {
 	mapping, err := e.d.MappingName(uuid)
 	if err != nil {
 		return err
@@ -309,11 +308,17 @@ func (e *Enroller) installRule(ctx context.Context, u *undoStack, uuid, device, 
 	if err := e.run(ctx, udevadm, udevReloadArgs()); err != nil {
 		return fmt.Errorf("cannot reload the udev rules: %w", err)
 	}
+	return nil
+}
+
+// replayEvent makes udevd send a change event for device once the drive is registered: udisks
+// then sees UDISKS_IGNORE now rather than at the next plug, and the drive state machine sees the
+// (already plugged) drive it has just learnt about.
+func (e *Enroller) replayEvent(ctx context.Context, device, udevadm string) {
 	if err := e.run(ctx, udevadm, udevTriggerArgs(device)); err != nil {
-		// The rule is in place and applies from the next event on; not worth failing for.
+		// The drive is registered and the rule in place; both apply from the next plug.
 		e.d.Logger.Warn("cannot replay the udev event; the rule applies from the next plug", "device", device, "err", err)
 	}
-	return nil
 }
 
 // register adds the drive to the configuration and then to the running daemon.
@@ -434,12 +439,13 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid s
 		hb := req.HeaderBackup
 		u.push("remove the header backup "+hb, func() error { return removeIfExists(hb) })
 	}
-	if err := e.installRule(ctx, &u, uuid, dev.Path, udevadm); err != nil {
+	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
 		return formatted(err)
 	}
 	if err := e.register(&u, config.Drive{Name: name, LuksUUID: uuid, KeySlot: slot}); err != nil {
 		return formatted(err)
 	}
+	e.replayEvent(ctx, dev.Path, udevadm)
 	log.Info("enrolled", "name", name, "key_slot", slot)
 	return uuid, nil
 }
@@ -571,12 +577,13 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 			return fail(err)
 		}
 	}
-	if err := e.installRule(ctx, &u, uuid, dev.Path, udevadm); err != nil {
+	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
 		return fail(err)
 	}
 	if err := e.register(&u, config.Drive{Name: name, LuksUUID: uuid, KeySlot: slot}); err != nil {
 		return fail(err)
 	}
+	e.replayEvent(ctx, dev.Path, udevadm)
 	log.Info("adopted", "name", name, "key_slot", slot)
 	return uuid, nil
 }

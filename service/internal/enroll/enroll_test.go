@@ -265,6 +265,11 @@ func TestEnrollRollsBackEachStep(t *testing.T) {
 			if tc.step != "format" && !strings.Contains(err.Error(), "formatted but not registered") {
 				t.Errorf("error %q does not say the stick is formatted", err)
 			}
+			for _, argv := range h.runner.argvs() {
+				if strings.Contains(argv, "trigger") {
+					t.Errorf("a udev event was replayed for a drive that is not registered: %s", argv)
+				}
+			}
 		})
 	}
 }
@@ -588,4 +593,15 @@ func TestEnrollRefusesAnEnrolledDrive(t *testing.T) {
 		t.Error("an enrolled drive was formatted again")
 	}
 	assertStillEnrolled(t, h)
+}
+
+func TestEnrollSurvivesAFailedEventReplay(t *testing.T) {
+	h := newHarness(t)
+	h.runner.fail["udevadm trigger"] = errInjected
+	if _, err := h.e.Enroll(t.Context(), enrollReq()); err != nil {
+		t.Fatalf("a failed udevadm trigger failed the enrollment: %v", err)
+	}
+	if len(h.reg.drives) != 1 || !exists(h.rulePath()) || !exists(h.keyPath()) {
+		t.Error("the drive is not fully enrolled")
+	}
 }
