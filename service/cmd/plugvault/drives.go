@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/plugvault/plugvault/service/api"
+)
+
+// drive is an enrolled drive as the daemon describes it.
+type drive struct {
+	path dbus.ObjectPath
+	st   api.DriveStatus
+}
+
+// label is how the CLI names a drive to the user.
+func (d drive) label() string {
+	if d.st.Name != "" {
+		return d.st.Name
+	}
+	if d.st.LuksUUID != "" {
+		return d.st.LuksUUID
+	}
+	return string(d.path)
+}
+
+// listDrives reads every enrolled drive and its properties.
+func (a *app) listDrives(ctx context.Context) ([]drive, error) {
+	ctx, cancel := a.readCtx(ctx)
+	defer cancel()
+	paths, err := a.client.ListDrives(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list drives: %w", err)
+	}
+	drives := make([]drive, 0, len(paths))
+	for _, p := range paths {
+		st, err := a.client.DriveStatus(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read drive %s: %w", p, err)
+		}
+		drives = append(drives, drive{path: p, st: st})
+	}
+	return drives, nil
+}
+
+// resolveDrive picks the drive named by arg (see driveHelp), or the only enrolled drive when arg
+// is empty.
+func (a *app) resolveDrive(ctx context.Context, arg string) (drive, error) {
+	drives, err := a.listDrives(ctx)
+	if err != nil {
+		return drive{}, err
+	}
+	return pickDrive(drives, arg)
+}
+
+func pickDrive(drives []drive, arg string) (drive, error) {
+	names := func(ds []drive) string {
+		s := make([]string, len(ds))
+		for i, d := range ds {
+			s[i] = d.label()
+		}
+		return strings.Join(s, ", ")
+	}
+	if arg == "" {
+		switch len(drives) {
+		case 0:
+			return drive{}, fmt.Errorf("cannot pick a drive: none is enrolled (see 'plugvault help enroll'): %w", api.ErrNotFound)
+		case 1:
+			return drives[0], nil
+		}
+		return drive{}, usagef("%d drives are enrolled, name one: %s", len(drives), names(drives))
+	}
+	var matches []drive
+	match := func(ok func(d drive) bool) bool {
+		matches = matches[:0]
+		for _, d := range drives {
+			if ok(d) {
+				matches = append(matches, d)
+			}
+		}
+		return len(matches) > 0
+	}
+	switch {
+	case strings.HasPrefix(arg, "/"):
+		match(func(d drive) bool { return string(d.path) == arg })
+	case match(func(d drive) bool { return d.st.Name == arg }):
+	case match(func(d drive) bool { return strings.EqualFold(d.st.LuksUUID, arg) }):
+	default:
+		match(func(d drive) bool {
+			return len(d.st.LuksUUID) >= len(arg) && strings.EqualFold(d.st.LuksUUID[:len(arg)], arg)
+		})
+	}
+	switch len(matches) {
+	case 0:
+		if len(drives) == 0 {
+			return drive{}, fmt.Errorf("cannot find drive %q: no drive is enrolled: %w", arg, api.ErrNotFound)
+		}
+		return drive{}, fmt.Errorf("cannot find drive %q (enrolled: %s): %w", arg, names(drives), api.ErrNotFound)
+	case 1:
+		return matches[0], nil
+	}
+	return drive{}, usagef("drive %q is ambiguous: it matches %s", arg, names(matches))
+}
+
+// driveJSON is the stable JSON shape of a drive (documented in jsonHelp).
+type driveJSON struct {
+	Path                 string  `json:"path"`
+	Name                 string  `json:"name"`
+	LuksUUID             string  `json:"luks_uuid"`
+	Label                string  `json:"label"`
+	Vendor               string  `json:"vendor"`
+	Model                string  `json:"model"`
+	Serial               string  `json:"serial"`
+	Present              bool    `json:"present"`
+	State                string  `json:"state"`
+	StateReason          string  `json:"state_reason"`
+	Running              bool    `json:"running"`
+	Progress             float64 `json:"progress"`
+	FilesDone            uint64  `json:"files_done"`
+	FilesTotal           uint64  `json:"files_total"`
+	BytesDone            uint64  `json:"bytes_done"`
+	BytesTotal           uint64  `json:"bytes_total"`
+	Rate                 float64 `json:"rate"`
+	EtaSeconds           int64   `json:"eta_seconds"`
+	LastBackup           *string `json:"last_backup"`
+	LastBackupAgeSeconds *int64  `json:"last_backup_age_seconds"`
+	LastResult           string  `json:"last_result"`
+	SnapshotCount        uint32  `json:"snapshot_count"`
+	Overdue              bool    `json:"overdue"`
+}
+
+func toDriveJSON(d drive, now time.Time, reminderDays uint32) driveJSON {
+	j := driveJSON{
+		Path: string(d.path), Name: d.st.Name, LuksUUID: d.st.LuksUUID, Label: d.st.Label,
+		Vendor: d.st.Vendor, Model: d.st.Model, Serial: d.st.Serial, Present: d.st.Present,
+		State: string(d.st.State), StateReason: d.st.StateReason, Running: d.st.State.Running(),
+		Progress: d.st.Progress, FilesDone: d.st.FilesDone, FilesTotal: d.st.FilesTotal,
+		BytesDone: d.st.BytesDone, BytesTotal: d.st.BytesTotal, Rate: d.st.Rate,
+		EtaSeconds: d.st.EtaSeconds, LastResult: string(d.st.LastResult),
+		SnapshotCount: d.st.SnapshotCount, Overdue: overdue(d.st, now, reminderDays),
+	}
+	if d.st.LastBackup > 0 {
+		t := time.Unix(int64(d.st.LastBackup), 0).UTC()
+		s := t.Format(time.RFC3339)
+		age := int64(now.Sub(t) / time.Second)
+		j.LastBackup, j.LastBackupAgeSeconds = &s, &age
+	}
+	return j
+}
+
+// overdue reports whether the drive is due a reminder: no complete backup within reminderDays
+// (0 turns reminders off).
+func overdue(st api.DriveStatus, now time.Time, reminderDays uint32) bool {
+	if reminderDays == 0 {
+		return false
+	}
+	if st.LastBackup == 0 {
+		return true
+	}
+	return now.Sub(time.Unix(int64(st.LastBackup), 0)) > time.Duration(reminderDays)*24*time.Hour
+}
+
+// humanBytes prints n with binary units: 0 B, 512 B, 1.5 KiB, 3.2 GiB.
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// humanAge prints how long ago t was, coarsely: "just now", "5 minutes ago", "3 days ago".
+func humanAge(now, t time.Time) string {
+	d := now.Sub(t)
+	plural := func(n int64, unit string) string {
+		if n == 1 {
+			return fmt.Sprintf("1 %s ago", unit)
+		}
+		return fmt.Sprintf("%d %ss ago", n, unit)
+	}
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return plural(int64(d/time.Minute), "minute")
+	case d < 48*time.Hour:
+		return plural(int64(d/time.Hour), "hour")
+	default:
+		return plural(int64(d/(24*time.Hour)), "day")
+	}
+}
+
+// humanDuration prints an ETA: "45s", "3m20s", "1h02m".
+func humanDuration(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	default:
+		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+	}
+}
+
+// progressText is the live part of a drive's status: "42% 1234/5678 files, 1.2/3.4 GiB,
+// 12.0 MiB/s, ETA 3m20s".
+func progressText(st api.DriveStatus) string {
+	var parts []string
+	if st.FilesTotal > 0 {
+		parts = append(parts, fmt.Sprintf("%d%%", int(st.Progress*100)))
+		parts = append(parts, fmt.Sprintf("%d/%d files", st.FilesDone, st.FilesTotal))
+	} else {
+		parts = append(parts, fmt.Sprintf("%d files", st.FilesDone))
+	}
+	if st.BytesTotal > 0 {
+		parts = append(parts, fmt.Sprintf("%s/%s", humanBytes(st.BytesDone), humanBytes(st.BytesTotal)))
+	} else {
+		parts = append(parts, humanBytes(st.BytesDone))
+	}
+	if st.Rate > 0 {
+		parts = append(parts, humanBytes(uint64(st.Rate))+"/s")
+	}
+	if st.EtaSeconds >= 0 && st.State == api.StateBackingUp {
+		parts = append(parts, "ETA "+humanDuration(time.Duration(st.EtaSeconds)*time.Second))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// statusLine is one line about a drive: "blue: backing-up 42%, …" or "blue: absent".
+func statusLine(d drive) string {
+	s := fmt.Sprintf("%s: %s", d.label(), d.st.State)
+	if d.st.State == api.StateBackingUp || d.st.State == api.StateFinishing {
+		s += " " + progressText(d.st)
+	}
+	if d.st.StateReason != "" {
+		s += " (" + d.st.StateReason + ")"
+	}
+	return s
+}
+
+// lastBackupText says when the last complete backup was and how the last run ended.
+func lastBackupText(st api.DriveStatus, now time.Time) string {
+	s := "never backed up"
+	if st.LastBackup > 0 {
+		t := time.Unix(int64(st.LastBackup), 0)
+		s = "last backup " + humanAge(now, t) + " (" + t.Local().Format("2006-01-02 15:04") + ")"
+	}
+	if st.LastResult != api.ResultNone {
+		s += ", last run " + string(st.LastResult)
+	}
+	return s + fmt.Sprintf(", %d snapshots", st.SnapshotCount)
+}

@@ -1,0 +1,696 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/plugvault/plugvault/service/api"
+)
+
+// verbs is every command, in the order the overview lists them.
+var verbs []verb
+
+func init() {
+	verbs = []verb{
+		{name: "status", args: "[DRIVE] [--watch]", summary: "show every drive: state, progress, last backup",
+			help: `Shows each enrolled drive (or only DRIVE): its state, the progress of a running backup,
+and when the last complete backup was taken. With --watch it keeps running and prints every
+change as plugvaultd announces it (no polling): on a terminal a live progress line, otherwise
+one plain line per change (or one JSON object per line with --json). It follows plugvaultd
+across restarts; stop it with Ctrl-C.
+
+Examples:
+  plugvault status
+  plugvault status blue --watch
+  plugvault status --json | jq '.drives[] | {name, state, last_backup}'`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				driveFlag(fs, o)
+				fs.BoolVar(&o.watch, "watch", false, "keep running and print every change")
+				fs.BoolVar(&o.watch, "w", false, "short for --watch")
+			},
+			run: runStatus},
+		{name: "list", args: "", summary: "list the enrolled drives",
+			help: `Lists the enrolled drives: name, LUKS UUID, whether present, state.
+
+Examples:
+  plugvault list
+  plugvault list --json`,
+			run: runList},
+		{name: "backup", args: "[DRIVE] [--wait]", summary: "back up to a drive now",
+			help: `Starts a backup run (unlock, mount, back up, lock) on a present, idle drive. It returns
+when the run has started; with --wait it shows the progress and returns when the run ends,
+with exit status 0 only if the backup succeeded.
+
+Examples:
+  plugvault backup
+  plugvault backup blue --wait`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				driveFlag(fs, o)
+				fs.BoolVar(&o.wait, "wait", false, "wait for the run to end and report how it ended")
+			},
+			run: runBackup},
+		{name: "cancel", args: "[DRIVE]", summary: "stop a running backup",
+			help: `Stops the running backup at once; the partial snapshot is resumed by the next run.
+Cancelling when nothing runs is not an error.
+
+Example:
+  plugvault cancel blue`,
+			flags: driveFlag, run: runSimple(api.MethodCancel)},
+		{name: "eject", args: "[DRIVE] [--no-power-off]", summary: "finish, lock and power off a drive",
+			help: `Cancels a running backup cleanly, unmounts, locks and powers the drive off. Returns when
+the drive is safe to remove.
+
+Example:
+  plugvault eject blue`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				driveFlag(fs, o)
+				fs.BoolVar(&o.noPowerOff, "no-power-off", false, "lock but leave the USB device powered")
+			},
+			run: runSimple(api.MethodEject)},
+		{name: "unlock", args: "[DRIVE] [--passphrase-stdin]", summary: "unlock a drive that waits for its passphrase",
+			help: `Sends the passphrase to a drive in state awaiting-passphrase (its keyfile is missing or
+was rejected); the run then goes on. The passphrase is read from the terminal without echo.
+With --passphrase-stdin it is read from standard input up to end of file, and exactly one
+trailing newline ("\n") is removed if present; every other byte is part of the passphrase.
+
+Examples:
+  plugvault unlock blue
+  printf '%s' "$PASS" | plugvault unlock blue --passphrase-stdin`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				driveFlag(fs, o)
+				fs.BoolVar(&o.passphraseStdin, "passphrase-stdin", false, "read the passphrase from stdin (one trailing newline is removed)")
+			},
+			run: runUnlock},
+		{name: "snapshots", args: "[DRIVE]", summary: "list the snapshots on a drive",
+			help: `Lists the snapshots on the drive as of its last unlock, oldest first.
+
+Examples:
+  plugvault snapshots blue
+  plugvault snapshots blue --json`,
+			flags: driveFlag, run: runSnapshots},
+		{name: "browse", args: "[DRIVE]", summary: "mount a drive read-only and print where",
+			help: `Unlocks and mounts the drive read-only and prints the directory with the snapshots, so
+you can look at them with any file manager. 'plugvault eject' ends it.
+
+Examples:
+  plugvault browse blue
+  xdg-open "$(plugvault browse blue)"`,
+			flags: driveFlag, run: runBrowse},
+		{name: "restore", args: "[--drive DRIVE] SNAPSHOT [PATH] DESTINATION", summary: "copy files out of a snapshot",
+			help: `Copies PATH (relative to the snapshot root; left out, "/" or "." = everything) out of
+SNAPSHOT (a name from 'plugvault snapshots', or "latest") into the directory DESTINATION,
+which must exist and be writable by you. The restore runs with your own permissions.
+Existing files are kept unless --overwrite is given.
+
+Examples:
+  plugvault restore latest home/me/thesis.odt ~/restored
+  plugvault restore -d blue 20261126T083100Z home/me/photos /tmp/photos --overwrite`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				driveFlag(fs, o)
+				fs.BoolVar(&o.overwrite, "overwrite", false, "replace existing files at the destination")
+			},
+			run: runRestore},
+		{name: "verify", args: "[--drive DRIVE] [SNAPSHOT]", summary: "re-read a snapshot and check it",
+			help: `Re-reads a snapshot (default: the newest complete one) and compares it with its manifest.
+Exits with status 1 when problems are found.
+
+Examples:
+  plugvault verify
+  plugvault verify -d blue 20261126T083100Z`,
+			flags: driveFlag, run: runVerify},
+		{name: "log", args: "[DRIVE] [--follow] [--since TIME] [--lines N]", summary: "print the journalctl command that shows plugvaultd's log",
+			help: `plugvaultd logs to the systemd journal. This command prints the journalctl command line
+that shows it (optionally only lines about DRIVE); it does not run it, because plugvault
+never starts other programs. Run it yourself, or pipe it to a shell. Reading the system
+journal needs membership in the adm or systemd-journal group (or sudo).
+
+Examples:
+  plugvault log
+  plugvault log blue --since today | sh
+  $(plugvault log --follow)`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.BoolVar(&o.follow, "follow", false, "follow new entries")
+				fs.BoolVar(&o.follow, "f", false, "short for --follow")
+				fs.StringVar(&o.since, "since", "", "show entries since `TIME` (journalctl syntax: today, -1h, 2026-11-26)")
+				fs.IntVar(&o.lines, "lines", 0, "show only the last `N` entries")
+				fs.IntVar(&o.lines, "n", 0, "short for --lines")
+			},
+			run: runLog, local: true},
+		{name: "enroll", args: "DEVICE [--name NAME] [--filesystem btrfs|ext4] [--yes]", summary: "format a USB stick as a new backup drive",
+			help: `DESTROYS everything on DEVICE (a whole removable USB disk such as /dev/sdb) and sets it up
+as a backup drive: LUKS2 with your passphrase (argon2id) plus a keyfile slot whose random key
+stays on this machine (/etc/plugvault/keys, root only), a filesystem inside, and an entry in
+/etc/plugvault/config.toml. Desktop automounters are told to leave the drive alone.
+
+plugvault first shows what is on the disk (model, serial, size, partitions, labels) and asks
+you to type the device name to confirm; --yes skips that, for scripts. The passphrase is
+asked twice on the terminal, or read once from stdin with --passphrase-stdin (one trailing
+newline removed). Needs administrator authentication (polkit).
+
+Examples:
+  plugvault enroll /dev/sdb --name blue
+  plugvault enroll /dev/disk/by-id/usb-SanDisk_Ultra_4C53-0:0 --filesystem ext4
+  printf '%s' "$PASS" | plugvault enroll /dev/sdb --name blue --yes --passphrase-stdin`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.StringVar(&o.name, "name", "", "the drive's `NAME` (default: the label)")
+				fs.StringVar(&o.label, "label", "", "the filesystem `LABEL` (default: plugvault)")
+				fs.StringVar(&o.filesystem, "filesystem", "", "the `FILESYSTEM`: btrfs (default) or ext4")
+				fs.StringVar(&o.headerBackup, "header-backup", "", "also write a LUKS header backup to this new `FILE` (root-owned)")
+				fs.BoolVar(&o.yes, "yes", false, "do not ask for confirmation (scripts)")
+				fs.BoolVar(&o.passphraseStdin, "passphrase-stdin", false, "read the passphrase from stdin (one trailing newline is removed)")
+			},
+			run: runEnroll},
+		{name: "adopt", args: "DEVICE (--key-file FILE | --passphrase) [--name NAME]", summary: "register a LUKS stick you prepared yourself",
+			help: `Registers a LUKS1/LUKS2 device that you prepared by hand (for example with
+'cryptsetup luksFormat' and 'cryptsetup luksAddKey'), without formatting it. Give its keyfile
+with --key-file (read with your permissions and sent to plugvaultd, which checks that it opens
+the drive and keeps a root-only copy), or --passphrase to adopt it with a passphrase only.
+
+A keyfile slot made with cryptsetup's defaults uses argon2id, which costs seconds and up to
+1 GiB of memory at every plug. With --add-keyfile-slot plugvaultd adds a fast keyfile slot
+(a random key, PBKDF2 with 1000 iterations) when the existing slot uses argon2; on a terminal
+you are asked. With --passphrase, --add-keyfile-slot adds a keyfile slot so the drive unlocks
+without the passphrase. --keep-slot never adds one.
+
+Examples:
+  plugvault adopt /dev/sdb1 --key-file ~/stick.key --name blue
+  plugvault adopt /dev/sdc --passphrase --add-keyfile-slot`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				fs.StringVar(&o.name, "name", "", "the drive's `NAME`")
+				fs.StringVar(&o.keyFile, "key-file", "", "the keyfile that opens the drive (`FILE`; \"-\" reads stdin to end of file, byte-exact)")
+				fs.BoolVar(&o.passphrase, "passphrase", false, "adopt with a passphrase instead of a keyfile")
+				fs.BoolVar(&o.passphraseStdin, "passphrase-stdin", false, "with --passphrase: read it from stdin (one trailing newline is removed)")
+				fs.BoolVar(&o.addKeyfileSlot, "add-keyfile-slot", false, "add a fast keyfile slot where useful (see above)")
+				fs.BoolVar(&o.keepSlot, "keep-slot", false, "never add a keyfile slot")
+			},
+			run: runAdopt},
+		{name: "forget", args: "[DRIVE] [--remove-keyslot] [--yes]", summary: "unregister a drive",
+			help: `Unregisters the drive: removes it from the configuration and deletes its keyfile and
+udev rule. The data on the drive is not touched, and its passphrase still opens it. With
+--remove-keyslot the keyfile's slot is also removed from the drive's LUKS header (the drive
+must be plugged in). Asks for confirmation on a terminal; --yes skips it.
+
+Examples:
+  plugvault forget blue
+  plugvault forget blue --remove-keyslot --yes`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				driveFlag(fs, o)
+				fs.BoolVar(&o.removeKeyslot, "remove-keyslot", false, "also remove the keyfile slot from the drive")
+				fs.BoolVar(&o.yes, "yes", false, "do not ask for confirmation (scripts)")
+			},
+			run: runForget},
+		{name: "completion", args: "bash", summary: "print a shell completion script",
+			help: `Prints a completion script. For bash:
+
+  plugvault completion bash > ~/.local/share/bash-completion/completions/plugvault
+  source <(plugvault completion bash)`,
+			run: runCompletion, local: true},
+		{name: "version", args: "", summary: "print the versions of plugvault and plugvaultd",
+			run: runVersion, local: true},
+		{name: "help", args: "[COMMAND|exit-codes|json|drive]", summary: "show help",
+			run: func(_ context.Context, a *app, args []string) error { return a.printHelp(args) }, local: true},
+		// __drives lists drive names for shell completion.
+		{name: "__drives", run: runCompleteDrives},
+	}
+}
+
+// driveArg takes DRIVE from --drive or the only positional argument.
+func (a *app) driveArg(args []string, maxPos int) (string, []string, error) {
+	if len(args) > maxPos {
+		return "", nil, usagef("too many arguments: %s", strings.Join(args[maxPos:], " "))
+	}
+	if a.o.drive != "" {
+		return a.o.drive, args, nil
+	}
+	if maxPos == 1 && len(args) == 1 {
+		return args[0], nil, nil
+	}
+	return "", args, nil
+}
+
+// driveFromArgs resolves the drive named by --drive or the only positional argument.
+func (a *app) driveFromArgs(ctx context.Context, args []string) (drive, error) {
+	arg, _, err := a.driveArg(args, 1)
+	if err != nil {
+		return drive{}, err
+	}
+	return a.resolveDrive(ctx, arg)
+}
+
+func runStatus(ctx context.Context, a *app, args []string) error {
+	arg, _, err := a.driveArg(args, 1)
+	if err != nil {
+		return err
+	}
+	if a.o.watch {
+		return a.watchStatus(ctx, arg)
+	}
+	drives, err := a.listDrives(ctx)
+	if err != nil {
+		return err
+	}
+	if arg != "" {
+		d, err := pickDrive(drives, arg)
+		if err != nil {
+			return err
+		}
+		drives = []drive{d}
+	}
+	rctx, cancel := a.readCtx(ctx)
+	defer cancel()
+	days, err := a.client.ReminderDays(rctx)
+	if err != nil {
+		return fmt.Errorf("cannot read plugvaultd's settings: %w", err)
+	}
+	now := a.now()
+	if a.o.json {
+		version, _ := a.client.Version(rctx)
+		return a.printJSON(statusJSON(drives, version, days, now))
+	}
+	if len(drives) == 0 {
+		a.printf("No drive is enrolled. Set one up with 'plugvault enroll DEVICE' (see 'plugvault help enroll').\n")
+		return nil
+	}
+	for _, d := range drives {
+		a.printf("%s\n", statusLine(d))
+		if d.st.State == api.StateAwaitingPassphrase {
+			a.printf("    enter the passphrase with: plugvault unlock %s\n", shellQuote(d.label()))
+		}
+		a.printf("    %s\n", lastBackupText(d.st, now))
+		if overdue(d.st, now, days) && d.st.LastBackup > 0 {
+			a.printf("    reminder: no backup to this drive for more than %d days\n", days)
+		}
+	}
+	return nil
+}
+
+// statusDoc is the JSON document of status and list.
+type statusDoc struct {
+	Version      string      `json:"version"`
+	ReminderDays uint32      `json:"reminder_days"`
+	Drives       []driveJSON `json:"drives"`
+}
+
+func statusJSON(drives []drive, version string, days uint32, now time.Time) statusDoc {
+	doc := statusDoc{Version: version, ReminderDays: days, Drives: []driveJSON{}}
+	for _, d := range drives {
+		doc.Drives = append(doc.Drives, toDriveJSON(d, now, days))
+	}
+	return doc
+}
+
+func runList(ctx context.Context, a *app, args []string) error {
+	if len(args) > 0 {
+		return usagef("list takes no arguments")
+	}
+	drives, err := a.listDrives(ctx)
+	if err != nil {
+		return err
+	}
+	if a.o.json {
+		rctx, cancel := a.readCtx(ctx)
+		defer cancel()
+		days, err := a.client.ReminderDays(rctx)
+		if err != nil {
+			return fmt.Errorf("cannot read plugvaultd's settings: %w", err)
+		}
+		version, _ := a.client.Version(rctx)
+		return a.printJSON(statusJSON(drives, version, days, a.now()))
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tLUKS UUID\tPRESENT\tSTATE")
+	for _, d := range drives {
+		present := "no"
+		if d.st.Present {
+			present = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.st.Name, d.st.LuksUUID, present, d.st.State)
+	}
+	return tw.Flush()
+}
+
+// actionDoc is the JSON document of the verbs that only act.
+type actionDoc struct {
+	Drive  string `json:"drive"`
+	Action string `json:"action"`
+}
+
+func (a *app) actionDone(d drive, action, human string) error {
+	if a.o.json {
+		return a.printJSON(actionDoc{Drive: string(d.path), Action: action})
+	}
+	a.printf("%s\n", human)
+	return nil
+}
+
+func runBackup(ctx context.Context, a *app, args []string) error {
+	d, err := a.driveFromArgs(ctx, args)
+	if err != nil {
+		return err
+	}
+	if a.o.wait {
+		return a.backupAndWait(ctx, d)
+	}
+	actx, cancel := a.actionCtx(ctx)
+	defer cancel()
+	if err := a.client.BackupNow(actx, d.path, a.options(nil)); err != nil {
+		return fmt.Errorf("cannot start a backup to %s: %w", d.label(), err)
+	}
+	return a.actionDone(d, "backup", fmt.Sprintf("Backup to %s started. Follow it with 'plugvault status --watch'.", d.label()))
+}
+
+// runSimple runs the verbs that take only DRIVE: cancel and eject.
+func runSimple(method string) func(ctx context.Context, a *app, args []string) error {
+	return func(ctx context.Context, a *app, args []string) error {
+		d, err := a.driveFromArgs(ctx, args)
+		if err != nil {
+			return err
+		}
+		switch method {
+		case api.MethodCancel:
+			actx, cancel := a.actionCtx(ctx)
+			defer cancel()
+			if err := a.client.Cancel(actx, d.path, a.options(nil)); err != nil {
+				return fmt.Errorf("cannot cancel the backup to %s: %w", d.label(), err)
+			}
+			return a.actionDone(d, "cancel", fmt.Sprintf("Backup to %s cancelled.", d.label()))
+		default:
+			lctx, cancel := a.longCtx(ctx)
+			defer cancel()
+			if err := a.client.Eject(lctx, d.path, a.options(api.Options{api.OptPowerOff: !a.o.noPowerOff})); err != nil {
+				return fmt.Errorf("cannot eject %s: %w", d.label(), err)
+			}
+			return a.actionDone(d, "eject", fmt.Sprintf("%s is safe to remove.", d.label()))
+		}
+	}
+}
+
+func runUnlock(ctx context.Context, a *app, args []string) error {
+	d, err := a.driveFromArgs(ctx, args)
+	if err != nil {
+		return err
+	}
+	pass, err := a.readPassphrase(fmt.Sprintf("Passphrase for %s: ", d.label()), false)
+	if err != nil {
+		return err
+	}
+	defer clear(pass)
+	actx, cancel := a.actionCtx(ctx)
+	defer cancel()
+	if err := a.client.Unlock(actx, d.path, pass, a.options(nil)); err != nil {
+		return fmt.Errorf("cannot unlock %s: %w", d.label(), err)
+	}
+	return a.actionDone(d, "unlock", fmt.Sprintf("%s unlocked; the backup goes on.", d.label()))
+}
+
+// snapshotJSON is the stable JSON shape of a snapshot.
+type snapshotJSON struct {
+	Name        string `json:"name"`
+	Created     string `json:"created"`
+	CreatedUnix int64  `json:"created_unix"`
+	Files       uint64 `json:"files"`
+	Bytes       uint64 `json:"bytes"`
+	Status      string `json:"status"`
+}
+
+type snapshotsDoc struct {
+	Drive     string         `json:"drive"`
+	Snapshots []snapshotJSON `json:"snapshots"`
+}
+
+func runSnapshots(ctx context.Context, a *app, args []string) error {
+	d, err := a.driveFromArgs(ctx, args)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := a.readCtx(ctx)
+	defer cancel()
+	snaps, err := a.client.ListSnapshots(rctx, d.path)
+	if err != nil {
+		return fmt.Errorf("cannot list the snapshots on %s: %w", d.label(), err)
+	}
+	if a.o.json {
+		doc := snapshotsDoc{Drive: string(d.path), Snapshots: []snapshotJSON{}}
+		for _, s := range snaps {
+			doc.Snapshots = append(doc.Snapshots, snapshotJSON{Name: s.Name, Created: time.Unix(s.Created, 0).UTC().Format(time.RFC3339),
+				CreatedUnix: s.Created, Files: s.Files, Bytes: s.Bytes, Status: s.Status})
+		}
+		return a.printJSON(doc)
+	}
+	if len(snaps) == 0 {
+		a.printf("No snapshots on %s (as of its last unlock).\n", d.label())
+		return nil
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SNAPSHOT\tCREATED\tFILES\tSIZE\tSTATUS")
+	for _, s := range snaps {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.Name, time.Unix(s.Created, 0).Local().Format("2006-01-02 15:04"), s.Files, humanBytes(s.Bytes), s.Status)
+	}
+	return tw.Flush()
+}
+
+func runBrowse(ctx context.Context, a *app, args []string) error {
+	d, err := a.driveFromArgs(ctx, args)
+	if err != nil {
+		return err
+	}
+	lctx, cancel := a.longCtx(ctx)
+	defer cancel()
+	path, err := a.client.Browse(lctx, d.path, a.options(nil))
+	if err != nil {
+		return fmt.Errorf("cannot browse %s: %w", d.label(), err)
+	}
+	if a.o.json {
+		return a.printJSON(struct {
+			Drive string `json:"drive"`
+			Path  string `json:"path"`
+		}{string(d.path), path})
+	}
+	a.printf("%s\n", path)
+	return nil
+}
+
+// latestSnapshot resolves "latest" to the newest complete snapshot.
+func (a *app) latestSnapshot(ctx context.Context, d drive) (string, error) {
+	rctx, cancel := a.readCtx(ctx)
+	defer cancel()
+	snaps, err := a.client.ListSnapshots(rctx, d.path)
+	if err != nil {
+		return "", fmt.Errorf("cannot list the snapshots on %s: %w", d.label(), err)
+	}
+	for i := len(snaps) - 1; i >= 0; i-- {
+		if snaps[i].Status == api.SnapshotComplete {
+			return snaps[i].Name, nil
+		}
+	}
+	return "", fmt.Errorf("cannot find a complete snapshot on %s: %w", d.label(), api.ErrNotFound)
+}
+
+func runRestore(ctx context.Context, a *app, args []string) error {
+	var snap, path, dest string
+	switch len(args) {
+	case 2:
+		snap, dest = args[0], args[1]
+	case 3:
+		snap, path, dest = args[0], args[1], args[2]
+	default:
+		return usagef("restore needs SNAPSHOT [PATH] DESTINATION")
+	}
+	path = strings.TrimLeft(filepath.Clean("/"+path), "/")
+	if path == "." {
+		path = ""
+	}
+	dest, err := filepath.Abs(dest)
+	if err != nil {
+		return fmt.Errorf("cannot resolve %s: %w", dest, err)
+	}
+	d, err := a.resolveDrive(ctx, a.o.drive)
+	if err != nil {
+		return err
+	}
+	if snap == "latest" {
+		if snap, err = a.latestSnapshot(ctx, d); err != nil {
+			return err
+		}
+	}
+	lctx, cancel := a.longCtx(ctx)
+	defer cancel()
+	if err := a.client.Restore(lctx, d.path, snap, path, dest, a.options(api.Options{api.OptOverwrite: a.o.overwrite})); err != nil {
+		return fmt.Errorf("cannot restore from %s: %w", d.label(), err)
+	}
+	if a.o.json {
+		return a.printJSON(struct {
+			Drive       string `json:"drive"`
+			Snapshot    string `json:"snapshot"`
+			Path        string `json:"path"`
+			Destination string `json:"destination"`
+		}{string(d.path), snap, path, dest})
+	}
+	what := path
+	if what == "" {
+		what = "everything"
+	}
+	a.printf("Restored %s from %s (%s) into %s.\n", what, snap, d.label(), dest)
+	return nil
+}
+
+func runVerify(ctx context.Context, a *app, args []string) error {
+	if len(args) > 1 {
+		return usagef("verify takes at most one SNAPSHOT")
+	}
+	snap := ""
+	if len(args) == 1 && args[0] != "latest" {
+		snap = args[0]
+	}
+	d, err := a.resolveDrive(ctx, a.o.drive)
+	if err != nil {
+		return err
+	}
+	lctx, cancel := a.longCtx(ctx)
+	defer cancel()
+	checked, problems, err := a.client.Verify(lctx, d.path, snap, a.options(nil))
+	if err != nil {
+		return fmt.Errorf("cannot verify %s: %w", d.label(), err)
+	}
+	if problems == nil {
+		problems = []string{}
+	}
+	if a.o.json {
+		if err := a.printJSON(struct {
+			Drive    string   `json:"drive"`
+			Snapshot string   `json:"snapshot"`
+			Checked  uint64   `json:"checked"`
+			Problems []string `json:"problems"`
+		}{string(d.path), snap, checked, problems}); err != nil {
+			return err
+		}
+	} else {
+		for _, p := range problems {
+			a.printf("%s\n", p)
+		}
+		a.printf("%d entries checked, %d problems.\n", checked, len(problems))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("snapshot on %s has %d problems: %w", d.label(), len(problems), errProblems)
+	}
+	return nil
+}
+
+func runLog(ctx context.Context, a *app, args []string) error {
+	if len(args) > 1 {
+		return usagef("log takes at most one DRIVE")
+	}
+	argv := []string{"journalctl", "--unit=plugvaultd.service", "--output=short-iso"}
+	if a.o.follow {
+		argv = append(argv, "--follow")
+	}
+	if a.o.since != "" {
+		argv = append(argv, "--since="+a.o.since)
+	}
+	if a.o.lines > 0 {
+		argv = append(argv, fmt.Sprintf("--lines=%d", a.o.lines))
+	}
+	if len(args) == 1 {
+		c, err := a.connect(ctx)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errNoService, err)
+		}
+		defer c.Close()
+		a.client = c
+		d, err := a.resolveDrive(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		// plugvaultd names the drive by its LUKS UUID in every message about it.
+		argv = append(argv, "--grep="+d.st.LuksUUID)
+	}
+	if a.o.json {
+		return a.printJSON(struct {
+			Argv []string `json:"argv"`
+		}{argv})
+	}
+	quoted := make([]string, len(argv))
+	for i, s := range argv {
+		quoted[i] = shellQuote(s)
+	}
+	a.printf("%s\n", strings.Join(quoted, " "))
+	return nil
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=./:,+@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func runVersion(ctx context.Context, a *app, args []string) error {
+	cli := cliVersion()
+	daemon := ""
+	if c, err := a.connect(ctx); err == nil {
+		rctx, cancel := a.readCtx(ctx)
+		daemon, _ = c.Version(rctx)
+		cancel()
+		c.Close()
+	}
+	if a.o.json {
+		return a.printJSON(struct {
+			CLI    string `json:"cli"`
+			Daemon string `json:"daemon"`
+		}{cli, daemon})
+	}
+	a.printf("plugvault %s\n", cli)
+	if daemon == "" {
+		daemon = "not reachable"
+	}
+	a.printf("plugvaultd %s\n", daemon)
+	return nil
+}
+
+func runCompleteDrives(ctx context.Context, a *app, args []string) error {
+	drives, err := a.listDrives(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range drives {
+		if d.st.Name != "" {
+			a.printf("%s\n", d.st.Name)
+		} else {
+			a.printf("%s\n", d.st.LuksUUID)
+		}
+	}
+	return nil
+}
+
+// canonicalDevice resolves a device argument (/dev/sdb, /dev/disk/by-id/…) to the device node
+// path under devRoot, as plugvaultd wants it.
+func (a *app) canonicalDevice(dev string) (string, error) {
+	if dev == "" {
+		return "", usagef("name the device, for example /dev/sdb")
+	}
+	p, err := filepath.EvalSymlinks(dev)
+	if err != nil {
+		return "", fmt.Errorf("cannot find device %s: %w", dev, api.ErrNotFound)
+	}
+	if p, err = filepath.Abs(p); err != nil {
+		return "", fmt.Errorf("cannot resolve %s: %w", dev, err)
+	}
+	if filepath.Dir(p) != a.devRoot {
+		return "", usagef("%s is not a device node in %s", dev, a.devRoot)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", fmt.Errorf("cannot find device %s: %w", dev, api.ErrNotFound)
+	}
+	if a.devRoot == "/dev" && fi.Mode()&os.ModeDevice == 0 {
+		return "", usagef("%s is not a block device", dev)
+	}
+	return p, nil
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/apitest"
+)
+
+func TestStatusWatchFollowsChangesAndRestarts(t *testing.T) {
+	e := newEnv(t)
+	blue := e.fake.AddDrive(t, blueStatus)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	out := newSyncBuffer()
+	var errb strings.Builder
+	done := e.runAsync(ctx, strings.NewReader(""), out, &errb, "status", "--watch")
+	out.waitFor(t, "blue: present\n", 1)
+
+	st := blueStatus
+	st.State, st.Progress, st.FilesDone, st.FilesTotal, st.BytesDone, st.BytesTotal, st.Rate, st.EtaSeconds =
+		api.StateBackingUp, 0.25, 5, 20, 1<<20, 4<<20, 1<<20, 3
+	e.fake.SetDrive(t, blue, st)
+	out.waitFor(t, "blue: backing-up 25%, 5/20 files, 1.0 MiB/4.0 MiB, 1.0 MiB/s, ETA 3s\n", 1)
+
+	// plugvaultd restarts: the watch says so, and reads the drives of the new instance.
+	e.fake.Conn.Close()
+	out.waitFor(t, "plugvaultd is not running; waiting for it to start\n", 1)
+	fake2 := apitest.StartFakeService(t, e.bus)
+	st.State = api.StateSafeToRemove
+	fake2.AddDrive(t, st)
+	out.waitFor(t, "plugvaultd is running\n", 2)
+	out.waitFor(t, "blue: safe-to-remove\n", 1)
+
+	cancel() // Ctrl-C ends a watch normally
+	if code := waitCode(t, done); code != 0 {
+		t.Errorf("exit %d: %s", code, errb.String())
+	}
+	if strings.Contains(out.String(), "\r") || strings.Contains(out.String(), "\033") {
+		t.Errorf("terminal control sequences in non-terminal output: %q", out.String())
+	}
+}
+
+func TestStatusWatchJSON(t *testing.T) {
+	e := newEnv(t)
+	blue := e.fake.AddDrive(t, blueStatus)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	out := newSyncBuffer()
+	var errb strings.Builder
+	done := e.runAsync(ctx, strings.NewReader(""), out, &errb, "status", "blue", "--watch", "--json")
+	out.waitFor(t, "\n", 2)
+	st := blueStatus
+	st.State, st.StateReason = api.StateAwaitingPassphrase, "the keyfile was rejected"
+	e.fake.SetDrive(t, blue, st)
+	out.waitFor(t, "\n", 3)
+	cancel()
+	if code := waitCode(t, done); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var evs []watchEvent
+	for _, l := range lines {
+		var ev watchEvent
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		evs = append(evs, ev)
+	}
+	if len(evs) != 3 || evs[0].Event != "service-up" || evs[0].Drive != nil ||
+		evs[1].Event != "drive-changed" || evs[1].Path != string(blue) || evs[1].Drive.State != "present" ||
+		evs[2].Event != "drive-changed" || evs[2].Drive.State != "awaiting-passphrase" ||
+		evs[2].Drive.StateReason != "the keyfile was rejected" || evs[2].Drive.Name != "blue" {
+		t.Errorf("events: %s", out.String())
+	}
+}
+
+func TestLinerOnTerminal(t *testing.T) {
+	var out strings.Builder
+	a := newApp(strings.NewReader(""), &out, &out)
+	l := &liner{a: a, tty: true, lastKey: map[dbusPath]string{}}
+	st := blueStatus
+	d := drive{path: "/p", st: st}
+	st.State, st.FilesDone, st.FilesTotal, st.Progress = api.StateBackingUp, 1, 4, 0.25
+	d2 := drive{path: "/p", st: st}
+	st.FilesDone, st.Progress = 2, 0.5
+	d3 := drive{path: "/p", st: st}
+	st.State = api.StateSafeToRemove
+	d4 := drive{path: "/p", st: st}
+	for _, x := range []drive{d, d2, d3, d4} {
+		l.drive(x)
+	}
+	l.end()
+	want := "blue: present\n" +
+		"blue: backing-up 25%, 1/4 files, 0 B\n" + // a new state is a line that stays
+		"\r\033[Kblue: backing-up 50%, 2/4 files, 0 B" + // progress rewrites the live line
+		"\r\033[Kblue: safe-to-remove\n"
+	if out.String() != want {
+		t.Errorf("terminal output\n%q\nwant\n%q", out.String(), want)
+	}
+}
+
+func TestBackupWait(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		final  api.DriveStatus
+		code   int
+		result string
+	}{
+		{"success", api.DriveStatus{State: api.StateSafeToRemove, LastResult: api.ResultSuccess}, 0, "success"},
+		{"failed", api.DriveStatus{State: api.StateFailed, StateReason: "the drive is full", LastResult: api.ResultFailed}, exitFailed, "failed"},
+		{"cancelled", api.DriveStatus{State: api.StateSafeToRemove, LastResult: api.ResultCancelled}, exitCancelled, "cancelled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			blue := e.fake.AddDrive(t, blueStatus)
+			out := newSyncBuffer()
+			var errb strings.Builder
+			done := e.runAsync(t.Context(), strings.NewReader(""), out, &errb, "backup", "--wait", "--json")
+			for c := range e.fake.CallCh() {
+				if c.Method == api.MethodBackupNow {
+					break
+				}
+			}
+			st := blueStatus
+			for _, s := range []api.State{api.StateUnlocking, api.StateMounting, api.StateBackingUp, api.StateLocking} {
+				st.State = s
+				e.fake.SetDrive(t, blue, st)
+			}
+			st.State, st.StateReason, st.LastResult = tc.final.State, tc.final.StateReason, tc.final.LastResult
+			e.fake.SetDrive(t, blue, st)
+			if code := waitCode(t, done); code != tc.code {
+				t.Errorf("exit %d, want %d: %s", code, tc.code, errb.String())
+			}
+			var doc map[string]string
+			if err := json.Unmarshal([]byte(out.String()), &doc); err != nil || doc["result"] != tc.result ||
+				doc["state"] != string(tc.final.State) || doc["drive"] != string(blue) || doc["action"] != "backup" {
+				t.Errorf("JSON %q (%v)", out.String(), err)
+			}
+			if tc.final.StateReason != "" && !strings.Contains(errb.String(), tc.final.StateReason) {
+				t.Errorf("the reason is not reported: %s", errb.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,54 @@
+// Package enroll is the daemon side of the Manager's Enroll, Adopt and Forget methods: it
+// implements daemon.Enroller. plugvaultd has already authorized the caller with polkit
+// (org.plugvault.enroll, .configure, .forget, all auth_admin_keep) and validated the request
+// before any of these run.
+//
+// Enroll formats a stick: it refuses anything that is not a whole removable USB disk
+// (sysfs removable=1 or ID_BUS=usb in the udev database), that is mounted or in use (any of its
+// block devices in mountinfo, holders in sysfs, swap) or that holds the running system. Then:
+// LUKS2 with the user's passphrase in slot 0 (argon2id, cryptsetup's default) and a random
+// 64-byte key in its own slot with PBKDF2 at 1000 iterations (a random key needs no stretching;
+// see luks.Cryptsetup.AddKey); the key is written to /etc/plugvault/keys/UUID.key (0400, the
+// directory 0700, owned by the daemon's user, root); a filesystem (btrfs or ext4, with a label)
+// is made inside the opened mapping; optionally a LUKS header backup; a udev rule that makes
+// udisks ignore the drive and its mapping; the [[drive]] entry in config.toml (atomic write);
+// and finally the Registry (the drive state machine and the D-Bus objects) learns about it.
+// Every step that succeeded is undone in reverse order when a later one fails, so there is never
+// a half-registered drive or a key without a drive. (The LUKS format itself cannot be undone:
+// the stick is then formatted but not registered, which the error says.)
+//
+// Adopt registers a LUKS device prepared by hand, without formatting: the secret must open it
+// (cryptsetup open --test-passphrase); a keyfile is copied into the key directory; when the
+// keyfile's own slot uses argon2 and the caller asked for it (add_keyfile_slot), a fast keyfile
+// slot with a new random key is added and that key is stored instead.
+//
+// Forget unregisters a drive: the Registry forgets it, config.toml loses its entry, and its
+// keyfile (only when it lives in the key directory) and udev rule are deleted; with
+// removeKeyslot the keyfile's slot is first removed from the present drive, authorized by the
+// keyfile itself, and never when it is the last slot.
+//
+// The LUKS operations (service/internal/luks), the configuration writer
+// (service/internal/config) and the Registry are consumed through the small interfaces and
+// function fields of Deps, so the unit tests run with fakes and a fake sysfs tree. mkfs,
+// udevadm and cryptsetup luksHeaderBackup run through sysexec.Runner; mkfs needs the opened
+// mapping (device-mapper), so it only really runs in the VM.
+//
+// Wiring for the integrator (luks.Header is not imported here, so Dump is adapted):
+//
+//	enroll.New(enroll.Deps{
+//		LUKS: cs, MappingName: luks.MappingName,
+//		Keyslots: func(ctx context.Context, dev string) (map[int]enroll.Keyslot, error) {
+//			h, err := cs.Dump(ctx, dev)
+//			if err != nil {
+//				return nil, err
+//			}
+//			m := map[int]enroll.Keyslot{}
+//			for n, ks := range h.Keyslots {
+//				m[n] = enroll.Keyslot{Type: ks.Type, PBKDF: ks.PBKDF}
+//			}
+//			return m, nil
+//		},
+//		LoadConfig: config.Load, AppendDrive: config.AppendDrive, RemoveDrive: config.RemoveDrive,
+//		Registry: registry, Runner: sysexec.Exec{}, Logger: logger,
+//	})
+package enroll

@@ -1,0 +1,688 @@
+package enroll
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"unicode"
+
+	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/config"
+	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/sysexec"
+)
+
+// maxSecret bounds a keyfile (cryptsetup's own default limit is 8 MiB).
+const maxSecret = 8 << 20
+
+// keyLen is the size of the random keys plugvault makes: 512 bits, far beyond what a PBKDF
+// could add to.
+const keyLen = 64
+
+// LUKS is the part of service/internal/luks.Cryptsetup that enrolling needs (same method set).
+type LUKS interface {
+	Format(ctx context.Context, device string, passphrase []byte, label string) (uuid string, err error)
+	AddKey(ctx context.Context, device string, existingKey, newKey []byte, fastPBKDF bool) (slot int, err error)
+	KillSlot(ctx context.Context, device string, slot int, authKey []byte) error
+	TestKey(ctx context.Context, device string, key []byte, slot int) error
+	UUID(ctx context.Context, device string) (string, error)
+	Open(ctx context.Context, device, name string, key []byte, slot int, readOnly bool) error
+	Close(ctx context.Context, name string, deferred bool) error
+}
+
+// Keyslot is what enrolling needs to know about one LUKS keyslot (from luks.Cryptsetup.Dump).
+type Keyslot struct {
+	Type  string // "luks2"
+	PBKDF string // "argon2id", "argon2i", "pbkdf2"
+}
+
+// Registry is how a new or forgotten drive reaches the running daemon: the drive state machine
+// reloads it and the D-Bus Drive object is published or removed (daemon.Publisher). The
+// integrator implements it. RemoveDrive fails (wrapping api.ErrBusy) while the drive is in a
+// run.
+type Registry interface {
+	AddDrive(d config.Drive) error
+	RemoveDrive(uuid string) error
+}
+
+// Deps is everything an Enroller uses; the function fields are service/internal/config's
+// functions and luks.MappingName in production.
+type Deps struct {
+	LUKS        LUKS
+	Keyslots    func(ctx context.Context, device string) (map[int]Keyslot, error)
+	MappingName func(uuid string) (string, error)
+	Registry    Registry
+	LoadConfig  func(path string) (*config.Config, error)
+	AppendDrive func(path string, d config.Drive) error
+	RemoveDrive func(path, luksUUID string) error
+	// Runner runs mkfs, udevadm and cryptsetup luksHeaderBackup; LookPath finds them
+	// (sysexec.LookPath when nil).
+	Runner   sysexec.Runner
+	LookPath func(name string) (string, error)
+	// DeviceByUUID finds the device node of a present LUKS device (default: the
+	// /dev/disk/by-uuid link).
+	DeviceByUUID func(uuid string) (string, error)
+	Logger       *slog.Logger
+	Rand         io.Reader // crypto/rand when nil
+
+	ConfigPath string // config.DefaultPath when ""
+	KeyDir     string // config.DefaultKeyDir when ""
+	RulesDir   string // /etc/udev/rules.d when ""
+	System     System // the real /sys, /run/udev/data and /proc when zero
+}
+
+// Enroller implements daemon.Enroller. One enrollment (or adopt, or forget) runs at a time; a
+// second one fails at once with api.ErrBusy.
+type Enroller struct {
+	d  Deps
+	mu sync.Mutex
+}
+
+var _ daemon.Enroller = (*Enroller)(nil)
+
+// New checks deps and fills in the defaults.
+func New(d Deps) (*Enroller, error) {
+	if d.LUKS == nil || d.Keyslots == nil || d.Registry == nil || d.LoadConfig == nil ||
+		d.AppendDrive == nil || d.RemoveDrive == nil || d.Runner == nil {
+		return nil, errors.New("internal error: enroll.New needs LUKS, Keyslots, Registry, LoadConfig, AppendDrive, RemoveDrive and Runner")
+	}
+	if d.MappingName == nil {
+		d.MappingName = func(uuid string) (string, error) { return "plugvault-" + uuid, checkUUID(uuid) }
+	}
+	if d.LookPath == nil {
+		d.LookPath = sysexec.LookPath
+	}
+	if d.DeviceByUUID == nil {
+		d.DeviceByUUID = deviceByUUID
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Rand == nil {
+		d.Rand = rand.Reader
+	}
+	if d.ConfigPath == "" {
+		d.ConfigPath = config.DefaultPath
+	}
+	if d.KeyDir == "" {
+		d.KeyDir = config.DefaultKeyDir
+	}
+	if d.RulesDir == "" {
+		d.RulesDir = "/etc/udev/rules.d"
+	}
+	s := &d.System
+	if s.SysRoot == "" {
+		s.SysRoot = "/sys"
+	}
+	if s.UdevDataDir == "" {
+		s.UdevDataDir = "/run/udev/data"
+	}
+	if s.MountInfo == "" {
+		s.MountInfo = "/proc/self/mountinfo"
+	}
+	if s.Swaps == "" {
+		s.Swaps = "/proc/swaps"
+	}
+	if s.DevNumber == nil {
+		s.DevNumber = statDevNum
+	}
+	return &Enroller{d: d}, nil
+}
+
+// deviceByUUID resolves /dev/disk/by-uuid/UUID (udev's link) to the device node.
+func deviceByUUID(uuid string) (string, error) {
+	p, err := filepath.EvalSymlinks("/dev/disk/by-uuid/" + uuid)
+	if err != nil {
+		return "", fmt.Errorf("the drive with LUKS UUID %s is not plugged in: %w", uuid, api.ErrNotPresent)
+	}
+	if !strings.HasPrefix(p, "/dev/") {
+		return "", fmt.Errorf("internal error: %s resolves outside /dev", uuid)
+	}
+	return p, nil
+}
+
+// undoStack holds the steps that roll back what succeeded so far, run in reverse.
+type undoStack struct {
+	steps []undoStep
+}
+
+type undoStep struct {
+	what string
+	fn   func() error
+}
+
+func (u *undoStack) push(what string, fn func() error) { u.steps = append(u.steps, undoStep{what, fn}) }
+
+// run undoes every step in reverse order and returns what could not be undone.
+func (u *undoStack) run(log *slog.Logger) error {
+	var errs []error
+	for i := len(u.steps) - 1; i >= 0; i-- {
+		s := u.steps[i]
+		if err := s.fn(); err != nil {
+			log.Error("cannot roll back", "step", s.what, "err", err)
+			errs = append(errs, fmt.Errorf("cannot %s: %w", s.what, err))
+		} else {
+			log.Info("rolled back", "step", s.what)
+		}
+	}
+	u.steps = nil
+	return errors.Join(errs...)
+}
+
+// rollback runs the undo stack after a failure and adds what it could not undo to err.
+func (e *Enroller) rollback(u *undoStack, err error) error {
+	if uerr := u.run(e.d.Logger); uerr != nil {
+		return fmt.Errorf("%w (and the rollback failed: %v)", err, uerr)
+	}
+	return err
+}
+
+func (e *Enroller) lock(what string) error {
+	if !e.mu.TryLock() {
+		return fmt.Errorf("cannot %s: another enroll, adopt or forget is running: %w", what, api.ErrBusy)
+	}
+	return nil
+}
+
+// validName accepts a drive name for the configuration and messages: printable, one line.
+func validName(name string) error {
+	if name == "" || len(name) > 64 || strings.TrimSpace(name) != name {
+		return fmt.Errorf("the drive name %q must be 1 to 64 characters without leading or trailing space: %w", name, api.ErrInvalidArgument)
+	}
+	for _, r := range name {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("the drive name %q has a character that is not printable: %w", name, api.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// checkHeaderBackup checks the header backup target before anything is formatted: an absolute
+// path in an existing directory reached without symlinks, and no file there yet.
+func checkHeaderBackup(path string) error {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return fmt.Errorf("the header backup path %q must be absolute and clean: %w", path, api.ErrInvalidArgument)
+	}
+	dir := filepath.Dir(path)
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil || real != dir {
+		return fmt.Errorf("the header backup directory %s must exist and have no symlinks in its path: %w", dir, api.ErrInvalidArgument)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("the header backup file %s already exists: %w", path, api.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// tool resolves a program's absolute path.
+func (e *Enroller) tool(name string) (string, error) {
+	p, err := e.d.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("cannot find %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// run runs a tool through the Runner.
+func (e *Enroller) run(ctx context.Context, path string, args []string) error {
+	e.d.Logger.Debug("running", "argv", append([]string{path}, args...))
+	if _, err := e.d.Runner.Run(ctx, sysexec.Cmd{Path: path, Args: args}); err != nil {
+		return err
+	}
+	return nil
+}
+
+// newKey returns a fresh random key.
+func (e *Enroller) newKey() ([]byte, error) {
+	k := make([]byte, keyLen)
+	if _, err := io.ReadFull(e.d.Rand, k); err != nil {
+		return nil, fmt.Errorf("cannot make a random key: %w", err)
+	}
+	return k, nil
+}
+
+// alreadyEnrolled refuses a UUID that the configuration already has, or whose keyfile exists.
+func (e *Enroller) alreadyEnrolled(uuid string) error {
+	cfg, err := e.d.LoadConfig(e.d.ConfigPath)
+	if err != nil {
+		return fmt.Errorf("cannot read the configuration: %w", err)
+	}
+	for _, d := range cfg.Drives {
+		if strings.EqualFold(d.LuksUUID, uuid) {
+			return fmt.Errorf("the drive with LUKS UUID %s is already enrolled as %q: %w", uuid, d.Name, api.ErrInvalidArgument)
+		}
+	}
+	if _, err := os.Lstat(e.keyPath(uuid)); err == nil {
+		return fmt.Errorf("a keyfile for LUKS UUID %s already exists (%s): %w", uuid, e.keyPath(uuid), api.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func (e *Enroller) keyPath(uuid string) string { return filepath.Join(e.d.KeyDir, uuid+".key") }
+
+func (e *Enroller) rulePath(uuid string) string {
+	return filepath.Join(e.d.RulesDir, "90-plugvault-"+uuid+".rules")
+}
+
+// storeKey writes the keyfile (0400 in the 0700 key directory) and registers its removal.
+func (e *Enroller) storeKey(u *undoStack, uuid string, key []byte) error {
+	if err := ensurePrivateDir(e.d.KeyDir); err != nil {
+		return err
+	}
+	path := e.keyPath(uuid)
+	if err := writeNewFile(path, key, 0o400); err != nil {
+		return err
+	}
+	u.push("remove the keyfile "+path, func() error { return removeIfExists(path) })
+	return nil
+}
+
+// installRule writes the udev rule and reloads udevd; it registers the rule's removal.
+func (e *Enroller) installRule(ctx context.Context, u *undoStack, uuid, udevadm string) error {
+	mapping, err := e.d.MappingName(uuid)
+	if err != nil {
+		return err
+	}
+	path := e.rulePath(uuid)
+	if err := os.MkdirAll(e.d.RulesDir, 0o755); err != nil {
+		return fmt.Errorf("cannot create %s: %w", e.d.RulesDir, err)
+	}
+	if err := replaceFile(path, []byte(udevRule(uuid, mapping)), 0o644); err != nil {
+		return err
+	}
+	u.push("remove the udev rule "+path, func() error {
+		if err := removeIfExists(path); err != nil {
+			return err
+		}
+		return e.run(context.WithoutCancel(ctx), udevadm, udevReloadArgs())
+	})
+	if err := e.run(ctx, udevadm, udevReloadArgs()); err != nil {
+		return fmt.Errorf("cannot reload the udev rules: %w", err)
+	}
+	return nil
+}
+
+// replayEvent makes udevd send a change event for device once the drive is registered: udisks
+// then sees UDISKS_IGNORE now rather than at the next plug, and the drive state machine sees the
+// (already plugged) drive it has just learnt about.
+func (e *Enroller) replayEvent(ctx context.Context, device, udevadm string) {
+	if err := e.run(ctx, udevadm, udevTriggerArgs(device)); err != nil {
+		// The drive is registered and the rule in place; both apply from the next plug.
+		e.d.Logger.Warn("cannot replay the udev event; the rule applies from the next plug", "device", device, "err", err)
+	}
+}
+
+// register adds the drive to the configuration and then to the running daemon.
+func (e *Enroller) register(u *undoStack, d config.Drive) error {
+	if err := e.d.AppendDrive(e.d.ConfigPath, d); err != nil {
+		return fmt.Errorf("cannot add the drive to %s: %w", e.d.ConfigPath, err)
+	}
+	u.push("remove the drive from "+e.d.ConfigPath, func() error { return e.d.RemoveDrive(e.d.ConfigPath, d.LuksUUID) })
+	if err := e.d.Registry.AddDrive(d); err != nil {
+		return fmt.Errorf("cannot register the drive with plugvaultd: %w", err)
+	}
+	return nil
+}
+
+// Enroll formats req.Device as a new backup drive; see the package documentation.
+func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid string, err error) {
+	if err := e.lock("enroll"); err != nil {
+		return "", err
+	}
+	defer e.mu.Unlock()
+	fstype := req.Filesystem
+	if fstype == "" {
+		fstype = "btrfs"
+	}
+	if fstype != "btrfs" && fstype != "ext4" {
+		return "", fmt.Errorf("cannot enroll: the filesystem must be btrfs or ext4, not %q: %w", fstype, api.ErrInvalidArgument)
+	}
+	label := req.Label
+	if label == "" {
+		label = "plugvault"
+	}
+	if !labelPattern.MatchString(label) {
+		return "", fmt.Errorf("cannot enroll: the label %q must be 1 to 16 letters, digits, '.', '_' or '-': %w", label, api.ErrInvalidArgument)
+	}
+	name := req.Name
+	if name == "" {
+		name = label
+	}
+	if err := validName(name); err != nil {
+		return "", fmt.Errorf("cannot enroll: %w", err)
+	}
+	if len(req.Passphrase) == 0 {
+		return "", fmt.Errorf("cannot enroll: the passphrase is empty: %w", api.ErrInvalidArgument)
+	}
+	if req.HeaderBackup != "" {
+		if err := checkHeaderBackup(req.HeaderBackup); err != nil {
+			return "", fmt.Errorf("cannot enroll: %w", err)
+		}
+	}
+	dev, err := e.d.System.checkDevice(req.Device, false)
+	if err != nil {
+		return "", fmt.Errorf("cannot enroll: %w", err)
+	}
+	// Find every tool before anything is destroyed.
+	mkfsName, err := mkfsTool(fstype)
+	if err != nil {
+		return "", err
+	}
+	mkfs, err := e.tool(mkfsName)
+	if err != nil {
+		return "", fmt.Errorf("cannot enroll: %w", err)
+	}
+	udevadm, err := e.tool("udevadm")
+	if err != nil {
+		return "", fmt.Errorf("cannot enroll: %w", err)
+	}
+	var cryptsetup string
+	if req.HeaderBackup != "" {
+		if cryptsetup, err = e.tool("cryptsetup"); err != nil {
+			return "", fmt.Errorf("cannot enroll: %w", err)
+		}
+	}
+	// Formatting an enrolled drive would leave its registration dangling: forget it first.
+	if old, err := e.d.LUKS.UUID(ctx, dev.Path); err == nil && checkUUID(old) == nil {
+		if err := e.alreadyEnrolled(old); err != nil {
+			return "", fmt.Errorf("cannot enroll %s: forget the drive first: %w", dev.Path, err)
+		}
+	}
+	key, err := e.newKey()
+	if err != nil {
+		return "", err
+	}
+	defer clear(key)
+	log := e.d.Logger.With("device", dev.Path)
+	log.Info("enrolling: formatting", "filesystem", fstype, "label", label)
+
+	var u undoStack
+	fail := func(err error) (string, error) {
+		return "", e.rollback(&u, err)
+	}
+	uuid, err = e.d.LUKS.Format(ctx, dev.Path, req.Passphrase, label)
+	if err != nil {
+		return "", fmt.Errorf("cannot enroll %s: cannot format it: %w", dev.Path, err)
+	}
+	formatted := func(err error) (string, error) {
+		return fail(fmt.Errorf("cannot enroll %s (it is now formatted but not registered; enroll it again): %w", dev.Path, err))
+	}
+	if err := checkUUID(uuid); err != nil {
+		return formatted(fmt.Errorf("internal error: cryptsetup reported %w", err))
+	}
+	log = log.With("uuid", uuid)
+	slot, err := e.d.LUKS.AddKey(ctx, dev.Path, req.Passphrase, key, true)
+	if err != nil {
+		return formatted(fmt.Errorf("cannot add the keyfile slot: %w", err))
+	}
+	if err := e.storeKey(&u, uuid, key); err != nil {
+		return formatted(err)
+	}
+	if err := e.makeFilesystem(ctx, dev.Path, uuid, key, slot, mkfs, fstype, label); err != nil {
+		return formatted(err)
+	}
+	if req.HeaderBackup != "" {
+		if err := e.run(ctx, cryptsetup, headerBackupArgs(dev.Path, req.HeaderBackup)); err != nil {
+			// cryptsetup creates the file exclusively: whatever is there now is its own.
+			_ = removeIfExists(req.HeaderBackup)
+			return formatted(fmt.Errorf("cannot write the LUKS header backup: %w", err))
+		}
+		hb := req.HeaderBackup
+		u.push("remove the header backup "+hb, func() error { return removeIfExists(hb) })
+	}
+	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
+		return formatted(err)
+	}
+	if err := e.register(&u, config.Drive{Name: name, LuksUUID: uuid, KeySlot: slot}); err != nil {
+		return formatted(err)
+	}
+	e.replayEvent(ctx, dev.Path, udevadm)
+	log.Info("enrolled", "name", name, "key_slot", slot)
+	return uuid, nil
+}
+
+// makeFilesystem opens the new LUKS device with the key, makes the filesystem and closes it
+// again (also when mkfs fails).
+func (e *Enroller) makeFilesystem(ctx context.Context, device, uuid string, key []byte, slot int, mkfs, fstype, label string) (err error) {
+	mapping, err := e.d.MappingName(uuid)
+	if err != nil {
+		return err
+	}
+	if err := e.d.LUKS.Open(ctx, device, mapping, key, slot, false); err != nil {
+		return fmt.Errorf("cannot open the new LUKS device: %w", err)
+	}
+	defer func() {
+		if cerr := e.d.LUKS.Close(context.WithoutCancel(ctx), mapping, false); cerr != nil && err == nil {
+			err = fmt.Errorf("cannot close the new LUKS device: %w", cerr)
+		}
+	}()
+	args, err := mkfsArgs(fstype, label, "/dev/mapper/"+mapping)
+	if err != nil {
+		return err
+	}
+	if err := e.run(ctx, mkfs, args); err != nil {
+		return fmt.Errorf("cannot make the %s filesystem: %w", fstype, err)
+	}
+	return nil
+}
+
+// findSlot returns the keyslot that key opens, and its PBKDF.
+func (e *Enroller) findSlot(ctx context.Context, device string, key []byte) (int, Keyslot, error) {
+	slots, err := e.d.Keyslots(ctx, device)
+	if err != nil {
+		return -1, Keyslot{}, fmt.Errorf("cannot read the LUKS header of %s: %w", device, err)
+	}
+	nums := make([]int, 0, len(slots))
+	for n := range slots {
+		nums = append(nums, n)
+	}
+	sort.Ints(nums)
+	for _, n := range nums {
+		err := e.d.LUKS.TestKey(ctx, device, key, n)
+		if err == nil {
+			return n, slots[n], nil
+		}
+		if !errors.Is(err, api.ErrBadPassphrase) {
+			return -1, Keyslot{}, fmt.Errorf("cannot test the key on %s: %w", device, err)
+		}
+	}
+	return -1, Keyslot{}, fmt.Errorf("the key does not open %s: %w", device, api.ErrBadPassphrase)
+}
+
+// Adopt registers a LUKS device that was prepared by hand; see the package documentation.
+func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, error) {
+	if err := e.lock("adopt"); err != nil {
+		return "", err
+	}
+	defer e.mu.Unlock()
+	if len(req.Secret) == 0 || len(req.Secret) > maxSecret {
+		return "", fmt.Errorf("cannot adopt: the secret must be 1 byte to 8 MiB: %w", api.ErrInvalidArgument)
+	}
+	dev, err := e.d.System.checkDevice(req.Device, true)
+	if err != nil {
+		return "", fmt.Errorf("cannot adopt: %w", err)
+	}
+	uuid, err := e.d.LUKS.UUID(ctx, dev.Path)
+	if err != nil {
+		return "", fmt.Errorf("cannot adopt %s: it is not a LUKS device: %w", dev.Path, err)
+	}
+	if err := checkUUID(uuid); err != nil {
+		return "", fmt.Errorf("cannot adopt %s: %w: %w", dev.Path, err, api.ErrInvalidArgument)
+	}
+	if err := e.alreadyEnrolled(uuid); err != nil {
+		return "", fmt.Errorf("cannot adopt %s: %w", dev.Path, err)
+	}
+	name := req.Name
+	if name == "" {
+		name = "drive-" + uuid[:8]
+	}
+	if err := validName(name); err != nil {
+		return "", fmt.Errorf("cannot adopt: %w", err)
+	}
+	udevadm, err := e.tool("udevadm")
+	if err != nil {
+		return "", fmt.Errorf("cannot adopt: %w", err)
+	}
+	log := e.d.Logger.With("device", dev.Path, "uuid", uuid)
+
+	// Which slot the secret opens (proving that it opens this device at all).
+	var slot int
+	var ks Keyslot
+	if req.SecretIsPassphrase {
+		if err := e.d.LUKS.TestKey(ctx, dev.Path, req.Secret, -1); err != nil {
+			return "", fmt.Errorf("cannot adopt %s: %w", dev.Path, err)
+		}
+	} else if slot, ks, err = e.findSlot(ctx, dev.Path, req.Secret); err != nil {
+		return "", fmt.Errorf("cannot adopt %s: %w", dev.Path, err)
+	}
+
+	var u undoStack
+	fail := func(err error) (string, error) {
+		return "", e.rollback(&u, fmt.Errorf("cannot adopt %s: %w", dev.Path, err))
+	}
+	key := req.Secret
+	addSlot := req.AddKeyfileSlot && (req.SecretIsPassphrase || strings.HasPrefix(ks.PBKDF, "argon2"))
+	switch {
+	case addSlot:
+		newKey, err := e.newKey()
+		if err != nil {
+			return "", err
+		}
+		defer clear(newKey)
+		newSlot, err := e.d.LUKS.AddKey(ctx, dev.Path, req.Secret, newKey, true)
+		if err != nil {
+			return fail(fmt.Errorf("cannot add a fast keyfile slot: %w", err))
+		}
+		u.push(fmt.Sprintf("remove the new keyslot %d", newSlot), func() error {
+			return e.d.LUKS.KillSlot(context.WithoutCancel(ctx), dev.Path, newSlot, newKey)
+		})
+		log.Info("added a fast keyfile slot", "slot", newSlot, "old_slot", slot, "old_pbkdf", ks.PBKDF)
+		key, slot = newKey, newSlot
+	case req.SecretIsPassphrase:
+		key, slot = nil, -1 // unlocked with the passphrase at every plug
+	case req.AddKeyfileSlot:
+		log.Info("the keyfile's slot is already cheap to open; no slot added", "slot", slot, "pbkdf", ks.PBKDF)
+	}
+	if key != nil {
+		if err := e.storeKey(&u, uuid, key); err != nil {
+			return fail(err)
+		}
+	}
+	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
+		return fail(err)
+	}
+	if err := e.register(&u, config.Drive{Name: name, LuksUUID: uuid, KeySlot: slot}); err != nil {
+		return fail(err)
+	}
+	e.replayEvent(ctx, dev.Path, udevadm)
+	log.Info("adopted", "name", name, "key_slot", slot)
+	return uuid, nil
+}
+
+// Forget unregisters the drive with LUKS UUID uuid; see the package documentation.
+func (e *Enroller) Forget(ctx context.Context, uuid string, removeKeyslot bool) error {
+	if err := e.lock("forget"); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	if err := checkUUID(uuid); err != nil {
+		return fmt.Errorf("cannot forget: %w: %w", err, api.ErrInvalidArgument)
+	}
+	cfg, err := e.d.LoadConfig(e.d.ConfigPath)
+	if err != nil {
+		return fmt.Errorf("cannot forget %s: cannot read the configuration: %w", uuid, err)
+	}
+	var drive *config.Drive
+	for i := range cfg.Drives {
+		if strings.EqualFold(cfg.Drives[i].LuksUUID, uuid) {
+			drive = &cfg.Drives[i]
+		}
+	}
+	if drive == nil {
+		return fmt.Errorf("cannot forget %s: no such drive in %s: %w", uuid, e.d.ConfigPath, api.ErrNotFound)
+	}
+	d := *drive
+	keyPath := d.Keyfile
+	if keyPath == "" {
+		keyPath = e.keyPath(d.LuksUUID)
+	}
+	log := e.d.Logger.With("uuid", uuid, "name", d.Name)
+	udevadm, err := e.tool("udevadm")
+	if err != nil {
+		return fmt.Errorf("cannot forget %s: %w", d.Name, err)
+	}
+
+	// Everything that can refuse comes before anything changes.
+	var device string
+	var key []byte
+	slot := d.KeySlot
+	if removeKeyslot {
+		if device, err = e.d.DeviceByUUID(d.LuksUUID); err != nil {
+			return fmt.Errorf("cannot remove the keyslot of %s: %w", d.Name, err)
+		}
+		if got, err := e.d.LUKS.UUID(ctx, device); err != nil || !strings.EqualFold(got, d.LuksUUID) {
+			return fmt.Errorf("cannot remove the keyslot of %s: %s is not this drive: %w", d.Name, device, api.ErrNotPresent)
+		}
+		if key, err = readKeyFile(keyPath); err != nil {
+			return fmt.Errorf("cannot remove the keyslot of %s: %w", d.Name, err)
+		}
+		defer clear(key)
+		slots, err := e.d.Keyslots(ctx, device)
+		if err != nil {
+			return fmt.Errorf("cannot remove the keyslot of %s: cannot read its LUKS header: %w", d.Name, err)
+		}
+		if _, ok := slots[slot]; !ok || e.d.LUKS.TestKey(ctx, device, key, slot) != nil {
+			if slot, _, err = e.findSlot(ctx, device, key); err != nil {
+				return fmt.Errorf("cannot remove the keyslot of %s: %w", d.Name, err)
+			}
+		}
+		if len(slots) < 2 {
+			return fmt.Errorf("cannot remove the keyslot of %s: it is the drive's only keyslot, and without it nothing opens the drive: %w", d.Name, api.ErrInvalidArgument)
+		}
+	}
+
+	var u undoStack
+	if err := e.d.Registry.RemoveDrive(d.LuksUUID); err != nil {
+		return fmt.Errorf("cannot forget %s: %w", d.Name, err)
+	}
+	u.push("register the drive again", func() error { return e.d.Registry.AddDrive(d) })
+	if err := e.d.RemoveDrive(e.d.ConfigPath, d.LuksUUID); err != nil {
+		return e.rollback(&u, fmt.Errorf("cannot forget %s: cannot remove it from %s: %w", d.Name, e.d.ConfigPath, err))
+	}
+	u.push("add the drive to "+e.d.ConfigPath+" again", func() error { return e.d.AppendDrive(e.d.ConfigPath, d) })
+	if removeKeyslot {
+		if err := e.d.LUKS.KillSlot(ctx, device, slot, key); err != nil {
+			return e.rollback(&u, fmt.Errorf("cannot forget %s: cannot remove keyslot %d: %w", d.Name, slot, err))
+		}
+		log.Info("removed the keyfile slot", "slot", slot)
+	}
+
+	// The drive is forgotten; what is left is cleaning up after it.
+	var errs []error
+	if filepath.Dir(keyPath) == filepath.Clean(e.d.KeyDir) {
+		if err := removeIfExists(keyPath); err != nil {
+			errs = append(errs, err)
+		}
+	} else {
+		log.Info("keeping the keyfile outside the key directory", "keyfile", keyPath)
+	}
+	if err := removeIfExists(e.rulePath(d.LuksUUID)); err != nil {
+		errs = append(errs, err)
+	} else if err := e.run(ctx, udevadm, udevReloadArgs()); err != nil {
+		errs = append(errs, fmt.Errorf("cannot reload the udev rules: %w", err))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s is forgotten, but cleaning up failed: %w", d.Name, errors.Join(errs...))
+	}
+	log.Info("forgotten")
+	return nil
+}
