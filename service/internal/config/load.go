@@ -78,7 +78,7 @@ func parse(name string, data []byte) (*Config, error) {
 	var fc fileConfig
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	err := dec.Decode(&fc)
-	var errs []error
+	var errs []locatedError
 	var strict *toml.StrictMissingError
 	var decErr *toml.DecodeError
 	switch {
@@ -89,8 +89,8 @@ func parse(name string, data []byte) (*Config, error) {
 		for i := range strict.Errors {
 			e := &strict.Errors[i]
 			line, col := e.Position()
-			errs = append(errs, fmt.Errorf("%s:%d:%d: %s: unknown key; %s", name, line, col,
-				strings.Join(e.Key(), "."), unknownKeyHint(e.Key())))
+			errs = append(errs, locatedError{position{line, col}, fmt.Sprintf("%s: unknown key; %s",
+				strings.Join(e.Key(), "."), unknownKeyHint(e.Key()))})
 		}
 	case errors.As(err, &decErr):
 		// A syntax or type error stops the decoder: nothing after it was read, so validating
@@ -100,21 +100,39 @@ func parse(name string, data []byte) (*Config, error) {
 		return nil, fmt.Errorf("%s: cannot parse: %v", name, err)
 	}
 	for _, p := range idx.problems {
-		errs = append(errs, fmt.Errorf("%s:%d:%d: %s", name, p.pos.line, p.pos.col, p.msg))
+		errs = append(errs, locatedError{p.pos, p.msg})
 	}
 
 	c := fromFile(&fc)
 	for _, p := range c.validate() {
-		if pos, ok := idx.lookup(p.path()); ok {
-			errs = append(errs, fmt.Errorf("%s:%d:%d: %s", name, pos.line, pos.col, p.describe(c)))
+		pos, _ := idx.lookup(p.path())
+		errs = append(errs, locatedError{pos, p.describe(c)})
+	}
+	if len(errs) == 0 {
+		return c, nil
+	}
+	// In file order, problems without a position (a missing key) first.
+	slices.SortStableFunc(errs, func(a, b locatedError) int {
+		if a.pos.line != b.pos.line {
+			return a.pos.line - b.pos.line
+		}
+		return a.pos.col - b.pos.col
+	})
+	joined := make([]error, len(errs))
+	for i, e := range errs {
+		if e.pos.line > 0 {
+			joined[i] = fmt.Errorf("%s:%d:%d: %s", name, e.pos.line, e.pos.col, e.msg)
 		} else {
-			errs = append(errs, fmt.Errorf("%s: %s", name, p.describe(c)))
+			joined[i] = fmt.Errorf("%s: %s", name, e.msg)
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return c, nil
+	return nil, errors.Join(joined...)
+}
+
+// locatedError is one problem and where it is in the file (line 0: nowhere in particular).
+type locatedError struct {
+	pos position
+	msg string
 }
 
 // fromFile fills in the defaults for absent keys.

@@ -61,6 +61,17 @@ var mountOptionReasons = map[string]string{
 	"owner":                  "only the daemon mounts backup drives",
 }
 
+// mountOptionValues says which values an allowed option takes.
+var mountOptionValues = map[string]string{
+	"compress":       "compress=zstd (zstd:1 to zstd:15), lzo, zlib (zlib:1 to zlib:9) or no",
+	"compress-force": "compress-force=zstd (zstd:1 to zstd:15), lzo, zlib (zlib:1 to zlib:9) or no",
+	"discard":        "discard, or discard=async or discard=sync on btrfs",
+	"commit":         "commit=1 to commit=300 (seconds)",
+	"data":           "data=ordered or data=journal",
+	"barrier":        "barrier or barrier=1",
+	"logbufs":        "logbufs=2 to logbufs=8",
+}
+
 // mountOptionProblem says why opt is not allowed for any supported filesystem, or "".
 func mountOptionProblem(opt string) string {
 	for _, fs := range Filesystems {
@@ -79,6 +90,9 @@ func mountOptionProblem(opt string) string {
 	case "barrier=0", "data=writeback":
 		return fmt.Sprintf("%q is not allowed: it loses data when the stick is pulled", opt)
 	}
+	if hint, ok := mountOptionValues[name]; ok {
+		return fmt.Sprintf("%q has a value that is not allowed; use %s", opt, hint)
+	}
 	return fmt.Sprintf("%q is not on the allow-list; allowed: %s", opt, allowListSummary())
 }
 
@@ -91,7 +105,7 @@ func CheckMountOptions(fstype string, opts []string) error {
 	for _, o := range opts {
 		if !mountOptionOK(fstype, o) {
 			if msg := mountOptionProblem(o); msg != "" {
-				return fmt.Errorf("cannot use mount option %s", msg)
+				return fmt.Errorf("cannot use mount option: %s", msg)
 			}
 			return fmt.Errorf("cannot use mount option %q with %s; it is allowed for other filesystems only", o, fstype)
 		}

@@ -38,7 +38,7 @@ func indexPositions(data []byte) *positions {
 		switch e.Kind {
 		case unstable.ArrayTable, unstable.Table:
 			keys, first := keyParts(e)
-			pos := idx.pos(&p, first)
+			pos := idx.headerPos(&p, first)
 			if len(keys) > 0 && keys[0] == "drive" {
 				if e.Kind == unstable.ArrayTable && len(keys) == 1 {
 					drives++
@@ -92,6 +92,23 @@ func (idx *positions) pos(p *unstable.Parser, n *unstable.Node) position {
 		return position{}
 	}
 	s := p.Shape(n.Raw)
+	return position{s.Start.Line, s.Start.Column}
+}
+
+// headerPos is the position of the '[' that opens a table header whose first key is n.
+func (idx *positions) headerPos(p *unstable.Parser, n *unstable.Node) position {
+	if n == nil {
+		return position{}
+	}
+	data := p.Data()
+	off := int(n.Raw.Offset)
+	for off > 0 && (data[off-1] == '[' || data[off-1] == ' ' || data[off-1] == '\t') {
+		off--
+	}
+	for off < int(n.Raw.Offset) && data[off] != '[' {
+		off++
+	}
+	s := p.Shape(unstable.Range{Offset: uint32(off), Length: 0})
 	return position{s.Start.Line, s.Start.Column}
 }
 
