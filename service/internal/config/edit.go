@@ -231,10 +231,39 @@ func driveBlocks(data []byte) ([]driveBlock, error) {
 			end = commentsAbove(data, headers[hi+1].line)
 		}
 		blocks[bi].start = commentsAbove(data, h.line)
-		blocks[bi].end = end
+		blocks[bi].end = contentEnd(data, h.line, end)
 		bi++
 	}
 	return blocks, nil
+}
+
+// contentEnd returns where a block that may extend to end really ends: after its last line
+// that is neither blank nor a comment, and the comment lines directly below it (commented-out
+// settings). Comment paragraphs after a blank line are about what follows, and stay.
+func contentEnd(data []byte, start, end int) int {
+	last := start // offset just past the last content line
+	attached := true
+	for off := start; off < end; {
+		next := bytes.IndexByte(data[off:end], '\n')
+		if next < 0 {
+			next = end
+		} else {
+			next += off + 1
+		}
+		line := strings.TrimSpace(string(data[off:next]))
+		switch {
+		case line == "":
+			attached = false
+		case strings.HasPrefix(line, "#"):
+			if attached {
+				last = next
+			}
+		default:
+			last, attached = next, true
+		}
+		off = next
+	}
+	return last
 }
 
 func lineStart(data []byte, off int) int {
@@ -263,7 +292,9 @@ func renderDrive(b *bytes.Buffer, d Drive) {
 		fmt.Fprintf(b, "keyfile = %s\n", tomlString(d.Keyfile))
 	}
 	fmt.Fprintf(b, "key_slot = %d\n", d.KeySlot)
-	fmt.Fprintf(b, "sources = %s\n", tomlStrings(d.Sources))
+	if len(d.Sources) > 0 {
+		fmt.Fprintf(b, "sources = %s\n", tomlStrings(d.Sources))
+	}
 	if len(d.Excludes) > 0 {
 		fmt.Fprintf(b, "excludes = %s\n", tomlStrings(d.Excludes))
 	}

@@ -120,7 +120,7 @@ func checkKeyDir(path string) error {
 		return fmt.Errorf("cannot use keyfile %s: its directory %s is owned by uid %d, not root; run: chown root:root %s", path, dir, uid, dir)
 	}
 	if perm := fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky); perm != 0o700 {
-		return fmt.Errorf("cannot use keyfile %s: its directory %s has mode %s; run: chmod 0700 %s", path, dir, describeMode(fi.Mode()), dir)
+		return fmt.Errorf("cannot use keyfile %s: its directory %s: mode %s; run: chmod 0700 %s", path, dir, describeMode(fi.Mode()), dir)
 	}
 	return nil
 }
