@@ -99,9 +99,7 @@ func parse(name string, data []byte) (*Config, error) {
 	default:
 		return nil, fmt.Errorf("%s: cannot parse: %v", name, err)
 	}
-	for _, p := range idx.problems {
-		errs = append(errs, locatedError{p.pos, p.msg})
-	}
+	errs = append(errs, idx.problems...)
 
 	c := fromFile(&fc)
 	for _, p := range c.validate() {

@@ -17,12 +17,7 @@ type positions struct {
 	at map[string]position
 	// problems are structural mistakes the decoder accepts silently, such as [drive]
 	// written for [[drive]].
-	problems []structProblem
-}
-
-type structProblem struct {
-	pos position
-	msg string
+	problems []locatedError
 }
 
 // indexPositions walks the document with go-toml's parser. A document that does not parse
@@ -47,7 +42,7 @@ func indexPositions(data []byte) *positions {
 					continue
 				}
 				if e.Kind == unstable.Table && len(keys) == 1 {
-					idx.problems = append(idx.problems, structProblem{pos,
+					idx.problems = append(idx.problems, locatedError{pos,
 						"drive: written as [drive]; write [[drive]] (two brackets): each drive is one entry of a list"})
 				}
 				if drives < 0 {
