@@ -30,6 +30,7 @@ type helperResult struct {
 	UID  int    `json:"uid"`
 	Own  string `json:"own"`  // "ok" or the D-Bus error name
 	Call string `json:"call"` // "ok" or the D-Bus error name
+	Set  string `json:"set"`  // Properties.Set: the D-Bus error name ("ok" would be a hole)
 }
 
 // busHelper runs as uid 65534: it tries to own the name and to call ListDrives on it, and
@@ -53,6 +54,10 @@ func busHelper() int {
 		var paths []dbus.ObjectPath
 		return conn.Object(api.BusName, api.ManagerPath).
 			Call(api.ManagerInterface+"."+api.MethodListDrives, 0).Store(&paths)
+	})
+	res.Set = dbusOutcome(func() error {
+		return conn.Object(api.BusName, api.ManagerPath).Call("org.freedesktop.DBus.Properties.Set", 0,
+			api.ManagerInterface, api.PropReminderDays, dbus.MakeVariant(uint32(1))).Err
 	})
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
 		return 2
@@ -130,17 +135,19 @@ func TestBusPolicy(t *testing.T) {
 		name:     "stock defaults and our policy",
 		policy:   stock + "<include>" + ours + "</include>",
 		rootOwns: true,
-		nobody:   helperResult{UID: nobodyUID, Own: "org.freedesktop.DBus.Error.AccessDenied", Call: "ok"},
+		// Set is refused by the bus itself: the fake service below has no Properties
+		// interface, so a daemon-side refusal would read UnknownInterface, not AccessDenied.
+		nobody: helperResult{UID: nobodyUID, Own: "org.freedesktop.DBus.Error.AccessDenied", Call: "ok", Set: "org.freedesktop.DBus.Error.AccessDenied"},
 	}, {
 		name:     "stock defaults only: root cannot own",
 		policy:   stock,
 		rootOwns: false,
-		nobody:   helperResult{UID: nobodyUID, Own: "org.freedesktop.DBus.Error.AccessDenied", Call: "org.freedesktop.DBus.Error.ServiceUnknown"},
+		nobody:   helperResult{UID: nobodyUID, Own: "org.freedesktop.DBus.Error.AccessDenied", Call: "org.freedesktop.DBus.Error.ServiceUnknown", Set: "org.freedesktop.DBus.Error.ServiceUnknown"},
 	}, {
 		name:     "stock defaults and only the own rule: nobody cannot call",
 		policy:   stock + `<policy user="root"><allow own="` + api.BusName + `"/></policy>`,
 		rootOwns: true,
-		nobody:   helperResult{UID: nobodyUID, Own: "org.freedesktop.DBus.Error.AccessDenied", Call: "org.freedesktop.DBus.Error.AccessDenied"},
+		nobody:   helperResult{UID: nobodyUID, Own: "org.freedesktop.DBus.Error.AccessDenied", Call: "org.freedesktop.DBus.Error.AccessDenied", Set: "org.freedesktop.DBus.Error.AccessDenied"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			bus := apitest.StartBus(t, apitest.BusOptions{Policy: tc.policy})
