@@ -40,6 +40,7 @@ type Drive struct {
 	// drive is unlocked with a passphrase at every plug.
 	Keyfile string `toml:"keyfile"`
 	// KeySlot is the LUKS keyslot of the keyfile (-1 = unknown: cryptsetup tries them all).
+	// Load sets -1 when key_slot is absent; a Drive built in code must set it (0 is slot 0).
 	KeySlot int `toml:"key_slot"`
 	// Sources are absolute directories to back up.
 	Sources  []string `toml:"sources"`
