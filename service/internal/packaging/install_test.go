@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/plugvault/plugvault/service/internal/testenv"
@@ -33,6 +34,13 @@ func TestMakeInstall(t *testing.T) {
 	}
 	cmd := exec.Command(mk, "-s", "install", "DESTDIR="+dest, "PREFIX=/usr", "BIN="+bin)
 	cmd.Dir = root
+	// Under `make test` the outer make's variables travel in MAKEFLAGS; this run must see the
+	// Makefile's own defaults.
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make install: %v\n%s", err, out)
 	}
