@@ -12,14 +12,23 @@ GOTESTFLAGS ?= -race -count=1
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
 LDFLAGS := -X github.com/plugvault/plugvault/service/internal/buildinfo.Version=$(VERSION)
 BIN := bin
+DATADIR ?= $(PREFIX)/share
+DOCDIR ?= $(DATADIR)/doc/plugvault
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+# Lint tools built from the module proxy, pinned, kept out of the source tree's history.
+TOOLS := $(CURDIR)/.cache/tools
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(TOOLS)/staticcheck
 
 # Debian packages the tests need (installed by `make deps`, which .ci/run calls).
-DEB_TEST_DEPS := dbus-daemon dbus cryptsetup-bin btrfs-progs e2fsprogs xfsprogs util-linux psmisc \
+# libdbus-1-dev ships the D-Bus DTDs (busconfig, introspect); polkitd ships policyconfig-1.dtd;
+# systemd ships systemd-analyze (unit verification).
+DEB_TEST_DEPS := dbus-daemon dbus libdbus-1-dev systemd cryptsetup-bin btrfs-progs e2fsprogs xfsprogs util-linux psmisc \
 	libxml2-utils shellcheck rsync gcc pkg-config libgl1-mesa-dev libx11-dev libxcursor-dev \
 	libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev xvfb xdotool imagemagick polkitd \
 	qemu-system-x86 mmdebstrap ca-certificates
 
-.PHONY: all build test check deps lint fmt test-unit test-root install uninstall clean help
+.PHONY: all build test check deps tools lint fmt test-unit test-root install uninstall clean help
 
 all: build
 
@@ -31,18 +40,29 @@ build: ## build plugvaultd, plugvault and plugvault-tray into bin/
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./service/cmd/...
 	$(GO) build -race -ldflags '$(LDFLAGS)' -o $(BIN)/ ./tray/cmd/plugvault-tray
 
-deps: ## install the Debian packages the tests need (root)
+deps: ## install the Debian packages and pinned Go tools the tests and lint need (root)
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_TEST_DEPS)
 	$(GO) mod download
+	$(MAKE) tools
+
+tools: $(STATICCHECK) ## build the pinned lint tools into .cache/tools
+
+$(STATICCHECK):
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 check: deps lint test ## the README's test command: install test deps, lint, run every test level
 
-lint: ## gofmt, go vet, XML validation, shellcheck
+lint: $(STATICCHECK) ## gofmt, go vet, staticcheck, shellcheck, xmllint against Debian's DTDs
 	@out=$$(gofmt -l service tray); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	@if [ -n "$$(find . -name '*.sh' -not -path './.git/*' -print -quit)" ] || [ -f .ci/run ]; then \
-		shellcheck .ci/run $$(find . -name '*.sh' -not -path './.git/*'); fi
+	$(STATICCHECK) ./...
+	shellcheck .ci/run $$(find . -name '*.sh' -not -path './.git/*' -not -path './.cache/*')
+	xmllint --noout --nonet --dtdvalid /usr/share/xml/dbus-1/introspect.dtd service/api/org.plugvault.PlugVault1.xml
+	xmllint --noout --nonet --dtdvalid /usr/share/polkit-1/policyconfig-1.dtd polkit/*.policy
+	@# The bus policy needs Debian's busconfig.dtd plus the attributes it lacks; the test knows them.
+	$(GO) test -count=1 -run 'TestDBusPolicyIsValid|TestSystemdUnit|TestSystemdAnalyzeVerify|TestDependency|TestUnprivileged|TestOnlySysexec' ./service/internal/packaging/
 
 test: ## run unit, bus, root and GUI tests (root levels need root; under CI=true nothing may skip)
 	PLUGVAULT_TEST_ROOT=$${PLUGVAULT_TEST_ROOT-$$( [ $$(id -u) = 0 ] && echo 1 )} \
@@ -54,17 +74,42 @@ test-unit: ## unit and bus tests only (no root needed)
 fmt: ## gofmt every Go file
 	gofmt -w service tray
 
-install: ## install into $(DESTDIR)$(PREFIX) (binaries, unit, bus policy, polkit policy, desktop files)
+install: ## install into $(DESTDIR)$(PREFIX) and $(DESTDIR)$(SYSCONFDIR); never touches an existing config.toml
+	test -x $(BIN)/plugvaultd || { echo "run make build first"; exit 1; }
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN)/plugvaultd $(DESTDIR)$(LIBEXECDIR)/plugvaultd
-	install -m 0755 $(BIN)/plugvault $(DESTDIR)$(PREFIX)/bin/plugvault
-	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
-	$(BIN)/plugvault completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/plugvault
+	if [ -f $(BIN)/plugvault-engine ]; then install -m 0755 $(BIN)/plugvault-engine $(DESTDIR)$(LIBEXECDIR)/plugvault-engine; fi
+	if [ -f $(BIN)/plugvault ]; then install -m 0755 $(BIN)/plugvault $(DESTDIR)$(PREFIX)/bin/plugvault; fi
+	if [ -f $(BIN)/plugvault ]; then install -d $(DESTDIR)$(DATADIR)/bash-completion/completions && \
+		$(BIN)/plugvault completion bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/plugvault; fi
 	if [ -f $(BIN)/plugvault-tray ]; then install -m 0755 $(BIN)/plugvault-tray $(DESTDIR)$(PREFIX)/bin/plugvault-tray; fi
-	install -D -m 0644 service/systemd/plugvaultd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/plugvaultd.service
-	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.conf $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/org.plugvault.PlugVault1.conf
-	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.service $(DESTDIR)$(PREFIX)/share/dbus-1/system-services/org.plugvault.PlugVault1.service
-	install -D -m 0644 polkit/org.plugvault.policy $(DESTDIR)$(PREFIX)/share/polkit-1/actions/org.plugvault.policy
+	install -D -m 0644 service/systemd/plugvaultd.service $(DESTDIR)$(UNITDIR)/plugvaultd.service
+	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.conf $(DESTDIR)$(DATADIR)/dbus-1/system.d/org.plugvault.PlugVault1.conf
+	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.service $(DESTDIR)$(DATADIR)/dbus-1/system-services/org.plugvault.PlugVault1.service
+	install -D -m 0644 polkit/org.plugvault.policy $(DESTDIR)$(DATADIR)/polkit-1/actions/org.plugvault.policy
+	install -D -m 0644 service/internal/config/example.toml $(DESTDIR)$(DOCDIR)/config.toml.example
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	@# /etc/plugvault/config.toml is the administrator's (or plugvault enroll's): never installed here.
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/plugvault
+	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/plugvault/keys
+	for f in desktop/*.desktop; do [ -f "$$f" ] || continue; \
+		install -D -m 0644 "$$f" $(DESTDIR)$(SYSCONFDIR)/xdg/autostart/$$(basename "$$f"); done
+	if [ -d desktop/icons ]; then cd desktop/icons && find . -type f \( -name '*.png' -o -name '*.svg' \) | \
+		while read -r f; do install -D -m 0644 "$$f" "$(DESTDIR)$(DATADIR)/icons/$${f#./}"; done; fi
 
-clean: ## remove build output
-	rm -rf $(BIN)
+uninstall: ## remove what install put there, except /etc/plugvault (configuration and keys)
+	rm -f $(DESTDIR)$(LIBEXECDIR)/plugvaultd $(DESTDIR)$(LIBEXECDIR)/plugvault-engine
+	-rmdir $(DESTDIR)$(LIBEXECDIR)
+	rm -f $(DESTDIR)$(PREFIX)/bin/plugvault $(DESTDIR)$(PREFIX)/bin/plugvault-tray
+	rm -f $(DESTDIR)$(DATADIR)/bash-completion/completions/plugvault
+	rm -f $(DESTDIR)$(UNITDIR)/plugvaultd.service
+	rm -f $(DESTDIR)$(DATADIR)/dbus-1/system.d/org.plugvault.PlugVault1.conf
+	rm -f $(DESTDIR)$(DATADIR)/dbus-1/system-services/org.plugvault.PlugVault1.service
+	rm -f $(DESTDIR)$(DATADIR)/polkit-1/actions/org.plugvault.policy
+	rm -rf $(DESTDIR)$(DOCDIR)
+	for f in desktop/*.desktop; do [ -f "$$f" ] || continue; rm -f $(DESTDIR)$(SYSCONFDIR)/xdg/autostart/$$(basename "$$f"); done
+	if [ -d desktop/icons ]; then cd desktop/icons && find . -type f \( -name '*.png' -o -name '*.svg' \) | \
+		while read -r f; do rm -f "$(DESTDIR)$(DATADIR)/icons/$${f#./}"; done; fi
+
+clean: ## remove build output and the lint tools
+	rm -rf $(BIN) .cache
