@@ -56,6 +56,7 @@ func TestMakeInstall(t *testing.T) {
 		"usr/share/polkit-1/actions/org.plugvault.policy":                   0o644,
 		"usr/share/doc/plugvault/config.toml.example":                       0o644,
 		"usr/share/doc/plugvault/README.md":                                 0o644,
+		"usr/share/bash-completion/completions/plugvault":                   0o644,
 		"etc/plugvault/keys":                                                fs.ModeDir | 0o700,
 		"etc/plugvault/config.toml":                                         0o600, // the administrator's, untouched
 	}
