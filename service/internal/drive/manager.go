@@ -114,6 +114,8 @@ type Manager struct {
 	removedSeq map[string]uint64 // DEVPATH -> SeqNum of its last remove event
 	stopping   bool
 	wg         sync.WaitGroup // activities
+
+	onEvent func(Event) // test hook: called after each live event was handled
 }
 
 var _ daemon.Backend = (*Manager)(nil)
@@ -305,6 +307,9 @@ func (m *Manager) Run(ctx context.Context) error {
 				return errors.New("cannot watch udev: the monitor stopped")
 			}
 			m.handleEvent(e)
+			if m.onEvent != nil {
+				m.onEvent(e)
+			}
 		case s, ok := <-sleep:
 			if !ok {
 				sleep = nil
