@@ -112,6 +112,10 @@ func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 		m.mu.Unlock()
 		return fmt.Errorf("cannot eject %s: it is already being ejected: %w", d.cfg.Name, api.ErrBusy)
 	}
+	if m.stopping {
+		m.mu.Unlock()
+		return fmt.Errorf("cannot eject %s: the service is stopping and locks it: %w", d.cfg.Name, api.ErrBusy)
+	}
 	d.ejecting = true
 	d.startAfter, d.resume = false, false
 	defer func() {

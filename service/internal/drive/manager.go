@@ -22,6 +22,10 @@ import (
 // ("plugvault-<luks_uuid>").
 const MappingPrefix = "plugvault-"
 
+// pulledWindow: a removal this soon after the backup failed is taken as its cause (writes to a
+// pulled stick fail before udev reports the removal).
+const pulledWindow = 30 * time.Second
+
 // Activity kinds: what holds a drive's one activity slot.
 const (
 	kindBackup  = "backup"
@@ -91,8 +95,10 @@ type drive struct {
 	mapTried, mapped    bool
 	mountTried, mounted bool
 	readOnly            bool
-	unlocking           bool // an Unlock attempt is being tried
-	fails               int  // wrong passphrases since the last plug-in or success
+	unlocking           bool      // an Unlock attempt is being tried
+	engineFailed        bool      // the last run failed while backing up (maybe the stick was pulled)
+	failedAt            time.Time // when it failed
+	fails               int       // wrong passphrases since the last plug-in or success
 	notBefore           time.Time
 	lastProgressPublish time.Time
 	snapshots           []api.Snapshot
@@ -395,7 +401,7 @@ func (m *Manager) plugLocked(d *drive, dv *device) {
 	m.log.Info("drive plugged in", "drive", d.cfg.Name, "uuid", d.uuid, "device", dv.DevName, "vendor", dv.Vendor, "model", dv.Model, "serial", dv.Serial)
 	d.dev = dv
 	d.fails, d.notBefore = 0, time.Time{}
-	d.resume = false
+	d.resume, d.engineFailed = false, false
 	d.st.Present = true
 	d.st.Vendor, d.st.Model, d.st.Serial = dv.Vendor, dv.Model, dv.Serial
 	if dv.Label != "" {
@@ -449,7 +455,14 @@ func (m *Manager) handleRemoveLocked(e Event) {
 			continue
 		}
 		d.st.Present = false
-		m.setStateLocked(d, api.StateAbsent, "")
+		reason := ""
+		if d.engineFailed && d.st.State == api.StateFailed && m.clock().Sub(d.failedAt) < pulledWindow {
+			// Its writes failed before udev reported the removal.
+			d.st.LastResult = api.ResultInterrupted
+			reason = "The drive was removed during the backup; plug it in again to resume"
+		}
+		d.engineFailed = false
+		m.setStateLocked(d, api.StateAbsent, reason)
 	}
 }
 
@@ -462,6 +475,7 @@ func (m *Manager) handleSleep(sleeping bool) {
 		if sleeping {
 			if d.act != nil && d.act.kind == kindBackup {
 				d.act.cancel(errSuspend)
+				d.resume = true
 			}
 			continue
 		}
@@ -613,6 +627,12 @@ func (m *Manager) shutdown() {
 		}
 		if err := m.teardown(d, false); err != nil {
 			m.log.Warn("cannot lock drive at shutdown", "drive", d.cfg.Name, "err", err)
+			continue
 		}
+		m.mu.Lock()
+		if d.dev != nil {
+			m.setStateLocked(d, api.StateSafeToRemove, "Safe to remove")
+		}
+		m.mu.Unlock()
 	}
 }

@@ -235,10 +235,10 @@ func TestHappyPath(t *testing.T) {
 	}
 
 	// BackupNow on a safe-to-remove drive starts a new run.
+	n := len(h.pub.statuses(uuidA))
 	if err := h.m.BackupNow(context.Background(), uuidA); err != nil {
 		t.Fatal(err)
 	}
-	n := len(h.pub.statuses(uuidA))
 	st, _ = h.waitState(uuidA, n, api.StateSafeToRemove)
 	if st.SnapshotCount != 2 || h.eng.runs() != 2 {
 		t.Errorf("after second run: %+v, %d engine runs", st, h.eng.runs())
@@ -282,6 +282,9 @@ func TestRemovalInEveryState(t *testing.T) {
 			_, next := h.waitState(uuidA, 0, c.state)
 			if g != nil {
 				g.waitEntered(t)
+			}
+			if c.state == api.StateFailed {
+				h.clock.Advance(time.Minute) // long after the failure: not caused by the removal
 			}
 			h.send(stick("remove", sdb, uuidA, 20))
 			if g != nil {
@@ -790,8 +793,8 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	if _, _, err := h.m.Verify(ctx, uuidA, "snap1"); !errors.Is(err, api.ErrBusy) {
 		t.Errorf("Verify during a run = %v", err)
 	}
-	g.open()
 	n = len(h.pub.statuses(uuidA))
+	g.open()
 	h.waitState(uuidA, n, api.StateSafeToRemove)
 
 	// Browse, then pull the stick: cleaned up.
@@ -826,4 +829,39 @@ func TestGroupDigits(t *testing.T) {
 			t.Errorf("GroupDigits(%d) = %q, want %q", n, got, want)
 		}
 	}
+}
+
+func TestPulledWhileWritingBeforeTheRemoveEvent(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	// The writes fail (EIO) and the engine gives up before udev reports the removal.
+	h.eng.err = errors.New("cannot write: input/output error")
+	h.start()
+	h.plug(sdb, uuidA, 10, keyA)
+	st, next := h.waitState(uuidA, 0, api.StateFailed)
+	if st.LastResult != api.ResultFailed || !strings.Contains(st.StateReason, "input/output error") {
+		t.Errorf("failed with %+v", st)
+	}
+	h.sys.assertClean(t)
+	h.send(stick("remove", sdb, uuidA, 11))
+	st, _ = h.waitState(uuidA, next, api.StateAbsent)
+	if st.LastResult != api.ResultInterrupted || !strings.Contains(st.StateReason, "plug it in again") {
+		t.Errorf("after the remove event: %+v", st)
+	}
+}
+
+func TestAdoptedMappingUnusable(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	h.sys.insert("/dev/sdb", uuidA, keyA)
+	// A mapping is left but its mount is gone and mounting it fails (stale device).
+	h.sys.mappings["plugvault-"+uuidA] = &fakeMapping{device: "(null)"}
+	h.sys.fail["mount"] = errors.New("mount: wrong fs type, bad superblock")
+	h.src.cold = []drive.Event{stick("add", sdb, uuidA, 0)}
+	h.start()
+	st, _ := h.waitState(uuidA, 0, api.StateSafeToRemove)
+	if st.LastResult != api.ResultSuccess || h.sys.count("open") != 1 || h.sys.count("mount") != 2 {
+		t.Errorf("final %+v; opens %d mounts %d", st, h.sys.count("open"), h.sys.count("mount"))
+	}
+	h.sys.assertClean(t)
 }

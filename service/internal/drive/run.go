@@ -87,26 +87,39 @@ func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) 
 		}
 	}
 
-	m.setState(d, api.StateUnlocking, "Unlocking the drive")
-	m.mu.Lock()
-	mapped := d.mapped
-	m.mu.Unlock()
-	if !mapped {
-		problem, err := m.unlockWithKeyfile(ctx, d, dv, false)
-		if err != nil {
-			return nil, m.stopped(ctx, err)
-		}
-		if problem != "" {
-			if err := m.awaitPassphrase(ctx, d, a, dv, capitalize(problem)+" — enter the passphrase"); err != nil {
+	var fstype string
+	var dev uint64
+	for try := 0; ; try++ {
+		m.setState(d, api.StateUnlocking, "Unlocking the drive")
+		m.mu.Lock()
+		adopted := d.mapped
+		m.mu.Unlock()
+		if !adopted {
+			problem, err := m.unlockWithKeyfile(ctx, d, dv, false)
+			if err != nil {
 				return nil, m.stopped(ctx, err)
 			}
+			if problem != "" {
+				if err := m.awaitPassphrase(ctx, d, a, dv, capitalize(problem)+" — enter the passphrase"); err != nil {
+					return nil, m.stopped(ctx, err)
+				}
+			}
 		}
-	}
-
-	m.setState(d, api.StateMounting, "Mounting the drive")
-	fstype, dev, err := m.mount(ctx, d, false)
-	if err != nil {
-		return nil, m.stopped(ctx, err)
+		m.setState(d, api.StateMounting, "Mounting the drive")
+		var err error
+		fstype, dev, err = m.mount(ctx, d, false)
+		if err == nil {
+			break
+		}
+		if !adopted || try > 0 || ctx.Err() != nil {
+			return nil, m.stopped(ctx, err)
+		}
+		// What an earlier daemon left open is not usable (the stick was replugged while
+		// it was down, say): close it and start from the stick.
+		m.log.Warn("cannot use the adopted mapping; opening the drive afresh", "drive", d.cfg.Name, "err", err)
+		if terr := m.teardown(d, false); terr != nil {
+			return nil, failf(terr, "An old mapping of the drive is still in use — close the programs using it, then plug the drive in again")
+		}
 	}
 	target := m.target(d)
 	m.refreshSnapshots(d, target)
@@ -127,6 +140,9 @@ func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) 
 		return nil, context.Cause(ctx)
 	}
 	if err != nil {
+		m.mu.Lock()
+		d.engineFailed = true
+		m.mu.Unlock()
 		return nil, failf(err, "The backup failed: %v", err)
 	}
 	m.setState(d, api.StateFinishing, "Finishing the backup")
@@ -253,10 +269,11 @@ func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv
 		if errors.Is(err, api.ErrBadPassphrase) && ctx.Err() == nil {
 			m.mu.Lock()
 			d.fails++
-			delay := unlockDelay(d.fails)
+			fails := d.fails
+			delay := unlockDelay(fails)
 			d.notBefore = m.clock().Add(delay)
 			m.mu.Unlock()
-			m.log.Warn("wrong passphrase", "drive", d.cfg.Name, "failures", d.fails)
+			m.log.Warn("wrong passphrase", "drive", d.cfg.Name, "failures", fails)
 			at.reply <- fmt.Errorf("cannot unlock %s: the passphrase is wrong: %w", d.cfg.Name, api.ErrBadPassphrase)
 			reason = "The passphrase was wrong — try again"
 			if delay > 0 {
@@ -371,6 +388,11 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 	defer m.mu.Unlock()
 	defer m.wg.Done()
 	d.act = nil
+	if err != nil && errors.Is(context.Cause(a.ctx), errRemoved) {
+		// The backup failed because the stick was pulled (its writes failed before udev
+		// reported the removal).
+		err = errRemoved
+	}
 	a.cancel(nil)
 	var (
 		state  = api.StateSafeToRemove
@@ -383,7 +405,6 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 	case errors.Is(cause, errShutdown):
 		result, reason = api.ResultInterrupted, "The backup service stopped; the backup continues when it starts again"
 	case errors.Is(cause, errSuspend):
-		d.resume = true
 		result, reason = api.ResultInterrupted, "Paused for suspend; the backup continues after resume"
 	case errors.Is(cause, errEjected):
 		result, reason = api.ResultCancelled, "Safe to remove"
@@ -392,6 +413,7 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 	case err != nil:
 		state, result = api.StateFailed, api.ResultFailed
 		reason = "The backup failed: " + err.Error()
+		d.failedAt = m.clock()
 		var ue *userError
 		if errors.As(err, &ue) {
 			reason = ue.reason
@@ -418,7 +440,9 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 	if d.dev == nil {
 		d.st.Present = false
 		state = api.StateAbsent
-		if !errors.Is(err, errRemoved) && err != nil && result != api.ResultSuccess {
+		if result == api.ResultSuccess {
+			reason = "Backup complete"
+		} else if !errors.Is(err, errRemoved) && err != nil {
 			reason = "The drive was removed"
 		}
 		if errors.Is(err, errRemoved) && terr != nil {
