@@ -129,16 +129,14 @@ func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 			a.cancel(errEjected)
 		}
 		m.mu.Unlock()
-		select {
-		case <-a.done:
-		case <-ctx.Done():
-			return fmt.Errorf("cannot eject %s: %w", d.cfg.Name, ctx.Err())
-		}
+		// Not bounded by ctx: the activity's teardown is, and the drive must be left in a
+		// known state (its state is published by this call once it is safe).
+		<-a.done
 		m.mu.Lock()
 	}
 	if d.dev == nil {
 		m.mu.Unlock()
-		return fmt.Errorf("cannot eject %s: it was removed: %w", d.cfg.Name, api.ErrNotPresent)
+		return nil // removed meanwhile, and cleaned up: nothing left to eject
 	}
 	dv := *d.dev
 	a := m.newActivityLocked(d, kindEject)

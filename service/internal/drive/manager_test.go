@@ -42,6 +42,7 @@ type harness struct {
 	logind   *fakeLogind
 	powerMu  sync.Mutex
 	powerOff []string
+	powerAt  []int // number of statuses of drive A published at each power-off
 	keyDir   string
 	cfg      *config.Config
 	check    func(string) error
@@ -97,6 +98,7 @@ func (h *harness) start() {
 			h.powerMu.Lock()
 			defer h.powerMu.Unlock()
 			h.powerOff = append(h.powerOff, devPath)
+			h.powerAt = append(h.powerAt, len(h.pub.statuses(uuidA)))
 			return nil
 		},
 		Publisher:    h.pub,
@@ -406,6 +408,7 @@ func TestEjectDuringBackup(t *testing.T) {
 	h.sys.insert("/dev/sdb1", uuidA, keyA)
 	h.send(ev)
 	g.waitEntered(t)
+	before := len(h.pub.statuses(uuidA))
 	if err := h.m.Eject(context.Background(), uuidA, true); err != nil {
 		t.Fatal(err)
 	}
@@ -418,6 +421,12 @@ func TestEjectDuringBackup(t *testing.T) {
 	h.powerMu.Lock()
 	if !slices.Equal(h.powerOff, []string{sdb}) {
 		t.Errorf("powered off %v, want the disk %s", h.powerOff, sdb)
+	}
+	// Nothing said safe-to-remove before the power-off.
+	for _, s := range h.pub.statuses(uuidA)[before:h.powerAt[0]] {
+		if s.State == api.StateSafeToRemove {
+			t.Error("safe-to-remove was published before the power-off")
+		}
 	}
 	h.powerMu.Unlock()
 	// The removal that follows the power-off ends the plug-in.

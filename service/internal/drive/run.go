@@ -437,6 +437,11 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 		d.st.LastResult = result
 		reason = "The drive is still in use and could not be locked — close the programs using it, then eject it"
 	}
+	if errors.Is(err, errEjected) && terr == nil && d.dev != nil {
+		// Eject reports safe-to-remove itself, once the device is powered off.
+		m.publishLocked(d)
+		return
+	}
 	if d.dev == nil {
 		d.st.Present = false
 		state = api.StateAbsent
