@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -180,13 +181,31 @@ func NewManager(deps Deps) (*Manager, error) {
 	return m, nil
 }
 
-// AddDrive starts managing a drive enrolled while the daemon runs. It publishes the drive
-// (Publisher.AddDrive) unless publish is false, and starts a run if the stick is already
-// plugged in (it is then picked up by the next udev event of the device).
+// AddDrive starts managing a drive enrolled while the daemon runs and publishes it
+// (Publisher.AddDrive; an error from it, such as a drive published already, is only logged).
+// A stick that is already plugged in is picked up at its next udev event.
 func (m *Manager) AddDrive(c config.Drive) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.addDriveLocked(c)
+}
+
+// ForgetDrive stops managing a drive and unpublishes it (Publisher.RemoveDrive). It refuses
+// (api.ErrBusy) while the drive is busy or still unlocked: eject it first.
+func (m *Manager) ForgetDrive(uuid string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, err := m.lookupLocked(uuid)
+	if err != nil {
+		return err
+	}
+	if d.act != nil || d.mapTried || d.mountTried {
+		return fmt.Errorf("cannot forget %s: it is in use; eject it first: %w", d.cfg.Name, api.ErrBusy)
+	}
+	delete(m.drives, d.uuid)
+	m.order = slices.DeleteFunc(m.order, func(x *drive) bool { return x == d })
+	m.deps.Publisher.RemoveDrive(d.uuid)
+	return nil
 }
 
 func (m *Manager) addDriveLocked(c config.Drive) error {

@@ -874,3 +874,32 @@ func TestAdoptedMappingUnusable(t *testing.T) {
 	}
 	h.sys.assertClean(t)
 }
+
+func TestAddAndForgetDrive(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.addKeyfile(uuidA, keyA)
+	if err := h.m.AddDrive(config.Drive{Name: "A", LuksUUID: strings.ToUpper(uuidA), Keyfile: filepath.Join(h.keyDir, uuidA+".key"), KeySlot: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.m.AddDrive(config.Drive{Name: "again", LuksUUID: uuidA}); err == nil {
+		t.Error("the same UUID was added twice")
+	}
+	if err := h.m.AddDrive(config.Drive{Name: "bad", LuksUUID: "../x"}); err == nil {
+		t.Error("a UUID that is not one was accepted")
+	}
+	g := h.sys.block("engine", 1)
+	h.plug(sdb, uuidA, 1, keyA)
+	g.waitEntered(t)
+	if err := h.m.ForgetDrive(uuidA); !errors.Is(err, api.ErrBusy) {
+		t.Errorf("ForgetDrive during a run = %v", err)
+	}
+	g.open()
+	h.waitState(uuidA, 0, api.StateSafeToRemove)
+	if err := h.m.ForgetDrive(uuidA); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.m.ListSnapshots(context.Background(), uuidA); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("forgotten drive: %v", err)
+	}
+}
