@@ -8,3 +8,6 @@ var UnlockDelay = unlockDelay
 
 // GroupDigits exposes groupDigits to the tests.
 var GroupDigits = groupDigits
+
+// ListMappings exposes listMappings to the tests.
+var ListMappings = listMappings

@@ -47,6 +47,24 @@ type fakeSys struct {
 	counts   map[string]int
 	gates    []*gate
 	fail     map[string]error // op -> error for its next call
+	held     map[string]bool  // mappings a process still holds (after a lazy unmount)
+}
+
+// hold makes a process hold mapping name: closing it fails until release, a deferred close
+// takes effect at release.
+func (s *fakeSys) hold(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held[name] = true
+}
+
+func (s *fakeSys) release(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.held, name)
+	if m := s.mappings[name]; m != nil && m.deferred {
+		delete(s.mappings, name)
+	}
 }
 
 type fakeDevice struct {
@@ -73,6 +91,7 @@ func newFakeSys(t *testing.T) *fakeSys {
 		mounts:   map[string]*fakeMount{},
 		counts:   map[string]int{},
 		fail:     map[string]error{},
+		held:     map[string]bool{},
 	}
 }
 
@@ -227,6 +246,13 @@ func (s *fakeSys) Close(ctx context.Context, name string, deferred bool) error {
 	defer s.mu.Unlock()
 	if s.mappings[name] == nil {
 		return fmt.Errorf("cryptsetup: %s is not active", name)
+	}
+	if s.held[name] {
+		if deferred {
+			s.mappings[name].deferred = true
+			return nil
+		}
+		return fmt.Errorf("cryptsetup: %s is busy: %w", name, api.ErrBusy)
 	}
 	for _, m := range s.mounts {
 		if m.source == filepath.Join(s.mapper, name) {

@@ -903,3 +903,98 @@ func TestAddAndForgetDrive(t *testing.T) {
 		t.Errorf("forgotten drive: %v", err)
 	}
 }
+
+func TestRemovalWithAHolder(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	name := "plugvault-" + uuidA
+	g := h.sys.block("engine", 1)
+	h.eng.onRun = func(drive.Job, func(drive.Progress)) { h.sys.hold(name) }
+	h.start()
+	h.plug(sdb, uuidA, 10, keyA)
+	g.waitEntered(t)
+	n := len(h.pub.statuses(uuidA))
+	h.send(stick("remove", sdb, uuidA, 11))
+	h.waitState(uuidA, n, api.StateAbsent)
+	// The mount is gone (lazily); the mapping goes when its holder does (deferred close).
+	if got := h.sys.leftovers(); !slices.Equal(got, []string{"mapping " + name}) {
+		t.Fatalf("left: %v", got)
+	}
+	h.sys.mu.Lock()
+	deferred := h.sys.mappings[name].deferred
+	h.sys.mu.Unlock()
+	if !deferred {
+		t.Fatal("the mapping's close was not deferred")
+	}
+	h.sys.release(name)
+	h.sys.assertClean(t)
+}
+
+func TestWarningsAndTeardownFailure(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	h.eng.result = drive.Result{Warnings: []string{"a", "b"}}
+	h.start()
+	h.plug(sdb, uuidA, 10, keyA)
+	st, next := h.waitState(uuidA, 0, api.StateSafeToRemove)
+	if st.StateReason != "Backup complete with 2 warnings — safe to remove" {
+		t.Errorf("reason %q", st.StateReason)
+	}
+	// The unmount fails even lazily: never say safe-to-remove.
+	h.sys.fail["unmount"] = errors.New("umount: target is busy")
+	h.sys.fail["mounts"] = errors.New("cannot read mountinfo")
+	if err := h.m.BackupNow(context.Background(), uuidA); err != nil {
+		t.Fatal(err)
+	}
+	st, next = h.waitState(uuidA, next, api.StateFailed)
+	if st.LastResult != api.ResultFailed || !strings.Contains(st.StateReason, "could not be locked") {
+		t.Errorf("after a failed unmount: %+v", st)
+	}
+	if len(h.sys.leftovers()) == 0 {
+		t.Fatal("the fake did not keep the mount")
+	}
+	// Eject tries again.
+	if err := h.m.Eject(context.Background(), uuidA, false); err != nil {
+		t.Fatal(err)
+	}
+	h.sys.assertClean(t)
+	if st := h.pub.last(uuidA); st.State != api.StateSafeToRemove {
+		t.Errorf("after eject: %s", st.State)
+	}
+}
+
+func TestListMappings(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"plugvault-" + uuidA, "cryptroot", "control"} {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := drive.ListMappings(dir)
+	if err != nil || !slices.Equal(got, []string{"plugvault-" + uuidA}) {
+		t.Errorf("ListMappings = %v, %v", got, err)
+	}
+	if got, err := drive.ListMappings(filepath.Join(dir, "none")); err != nil || len(got) != 0 {
+		t.Errorf("missing dir: %v, %v", got, err)
+	}
+}
+
+func TestNewManagerChecksDeps(t *testing.T) {
+	h := newHarness(t)
+	good := drive.Deps{Config: h.cfg, Source: h.src, LUKS: h.sys, Mounter: h.sys, Engine: h.eng, Publisher: h.pub,
+		Hostname: func() (string, error) { return "h", nil }}
+	if _, err := drive.NewManager(good); err != nil {
+		t.Fatal(err)
+	}
+	noEngine := good
+	noEngine.Engine = nil
+	relative := good
+	relative.Config = &config.Config{MountBase: "run/plugvault"}
+	badUUID := good
+	badUUID.Config = &config.Config{MountBase: base, Drives: []config.Drive{{Name: "x", LuksUUID: "x/../y"}}}
+	for name, deps := range map[string]drive.Deps{"no engine": noEngine, "relative base": relative, "bad uuid": badUUID} {
+		if _, err := drive.NewManager(deps); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
