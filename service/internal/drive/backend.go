@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/plugvault/plugvault/service/api"
@@ -318,7 +319,7 @@ func (m *Manager) userErr(ctx context.Context, err error) error {
 	}
 	var ue *userError
 	if errors.As(err, &ue) {
-		return fmt.Errorf("cannot open the drive: %s: %w", ue.reason, api.ErrFailed)
+		return fmt.Errorf("cannot open the drive: %s: %w", strings.ToLower(ue.reason[:1])+ue.reason[1:], api.ErrFailed)
 	}
 	return err
 }

@@ -586,6 +586,15 @@ func TestUUIDMismatchIsNeverMounted(t *testing.T) {
 	if !strings.Contains(st.StateReason, "does not match") || h.sys.count("open") != 0 || h.sys.count("mount") != 0 {
 		t.Errorf("failed with %q after %d opens", st.StateReason, h.sys.count("open"))
 	}
+	// BackupNow on a failed drive starts a new run (which checks the header again).
+	n := len(h.pub.statuses(uuidA))
+	if err := h.m.BackupNow(context.Background(), uuidA); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(uuidA, n, api.StateFailed)
+	if h.sys.count("uuid") != 2 || h.sys.count("open") != 0 {
+		t.Errorf("second run: %d header reads, %d opens", h.sys.count("uuid"), h.sys.count("open"))
+	}
 }
 
 func TestRestartReconciliation(t *testing.T) {
@@ -997,4 +1006,37 @@ func TestNewManagerChecksDeps(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+func TestRemovalDuringAPassphraseAttempt(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, nil)
+	g := h.sys.block("open", 1)
+	h.start()
+	h.plug(sdb, uuidA, 10, passA)
+	h.waitState(uuidA, 0, api.StateAwaitingPassphrase)
+	pass := slices.Clone(passA)
+	errc := make(chan error, 1)
+	go func() { errc <- h.m.Unlock(context.Background(), uuidA, pass) }()
+	g.waitEntered(t)
+	if err := h.m.Unlock(context.Background(), uuidA, passA); !errors.Is(err, api.ErrBusy) {
+		t.Errorf("a second Unlock during the attempt = %v", err)
+	}
+	n := len(h.pub.statuses(uuidA))
+	h.send(stick("remove", sdb, uuidA, 11))
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(waitTimeout):
+		t.Fatal("Unlock did not return after the removal")
+	}
+	if err == nil || errors.Is(err, api.ErrBadPassphrase) {
+		t.Errorf("Unlock = %v, want an error that is not BadPassphrase", err)
+	}
+	clear(pass) // what the daemon does once Unlock returned
+	st, _ := h.waitState(uuidA, n, api.StateAbsent)
+	if st.LastResult != api.ResultInterrupted {
+		t.Errorf("after removal: %+v", st)
+	}
+	h.sys.assertClean(t)
 }

@@ -136,7 +136,7 @@ func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) 
 		RunAs:     d.cfg.RunAs,
 	}
 	res, err := m.deps.Engine.Run(ctx, job, func(p Progress) { m.progress(d, a, p) })
-	if ctx.Err() != nil {
+	if err != nil && ctx.Err() != nil {
 		return nil, context.Cause(ctx)
 	}
 	if err != nil {
@@ -437,7 +437,7 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 		d.st.LastResult = result
 		reason = "The drive is still in use and could not be locked — close the programs using it, then eject it"
 	}
-	if errors.Is(err, errEjected) && terr == nil && d.dev != nil {
+	if d.ejecting && terr == nil && d.dev != nil {
 		// Eject reports safe-to-remove itself, once the device is powered off.
 		m.publishLocked(d)
 		return
