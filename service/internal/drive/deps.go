@@ -51,7 +51,9 @@ type MountInfo struct {
 }
 
 // Mounter is service/internal/mount: the Mounter's methods plus the package functions
-// DeviceNumber and Mounts, and FSType (the filesystem type inside an opened mapping).
+// DeviceNumber and Mounts, and FSType (the filesystem type inside an opened mapping, for the
+// engine's Job and the mount call; it is not in the agreed mount API, so the daemon's adapter
+// supplies it, from a superblock probe or from udev's ID_FS_TYPE of the dm device).
 type Mounter interface {
 	Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string) error
 	// Unmount falls back to a lazy unmount as a last resort.

@@ -2,7 +2,6 @@ package drive_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -38,8 +37,7 @@ func (f *fakeLogin1) Inhibit(what, who, why, mode string) (dbus.UnixFD, *dbus.Er
 }
 
 func TestLogindOnABus(t *testing.T) {
-	_, err := exec.LookPath("dbus-daemon")
-	testenv.Require(t, err == nil, "dbus-daemon is not installed")
+	testenv.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.Address)
 
