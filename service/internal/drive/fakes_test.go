@@ -50,6 +50,13 @@ type fakeSys struct {
 	held     map[string]bool  // mappings a process still holds (after a lazy unmount)
 }
 
+// failNext makes the next call of op fail with err.
+func (s *fakeSys) failNext(op string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail[op] = err
+}
+
 // hold makes a process hold mapping name: closing it fails until release, a deferred close
 // takes effect at release.
 func (s *fakeSys) hold(name string) {

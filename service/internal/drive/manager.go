@@ -97,7 +97,7 @@ type drive struct {
 	mountTried, mounted bool
 	readOnly            bool
 	unlocking           bool      // an Unlock attempt is being tried
-	engineFailed        bool      // the last run failed while backing up (maybe the stick was pulled)
+	ioFailed            bool      // the last run failed on the device (maybe the stick was pulled)
 	failedAt            time.Time // when it failed
 	fails               int       // wrong passphrases since the last plug-in or success
 	notBefore           time.Time
@@ -420,7 +420,7 @@ func (m *Manager) plugLocked(d *drive, dv *device) {
 	m.log.Info("drive plugged in", "drive", d.cfg.Name, "uuid", d.uuid, "device", dv.DevName, "vendor", dv.Vendor, "model", dv.Model, "serial", dv.Serial)
 	d.dev = dv
 	d.fails, d.notBefore = 0, time.Time{}
-	d.resume, d.engineFailed = false, false
+	d.resume, d.ioFailed = false, false
 	d.st.Present = true
 	d.st.Vendor, d.st.Model, d.st.Serial = dv.Vendor, dv.Model, dv.Serial
 	if dv.Label != "" {
@@ -475,12 +475,12 @@ func (m *Manager) handleRemoveLocked(e Event) {
 		}
 		d.st.Present = false
 		reason := ""
-		if d.engineFailed && d.st.State == api.StateFailed && m.clock().Sub(d.failedAt) < pulledWindow {
+		if d.ioFailed && d.st.State == api.StateFailed && m.clock().Sub(d.failedAt) < pulledWindow {
 			// Its writes failed before udev reported the removal.
 			d.st.LastResult = api.ResultInterrupted
 			reason = "The drive was removed during the backup; plug it in again to resume"
 		}
-		d.engineFailed = false
+		d.ioFailed = false
 		m.setStateLocked(d, api.StateAbsent, reason)
 	}
 }

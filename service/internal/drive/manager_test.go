@@ -595,6 +595,12 @@ func TestUUIDMismatchIsNeverMounted(t *testing.T) {
 	if h.sys.count("uuid") != 2 || h.sys.count("open") != 0 {
 		t.Errorf("second run: %d header reads, %d opens", h.sys.count("uuid"), h.sys.count("open"))
 	}
+	// Pulled right after: a mismatch is not a failure a pull explains.
+	n = len(h.pub.statuses(uuidA))
+	h.send(stick("remove", sdb, uuidA, 2))
+	if st, _ := h.waitState(uuidA, n, api.StateAbsent); st.LastResult != api.ResultFailed {
+		t.Errorf("after removal: %+v", st)
+	}
 }
 
 func TestRestartReconciliation(t *testing.T) {
@@ -862,9 +868,19 @@ func TestPulledWhileWritingBeforeTheRemoveEvent(t *testing.T) {
 	}
 	h.sys.assertClean(t)
 	h.send(stick("remove", sdb, uuidA, 11))
-	st, _ = h.waitState(uuidA, next, api.StateAbsent)
+	st, next = h.waitState(uuidA, next, api.StateAbsent)
 	if st.LastResult != api.ResultInterrupted || !strings.Contains(st.StateReason, "plug it in again") {
 		t.Errorf("after the remove event: %+v", st)
+	}
+	// The same when the mount fails (the stick went while it was being mounted).
+	h.sys.failNext("mount", errors.New("mount: cannot read superblock"))
+	h.plug(sdb, uuidA, 12, keyA)
+	if st, _ := h.waitState(uuidA, next, api.StateFailed); !strings.Contains(st.StateReason, "cannot be mounted") {
+		t.Errorf("mount failure reason %q", st.StateReason)
+	}
+	h.send(stick("remove", sdb, uuidA, 13))
+	if st, _ := h.waitState(uuidA, next, api.StateAbsent); st.LastResult != api.ResultInterrupted {
+		t.Errorf("after the second remove: %+v", st)
 	}
 }
 
@@ -874,7 +890,7 @@ func TestAdoptedMappingUnusable(t *testing.T) {
 	h.sys.insert("/dev/sdb", uuidA, keyA)
 	// A mapping is left but its mount is gone and mounting it fails (stale device).
 	h.sys.mappings["plugvault-"+uuidA] = &fakeMapping{device: "(null)"}
-	h.sys.fail["mount"] = errors.New("mount: wrong fs type, bad superblock")
+	h.sys.failNext("mount", errors.New("mount: wrong fs type, bad superblock"))
 	h.src.cold = []drive.Event{stick("add", sdb, uuidA, 0)}
 	h.start()
 	st, _ := h.waitState(uuidA, 0, api.StateSafeToRemove)
@@ -950,8 +966,8 @@ func TestWarningsAndTeardownFailure(t *testing.T) {
 		t.Errorf("reason %q", st.StateReason)
 	}
 	// The unmount fails even lazily: never say safe-to-remove.
-	h.sys.fail["unmount"] = errors.New("umount: target is busy")
-	h.sys.fail["mounts"] = errors.New("cannot read mountinfo")
+	h.sys.failNext("unmount", errors.New("umount: target is busy"))
+	h.sys.failNext("mounts", errors.New("cannot read mountinfo"))
 	if err := h.m.BackupNow(context.Background(), uuidA); err != nil {
 		t.Fatal(err)
 	}
@@ -1039,4 +1055,34 @@ func TestRemovalDuringAPassphraseAttempt(t *testing.T) {
 		t.Errorf("after removal: %+v", st)
 	}
 	h.sys.assertClean(t)
+}
+
+func TestEjectAndShutdownWhileBrowsing(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	h.addDrive("B", uuidB, keyB)
+	h.start()
+	h.plug(sdb, uuidA, 10, keyA)
+	h.plug(sdc, uuidB, 11, keyB)
+	h.waitState(uuidA, 0, api.StateSafeToRemove)
+	h.waitState(uuidB, 0, api.StateSafeToRemove)
+	ctx := context.Background()
+	for _, u := range []string{uuidA, uuidB} {
+		if _, err := h.m.Browse(ctx, u, daemon.Caller{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.m.Eject(ctx, uuidA, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.sys.leftovers(); len(got) != 2 || !strings.Contains(got[0], uuidB) || !strings.Contains(got[1], uuidB) {
+		t.Errorf("after ejecting A: %v", got)
+	}
+	if st := h.pub.last(uuidA); st.State != api.StateSafeToRemove {
+		t.Errorf("A after eject: %s", st.State)
+	}
+	h.stop() // B is still open for browsing: shutdown locks it
+	if st := h.pub.last(uuidB); st.State != api.StateSafeToRemove {
+		t.Errorf("B after shutdown: %s", st.State)
+	}
 }

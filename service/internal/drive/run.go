@@ -26,6 +26,7 @@ const (
 type userError struct {
 	reason string
 	err    error
+	notIO  bool // not caused by a failing device (so not by a pulled stick)
 }
 
 func (e *userError) Error() string { return e.err.Error() }
@@ -140,9 +141,6 @@ func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) 
 		return nil, context.Cause(ctx)
 	}
 	if err != nil {
-		m.mu.Lock()
-		d.engineFailed = true
-		m.mu.Unlock()
 		return nil, failf(err, "The backup failed: %v", err)
 	}
 	m.setState(d, api.StateFinishing, "Finishing the backup")
@@ -166,8 +164,11 @@ func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, re
 		return "", failf(err, "The drive's encryption header cannot be read: %v", err)
 	}
 	if !strings.EqualFold(got, d.uuid) {
-		return "", failf(fmt.Errorf("cannot unlock %s: %s has LUKS UUID %s", d.cfg.Name, dv.DevName, got),
-			"The drive's encryption header does not match what udev reported; it was left alone")
+		return "", &userError{
+			reason: "The drive's encryption header does not match what udev reported; it was left alone",
+			err:    fmt.Errorf("cannot unlock %s: %s has LUKS UUID %s", d.cfg.Name, dv.DevName, got),
+			notIO:  true,
+		}
 	}
 	path := keyfilePath(d.cfg)
 	key, problem := m.readKeyfile(path)
@@ -414,9 +415,11 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 		state, result = api.StateFailed, api.ResultFailed
 		reason = "The backup failed: " + err.Error()
 		d.failedAt = m.clock()
+		d.ioFailed = true
 		var ue *userError
 		if errors.As(err, &ue) {
 			reason = ue.reason
+			d.ioFailed = !ue.notIO
 		}
 	default:
 		result, reason = api.ResultSuccess, "Backup complete — safe to remove"
