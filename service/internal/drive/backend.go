@@ -12,9 +12,12 @@ import (
 )
 
 // Unlock hands a passphrase to the run that awaits one. A wrong passphrase returns an error
-// wrapping api.ErrBadPassphrase and the drive keeps waiting; after repeated failures new
-// attempts are refused for a growing delay (api.ErrBusy), which blocks no other drive. The
-// passphrase is used before Unlock returns and never kept: the caller zeroes it afterwards.
+// wrapping api.ErrBadPassphrase and the drive keeps waiting. After repeated failures the
+// answer comes more and more slowly (0, 1, 2, 4 … s, capped), and until the delay is over any
+// other attempt on this drive is refused with api.ErrBusy (also when the caller gave up
+// waiting); only this call waits, no other drive. Unlock on a drive that does not await a
+// passphrase fails with api.ErrBusy. The passphrase is used before Unlock returns and never
+// kept: the caller zeroes it afterwards.
 func (m *Manager) Unlock(ctx context.Context, uuid string, passphrase []byte) error {
 	m.mu.Lock()
 	d, err := m.lookupLocked(uuid)
@@ -32,7 +35,7 @@ func (m *Manager) Unlock(ctx context.Context, uuid string, passphrase []byte) er
 		return fmt.Errorf("cannot unlock %s: another passphrase is being tried: %w", d.cfg.Name, api.ErrBusy)
 	case a == nil || a.kind != kindBackup || d.st.State != api.StateAwaitingPassphrase:
 		m.mu.Unlock()
-		return fmt.Errorf("cannot unlock %s: it is not waiting for a passphrase: %w", d.cfg.Name, api.ErrInvalidArgument)
+		return fmt.Errorf("cannot unlock %s: it is not waiting for a passphrase: %w", d.cfg.Name, api.ErrBusy)
 	}
 	if now := m.clock(); now.Before(d.notBefore) {
 		wait := (d.notBefore.Sub(now) + time.Second - 1) / time.Second
@@ -55,7 +58,20 @@ func (m *Manager) Unlock(ctx context.Context, uuid string, passphrase []byte) er
 		return fmt.Errorf("cannot unlock %s: %w", d.cfg.Name, ctx.Err())
 	}
 	// The run uses the passphrase until it answers: wait for the answer whatever ctx does.
-	return <-reply
+	err = <-reply
+	if errors.Is(err, api.ErrBadPassphrase) {
+		m.mu.Lock()
+		wait := d.notBefore.Sub(m.clock())
+		m.mu.Unlock()
+		if wait > 0 {
+			select {
+			case <-m.deps.After(wait):
+			case <-a.ctx.Done():
+			case <-ctx.Done():
+			}
+		}
+	}
+	return err
 }
 
 // BackupNow starts a run on a plugged-in drive that is idle (present, safe to remove or

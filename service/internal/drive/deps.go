@@ -139,4 +139,6 @@ type Deps struct {
 	MapperDir string
 	// Hostname defaults to os.Hostname.
 	Hostname func() (string, error)
+	// After defaults to time.After; it times the slower answers to wrong passphrases.
+	After func(time.Duration) <-chan time.Time
 }

@@ -148,6 +148,9 @@ func NewManager(deps Deps) (*Manager, error) {
 	if deps.MapperDir == "" {
 		deps.MapperDir = "/dev/mapper"
 	}
+	if deps.After == nil {
+		deps.After = time.After
+	}
 	if deps.Hostname == nil {
 		deps.Hostname = os.Hostname
 	}

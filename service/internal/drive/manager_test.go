@@ -3,7 +3,6 @@ package drive_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -46,6 +45,9 @@ type harness struct {
 	keyDir   string
 	cfg      *config.Config
 	check    func(string) error
+	// after replaces Deps.After when set; by default the fake clock jumps over the wait.
+	after  func(time.Duration) <-chan time.Time
+	afters []time.Duration // every wait asked for, guarded by powerMu
 
 	m       *drive.Manager
 	handled chan drive.Event
@@ -108,6 +110,18 @@ func (h *harness) start() {
 		Logind:       h.logind,
 		Mappings:     h.sys.Mappings,
 		Hostname:     func() (string, error) { return "testhost", nil },
+		After: func(d time.Duration) <-chan time.Time {
+			h.powerMu.Lock()
+			h.afters = append(h.afters, d)
+			h.powerMu.Unlock()
+			if h.after != nil {
+				return h.after(d)
+			}
+			h.clock.Advance(d)
+			ch := make(chan time.Time, 1)
+			ch <- h.clock.Now()
+			return ch
+		},
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -480,24 +494,23 @@ func TestPassphraseFallback(t *testing.T) {
 			}
 			ctx := context.Background()
 			wrong := []byte("wrong")
-			// Failures 1..4 make the delays 0, 1, 2, 4 s.
-			for i, delay := range []time.Duration{0, time.Second, 2 * time.Second, 4 * time.Second} {
+			// Failures 1..5 are answered after 0, 1, 2, 4, 8 s.
+			for i := range 5 {
 				if err := h.m.Unlock(ctx, uuidA, wrong); !errors.Is(err, api.ErrBadPassphrase) {
 					t.Fatalf("wrong passphrase %d: %v", i+1, err)
-				}
-				if got := drive.UnlockDelay(i + 1); got != delay {
-					t.Errorf("delay after %d failures = %v, want %v", i+1, got, delay)
-				}
-				if delay > 0 {
-					err := h.m.Unlock(ctx, uuidA, passA)
-					if !errors.Is(err, api.ErrBusy) || !strings.Contains(err.Error(), fmt.Sprintf("try again in %d s", delay/time.Second)) {
-						t.Fatalf("attempt during the delay: %v", err)
-					}
-					h.clock.Advance(delay)
 				}
 				if s := h.pub.last(uuidA); s.State != api.StateAwaitingPassphrase {
 					t.Fatalf("state after a wrong passphrase = %s", s.State)
 				}
+			}
+			h.powerMu.Lock()
+			afters := slices.Clone(h.afters)
+			h.powerMu.Unlock()
+			if want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}; !slices.Equal(afters, want) {
+				t.Errorf("answers delayed by %v, want %v", afters, want)
+			}
+			if st := h.pub.last(uuidA); st.StateReason != "The passphrase was wrong — try again in 8 seconds" {
+				t.Errorf("reason %q", st.StateReason)
 			}
 			if got := drive.UnlockDelay(30); got != 30*time.Second {
 				t.Errorf("delay is not capped: %v", got)
@@ -509,7 +522,7 @@ func TestPassphraseFallback(t *testing.T) {
 			if st.LastResult != api.ResultSuccess {
 				t.Errorf("final %+v", st)
 			}
-			if err := h.m.Unlock(ctx, uuidA, passA); !errors.Is(err, api.ErrInvalidArgument) {
+			if err := h.m.Unlock(ctx, uuidA, passA); !errors.Is(err, api.ErrBusy) {
 				t.Errorf("Unlock when not waiting = %v", err)
 			}
 		})
@@ -519,17 +532,35 @@ func TestPassphraseFallback(t *testing.T) {
 func TestBackoffResetOnReplug(t *testing.T) {
 	h := newHarness(t)
 	h.addDrive("A", uuidA, nil)
+	waiting := make(chan time.Duration, 1)
+	h.after = func(d time.Duration) <-chan time.Time {
+		waiting <- d
+		return nil // never fires: the caller gives up
+	}
 	h.start()
 	h.plug(sdb, uuidA, 10, passA)
 	h.waitState(uuidA, 0, api.StateAwaitingPassphrase)
 	ctx := context.Background()
-	for range 2 {
-		if err := h.m.Unlock(ctx, uuidA, []byte("wrong")); !errors.Is(err, api.ErrBadPassphrase) {
-			t.Fatal(err)
-		}
+	if err := h.m.Unlock(ctx, uuidA, []byte("wrong")); !errors.Is(err, api.ErrBadPassphrase) {
+		t.Fatal(err)
+	}
+	// The second failure is answered after 1 s; the caller gives up after the attempt.
+	cctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- h.m.Unlock(cctx, uuidA, []byte("wrong")) }()
+	if d := <-waiting; d != time.Second {
+		t.Errorf("second failure delayed by %v", d)
 	}
 	if err := h.m.Unlock(ctx, uuidA, passA); !errors.Is(err, api.ErrBusy) {
-		t.Fatalf("no delay after two failures: %v", err)
+		t.Errorf("attempt during a slow answer = %v", err)
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, api.ErrBadPassphrase) {
+		t.Errorf("abandoned attempt = %v", err)
+	}
+	// Giving up does not shorten the delay.
+	if err := h.m.Unlock(ctx, uuidA, passA); !errors.Is(err, api.ErrBusy) || !strings.Contains(err.Error(), "try again in 1 s") {
+		t.Fatalf("attempt right after an abandoned one = %v", err)
 	}
 	n := len(h.pub.statuses(uuidA))
 	h.send(stick("remove", sdb, uuidA, 11))
@@ -695,14 +726,13 @@ func TestTwoDrivesAtOnce(t *testing.T) {
 	h.waitState(uuidB, 0, api.StateAwaitingPassphrase)
 	ctx := context.Background()
 	for range 3 {
-		if err := h.m.Unlock(ctx, uuidB, []byte("wrong")); err != nil && !errors.Is(err, api.ErrBadPassphrase) && !errors.Is(err, api.ErrBusy) {
+		if err := h.m.Unlock(ctx, uuidB, []byte("wrong")); !errors.Is(err, api.ErrBadPassphrase) {
 			t.Fatal(err)
 		}
 	}
 	if st := h.pub.last(uuidA); st.State != api.StateBackingUp {
 		t.Errorf("A is %s", st.State)
 	}
-	h.clock.Advance(time.Minute)
 	if err := h.m.Unlock(ctx, uuidB, passA); err != nil {
 		t.Fatal(err)
 	}

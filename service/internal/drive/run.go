@@ -258,8 +258,8 @@ func (m *Manager) open(ctx context.Context, d *drive, dv device, key []byte, slo
 // awaitPassphrase publishes awaiting-passphrase and tries every passphrase Unlock hands over
 // until one opens the drive or the run ends.
 func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv device, reason string) error {
+	m.setState(d, api.StateAwaitingPassphrase, reason)
 	for {
-		m.setState(d, api.StateAwaitingPassphrase, reason)
 		var at attempt
 		select {
 		case <-ctx.Done():
@@ -275,11 +275,12 @@ func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv
 			d.notBefore = m.clock().Add(delay)
 			m.mu.Unlock()
 			m.log.Warn("wrong passphrase", "drive", d.cfg.Name, "failures", fails)
-			at.reply <- fmt.Errorf("cannot unlock %s: the passphrase is wrong: %w", d.cfg.Name, api.ErrBadPassphrase)
 			reason = "The passphrase was wrong — try again"
 			if delay > 0 {
 				reason = fmt.Sprintf("The passphrase was wrong — try again in %d seconds", int(delay/time.Second))
 			}
+			m.setState(d, api.StateAwaitingPassphrase, reason) // before the answer: the caller sees it
+			at.reply <- fmt.Errorf("cannot unlock %s: the passphrase is wrong: %w", d.cfg.Name, api.ErrBadPassphrase)
 			continue
 		}
 		if err != nil {
