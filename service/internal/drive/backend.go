@@ -240,20 +240,55 @@ func (m *Manager) Browse(ctx context.Context, uuid string, caller daemon.Caller)
 // Restore restores from a snapshot with the caller's credentials, mounting the drive read-only
 // for the time of the restore unless it is open for browsing.
 func (m *Manager) Restore(ctx context.Context, uuid string, req daemon.RestoreRequest) error {
-	return m.withDrive(ctx, uuid, kindRestore, "Restoring from snapshot "+req.Snapshot, func(ctx context.Context, target string) error {
+	return m.withDrive(ctx, uuid, kindRestore, "Restoring from snapshot "+req.Snapshot, func(ctx context.Context, d *drive, target string) error {
+		if _, err := m.snapshot(d, req.Snapshot, false); err != nil {
+			return err
+		}
 		return m.deps.Engine.Restore(ctx, target, m.host, req)
 	})
 }
 
-// Verify re-reads a snapshot and compares it with its manifest, mounting the drive read-only
-// for the time of the check unless it is open for browsing.
+// Verify re-reads a snapshot ("" = the newest complete one) and compares it with its
+// manifest, mounting the drive read-only for the time of the check unless it is open for
+// browsing.
 func (m *Manager) Verify(ctx context.Context, uuid, snapshot string) (checked uint64, problems []string, err error) {
-	err = m.withDrive(ctx, uuid, kindVerify, "Verifying snapshot "+snapshot, func(ctx context.Context, target string) error {
+	reason := "Verifying snapshot " + snapshot
+	if snapshot == "" {
+		reason = "Verifying the latest snapshot"
+	}
+	err = m.withDrive(ctx, uuid, kindVerify, reason, func(ctx context.Context, d *drive, target string) error {
+		name, err := m.snapshot(d, snapshot, true)
+		if err != nil {
+			return err
+		}
 		var verr error
-		checked, problems, verr = m.deps.Engine.Verify(ctx, target, m.host, snapshot)
+		checked, problems, verr = m.deps.Engine.Verify(ctx, target, m.host, name)
 		return verr
 	})
 	return checked, problems, err
+}
+
+// snapshot checks that name is on the drive (as read when it was mounted); with newest, ""
+// names the newest complete snapshot.
+func (m *Manager) snapshot(d *drive, name string, newest bool) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var latest *api.Snapshot
+	for i, s := range d.snapshots {
+		if name != "" && s.Name == name {
+			return name, nil
+		}
+		if s.Status == api.SnapshotComplete && (latest == nil || s.Created > latest.Created) {
+			latest = &d.snapshots[i]
+		}
+	}
+	switch {
+	case name != "":
+		return "", fmt.Errorf("cannot find snapshot %q on %s: %w", name, d.cfg.Name, api.ErrNotFound)
+	case newest && latest != nil:
+		return latest.Name, nil
+	}
+	return "", fmt.Errorf("cannot find a complete snapshot on %s: %w", d.cfg.Name, api.ErrNotFound)
 }
 
 // idleLocked checks that d is plugged in and free for an operation.
@@ -273,7 +308,7 @@ func (m *Manager) idleLocked(d *drive, verb string) error {
 
 // withDrive runs fn with the drive mounted (read-only unless it already is) and puts it back
 // as it was afterwards.
-func (m *Manager) withDrive(ctx context.Context, uuid, kind, reason string, fn func(ctx context.Context, target string) error) error {
+func (m *Manager) withDrive(ctx context.Context, uuid, kind, reason string, fn func(ctx context.Context, d *drive, target string) error) error {
 	m.mu.Lock()
 	d, err := m.lookupLocked(uuid)
 	if err != nil {
@@ -299,7 +334,7 @@ func (m *Manager) withDrive(ctx context.Context, uuid, kind, reason string, fn f
 			return err
 		}
 	}
-	err = fn(a.ctx, m.target(d))
+	err = fn(a.ctx, d, m.target(d))
 	if a.ctx.Err() != nil {
 		err = fmt.Errorf("cannot %s %s: %v: %w", kind, d.cfg.Name, context.Cause(a.ctx), api.ErrCancelled)
 	}

@@ -372,6 +372,7 @@ type fakeEngine struct {
 	err       error
 	result    drive.Result
 	onRun     func(job drive.Job, progress func(drive.Progress))
+	verified  []string // guarded by sys.mu
 }
 
 func (e *fakeEngine) Run(ctx context.Context, job drive.Job, progress func(drive.Progress)) (drive.Result, error) {
@@ -424,6 +425,7 @@ func (e *fakeEngine) Verify(ctx context.Context, target, host, snapshot string) 
 	if e.sys.mounts[target] == nil {
 		return 0, nil, errors.New("verify: not mounted")
 	}
+	e.verified = append(e.verified, snapshot)
 	return 42, nil, nil
 }
 

@@ -800,6 +800,21 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	if err != nil || checked != 42 || len(problems) != 0 {
 		t.Fatalf("Verify = %d %v %v", checked, problems, err)
 	}
+	if _, _, err := h.m.Verify(ctx, uuidA, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.m.Verify(ctx, uuidA, "snap9"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("Verify of a snapshot that is not there = %v", err)
+	}
+	if err := h.m.Restore(ctx, uuidA, daemon.RestoreRequest{Snapshot: "snap9", Destination: "/tmp/x"}); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("Restore of a snapshot that is not there = %v", err)
+	}
+	h.sys.mu.Lock()
+	verified := slices.Clone(h.eng.verified)
+	h.sys.mu.Unlock()
+	if !slices.Equal(verified, []string{"snap1", "snap1"}) {
+		t.Errorf("verified %v; \"\" must be the newest complete snapshot", verified)
+	}
 	h.sys.assertClean(t)
 	if st := h.pub.last(uuidA); st.State != api.StateSafeToRemove {
 		t.Errorf("after verify: %s", st.State)
