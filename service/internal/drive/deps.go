@@ -94,8 +94,9 @@ type Result struct {
 
 // Engine is the backup engine. Run must return only once the engine child's whole process group
 // is gone (when ctx ends it stops at a safe point or is killed; the partial snapshot stays for
-// resuming), so that nothing holds the mount when the state machine unmounts. Restore runs with
-// req.Caller's credentials.
+// resuming), so that nothing holds the mount when the state machine unmounts; when
+// context.Cause(ctx) is ErrRemoved the stick is gone and the child should be killed at once.
+// Restore runs with req.Caller's credentials.
 type Engine interface {
 	Run(ctx context.Context, job Job, progress func(Progress)) (Result, error)
 	List(target, host string) ([]api.Snapshot, error)

@@ -373,6 +373,7 @@ type fakeEngine struct {
 	result    drive.Result
 	onRun     func(job drive.Job, progress func(drive.Progress))
 	verified  []string // guarded by sys.mu
+	onCtx     func(ctx context.Context)
 }
 
 func (e *fakeEngine) Run(ctx context.Context, job drive.Job, progress func(drive.Progress)) (drive.Result, error) {
@@ -380,6 +381,9 @@ func (e *fakeEngine) Run(ctx context.Context, job drive.Job, progress func(drive
 	e.jobs = append(e.jobs, job)
 	script := append([]drive.Progress(nil), e.progress...)
 	onRun := e.onRun
+	if e.onCtx != nil {
+		e.onCtx(ctx)
+	}
 	err, res := e.err, e.result
 	e.mu.Unlock()
 	e.sys.mu.Lock()

@@ -37,9 +37,13 @@ const (
 	kindCleanup = "cleanup"
 )
 
+// ErrRemoved is the cause (context.Cause) of the context handed to Engine.Run when the stick
+// was pulled: there is no safe point left to reach, so the engine should be killed at once.
+// Every other cause (cancel, eject, suspend, shutdown) lets it stop at a safe point first.
+var ErrRemoved = errors.New("the drive was removed")
+
 // Why an activity's context was cancelled (context.Cause).
 var (
-	errRemoved    = errors.New("the drive was removed")
 	errEjected    = fmt.Errorf("the drive is being ejected: %w", api.ErrCancelled)
 	errSuspend    = errors.New("the system is going to sleep")
 	errShutdown   = errors.New("the service is stopping")
@@ -459,13 +463,13 @@ func (m *Manager) handleRemoveLocked(e Event) {
 			d.startAfter = true
 		}
 		if d.act != nil {
-			d.act.cancel(errRemoved)
+			d.act.cancel(ErrRemoved)
 			continue // the activity cleans up and publishes
 		}
 		if d.mapTried || d.mountTried {
 			// Left open for browsing: clean up in the background.
 			a := m.newActivityLocked(d, kindCleanup)
-			a.cancel(errRemoved)
+			a.cancel(ErrRemoved)
 			go func() {
 				terr := m.teardown(d, false)
 				m.endActivity(d, a, nil, terr)

@@ -452,6 +452,34 @@ func TestEjectDuringBackup(t *testing.T) {
 	}
 }
 
+func TestEngineLearnsWhyItStops(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		stop    func(h *harness)
+		removed bool
+	}{
+		{"removal", func(h *harness) { h.send(stick("remove", sdb, uuidA, 11)) }, true},
+		{"cancel", func(h *harness) { h.m.Cancel(context.Background(), uuidA) }, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.addDrive("A", uuidA, keyA)
+			causes := make(chan error, 1)
+			g := h.sys.block("engine", 1)
+			h.eng.onCtx = func(ctx context.Context) {
+				go func() { <-ctx.Done(); causes <- context.Cause(ctx) }()
+			}
+			h.start()
+			h.plug(sdb, uuidA, 10, keyA)
+			g.waitEntered(t)
+			c.stop(h)
+			if got := errors.Is(<-causes, drive.ErrRemoved); got != c.removed {
+				t.Errorf("cause is ErrRemoved: %v, want %v", got, c.removed)
+			}
+		})
+	}
+}
+
 func TestCancel(t *testing.T) {
 	h := newHarness(t)
 	h.addDrive("A", uuidA, keyA)

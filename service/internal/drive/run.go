@@ -65,7 +65,7 @@ func (m *Manager) backupRun(d *drive, a *activity, dv device) {
 		inhibitor = c
 	}
 	res, err := m.backup(a.ctx, d, a, dv)
-	removed := errors.Is(context.Cause(a.ctx), errRemoved)
+	removed := errors.Is(context.Cause(a.ctx), ErrRemoved)
 	terr := m.teardown(d, !removed)
 	if inhibitor != nil {
 		// Only now that the drive is locked may the system go to sleep.
@@ -390,10 +390,10 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 	defer m.mu.Unlock()
 	defer m.wg.Done()
 	d.act = nil
-	if err != nil && errors.Is(context.Cause(a.ctx), errRemoved) {
+	if err != nil && errors.Is(context.Cause(a.ctx), ErrRemoved) {
 		// The backup failed because the stick was pulled (its writes failed before udev
 		// reported the removal).
-		err = errRemoved
+		err = ErrRemoved
 	}
 	a.cancel(nil)
 	var (
@@ -402,7 +402,7 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 		result api.Result
 	)
 	switch cause := err; {
-	case errors.Is(cause, errRemoved):
+	case errors.Is(cause, ErrRemoved):
 		result, reason = api.ResultInterrupted, "The drive was removed during the backup; plug it in again to resume"
 	case errors.Is(cause, errShutdown):
 		result, reason = api.ResultInterrupted, "The backup service stopped; the backup continues when it starts again"
@@ -435,7 +435,7 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 		m.log.Info("run ended", "drive", d.cfg.Name, "result", string(result), "why", err)
 	}
 	d.st.LastResult = result
-	if terr != nil && !errors.Is(err, errRemoved) {
+	if terr != nil && !errors.Is(err, ErrRemoved) {
 		m.log.Error("cannot lock the drive", "drive", d.cfg.Name, "err", terr)
 		state, result = api.StateFailed, api.ResultFailed
 		d.st.LastResult = result
@@ -451,10 +451,10 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 		state = api.StateAbsent
 		if result == api.ResultSuccess {
 			reason = "Backup complete"
-		} else if !errors.Is(err, errRemoved) && err != nil {
+		} else if !errors.Is(err, ErrRemoved) && err != nil {
 			reason = "The drive was removed"
 		}
-		if errors.Is(err, errRemoved) && terr != nil {
+		if errors.Is(err, ErrRemoved) && terr != nil {
 			m.log.Error("cannot clean up after the removed drive; replugging may fail until the programs using it exit", "drive", d.cfg.Name, "err", terr)
 		}
 	}
