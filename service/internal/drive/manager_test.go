@@ -1159,3 +1159,28 @@ func TestEjectAndShutdownWhileBrowsing(t *testing.T) {
 		t.Errorf("B after shutdown: %s", st.State)
 	}
 }
+
+func TestRemovalDuringVerifyOfABrowsedDrive(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	h.start()
+	h.plug(sdb, uuidA, 10, keyA)
+	_, next := h.waitState(uuidA, 0, api.StateSafeToRemove)
+	ctx := context.Background()
+	if _, err := h.m.Browse(ctx, uuidA, daemon.Caller{}); err != nil {
+		t.Fatal(err)
+	}
+	g := h.sys.block("verify", 1)
+	errc := make(chan error, 1)
+	go func() {
+		_, _, err := h.m.Verify(ctx, uuidA, "")
+		errc <- err
+	}()
+	g.waitEntered(t)
+	h.send(stick("remove", sdb, uuidA, 11))
+	if err := <-errc; !errors.Is(err, api.ErrCancelled) {
+		t.Errorf("Verify = %v, want Cancelled", err)
+	}
+	h.waitState(uuidA, next, api.StateAbsent)
+	h.sys.assertClean(t)
+}

@@ -475,7 +475,20 @@ func (m *Manager) afterActivityLocked(d *drive) {
 // endActivity ends a browse, restore, verify or cleanup activity. prev is the state to go back
 // to (nil: keep the current one).
 func (m *Manager) endActivity(d *drive, a *activity, prev *api.DriveStatus, terr error) {
-	m.mu.Lock()
+	for {
+		// A removal while the activity ran only cancelled it: whatever is still set up
+		// (a browse mount the activity used, say) goes now.
+		m.mu.Lock()
+		if d.dev != nil || !(d.mapTried || d.mountTried) {
+			break
+		}
+		m.mu.Unlock()
+		if err := m.teardown(d, false); err != nil {
+			terr = err
+			m.mu.Lock()
+			break
+		}
+	}
 	defer close(a.done)
 	defer m.mu.Unlock()
 	defer m.wg.Done()
