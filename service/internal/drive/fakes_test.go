@@ -163,6 +163,24 @@ func (s *fakeSys) count(op string) int {
 	return s.counts[op]
 }
 
+// setUp lists the mappings (not yet deferred) and mounts of the drive uuid.
+func (s *fakeSys) setUp(uuid string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var l []string
+	for n, m := range s.mappings {
+		if strings.HasSuffix(n, uuid) && !m.deferred {
+			l = append(l, "mapping "+n)
+		}
+	}
+	for t := range s.mounts {
+		if strings.HasSuffix(t, uuid) {
+			l = append(l, "mount "+t)
+		}
+	}
+	return l
+}
+
 // leftovers lists the open mappings and mounts.
 func (s *fakeSys) leftovers() []string {
 	s.mu.Lock()
@@ -453,6 +471,7 @@ func (e *fakeEngine) runs() int {
 
 // fakePublisher stands for the daemon's Drive objects: it records every status.
 type fakePublisher struct {
+	check   func(uuid string, st api.DriveStatus) // called with every update
 	mu      sync.Mutex
 	added   []string
 	log     map[string][]api.DriveStatus
@@ -472,6 +491,9 @@ func (p *fakePublisher) AddDrive(uuid string, st api.DriveStatus) error {
 }
 
 func (p *fakePublisher) UpdateDrive(uuid string, st api.DriveStatus) {
+	if p.check != nil {
+		p.check(uuid, st)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.log[uuid] = append(p.log[uuid], st)

@@ -127,6 +127,16 @@ func (h *harness) start() {
 		h.t.Fatal(err)
 	}
 	h.m = m
+	// The promise the user acts on: safe-to-remove and absent are only ever published when
+	// nothing of the drive is mounted or unlocked (a deferred close aside).
+	h.pub.check = func(uuid string, st api.DriveStatus) {
+		if st.State != api.StateSafeToRemove && st.State != api.StateAbsent {
+			return
+		}
+		if l := h.sys.setUp(uuid); len(l) > 0 {
+			h.t.Errorf("%s published while %v", st.State, l)
+		}
+	}
 	m.SetOnEvent(func(e drive.Event) { h.handled <- e })
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
