@@ -16,6 +16,20 @@
 // through small interfaces declared here (Source, LUKS, Mounter, Engine, Logind) whose method
 // sets follow the agreed internal APIs; the daemon's main package adapts the real types.
 //
+// Unlocking: the keyfile (config's key_file, or DefaultKeyDir/<uuid>.key) is tried first, after
+// the LUKS UUID read from the header has confirmed udev's. A missing, empty, unsafe (the
+// CheckKeyfile dependency) or rejected keyfile moves the run to awaiting-passphrase, with the
+// reason in StateReason; Unlock then hands passphrases to the run. Wrong passphrases are
+// answered after a growing delay that only the caller waits for. A device that does not open
+// with our key is never mounted.
+//
+// Suspend: every run holds a logind delay inhibitor ("sleep:handle-lid-switch"). Before sleep the
+// run is stopped, the drive unmounted and locked, and only then the inhibitor released; after
+// resume the run starts again if the stick is still there.
+//
+// Restart: Run first adopts what an earlier daemon left (the plugvault-* mapping and the mount
+// of a drive whose stick is plugged in, and the run continues from there) and cleans the rest.
+//
 // Browsing: Browse unlocks with the keyfile and mounts the drive read-only at
 // <mount_base>/<luks_uuid>. While it is open for browsing the drive's State is present (it is
 // not safe to remove) and StateReason names the mount point; Eject, a removal or the next
