@@ -16,12 +16,12 @@
 // through small interfaces declared here (Source, LUKS, Mounter, Engine, Logind) whose method
 // sets follow the agreed internal APIs; the daemon's main package adapts the real types.
 //
-// Unlocking: the keyfile (config's key_file, or DefaultKeyDir/<uuid>.key) is tried first, after
-// the LUKS UUID read from the header has confirmed udev's. A missing, empty, unsafe (the
-// CheckKeyfile dependency) or rejected keyfile moves the run to awaiting-passphrase, with the
-// reason in StateReason; Unlock then hands passphrases to the run. Wrong passphrases are
-// answered after a growing delay that only the caller waits for. A device that does not open
-// with our key is never mounted.
+// Unlocking: once the LUKS UUID read from the header has confirmed udev's, the keyfile (the
+// drive's keyfile setting, or DefaultKeyDir/<uuid>.key) is tried first. A missing, empty,
+// unsafe (the CheckKeyfile dependency) or rejected keyfile moves the run to
+// awaiting-passphrase, with the reason in StateReason; Unlock then hands passphrases to the
+// run. Wrong passphrases are answered after a growing delay that only the caller waits for. A
+// device that does not open with our key is never mounted.
 //
 // Suspend: every run holds a logind delay inhibitor ("sleep:handle-lid-switch"). Before sleep the
 // run is stopped, the drive unmounted and locked, and only then the inhibitor released; after
