@@ -1,0 +1,603 @@
+package drive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/config"
+)
+
+const (
+	teardownTimeout = 2 * time.Minute
+	progressEvery   = 200 * time.Millisecond // at most 5 progress publications a second
+	maxKeyfileSize  = 64 << 10
+	maxUnlockDelay  = 30 * time.Second
+)
+
+// userError is a failure with a reason for the user (StateReason).
+type userError struct {
+	reason string
+	err    error
+	notIO  bool // not caused by a failing device (so not by a pulled stick)
+}
+
+func (e *userError) Error() string { return e.err.Error() }
+func (e *userError) Unwrap() error { return e.err }
+
+func failf(err error, reason string, args ...any) error {
+	return &userError{reason: fmt.Sprintf(reason, args...), err: err}
+}
+
+// unlockDelay is how long Unlock refuses new attempts after fails wrong passphrases:
+// 0, 1, 2, 4, 8 … seconds, capped.
+func unlockDelay(fails int) time.Duration {
+	if fails <= 1 {
+		return 0
+	}
+	if fails > 7 {
+		return maxUnlockDelay
+	}
+	return min(time.Second<<(fails-2), maxUnlockDelay)
+}
+
+// startBackupLocked claims the activity slot for a backup run and starts its goroutine.
+func (m *Manager) startBackupLocked(d *drive) {
+	d.startAfter = false
+	a := m.newActivityLocked(d, kindBackup)
+	dv := *d.dev
+	go m.backupRun(d, a, dv)
+}
+
+// backupRun is one run: unlock, mount, back up, then tear down whatever ended it.
+func (m *Manager) backupRun(d *drive, a *activity, dv device) {
+	var inhibitor io.Closer
+	if c, err := m.deps.Logind.Inhibit("sleep:handle-lid-switch", "plugvault", "Backing up to "+d.cfg.Name, "delay"); err != nil {
+		m.log.Warn("cannot take a sleep inhibitor; a suspend may interrupt the backup", "err", err)
+	} else {
+		inhibitor = c
+	}
+	res, err := m.backup(a.ctx, d, a, dv)
+	removed := errors.Is(context.Cause(a.ctx), ErrRemoved)
+	terr := m.teardown(d, !removed)
+	if inhibitor != nil {
+		// Only now that the drive is locked may the system go to sleep.
+		if cerr := inhibitor.Close(); cerr != nil {
+			m.log.Warn("cannot release the sleep inhibitor", "err", cerr)
+		}
+	}
+	m.finishBackup(d, a, res, err, terr)
+}
+
+// backup runs the states unlocking … finishing. It returns the engine's result, or why it
+// stopped (the activity's cancel cause, or a *userError).
+func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) (*Result, error) {
+	m.mu.Lock()
+	browsing := d.mounted && d.readOnly
+	m.mu.Unlock()
+	if browsing {
+		if err := m.teardown(d, false); err != nil {
+			return nil, failf(err, "The drive is open for browsing and cannot be closed — close the windows showing it and try again")
+		}
+	}
+
+	var fstype string
+	var dev uint64
+	for try := 0; ; try++ {
+		m.setState(d, api.StateUnlocking, "Unlocking the drive")
+		m.mu.Lock()
+		adopted := d.mapped
+		m.mu.Unlock()
+		if !adopted {
+			problem, err := m.unlockWithKeyfile(ctx, d, dv, false)
+			if err != nil {
+				return nil, m.stopped(ctx, err)
+			}
+			if problem != "" {
+				if err := m.awaitPassphrase(ctx, d, a, dv, capitalize(problem)+" — enter the passphrase"); err != nil {
+					return nil, m.stopped(ctx, err)
+				}
+			}
+		}
+		m.setState(d, api.StateMounting, "Mounting the drive")
+		var err error
+		fstype, dev, err = m.mount(ctx, d, false)
+		if err == nil {
+			break
+		}
+		if !adopted || try > 0 || ctx.Err() != nil {
+			return nil, m.stopped(ctx, err)
+		}
+		// What an earlier daemon left open is not usable (the stick was replugged while
+		// it was down, say): close it and start from the stick.
+		m.log.Warn("cannot use the adopted mapping; opening the drive afresh", "drive", d.cfg.Name, "err", err)
+		if terr := m.teardown(d, false); terr != nil {
+			return nil, failf(terr, "An old mapping of the drive is still in use — close the programs using it, then plug the drive in again")
+		}
+	}
+	target := m.target(d)
+	m.refreshSnapshots(d, target)
+
+	m.setState(d, api.StateBackingUp, "Preparing the backup")
+	job := Job{
+		Sources:   append([]string(nil), d.cfg.Sources...),
+		Excludes:  append([]string(nil), d.cfg.Excludes...),
+		Target:    target,
+		Host:      m.host,
+		FSType:    fstype,
+		Dev:       dev,
+		Retention: d.cfg.Retention,
+		RunAs:     d.cfg.RunAs,
+	}
+	res, err := m.deps.Engine.Run(ctx, job, func(p Progress) { m.progress(d, a, p) })
+	if err != nil && ctx.Err() != nil {
+		return nil, context.Cause(ctx)
+	}
+	if err != nil {
+		return nil, failf(err, "The backup failed: %v", err)
+	}
+	m.setState(d, api.StateFinishing, "Finishing the backup")
+	m.refreshSnapshots(d, target)
+	return &res, nil
+}
+
+// stopped prefers the activity's cancel cause over the error an interrupted step returned.
+func (m *Manager) stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return err
+}
+
+// unlockWithKeyfile confirms the LUKS UUID and opens the mapping with the keyfile. A non-empty
+// problem (lower case, fit for the user) says why the keyfile cannot unlock the drive.
+func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, readOnly bool) (problem string, err error) {
+	got, err := m.deps.LUKS.UUID(ctx, dv.DevName)
+	if err != nil {
+		return "", failf(err, "The drive's encryption header cannot be read: %v", err)
+	}
+	if !strings.EqualFold(got, d.uuid) {
+		return "", &userError{
+			reason: "The drive's encryption header does not match what udev reported; it was left alone",
+			err:    fmt.Errorf("cannot unlock %s: %s has LUKS UUID %s", d.cfg.Name, dv.DevName, got),
+			notIO:  true,
+		}
+	}
+	path := keyfilePath(d.cfg)
+	key, problem := m.readKeyfile(path)
+	if problem != "" {
+		m.log.Info("keyfile unusable", "drive", d.cfg.Name, "problem", problem)
+		return problem, nil
+	}
+	defer clear(key)
+	err = m.open(ctx, d, dv, key, d.cfg.KeySlot, readOnly)
+	if errors.Is(err, api.ErrBadPassphrase) {
+		m.log.Warn("the drive refused the keyfile", "drive", d.cfg.Name, "keyfile", path)
+		return fmt.Sprintf("the keyfile %s was not accepted by the drive", path), nil
+	}
+	if err != nil {
+		return "", failf(err, "The drive cannot be unlocked: %v", err)
+	}
+	return "", nil
+}
+
+// keyfilePath is config.Drive.KeyfilePath: the configured keyfile or DefaultKeyDir/<uuid>.key.
+func keyfilePath(c config.Drive) string {
+	if c.Keyfile != "" {
+		return c.Keyfile
+	}
+	return config.DefaultKeyDir + "/" + strings.ToLower(c.LuksUUID) + ".key"
+}
+
+// readKeyfile reads a keyfile that config.CheckKeyfile accepts, never through a symlink.
+func (m *Manager) readKeyfile(path string) (key []byte, problem string) {
+	if m.deps.CheckKeyfile != nil {
+		if err := m.deps.CheckKeyfile(path); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Sprintf("the keyfile %s is missing", path)
+			}
+			return nil, fmt.Sprintf("the keyfile %s is not safe to use (%v)", path, err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Sprintf("the keyfile %s is missing", path)
+		}
+		return nil, fmt.Sprintf("the keyfile %s cannot be read (%v)", path, err)
+	}
+	defer f.Close()
+	buf := make([]byte, maxKeyfileSize+1)
+	n, err := io.ReadFull(f, buf)
+	switch {
+	case err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF):
+		clear(buf)
+		return nil, fmt.Sprintf("the keyfile %s cannot be read (%v)", path, err)
+	case n > maxKeyfileSize:
+		clear(buf)
+		return nil, fmt.Sprintf("the keyfile %s is too large", path)
+	case n == 0:
+		return nil, fmt.Sprintf("the keyfile %s is empty", path)
+	}
+	return buf[:n], ""
+}
+
+// open opens d's mapping. A mapping of the same name left by an earlier plug-in (its cleanup
+// deferred) is closed and the open tried once more.
+func (m *Manager) open(ctx context.Context, d *drive, dv device, key []byte, slot int, readOnly bool) error {
+	name := m.mappingName(d)
+	m.mu.Lock()
+	d.mapTried = true
+	m.mu.Unlock()
+	err := m.deps.LUKS.Open(ctx, dv.DevName, name, key, slot, readOnly)
+	if errors.Is(err, api.ErrBusy) {
+		if active, aerr := m.deps.LUKS.Active(ctx, name); aerr == nil && active {
+			m.log.Warn("closing a stale mapping of an earlier plug-in", "mapping", name)
+			if cerr := m.deps.LUKS.Close(ctx, name, false); cerr != nil {
+				return fmt.Errorf("an earlier mapping %s is still in use: %w", name, cerr)
+			}
+			err = m.deps.LUKS.Open(ctx, dv.DevName, name, key, slot, readOnly)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	d.mapped = true
+	m.mu.Unlock()
+	return nil
+}
+
+// awaitPassphrase publishes awaiting-passphrase and tries every passphrase Unlock hands over
+// until one opens the drive or the run ends.
+func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv device, reason string) error {
+	m.setState(d, api.StateAwaitingPassphrase, reason)
+	for {
+		var at attempt
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case at = <-a.pass:
+		}
+		err := m.open(ctx, d, dv, at.passphrase, -1, false)
+		if errors.Is(err, api.ErrBadPassphrase) && ctx.Err() == nil {
+			m.mu.Lock()
+			d.fails++
+			fails := d.fails
+			delay := unlockDelay(fails)
+			d.notBefore = m.clock().Add(delay)
+			m.mu.Unlock()
+			m.log.Warn("wrong passphrase", "drive", d.cfg.Name, "failures", fails)
+			reason = "The passphrase was wrong — try again"
+			if delay > 0 {
+				reason = fmt.Sprintf("The passphrase was wrong — try again in %d seconds", int(delay/time.Second))
+			}
+			m.setState(d, api.StateAwaitingPassphrase, reason) // before the answer: the caller sees it
+			at.reply <- fmt.Errorf("cannot unlock %s: the passphrase is wrong: %w", d.cfg.Name, api.ErrBadPassphrase)
+			continue
+		}
+		if err != nil {
+			err = m.stopped(ctx, err)
+			at.reply <- fmt.Errorf("cannot unlock %s: %w", d.cfg.Name, err)
+			var ue *userError
+			if !errors.As(err, &ue) && ctx.Err() == nil {
+				err = failf(err, "The drive cannot be unlocked: %v", err)
+			}
+			return err
+		}
+		m.mu.Lock()
+		d.fails, d.notBefore = 0, time.Time{}
+		m.mu.Unlock()
+		at.reply <- nil
+		return nil
+	}
+}
+
+// mount mounts d's open mapping at its mount point (unless it already is) and returns its
+// filesystem type and device number.
+func (m *Manager) mount(ctx context.Context, d *drive, readOnly bool) (fstype string, dev uint64, err error) {
+	src := m.mapperPath(d)
+	fstype, err = m.deps.Mounter.FSType(src)
+	if err != nil {
+		return "", 0, failf(err, "The drive's filesystem cannot be recognised: %v", err)
+	}
+	m.mu.Lock()
+	mounted := d.mounted
+	d.mountTried = true
+	m.mu.Unlock()
+	if !mounted {
+		if err := m.deps.Mounter.Mount(ctx, src, m.target(d), fstype, readOnly, d.cfg.MountOptions); err != nil {
+			return "", 0, failf(err, "The drive cannot be mounted: %v", err)
+		}
+		m.mu.Lock()
+		d.mounted, d.readOnly = true, readOnly
+		m.mu.Unlock()
+	}
+	dev, err = m.deps.Mounter.DeviceNumber(src)
+	if err != nil {
+		return "", 0, failf(err, "The drive's device cannot be checked: %v", err)
+	}
+	return fstype, dev, nil
+}
+
+// teardown unmounts and locks whatever d has set up, looking at what is really there. With
+// publish, it passes through unmounting and locking.
+func (m *Manager) teardown(d *drive, publish bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
+	defer cancel()
+	m.mu.Lock()
+	mountTried, mapTried := d.mountTried || d.mounted, d.mapTried || d.mapped
+	m.mu.Unlock()
+	var errs []error
+	if mountTried {
+		if publish {
+			m.setState(d, api.StateUnmounting, "Unmounting the drive")
+		}
+		target := m.target(d)
+		mounted := true
+		if infos, err := m.deps.Mounter.Mounts(m.base); err == nil {
+			mounted = false
+			for _, mi := range infos {
+				if mi.Target == target {
+					mounted = true
+				}
+			}
+		}
+		var err error
+		if mounted {
+			err = m.deps.Mounter.Unmount(ctx, target)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cannot unmount %s: %w", target, err))
+		} else {
+			m.mu.Lock()
+			d.mountTried, d.mounted, d.readOnly = false, false, false
+			m.mu.Unlock()
+		}
+	}
+	if mapTried {
+		if publish {
+			m.setState(d, api.StateLocking, "Locking the drive")
+		}
+		name := m.mappingName(d)
+		active, err := m.deps.LUKS.Active(ctx, name)
+		if err != nil || active {
+			err = m.closeMapping(ctx, name)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			m.mu.Lock()
+			d.mapTried, d.mapped = false, false
+			m.mu.Unlock()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// finishBackup publishes how a run ended and starts the next one if a replug or resume asked
+// for it.
+func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr error) {
+	m.mu.Lock()
+	defer close(a.done)
+	defer m.mu.Unlock()
+	defer m.wg.Done()
+	d.act = nil
+	if err != nil && errors.Is(context.Cause(a.ctx), ErrRemoved) {
+		// The backup failed because the stick was pulled (its writes failed before udev
+		// reported the removal).
+		err = ErrRemoved
+	}
+	a.cancel(nil)
+	var (
+		state  = api.StateSafeToRemove
+		reason string
+		result api.Result
+	)
+	switch cause := err; {
+	case errors.Is(cause, ErrRemoved):
+		result, reason = api.ResultInterrupted, "The drive was removed during the backup; plug it in again to resume"
+	case errors.Is(cause, errShutdown):
+		result, reason = api.ResultInterrupted, "The backup service stopped; the backup continues when it starts again"
+	case errors.Is(cause, errSuspend):
+		result, reason = api.ResultInterrupted, "Paused for suspend; the backup continues after resume"
+	case errors.Is(cause, errEjected):
+		result, reason = api.ResultCancelled, "Safe to remove"
+	case errors.Is(cause, errUserCancel):
+		result, reason = api.ResultCancelled, "Backup cancelled — safe to remove; the next backup continues where this one stopped"
+	case err != nil:
+		state, result = api.StateFailed, api.ResultFailed
+		reason = "The backup failed: " + err.Error()
+		d.failedAt = m.clock()
+		d.ioFailed = true
+		var ue *userError
+		if errors.As(err, &ue) {
+			reason = ue.reason
+			d.ioFailed = !ue.notIO
+		}
+	default:
+		result, reason = api.ResultSuccess, "Backup complete — safe to remove"
+		if n := len(res.Warnings); n > 0 {
+			reason = fmt.Sprintf("Backup complete with %s — safe to remove", plural(uint64(n), "warning"))
+		}
+		if d.st.LastBackup == 0 {
+			d.st.LastBackup = uint64(m.clock().Unix())
+		}
+	}
+	if err != nil {
+		m.log.Info("run ended", "drive", d.cfg.Name, "result", string(result), "why", err)
+	}
+	d.st.LastResult = result
+	if terr != nil && !errors.Is(err, ErrRemoved) {
+		m.log.Error("cannot lock the drive", "drive", d.cfg.Name, "err", terr)
+		state, result = api.StateFailed, api.ResultFailed
+		d.st.LastResult = result
+		reason = "The drive is still in use and could not be locked — close the programs using it, then eject it"
+	}
+	if d.ejecting && terr == nil && d.dev != nil {
+		// Eject reports safe-to-remove itself, once the device is powered off.
+		m.publishLocked(d)
+		return
+	}
+	if d.dev == nil {
+		d.st.Present = false
+		state = api.StateAbsent
+		if result == api.ResultSuccess {
+			reason = "Backup complete"
+		} else if !errors.Is(err, ErrRemoved) && err != nil {
+			reason = "The drive was removed"
+		}
+		if errors.Is(err, ErrRemoved) && terr != nil {
+			m.log.Error("cannot clean up after the removed drive; replugging may fail until the programs using it exit", "drive", d.cfg.Name, "err", terr)
+		}
+	}
+	m.setStateLocked(d, state, reason)
+	m.afterActivityLocked(d)
+}
+
+// afterActivityLocked starts what waited for the activity slot.
+func (m *Manager) afterActivityLocked(d *drive) {
+	if d.dev == nil || m.stopping || d.ejecting {
+		return
+	}
+	if d.startAfter {
+		m.plugLocked(d, d.dev)
+	}
+}
+
+// endActivity ends a browse, restore, verify or cleanup activity. prev is the state to go back
+// to (nil: keep the current one).
+func (m *Manager) endActivity(d *drive, a *activity, prev *api.DriveStatus, terr error) {
+	for {
+		// A removal while the activity ran only cancelled it: whatever is still set up
+		// (a browse mount the activity used, say) goes now.
+		m.mu.Lock()
+		if d.dev != nil || !(d.mapTried || d.mountTried) {
+			break
+		}
+		m.mu.Unlock()
+		if err := m.teardown(d, false); err != nil {
+			terr = err
+			m.mu.Lock()
+			break
+		}
+	}
+	defer close(a.done)
+	defer m.mu.Unlock()
+	defer m.wg.Done()
+	if d.act == a {
+		d.act = nil
+	}
+	a.cancel(nil)
+	switch {
+	case d.dev == nil:
+		d.st.Present = false
+		m.setStateLocked(d, api.StateAbsent, "")
+		if terr != nil {
+			m.log.Error("cannot clean up after the removed drive; replugging may fail until the programs using it exit", "drive", d.cfg.Name, "err", terr)
+		}
+	case terr != nil:
+		m.setStateLocked(d, api.StateFailed, "The drive is still in use and could not be locked — close the programs using it, then eject it")
+	case prev != nil:
+		m.setStateLocked(d, prev.State, prev.StateReason)
+	}
+	if d.dev != nil && d.startAfter && d.act == nil {
+		m.plugLocked(d, d.dev)
+	}
+}
+
+// progress publishes the engine's progress, at most 5 times a second.
+func (m *Manager) progress(d *drive, a *activity, p Progress) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d.act != a || d.st.State != api.StateBackingUp {
+		return
+	}
+	st := &d.st
+	st.FilesDone, st.FilesTotal, st.BytesDone, st.BytesTotal = p.FilesDone, p.FilesTotal, p.BytesDone, p.BytesTotal
+	st.Rate = p.Rate
+	st.EtaSeconds = -1
+	if p.ETA >= 0 {
+		st.EtaSeconds = int64(p.ETA / time.Second)
+	}
+	switch {
+	case p.BytesTotal > 0:
+		st.Progress = min(float64(p.BytesDone)/float64(p.BytesTotal), 1)
+	case p.FilesTotal > 0:
+		st.Progress = min(float64(p.FilesDone)/float64(p.FilesTotal), 1)
+	default:
+		st.Progress = 0
+	}
+	if p.FilesTotal == 0 {
+		st.StateReason = fmt.Sprintf("Looking for changes (%s found)", plural(p.FilesDone, "file"))
+	} else {
+		st.StateReason = fmt.Sprintf("Backing up %s of %s files", groupDigits(p.FilesDone), groupDigits(p.FilesTotal))
+	}
+	now := m.clock()
+	if since := now.Sub(d.lastProgressPublish); !d.lastProgressPublish.IsZero() && since >= 0 && since < progressEvery {
+		return // the next publication carries these values
+	}
+	d.lastProgressPublish = now
+	m.publishLocked(d)
+}
+
+// refreshSnapshots reads the snapshot list from the mounted drive into the cache and updates
+// LastBackup and SnapshotCount.
+func (m *Manager) refreshSnapshots(d *drive, target string) {
+	snaps, err := m.deps.Engine.List(target, m.host)
+	if err != nil {
+		m.log.Warn("cannot list snapshots", "drive", d.cfg.Name, "err", err)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d.snapshots = snaps
+	var count uint32
+	var last int64
+	for _, s := range snaps {
+		if s.Status != api.SnapshotComplete {
+			continue
+		}
+		count++
+		last = max(last, s.Created)
+	}
+	d.st.SnapshotCount = count
+	if last > 0 {
+		d.st.LastBackup = uint64(last)
+	}
+	m.publishLocked(d)
+}
+
+// groupDigits writes n with thousands separators: 8310 → "8,310".
+func groupDigits(n uint64) string {
+	s := fmt.Sprint(n)
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func plural(n uint64, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return groupDigits(n) + " " + word + "s"
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
