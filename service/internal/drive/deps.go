@@ -128,9 +128,10 @@ type Deps struct {
 	Logger    *slog.Logger
 	Clock     func() time.Time
 
-	// CheckKeyfile refuses keyfiles with lax ownership or permissions (config.CheckKeyfile);
-	// nil accepts every keyfile.
-	CheckKeyfile func(path string) error
+	// ReadKeyfile reads a drive's key, refusing symlinks and keyfiles with lax ownership or
+	// permissions; errors wrap fs.ErrNotExist when the keyfile is missing. Nil means
+	// config.ReadKeyfile, which checks the opened file itself so it cannot be swapped.
+	ReadKeyfile func(path string) ([]byte, error)
 	// Logind defaults to no inhibitor and no sleep signal.
 	Logind Logind
 	// Mappings lists the active mapping names starting with "plugvault-" (restart

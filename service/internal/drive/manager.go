@@ -146,6 +146,9 @@ func NewManager(deps Deps) (*Manager, error) {
 	if deps.Clock == nil {
 		deps.Clock = time.Now
 	}
+	if deps.ReadKeyfile == nil {
+		deps.ReadKeyfile = config.ReadKeyfile
+	}
 	if deps.Logind == nil {
 		deps.Logind = noLogind{}
 	}

@@ -103,13 +103,20 @@ func (h *harness) start() {
 			h.powerAt = append(h.powerAt, len(h.pub.statuses(uuidA)))
 			return nil
 		},
-		Publisher:    h.pub,
-		Logger:       slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Clock:        h.clock.Now,
-		CheckKeyfile: h.check,
-		Logind:       h.logind,
-		Mappings:     h.sys.Mappings,
-		Hostname:     func() (string, error) { return "testhost", nil },
+		Publisher: h.pub,
+		Logger:    slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Clock:     h.clock.Now,
+		ReadKeyfile: func(path string) ([]byte, error) {
+			if h.check != nil {
+				if err := h.check(path); err != nil {
+					return nil, err
+				}
+			}
+			return os.ReadFile(path)
+		},
+		Logind:   h.logind,
+		Mappings: h.sys.Mappings,
+		Hostname: func() (string, error) { return "testhost", nil },
 		After: func(d time.Duration) <-chan time.Time {
 			h.powerMu.Lock()
 			h.afters = append(h.afters, d)

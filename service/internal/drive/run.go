@@ -6,20 +6,17 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/config"
 )
 
 const (
 	teardownTimeout = 2 * time.Minute
 	progressEvery   = 200 * time.Millisecond // at most 5 progress publications a second
-	maxKeyfileSize  = 64 << 10
-	maxUnlockDelay  = 30 * time.Second
+
+	maxUnlockDelay = 30 * time.Second
 )
 
 // userError is a failure with a reason for the user (StateReason).
@@ -170,7 +167,7 @@ func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, re
 			notIO:  true,
 		}
 	}
-	path := keyfilePath(d.cfg)
+	path := d.cfg.KeyfilePath()
 	key, problem := m.readKeyfile(path)
 	if problem != "" {
 		m.log.Info("keyfile unusable", "drive", d.cfg.Name, "problem", problem)
@@ -188,45 +185,19 @@ func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, re
 	return "", nil
 }
 
-// keyfilePath is config.Drive.KeyfilePath: the configured keyfile or DefaultKeyDir/<uuid>.key.
-func keyfilePath(c config.Drive) string {
-	if c.Keyfile != "" {
-		return c.Keyfile
-	}
-	return config.DefaultKeyDir + "/" + strings.ToLower(c.LuksUUID) + ".key"
-}
-
-// readKeyfile reads a keyfile that config.CheckKeyfile accepts, never through a symlink.
+// readKeyfile reads d's key through the ReadKeyfile dependency and turns a refusal into the
+// reason shown to the user.
 func (m *Manager) readKeyfile(path string) (key []byte, problem string) {
-	if m.deps.CheckKeyfile != nil {
-		if err := m.deps.CheckKeyfile(path); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Sprintf("the keyfile %s is missing", path)
-			}
-			return nil, fmt.Sprintf("the keyfile %s is not safe to use (%v)", path, err)
-		}
-	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Sprintf("the keyfile %s is missing", path)
-		}
-		return nil, fmt.Sprintf("the keyfile %s cannot be read (%v)", path, err)
-	}
-	defer f.Close()
-	buf := make([]byte, maxKeyfileSize+1)
-	n, err := io.ReadFull(f, buf)
+	key, err := m.deps.ReadKeyfile(path)
 	switch {
-	case err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF):
-		clear(buf)
-		return nil, fmt.Sprintf("the keyfile %s cannot be read (%v)", path, err)
-	case n > maxKeyfileSize:
-		clear(buf)
-		return nil, fmt.Sprintf("the keyfile %s is too large", path)
-	case n == 0:
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Sprintf("the keyfile %s is missing", path)
+	case err != nil:
+		return nil, fmt.Sprintf("the keyfile %s is not safe to use (%v)", path, err)
+	case len(key) == 0:
 		return nil, fmt.Sprintf("the keyfile %s is empty", path)
 	}
-	return buf[:n], ""
+	return key, ""
 }
 
 // open opens d's mapping. A mapping of the same name left by an earlier plug-in (its cleanup
