@@ -131,8 +131,10 @@ func (c *controller) apply(ctx context.Context, acts []model.Action) {
 				}()
 			}
 		case model.ShowDialog:
+			c.log.Info("passphrase dialog", "drive", a.Drive, "message", a.Message, "busy", a.Busy)
 			fyne.Do(func() { c.dialog.show(a) })
 		case model.HideDialog:
+			c.log.Info("passphrase dialog hidden")
 			fyne.Do(c.dialog.hide)
 		case model.ShowLog:
 			fyne.Do(func() { c.logWin.show(a) })

@@ -6,6 +6,7 @@ import (
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/container"
+	"fyne.io/fyne/v2/layout"
 	"fyne.io/fyne/v2/widget"
 	"github.com/godbus/dbus/v5"
 
@@ -51,12 +52,10 @@ func (d *passDialog) build() {
 	d.unlock.Importance = widget.HighImportance
 	d.cancel = widget.NewButton("Cancel", d.dismiss)
 	d.w.SetContent(container.NewVBox(d.heading, d.details, d.entry, d.message,
-		container.NewHBox(layoutSpacer(), d.cancel, d.unlock)))
+		container.NewHBox(layout.NewSpacer(), d.cancel, d.unlock)))
 	d.w.SetCloseIntercept(d.dismiss) // hide, never close: fyne quits with its last window
 	d.w.Resize(fyne.NewSize(440, 0))
 }
-
-func layoutSpacer() fyne.CanvasObject { return widget.NewLabel("") }
 
 func (d *passDialog) show(a model.ShowDialog) {
 	d.build()
