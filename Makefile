@@ -17,7 +17,7 @@ BIN := bin
 DEB_TEST_DEPS := dbus-daemon dbus cryptsetup-bin btrfs-progs e2fsprogs xfsprogs util-linux psmisc \
 	libxml2-utils shellcheck rsync gcc pkg-config libgl1-mesa-dev libx11-dev libxcursor-dev \
 	libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev xvfb xdotool imagemagick polkitd \
-	qemu-system-x86 mmdebstrap ca-certificates
+	qemu-system-x86 mmdebstrap ca-certificates desktop-file-utils
 
 .PHONY: all build test check deps lint fmt test-unit test-root install uninstall clean help
 
@@ -63,6 +63,10 @@ install: ## install into $(DESTDIR)$(PREFIX) (binaries, unit, bus policy, polkit
 	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.conf $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/org.plugvault.PlugVault1.conf
 	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.service $(DESTDIR)$(PREFIX)/share/dbus-1/system-services/org.plugvault.PlugVault1.service
 	install -D -m 0644 polkit/org.plugvault.policy $(DESTDIR)$(PREFIX)/share/polkit-1/actions/org.plugvault.policy
+	install -D -m 0644 desktop/plugvault-tray.desktop $(DESTDIR)$(SYSCONFDIR)/xdg/autostart/plugvault-tray.desktop
+	install -D -m 0644 desktop/plugvault.desktop $(DESTDIR)$(PREFIX)/share/applications/plugvault.desktop
+	for f in desktop/icons/hicolor/*/apps/*.png; do \
+		install -D -m 0644 "$$f" "$(DESTDIR)$(PREFIX)/share/icons/$${f#desktop/icons/}"; done
 
 clean: ## remove build output
 	rm -rf $(BIN)
