@@ -28,7 +28,7 @@ import (
 )
 
 // waitLimit bounds every wait for the tray; it only turns a hang into a failure.
-const waitLimit = 60 * time.Second
+const waitLimit = 20 * time.Second
 
 const nobody = 65534
 
@@ -560,6 +560,7 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		waitNotification(t, notes, "Blue stick was removed too early")
 	})
 
+	outer := t // the restarted service must outlive this subtest
 	t.Run("service restart", func(t *testing.T) {
 		s.t = t
 		svc.Conn.Close() // plugvaultd stops: its name goes away
@@ -569,14 +570,33 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		})
 		waitFor(t, "the offline icon", func() (bool, string) { return s.iconIs(model.IconOffline, -1) })
 		s.saveIcon(filepath.Join(artifacts, "icon-offline.png"))
-		svc = apitest.StartFakeService(t, system)
-		blue = svc.AddDrive(t, blueStatus(api.StatePresent))
+		svc = apitest.StartFakeService(outer, system)
+		blue = svc.AddDrive(outer, blueStatus(api.StatePresent))
 		waitFor(t, "the state read after the restart", func() (bool, string) {
 			tip := s.tooltip()
 			return strings.Contains(tip, "Blue stick: Plugged in"), tip
 		})
 		s.clickItem("Blue stick: Plugged in", "Back up now")
 		waitCall(t, svc, blue, api.MethodBackupNow)
+	})
+
+	t.Run("show log", func(t *testing.T) {
+		s.t = t
+		s.clickItem("Blue stick: Plugged in", "Show log")
+		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", "plugvault log: Blue stick", "windowfocus", "--sync"); err != nil {
+			t.Fatalf("no log window: %v %s", err, out)
+		}
+		time.Sleep(time.Second) // let the first frame be drawn for the artifact
+		screenshot(t, display, filepath.Join(artifacts, "log.png"))
+	})
+
+	t.Run("one tray per session", func(t *testing.T) {
+		second := exec.Command(bin)
+		second.Env, second.SysProcAttr = cmd.Env, cmd.SysProcAttr
+		out, err := second.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "already runs in this session") {
+			t.Errorf("second tray: %v\n%s", err, out)
+		}
 	})
 
 	t.Run("quit", func(t *testing.T) {

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -27,7 +28,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := ui.Run(ctx, ui.Options{Logger: logger}); err != nil {
+	err := ui.Run(ctx, ui.Options{Logger: logger})
+	if errors.Is(err, ui.ErrAlreadyRunning) {
+		fmt.Fprintln(os.Stderr, "plugvault-tray:", err)
+		return
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "plugvault-tray:", err)
 		os.Exit(1)
 	}

@@ -331,7 +331,10 @@ func (m *Model) nextDialog() []Action {
 
 func (m *Model) unlockDone(ev UnlockDone) []Action {
 	if ev.Drive != m.dialog {
-		return nil
+		if ev.Err == nil {
+			m.logf(ev.Drive, "unlocked with the passphrase")
+		}
+		return nil // the state moved on first and closed the dialog
 	}
 	m.dialogBusy = false
 	switch {

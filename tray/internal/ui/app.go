@@ -23,6 +23,13 @@ import (
 // authenticate first, and Eject returns only when the drive is safe to remove.
 const callTimeout = 10 * time.Minute
 
+// SessionName is the tray's well-known name on the session bus; owning it makes the tray a
+// single instance per session.
+const SessionName = "org.plugvault.Tray"
+
+// ErrAlreadyRunning is returned by Run when another tray runs in this session.
+var ErrAlreadyRunning = errors.New("plugvault-tray already runs in this session")
+
 // Options configures Run.
 type Options struct {
 	// Connect opens a client of plugvaultd on the system bus; default api.Connect.
@@ -44,10 +51,22 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	a := app.NewWithID("org.plugvault.Tray")
+	// One tray per session: the autostart entry and the application menu both start it.
+	session, err := dbus.SessionBus()
+	if err != nil {
+		return fmt.Errorf("cannot connect to the session bus: %w", err)
+	}
+	if reply, err := session.RequestName(SessionName, dbus.NameFlagDoNotQueue); err != nil {
+		return fmt.Errorf("cannot own %s on the session bus: %w", SessionName, err)
+	} else if reply != dbus.RequestNameReplyPrimaryOwner {
+		return ErrAlreadyRunning
+	}
+
+	a := app.NewWithID(SessionName)
 	c := &controller{opts: opts, log: opts.Logger, app: a, events: make(chan model.Event, 256),
 		model: model.New(), timer: time.NewTimer(time.Hour)}
 	c.timer.Stop()
@@ -59,19 +78,20 @@ func Run(ctx context.Context, opts Options) error {
 	start, end := systray.RunWithExternalLoop(nil, nil)
 	start()
 	defer end()
-	if conn, err := dbus.SessionBus(); err != nil {
-		c.log.Warn("cannot connect to the session bus: no notifications", "err", err)
-	} else {
-		c.notifier = notify.New(conn, "plugvault")
-	}
+	c.notifier = notify.New(session, "plugvault")
 
 	go c.watchService(ctx)
 	go c.loop(ctx)
+	runDone := make(chan struct{})
 	go func() {
-		<-ctx.Done()
-		fyne.Do(a.Quit)
+		select {
+		case <-parent.Done(): // SIGTERM, SIGINT
+			fyne.Do(a.Quit)
+		case <-runDone:
+		}
 	}()
 	a.Run()
+	close(runDone)
 	return nil
 }
 
@@ -121,15 +141,13 @@ func (c *controller) apply(ctx context.Context, acts []model.Action) {
 		case model.SetMenu:
 			c.menu.set(a.Items)
 		case model.Notify:
-			if c.notifier != nil {
-				go func() {
-					nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-					defer cancel()
-					if err := c.notifier.Notify(nctx, a.Tag, a.IconName, a.Summary, a.Body, a.Urgent); err != nil {
-						c.log.Warn("notification not shown", "summary", a.Summary, "err", err)
-					}
-				}()
-			}
+			go func() {
+				nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if err := c.notifier.Notify(nctx, a.Tag, a.IconName, a.Summary, a.Body, a.Urgent); err != nil {
+					c.log.Warn("notification not shown", "summary", a.Summary, "err", err)
+				}
+			}()
 		case model.ShowDialog:
 			c.log.Info("passphrase dialog", "drive", a.Drive, "message", a.Message, "busy", a.Busy)
 			fyne.Do(func() { c.dialog.show(a) })
@@ -137,6 +155,7 @@ func (c *controller) apply(ctx context.Context, acts []model.Action) {
 			c.log.Info("passphrase dialog hidden")
 			fyne.Do(c.dialog.hide)
 		case model.ShowLog:
+			c.log.Info("log window", "drive", a.Drive, "title", a.Title, "lines", len(a.Lines))
 			fyne.Do(func() { c.logWin.show(a) })
 		case model.Call:
 			go c.call(ctx, a)
