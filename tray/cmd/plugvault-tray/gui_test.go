@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -616,15 +615,4 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 			t.Fatal("Quit did not end the tray")
 		}
 	})
-}
-
-// TestRefusesRoot: started as root, the tray refuses to run.
-func TestRefusesRoot(t *testing.T) {
-	traytest.Require(t, os.Geteuid() == 0, "needs root to check that the tray refuses root")
-	bin := buildTray(t)
-	out, err := exec.Command(bin).CombinedOutput()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "cannot run as root") {
-		t.Errorf("as root: %v\n%s", err, out)
-	}
 }

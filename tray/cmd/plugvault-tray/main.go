@@ -18,13 +18,10 @@ import (
 )
 
 func main() {
-	if os.Geteuid() == 0 {
-		fmt.Fprintln(os.Stderr, "plugvault-tray: cannot run as root: start it as the desktop user (the service does the privileged work)")
-		os.Exit(1)
-	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if u := os.Getenv("SUDO_USER"); u != "" {
-		logger.Warn("started under sudo: the tray belongs to the desktop session of the user who sees it", "sudo_user", u)
+	if err := checkUser(os.Geteuid(), os.Getenv("SUDO_USER"), logger); err != nil {
+		fmt.Fprintln(os.Stderr, "plugvault-tray:", err)
+		os.Exit(1)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -37,4 +34,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "plugvault-tray:", err)
 		os.Exit(1)
 	}
+}
+
+// checkUser refuses root: the tray is a desktop client, the service does the privileged work,
+// and a GUI running as root is an attack surface for nothing. Under sudo (to another user) it
+// warns, because the tray belongs to the session of the user who looks at the screen.
+func checkUser(euid int, sudoUser string, logger *slog.Logger) error {
+	if euid == 0 {
+		return errors.New("cannot run as root: start it as the desktop user (the service does the privileged work)")
+	}
+	if sudoUser != "" {
+		logger.Warn("started under sudo: the tray belongs to the desktop session of the user who sees it", "sudo_user", sudoUser)
+	}
+	return nil
 }
