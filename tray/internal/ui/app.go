@@ -80,6 +80,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer end()
 	c.notifier = notify.New(session, "plugvault")
 
+	c.ctx = ctx
 	go c.watchService(ctx)
 	go c.loop(ctx)
 	runDone := make(chan struct{})
@@ -97,6 +98,7 @@ func Run(ctx context.Context, opts Options) error {
 
 // controller owns the model; see the package comment.
 type controller struct {
+	ctx      context.Context // ends when the tray stops
 	opts     Options
 	log      *slog.Logger
 	app      fyne.App

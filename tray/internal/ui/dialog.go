@@ -1,7 +1,6 @@
 package ui
 
 import (
-	"context"
 	"strings"
 
 	"fyne.io/fyne/v2"
@@ -107,7 +106,7 @@ func (d *passDialog) submit() {
 	d.busy = true
 	drive := d.drive
 	d.c.post(model.DialogSubmitted{Drive: drive})
-	go d.c.unlock(context.Background(), drive, pass)
+	go d.c.unlock(d.c.ctx, drive, pass)
 }
 
 func (d *passDialog) dismiss() {
