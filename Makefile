@@ -26,7 +26,7 @@ STATICCHECK := $(TOOLS)/staticcheck
 DEB_TEST_DEPS := dbus-daemon dbus libdbus-1-dev systemd cryptsetup-bin btrfs-progs e2fsprogs xfsprogs util-linux psmisc \
 	libxml2-utils shellcheck rsync gcc pkg-config libgl1-mesa-dev libx11-dev libxcursor-dev \
 	libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev xvfb xdotool imagemagick polkitd \
-	qemu-system-x86 mmdebstrap ca-certificates
+	qemu-system-x86 mmdebstrap ca-certificates desktop-file-utils
 
 .PHONY: all build test check deps tools lint fmt test-unit test-root install uninstall clean help
 
@@ -92,10 +92,10 @@ install: ## install into $(DESTDIR)$(PREFIX) and $(DESTDIR)$(SYSCONFDIR); never 
 	@# /etc/plugvault/config.toml is the administrator's (or plugvault enroll's): never installed here.
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/plugvault
 	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/plugvault/keys
-	for f in desktop/*.desktop; do [ -f "$$f" ] || continue; \
-		install -D -m 0644 "$$f" $(DESTDIR)$(SYSCONFDIR)/xdg/autostart/$$(basename "$$f"); done
-	if [ -d desktop/icons ]; then cd desktop/icons && find . -type f \( -name '*.png' -o -name '*.svg' \) | \
-		while read -r f; do install -D -m 0644 "$$f" "$(DESTDIR)$(DATADIR)/icons/$${f#./}"; done; fi
+	install -D -m 0644 desktop/plugvault-tray.desktop $(DESTDIR)$(SYSCONFDIR)/xdg/autostart/plugvault-tray.desktop
+	install -D -m 0644 desktop/plugvault.desktop $(DESTDIR)$(DATADIR)/applications/plugvault.desktop
+	for f in desktop/icons/hicolor/*/apps/*.png; do \
+		install -D -m 0644 "$$f" "$(DESTDIR)$(DATADIR)/icons/$${f#desktop/icons/}"; done
 
 uninstall: ## remove what install put there, except /etc/plugvault (configuration and keys)
 	rm -f $(DESTDIR)$(LIBEXECDIR)/plugvaultd $(DESTDIR)$(LIBEXECDIR)/plugvault-engine
@@ -107,9 +107,8 @@ uninstall: ## remove what install put there, except /etc/plugvault (configuratio
 	rm -f $(DESTDIR)$(DATADIR)/dbus-1/system-services/org.plugvault.PlugVault1.service
 	rm -f $(DESTDIR)$(DATADIR)/polkit-1/actions/org.plugvault.policy
 	rm -rf $(DESTDIR)$(DOCDIR)
-	for f in desktop/*.desktop; do [ -f "$$f" ] || continue; rm -f $(DESTDIR)$(SYSCONFDIR)/xdg/autostart/$$(basename "$$f"); done
-	if [ -d desktop/icons ]; then cd desktop/icons && find . -type f \( -name '*.png' -o -name '*.svg' \) | \
-		while read -r f; do rm -f "$(DESTDIR)$(DATADIR)/icons/$${f#./}"; done; fi
+	rm -f $(DESTDIR)$(SYSCONFDIR)/xdg/autostart/plugvault-tray.desktop $(DESTDIR)$(DATADIR)/applications/plugvault.desktop
+	for f in desktop/icons/hicolor/*/apps/*.png; do rm -f "$(DESTDIR)$(DATADIR)/icons/$${f#desktop/icons/}"; done
 
 clean: ## remove build output and the lint tools
 	rm -rf $(BIN) .cache

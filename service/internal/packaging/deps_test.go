@@ -24,6 +24,11 @@ var mayImportExec = []string{
 	module + "/service/internal/sysexec",
 	module + "/service/api/apitest",
 	module + "/service/internal/testbus",
+	// The tray cannot import service/internal (it is unprivileged); it runs exactly one
+	// program, the desktop's xdg-open, through this small package, and its test helpers start
+	// Xvfb and dbus-daemon.
+	module + "/tray/internal/opener",
+	module + "/tray/internal/traytest",
 }
 
 // unprivilegedRoots are the binaries users run: they talk to plugvaultd only through

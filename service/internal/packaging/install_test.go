@@ -59,10 +59,8 @@ func TestMakeInstall(t *testing.T) {
 		"usr/share/bash-completion/completions/plugvault":                   0o644,
 		"etc/plugvault/keys":                                                fs.ModeDir | 0o700,
 		"etc/plugvault/config.toml":                                         0o600, // the administrator's, untouched
-	}
-	desktops, _ := filepath.Glob(filepath.Join(root, "desktop", "*.desktop"))
-	for _, d := range desktops {
-		want["etc/xdg/autostart/"+filepath.Base(d)] = 0o644
+		"etc/xdg/autostart/plugvault-tray.desktop":                          0o644,
+		"usr/share/applications/plugvault.desktop":                          0o644,
 	}
 	for rel, mode := range want {
 		fi, err := os.Stat(filepath.Join(dest, rel))

@@ -1,17 +1,50 @@
-// Command plugvault-tray is the unprivileged tray app of plugvault (placeholder until the tray
-// issue lands: it links the GUI libraries so the build cache is warm, and refuses to run).
+// Command plugvault-tray is plugvault's unprivileged tray app: an icon in the panel
+// (StatusNotifierItem) that shows what the backup service is doing, a menu to back up, cancel,
+// eject, browse backups and read the log, desktop notifications, and the passphrase dialog.
+// It is started by XDG autostart in every desktop session and talks to plugvaultd on the
+// system bus. It refuses to run as root.
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
-	_ "fyne.io/fyne/v2/app"
-	_ "fyne.io/fyne/v2/widget"
-	_ "fyne.io/systray"
+	"github.com/plugvault/plugvault/tray/internal/ui"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "plugvault-tray: not implemented yet")
-	os.Exit(1)
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := checkUser(os.Geteuid(), os.Getenv("SUDO_USER"), logger); err != nil {
+		fmt.Fprintln(os.Stderr, "plugvault-tray:", err)
+		os.Exit(1)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := ui.Run(ctx, ui.Options{Logger: logger})
+	if errors.Is(err, ui.ErrAlreadyRunning) {
+		fmt.Fprintln(os.Stderr, "plugvault-tray:", err)
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "plugvault-tray:", err)
+		os.Exit(1)
+	}
+}
+
+// checkUser refuses root: the tray is a desktop client, the service does the privileged work,
+// and a GUI running as root is an attack surface for nothing. Under sudo (to another user) it
+// warns, because the tray belongs to the session of the user who looks at the screen.
+func checkUser(euid int, sudoUser string, logger *slog.Logger) error {
+	if euid == 0 {
+		return errors.New("cannot run as root: start it as the desktop user (the service does the privileged work)")
+	}
+	if sudoUser != "" {
+		logger.Warn("started under sudo: the tray belongs to the desktop session of the user who sees it", "sudo_user", sudoUser)
+	}
+	return nil
 }

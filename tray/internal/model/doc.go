@@ -1,0 +1,21 @@
+// Package model is the tray's logic as a pure reducer: the tray feeds it events (what the
+// service announced, what the user clicked, how a call ended, that a timer fired) and it answers
+// with actions (set the icon, the tooltip and the menu, show a notification, open or update the
+// passphrase dialog, call a method, open a folder, show the log, arm the next timer).
+//
+// It imports no GUI toolkit and does no I/O: the caller passes the current time with every
+// event, so the tests drive it directly and exhaustively (every api.State against every event).
+//
+// Choices documented here because the issue leaves them open:
+//
+//   - Show log opens a tray window with the drive's recent events as this tray saw them
+//     (state changes with their reasons, notifications, failed calls). It needs no privilege,
+//     unlike `journalctl -u plugvaultd` (system unit logs are readable only by the adm and
+//     systemd-journal groups) and it needs no terminal emulator. The window names the journalctl
+//     command for the full service log.
+//   - A reminder ("No backup to DRIVE for N days") is sent once per drive and last-backup time
+//     per tray session (so at least once per login), never while the drive is being backed up,
+//     and never for a drive that has never been backed up (its age is unknown).
+//   - The next wake-up (a reminder falling due, or a relative time such as "2 hours ago" in a
+//     label changing) is one timer, re-armed after every event: the tray never polls.
+package model

@@ -1,0 +1,194 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/plugvault/plugvault/service/api"
+)
+
+// DriveName is how the tray names a drive to the user: its configured name, else its
+// filesystem label, else its model, else the start of its LUKS UUID.
+func DriveName(st api.DriveStatus) string {
+	for _, s := range []string{st.Name, st.Label, strings.TrimSpace(st.Vendor + " " + st.Model)} {
+		if s = strings.TrimSpace(s); s != "" {
+			return s
+		}
+	}
+	if u := ShortUUID(st.LuksUUID); u != "" {
+		return "drive " + u
+	}
+	return "backup drive"
+}
+
+// ShortUUID returns the first block of a UUID (8 hex digits), enough to tell drives apart.
+func ShortUUID(uuid string) string {
+	if i := strings.IndexByte(uuid, '-'); i > 0 {
+		return uuid[:i]
+	}
+	if len(uuid) > 8 {
+		return uuid[:8]
+	}
+	return uuid
+}
+
+// FormatBytesPair formats done and total in the unit of total: "1.2 of 2.9 GB".
+func FormatBytesPair(done, total uint64) string {
+	unit, div := byteUnit(total)
+	if div == 1 {
+		return fmt.Sprintf("%d of %d %s", done, total, unit)
+	}
+	return fmt.Sprintf("%.1f of %.1f %s", float64(done)/div, float64(total)/div, unit)
+}
+
+// FormatBytes formats n with decimal units: "2.9 GB".
+func FormatBytes(n uint64) string {
+	unit, div := byteUnit(n)
+	if div == 1 {
+		return fmt.Sprintf("%d %s", n, unit)
+	}
+	return fmt.Sprintf("%.1f %s", float64(n)/div, unit)
+}
+
+func byteUnit(n uint64) (string, float64) {
+	switch {
+	case n >= 1e12:
+		return "TB", 1e12
+	case n >= 1e9:
+		return "GB", 1e9
+	case n >= 1e6:
+		return "MB", 1e6
+	case n >= 1e3:
+		return "kB", 1e3
+	}
+	return "bytes", 1
+}
+
+// FormatETA formats the seconds left of a backup: "3 min left"; "" when unknown (negative).
+func FormatETA(seconds int64) string {
+	switch {
+	case seconds < 0:
+		return ""
+	case seconds < 60:
+		return "less than a minute left"
+	case seconds < 3600:
+		return fmt.Sprintf("%d min left", (seconds+30)/60)
+	}
+	h, m := seconds/3600, (seconds%3600+30)/60
+	if m == 60 {
+		h, m = h+1, 0
+	}
+	if m == 0 {
+		return fmt.Sprintf("%d h left", h)
+	}
+	return fmt.Sprintf("%d h %d min left", h, m)
+}
+
+// FormatAge says how long ago t was, seen from now: "just now", "5 minutes ago",
+// "2 hours ago", "3 days ago".
+func FormatAge(now, t time.Time) string {
+	d := now.Sub(t)
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return plural(int64(d/time.Minute), "minute") + " ago"
+	case d < 24*time.Hour:
+		return plural(int64(d/time.Hour), "hour") + " ago"
+	}
+	return plural(int64(d/(24*time.Hour)), "day") + " ago"
+}
+
+// nextAgeChange returns when FormatAge(·, t) next reads differently after now.
+func nextAgeChange(now, t time.Time) time.Time {
+	d := now.Sub(t)
+	var step time.Duration
+	switch {
+	case d < 0:
+		return t
+	case d < time.Hour:
+		step = time.Minute
+	case d < 24*time.Hour:
+		step = time.Hour
+	default:
+		step = 24 * time.Hour
+	}
+	return t.Add((d/step + 1) * step)
+}
+
+func plural(n int64, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
+}
+
+// percent formats a progress fraction; it never shows 100% before the end.
+func percent(p float64) string {
+	if math.IsNaN(p) || p < 0 {
+		p = 0
+	}
+	v := int(math.Floor(p * 100))
+	if v > 100 {
+		v = 100
+	}
+	return fmt.Sprintf("%d%%", v)
+}
+
+// StatusLine is the first menu line of a drive and its line in the tooltip, for example
+// "Backing up to Blue stick: 42% · 1.2 of 2.9 GB · 3 min left" or
+// "Blue stick: Last backup 2 hours ago".
+func StatusLine(now time.Time, st api.DriveStatus) string {
+	name := DriveName(st)
+	switch st.State {
+	case api.StatePresent:
+		return name + ": Plugged in · " + lastBackup(now, st)
+	case api.StateUnlocking:
+		return "Unlocking " + name + "…"
+	case api.StateAwaitingPassphrase:
+		return name + ": Passphrase needed"
+	case api.StateMounting:
+		return "Preparing " + name + "…"
+	case api.StateBackingUp:
+		if st.BytesTotal == 0 {
+			return "Backing up to " + name + ": counting files…"
+		}
+		parts := []string{percent(st.Progress), FormatBytesPair(st.BytesDone, st.BytesTotal)}
+		if eta := FormatETA(st.EtaSeconds); eta != "" {
+			parts = append(parts, eta)
+		}
+		return "Backing up to " + name + ": " + strings.Join(parts, " · ")
+	case api.StateFinishing:
+		return "Backing up to " + name + ": finishing…"
+	case api.StateUnmounting:
+		return "Unmounting " + name + "…"
+	case api.StateLocking:
+		return "Locking " + name + "…"
+	case api.StateSafeToRemove:
+		return name + ": Safe to remove"
+	case api.StateFailed:
+		if st.StateReason != "" {
+			return name + ": Backup failed: " + shorten(st.StateReason, 80)
+		}
+		return name + ": Backup failed"
+	}
+	return name + ": " + lastBackup(now, st)
+}
+
+func lastBackup(now time.Time, st api.DriveStatus) string {
+	if st.LastBackup == 0 {
+		return "Never backed up"
+	}
+	return "Last backup " + FormatAge(now, time.Unix(int64(st.LastBackup), 0))
+}
+
+func shorten(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}

@@ -1,0 +1,224 @@
+package ui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"fyne.io/fyne/v2"
+	"fyne.io/fyne/v2/app"
+	"fyne.io/systray"
+	"github.com/godbus/dbus/v5"
+
+	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/tray/internal/icons"
+	"github.com/plugvault/plugvault/tray/internal/model"
+	"github.com/plugvault/plugvault/tray/internal/notify"
+	"github.com/plugvault/plugvault/tray/internal/opener"
+)
+
+// callTimeout bounds a method call. It is long because polkit may ask the user to
+// authenticate first, and Eject returns only when the drive is safe to remove.
+const callTimeout = 10 * time.Minute
+
+// SessionName is the tray's well-known name on the session bus; owning it makes the tray a
+// single instance per session.
+const SessionName = "org.plugvault.Tray"
+
+// ErrAlreadyRunning is returned by Run when another tray runs in this session.
+var ErrAlreadyRunning = errors.New("plugvault-tray already runs in this session")
+
+// Options configures Run.
+type Options struct {
+	// Connect opens a client of plugvaultd on the system bus; default api.Connect.
+	Connect func(ctx context.Context) (*api.Client, error)
+	// Opener opens the read-only backups in the file manager; default xdg-open.
+	Opener opener.Opener
+	// Logger receives diagnostics; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Run shows the tray until the user chooses Quit or ctx ends.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Connect == nil {
+		opts.Connect = api.Connect
+	}
+	if opts.Opener == nil {
+		opts.Opener = opener.XDG{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// One tray per session: the autostart entry and the application menu both start it.
+	session, err := dbus.SessionBus()
+	if err != nil {
+		return fmt.Errorf("cannot connect to the session bus: %w", err)
+	}
+	if reply, err := session.RequestName(SessionName, dbus.NameFlagDoNotQueue); err != nil {
+		return fmt.Errorf("cannot own %s on the session bus: %w", SessionName, err)
+	} else if reply != dbus.RequestNameReplyPrimaryOwner {
+		return ErrAlreadyRunning
+	}
+
+	a := app.NewWithID(SessionName)
+	c := &controller{opts: opts, log: opts.Logger, app: a, events: make(chan model.Event, 256),
+		model: model.New(), timer: time.NewTimer(time.Hour)}
+	c.timer.Stop()
+	c.menu = newMenu(c.post)
+	c.dialog = newPassDialog(a, c)
+	c.logWin = newLogWindow(a, func() { c.post(model.LogClosed{}) })
+
+	systray.SetTitle("plugvault")
+	start, end := systray.RunWithExternalLoop(nil, nil)
+	start()
+	defer end()
+	c.notifier = notify.New(session, "plugvault")
+
+	c.ctx = ctx
+	go c.watchService(ctx)
+	go c.loop(ctx)
+	runDone := make(chan struct{})
+	go func() {
+		select {
+		case <-parent.Done(): // SIGTERM, SIGINT
+			fyne.Do(a.Quit)
+		case <-runDone:
+		}
+	}()
+	a.Run()
+	close(runDone)
+	return nil
+}
+
+// controller owns the model; see the package comment.
+type controller struct {
+	ctx      context.Context // ends when the tray stops
+	opts     Options
+	log      *slog.Logger
+	app      fyne.App
+	events   chan model.Event
+	model    *model.Model
+	timer    *time.Timer
+	menu     *menu
+	dialog   *passDialog
+	logWin   *logWindow
+	notifier *notify.Notifier
+	client   clientRef
+}
+
+// post hands an event to the controller; it never blocks the caller for long (the channel is
+// buffered far beyond what a person can click).
+func (c *controller) post(ev model.Event) {
+	c.events <- ev
+}
+
+func (c *controller) loop(ctx context.Context) {
+	c.apply(ctx, c.model.Update(time.Now(), model.ServiceDown{}))
+	for {
+		var ev model.Event
+		select {
+		case <-ctx.Done():
+			return
+		case ev = <-c.events:
+		case <-c.timer.C:
+			ev = model.TimerFired{}
+		}
+		c.apply(ctx, c.model.Update(time.Now(), ev))
+	}
+}
+
+func (c *controller) apply(ctx context.Context, acts []model.Action) {
+	for _, act := range acts {
+		switch a := act.(type) {
+		case model.SetIcon:
+			systray.SetIcon(icons.Tray(a.Icon, a.Step))
+		case model.SetTooltip:
+			systray.SetTooltip(a.Text)
+		case model.SetMenu:
+			c.menu.set(a.Items)
+		case model.Notify:
+			go func() {
+				nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if err := c.notifier.Notify(nctx, a.Tag, a.IconName, a.Summary, a.Body, a.Urgent); err != nil {
+					c.log.Warn("notification not shown", "summary", a.Summary, "err", err)
+				}
+			}()
+		case model.ShowDialog:
+			c.log.Info("passphrase dialog", "drive", a.Drive, "message", a.Message, "busy", a.Busy)
+			fyne.Do(func() { c.dialog.show(a) })
+		case model.HideDialog:
+			c.log.Info("passphrase dialog hidden")
+			fyne.Do(c.dialog.hide)
+		case model.ShowLog:
+			c.log.Info("log window", "drive", a.Drive, "title", a.Title, "lines", len(a.Lines))
+			fyne.Do(func() { c.logWin.show(a) })
+		case model.Call:
+			go c.call(ctx, a)
+		case model.OpenFolder:
+			go func() {
+				if err := c.opts.Opener.Open(ctx, a.Path); err != nil {
+					c.log.Warn("cannot open the backups", "path", a.Path, "err", err)
+				}
+			}()
+		case model.SetTimer:
+			c.timer.Stop()
+			if !a.At.IsZero() {
+				c.timer.Reset(max(time.Until(a.At), 0))
+			}
+		case model.Quit:
+			fyne.Do(c.app.Quit)
+		}
+	}
+}
+
+var errNotRunning = fmt.Errorf("the backup service is not running: %w", api.ErrFailed)
+
+func (c *controller) call(ctx context.Context, a model.Call) {
+	done := model.CallDone{Drive: a.Drive, Method: a.Method}
+	cl := c.client.get()
+	if cl == nil {
+		done.Err = errNotRunning
+		c.post(done)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	switch a.Method {
+	case api.MethodBackupNow:
+		done.Err = cl.BackupNow(cctx, a.Drive, nil)
+	case api.MethodCancel:
+		done.Err = cl.Cancel(cctx, a.Drive, nil)
+	case api.MethodEject:
+		done.Err = cl.Eject(cctx, a.Drive, nil)
+	case api.MethodBrowse:
+		done.Dir, done.Err = cl.Browse(cctx, a.Drive, nil)
+	default:
+		done.Err = errors.New("internal error: unknown method " + a.Method)
+	}
+	if done.Err != nil {
+		c.log.Info("call failed", "method", a.Method, "drive", a.Drive, "err", done.Err)
+	}
+	c.post(done)
+}
+
+// unlock sends the passphrase and zeroes it; the dialog calls it on its own goroutine after
+// posting DialogSubmitted.
+func (c *controller) unlock(ctx context.Context, drive dbus.ObjectPath, pass []byte) {
+	defer clear(pass)
+	done := model.UnlockDone{Drive: drive}
+	if cl := c.client.get(); cl == nil {
+		done.Err = errNotRunning
+	} else {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		done.Err = cl.Unlock(cctx, drive, pass, nil)
+		cancel()
+	}
+	c.post(done)
+}

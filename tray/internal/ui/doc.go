@@ -1,0 +1,16 @@
+// Package ui is plugvault-tray's front end: a fyne.io/systray StatusNotifierItem (icon,
+// tooltip, menu) and fyne windows (the passphrase dialog, the log), driven by the pure reducer
+// in tray/internal/model.
+//
+// One controller goroutine owns the model. Everything that happens becomes a model.Event on
+// one channel: bus events from api.Client.Watch (after the state was read afresh on
+// EventServiceUp), menu clicks, dialog buttons, the end of method calls and the one timer the
+// model asks for. The controller carries out the actions the model returns: systray calls
+// directly (they are goroutine-safe), window work through fyne.Do, method calls and
+// notifications on their own goroutines so the UI never waits for the bus.
+//
+// The tray follows the service across restarts (EventServiceUp/Down) and reconnects to the
+// system bus with backoff when the connection itself drops. It never polls. Calls allow
+// interactive authorization so that polkit's agent can ask the user. Windows are hidden,
+// never closed (fyne quits when its last window is destroyed).
+package ui
