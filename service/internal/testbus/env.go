@@ -32,6 +32,10 @@ type EnvOptions struct {
 	Drives []api.DriveStatus
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// FDPassing connects the daemon with godbus's own unix transport, which negotiates fd
+	// passing, guarded only by daemon.CloseUnixFDs (to test that guard). By default the
+	// daemon connects like plugvaultd does, with daemon.ConnectBus (no fd passing).
+	FDPassing bool
 	// Options, when set, are passed to daemon.New; Backend, Enroller, Authorizer are filled in
 	// when nil.
 	Options daemon.Options
@@ -45,7 +49,13 @@ func Start(t testing.TB, o EnvOptions) *Env {
 	testenv.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 	env := &Env{Bus: bus, Polkit: StartFakeAuthority(t, bus), Backend: NewFakeBackend()}
-	conn, err := dbus.Connect(bus.Address, dbus.WithIncomingInterceptor(daemon.CloseUnixFDs))
+	var conn *dbus.Conn
+	var err error
+	if o.FDPassing {
+		conn, err = dbus.Connect(bus.Address, dbus.WithIncomingInterceptor(daemon.CloseUnixFDs))
+	} else {
+		conn, err = daemon.ConnectBus(bus.Address)
+	}
 	if err != nil {
 		t.Fatalf("cannot connect the daemon to the private bus: %v", err)
 	}
