@@ -60,6 +60,7 @@ type Daemon struct {
 	ctx      context.Context // root of every call's context; cancelled by Close
 	cancel   context.CancelFunc
 	mgrProps *properties
+	intro    map[string]string // introspection data by interface
 
 	mu     sync.Mutex // guards drives and serialises property updates with their signals
 	drives map[string]*driveEntry
@@ -93,7 +94,11 @@ func New(conn *dbus.Conn, opts Options) (*Daemon, error) {
 	if opts.CallTimeout <= 0 {
 		opts.CallTimeout = DefaultCallTimeout
 	}
-	d := &Daemon{conn: conn, opts: opts, log: opts.Logger, drives: map[string]*driveEntry{}}
+	intro, err := introspection()
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{conn: conn, opts: opts, log: opts.Logger, drives: map[string]*driveEntry{}, intro: intro}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.mgrProps = newProperties(api.ManagerInterface, map[string]any{
 		api.PropVersion:      opts.Version,
@@ -107,7 +112,8 @@ func New(conn *dbus.Conn, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// exportObject exports obj, its properties and the contract's introspection data at path.
+// exportObject exports obj, its properties and its introspection data (from the contract) at
+// path.
 func (d *Daemon) exportObject(path dbus.ObjectPath, iface string, obj any, props *properties) error {
 	if err := d.conn.Export(obj, path, iface); err != nil {
 		return fmt.Errorf("cannot export %s: %w", path, err)
@@ -115,7 +121,7 @@ func (d *Daemon) exportObject(path dbus.ObjectPath, iface string, obj any, props
 	if err := d.conn.Export(props, path, propertiesInterface); err != nil {
 		return fmt.Errorf("cannot export %s: %w", path, err)
 	}
-	if err := d.conn.Export(introspect.Introspectable(api.IntrospectXML), path, introspectableInterface); err != nil {
+	if err := d.conn.Export(introspect.Introspectable(d.intro[iface]), path, introspectableInterface); err != nil {
 		return fmt.Errorf("cannot export %s: %w", path, err)
 	}
 	return nil
