@@ -24,21 +24,27 @@ func (m *Manager) ListDrives(opts map[string]dbus.Variant) ([]dbus.ObjectPath, *
 	return m.d.drivePathsLocked(), nil
 }
 
+// beginDevice authorizes a call about a device (the dialog names it when it looks like a
+// device path), then checks the options and the device.
+func (m *Manager) beginDevice(sender dbus.Sender, msg dbus.Message, method, device string, opts map[string]dbus.Variant, message string) (*call, options, error) {
+	c := m.d.newCall(sender, msg, api.ManagerInterface, method, opts)
+	shown := displayDevice(device)
+	if err := c.authorize(map[string]string{"drive.device": shown, "polkit.message": fmt.Sprintf(message, shown)}); err != nil {
+		return c, nil, err
+	}
+	o, err := checkOptions(method, opts)
+	if err != nil {
+		return c, nil, err
+	}
+	return c, o, validDevice(device)
+}
+
 // Enroll formats device as a new backup drive (authorize, validate, then Enroller.Enroll).
 func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, passphrase []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
 	defer zero(msg.Body, passphrase)
-	c := m.d.newCall(sender, msg, api.ManagerInterface, api.MethodEnroll, opts)
-	if err := c.authorize(map[string]string{
-		"drive.device":   displayDevice(device),
-		"polkit.message": fmt.Sprintf("Authentication is required to format %s as a backup drive (everything on it will be erased)", displayDevice(device)),
-	}); err != nil {
-		return "", c.reply(err)
-	}
-	o, err := checkOptions(api.MethodEnroll, opts)
+	c, o, err := m.beginDevice(sender, msg, api.MethodEnroll, device, opts,
+		"Authentication is required to format %s as a backup drive (everything on it will be erased)")
 	if err != nil {
-		return "", c.reply(err)
-	}
-	if err := validDevice(device); err != nil {
 		return "", c.reply(err)
 	}
 	if len(passphrase) == 0 || len(passphrase) > maxPassphrase {
@@ -80,18 +86,9 @@ func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, pa
 // Adopt registers a LUKS device prepared by hand (authorize, validate, then Enroller.Adopt).
 func (m *Manager) Adopt(sender dbus.Sender, msg dbus.Message, device string, secret []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
 	defer zero(msg.Body, secret)
-	c := m.d.newCall(sender, msg, api.ManagerInterface, api.MethodAdopt, opts)
-	if err := c.authorize(map[string]string{
-		"drive.device":   displayDevice(device),
-		"polkit.message": fmt.Sprintf("Authentication is required to register %s as a backup drive", displayDevice(device)),
-	}); err != nil {
-		return "", c.reply(err)
-	}
-	o, err := checkOptions(api.MethodAdopt, opts)
+	c, o, err := m.beginDevice(sender, msg, api.MethodAdopt, device, opts,
+		"Authentication is required to register %s as a backup drive")
 	if err != nil {
-		return "", c.reply(err)
-	}
-	if err := validDevice(device); err != nil {
 		return "", c.reply(err)
 	}
 	req := AdoptRequest{

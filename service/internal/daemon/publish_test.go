@@ -31,6 +31,17 @@ func nextEvent(t *testing.T, ctx context.Context, events <-chan api.Event, kind 
 	}
 }
 
+// watch subscribes to the daemon's signals and waits until the daemon is seen running.
+func watch(t *testing.T, ctx context.Context, env *testbus.Env) <-chan api.Event {
+	t.Helper()
+	events, err := env.Client.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextEvent(t, ctx, events, api.EventServiceUp)
+	return events
+}
+
 func keys(m map[string]dbus.Variant) []string {
 	var ks []string
 	for k := range m {
@@ -45,11 +56,7 @@ func keys(m map[string]dbus.Variant) []string {
 func TestUpdateDriveEmitsOnePropertiesChanged(t *testing.T) {
 	env := startEnv(t, testbus.EnvOptions{})
 	ctx := ctxT(t)
-	events, err := env.Client.Watch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nextEvent(t, ctx, events, api.EventServiceUp)
+	events := watch(t, ctx, env)
 
 	st := testbus.SampleDrive(uuidOne, "work")
 	st.Present = true
@@ -89,11 +96,7 @@ func TestUpdateDriveEmitsOnePropertiesChanged(t *testing.T) {
 func TestEnrollAndForgetAnnounce(t *testing.T) {
 	env := startEnv(t, testbus.EnvOptions{})
 	ctx := ctxT(t)
-	events, err := env.Client.Watch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nextEvent(t, ctx, events, api.EventServiceUp)
+	events := watch(t, ctx, env)
 	path, err := env.Client.Enroll(ctx, blockDevice(t), []byte("pw"), api.Options{api.OptName: "travel"})
 	if err != nil {
 		t.Fatal(err)
