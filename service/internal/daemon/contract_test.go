@@ -111,6 +111,16 @@ func TestBusctlIntrospect(t *testing.T) {
 		t.Fatalf("busctl introspect: %v\n%s", err, out)
 	}
 	text := string(out)
+	// Generic tools find every object from the root.
+	tree, err := exec.Command(busctl, "--address="+env.Bus.Address, "--list", "tree", api.BusName).CombinedOutput()
+	if err != nil {
+		t.Fatalf("busctl tree: %v\n%s", err, tree)
+	}
+	for _, p := range []dbus.ObjectPath{api.ManagerPath, api.DrivePath(uuidOne), api.DrivePath(uuidTwo)} {
+		if !strings.Contains(string(tree), string(p)+"\n") {
+			t.Errorf("busctl tree does not list %s:\n%s", p, tree)
+		}
+	}
 	for _, want := range [][]string{
 		{api.ManagerInterface, "interface"},
 		{"." + api.MethodListDrives, "method", "a{sv}", "ao"},
