@@ -3,16 +3,14 @@ package daemon_test
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/testbus"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 const (
@@ -36,20 +34,11 @@ func startEnv(t *testing.T, o testbus.EnvOptions) *testbus.Env {
 	return testbus.Start(t, o)
 }
 
-// blockDevice finds a block device node directly under /dev (a loop device on most hosts),
-// for the calls that need a valid device.
+// blockDevice returns a device that Enroll and Adopt accept: a stand-in under a temporary
+// device root (daemon.FakeBlockDevice). TestValidDevice checks the real rules with real nodes.
 func blockDevice(t *testing.T) string {
 	t.Helper()
-	entries, _ := os.ReadDir("/dev")
-	for _, e := range entries {
-		p := filepath.Join("/dev", e.Name())
-		fi, err := os.Lstat(p)
-		if err == nil && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0 {
-			return p
-		}
-	}
-	testenv.Require(t, false, "no block device under /dev")
-	return ""
+	return daemon.FakeBlockDevice(t)
 }
 
 // mutating is every method that needs authorization, with a call that passes validation.

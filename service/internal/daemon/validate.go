@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 
@@ -126,8 +127,20 @@ func validAbsPath(what, p string) error {
 	return nil
 }
 
-// devRoot is where device nodes live; tests replace it.
-var devRoot = "/dev"
+// deviceRules say where device nodes live and what counts as a block device; tests replace
+// them (handlers read them concurrently, hence the atomic).
+type deviceRules struct {
+	root    string
+	isBlock func(os.FileInfo) bool
+}
+
+var devices atomic.Pointer[deviceRules]
+
+func init() {
+	devices.Store(&deviceRules{root: "/dev", isBlock: func(fi os.FileInfo) bool {
+		return fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
+	}})
+}
 
 // validDevice checks a device argument of Enroll or Adopt: an absolute, clean path under
 // /dev that is a block device itself, not a symlink to one and not below a symlinked
@@ -136,7 +149,8 @@ func validDevice(p string) error {
 	if err := validAbsPath("device", p); err != nil {
 		return err
 	}
-	if !strings.HasPrefix(p, devRoot+"/") {
+	rules := devices.Load()
+	if !strings.HasPrefix(p, rules.root+"/") {
 		return invalid("cannot use device %q: it must be under /dev", p)
 	}
 	resolved, err := filepath.EvalSymlinks(p)
@@ -150,7 +164,7 @@ func validDevice(p string) error {
 	if err != nil {
 		return notFound("cannot use device %q: %v", p, pathErr(err))
 	}
-	if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+	if !rules.isBlock(fi) {
 		return invalid("cannot use device %q: not a block device", p)
 	}
 	return nil

@@ -57,6 +57,14 @@ func TestArgumentValidation(t *testing.T) {
 	c := env.Client
 	drive := api.DrivePath(uuidOne)
 	dev := blockDevice(t)
+	root := filepath.Dir(dev)
+	link := filepath.Join(root, "by-id-usb-stick")
+	if err := os.Symlink("sdz", link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(root, "dir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		call func() error
@@ -72,9 +80,10 @@ func TestArgumentValidation(t *testing.T) {
 		{"verify bad snapshot", func() error { _, _, err := c.Verify(ctx, drive, "latest/..", nil); return err }, api.ErrInvalidArgument},
 		{"unlock empty passphrase", func() error { return c.Unlock(ctx, drive, nil, nil) }, api.ErrInvalidArgument},
 		{"enroll outside /dev", func() error { _, err := c.Enroll(ctx, "/tmp/disk.img", []byte("p"), nil); return err }, api.ErrInvalidArgument},
-		{"enroll dotdot", func() error { _, err := c.Enroll(ctx, "/dev/../etc/passwd", []byte("p"), nil); return err }, api.ErrInvalidArgument},
-		{"enroll char device", func() error { _, err := c.Enroll(ctx, "/dev/null", []byte("p"), nil); return err }, api.ErrInvalidArgument},
-		{"enroll missing device", func() error { _, err := c.Enroll(ctx, "/dev/plugvault-no-such-disk", []byte("p"), nil); return err }, api.ErrNotFound},
+		{"enroll dotdot", func() error { _, err := c.Enroll(ctx, root+"/../etc/passwd", []byte("p"), nil); return err }, api.ErrInvalidArgument},
+		{"enroll symlink", func() error { _, err := c.Enroll(ctx, link, []byte("p"), nil); return err }, api.ErrInvalidArgument},
+		{"adopt directory", func() error { _, err := c.Adopt(ctx, root+"/dir", []byte("p"), nil); return err }, api.ErrInvalidArgument},
+		{"enroll missing device", func() error { _, err := c.Enroll(ctx, root+"/missing", []byte("p"), nil); return err }, api.ErrNotFound},
 		{"enroll bad filesystem", func() error {
 			_, err := c.Enroll(ctx, dev, []byte("p"), api.Options{api.OptFilesystem: "vfat"})
 			return err
@@ -147,6 +156,9 @@ func TestValidDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "file"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(dir, "null"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil {
 		t.Fatal(err)
 	}
 	for p, want := range map[string]error{
