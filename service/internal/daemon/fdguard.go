@@ -16,7 +16,10 @@ import (
 // godbus has already received the descriptors when the interceptor runs: it replaces each 'h'
 // in the body, at any depth (arrays, structs, dict values, variants), by a dbus.UnixFD holding
 // the descriptor's number in this process. The guard walks the body and closes each one, then
-// sets it to -1 where the value can be changed in place.
+// sets it to -1 where the value can be changed in place. Two cases are beyond its reach, which
+// is why plugvaultd's own connection (ConnectBus) does not accept fds at all: fds that the
+// header counts but the body never references (godbus drops them unseen), and arrays or dicts
+// of fds, on which godbus v5.2.4 panics while decoding, before any interceptor runs.
 func CloseUnixFDs(msg *dbus.Message) {
 	if msg == nil {
 		return
