@@ -90,7 +90,10 @@ func (a *Authority) Check(ctx context.Context, subject, action string, details m
 	call := obj.CallWithContext(ctx, Interface+".CheckAuthorization", 0, subj, action, details, flags, cancelID)
 	if call.Err != nil {
 		if ctx.Err() != nil {
+			// The caller's time ran out or the daemon is stopping: take the dialog away.
 			a.cancel(cancelID)
+			a.logger.Info("polkit check abandoned, denying", "action", action, "sender", subject, "error", ctx.Err().Error())
+			return deny(api.ErrNotAuthorized, "not authorized to %s: the authorization was not answered in time", verb(action))
 		}
 		a.logger.Warn("polkit check failed, denying", "action", action, "sender", subject, "error", call.Err.Error())
 		return deny(api.ErrNotAuthorized, "not authorized to %s: cannot reach polkit", verb(action))
