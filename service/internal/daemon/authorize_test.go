@@ -83,7 +83,7 @@ func TestEveryMethodEveryPolkitOutcome(t *testing.T) {
 				}
 			} else {
 				// Enroll/Adopt published a drive, Forget removed one: put the fixture back.
-				env.Daemon.RemoveDrive(testbus.NewFakeBackend().EnrollUUID())
+				env.Daemon.RemoveDrive(env.Backend.EnrollUUID())
 				if m.method == api.MethodForget {
 					if err := env.Daemon.AddDrive(uuidOne, testbus.SampleDrive(uuidOne, "work")); err != nil {
 						t.Fatal(err)
@@ -120,7 +120,7 @@ func TestInteractiveOnlyWhenAllowed(t *testing.T) {
 			env.Backend.Reset()
 			env.Client.SetInteractive(c.flag)
 			err := m.call(ctx, env.Client, drive, c.opts)
-			env.Daemon.RemoveDrive(testbus.NewFakeBackend().EnrollUUID())
+			env.Daemon.RemoveDrive(env.Backend.EnrollUUID())
 			if m.method == api.MethodForget && err == nil {
 				if err := env.Daemon.AddDrive(uuidOne, testbus.SampleDrive(uuidOne, "work")); err != nil {
 					t.Fatal(err)
@@ -203,7 +203,7 @@ func TestSecretsZeroed(t *testing.T) {
 		if err := m.call(ctx, env.Client, api.DrivePath(uuidOne), nil); err != nil {
 			t.Fatal(err)
 		}
-		env.Daemon.RemoveDrive(testbus.NewFakeBackend().EnrollUUID())
+		env.Daemon.RemoveDrive(env.Backend.EnrollUUID())
 		calls := env.Backend.Calls()
 		if len(calls) != 1 || len(calls[0].Secret) == 0 {
 			t.Fatalf("%s: backend calls %v", m.method, calls)

@@ -32,6 +32,11 @@ type EnvOptions struct {
 	Drives []api.DriveStatus
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// Bus, when set, is used instead of a new private bus.
+	Bus *apitest.Bus
+	// RealPolkit skips the fake authority: the test runs the real polkitd (StartPolkitd) on
+	// Bus; Env.Polkit is nil.
+	RealPolkit bool
 	// FDPassing connects the daemon with godbus's own unix transport, which negotiates fd
 	// passing, guarded only by daemon.CloseUnixFDs (to test that guard). By default the
 	// daemon connects like plugvaultd does, with daemon.ConnectBus (no fd passing).
@@ -47,8 +52,14 @@ type EnvOptions struct {
 func Start(t testing.TB, o EnvOptions) *Env {
 	t.Helper()
 	testenv.RequireTool(t, "dbus-daemon")
-	bus := apitest.StartBus(t, apitest.BusOptions{})
-	env := &Env{Bus: bus, Polkit: StartFakeAuthority(t, bus), Backend: NewFakeBackend()}
+	bus := o.Bus
+	if bus == nil {
+		bus = apitest.StartBus(t, apitest.BusOptions{})
+	}
+	env := &Env{Bus: bus, Backend: NewFakeBackend()}
+	if !o.RealPolkit {
+		env.Polkit = StartFakeAuthority(t, bus)
+	}
 	var conn *dbus.Conn
 	var err error
 	if o.FDPassing {
