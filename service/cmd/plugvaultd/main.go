@@ -99,7 +99,7 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 	if err != nil {
 		return fmt.Errorf("cannot load the configuration: %w", err)
 	}
-	conn, err := daemon.ConnectBus(busAddress)
+	conn, err := daemon.ConnectBus(ctx, busAddress)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -32,7 +34,11 @@ func SystemBusAddress() string {
 // takes and panics, killing the whole process, when a message carries fds in an array or dict
 // ("ah", "a{sh}"): its decoder builds a []UnixFDIndex and appends a UnixFD to it. CloseUnixFDs
 // is installed as well, as a second line should fds ever arrive.
-func ConnectBus(address string, opts ...dbus.ConnOption) (*dbus.Conn, error) {
+//
+// ctx bounds the connection handshake (authentication and Hello), which is also limited to
+// HandshakeTimeout: a bus that accepts the socket but never answers must not hang the
+// daemon's start, where SIGTERM only cancels ctx.
+func ConnectBus(ctx context.Context, address string, opts ...dbus.ConnOption) (*dbus.Conn, error) {
 	opts = append(opts, dbus.WithIncomingInterceptor(CloseUnixFDs))
 	var errs []error
 	for _, a := range strings.Split(address, ";") {
@@ -44,25 +50,15 @@ func ConnectBus(address string, opts ...dbus.ConnOption) (*dbus.Conn, error) {
 			errs = append(errs, err)
 			continue
 		}
-		c, err := net.Dial("unix", sock)
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", sock)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("cannot connect to the bus at %s: %w", a, err))
 			continue
 		}
-		// Hiding the *net.UnixConn makes godbus use its generic stream transport, which
-		// does not offer fd passing during authentication.
-		conn, err := dbus.NewConn(stream{c}, opts...)
+		conn, err := handshake(ctx, c, opts)
 		if err != nil {
-			c.Close()
 			return nil, fmt.Errorf("cannot connect to the bus at %s: %w", a, err)
-		}
-		if err := conn.Auth(nil); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("cannot authenticate to the bus at %s: %w", a, err)
-		}
-		if err := conn.Hello(); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("cannot say hello to the bus at %s: %w", a, err)
 		}
 		return conn, nil
 	}
@@ -70,6 +66,38 @@ func ConnectBus(address string, opts ...dbus.ConnOption) (*dbus.Conn, error) {
 		return nil, fmt.Errorf("cannot connect to the bus: empty address %q", address)
 	}
 	return nil, errors.Join(errs...)
+}
+
+// HandshakeTimeout limits authentication and Hello.
+const HandshakeTimeout = 30 * time.Second
+
+// handshake authenticates on c and says Hello, giving up when ctx ends or HandshakeTimeout
+// passes (the socket deadline makes godbus's blocked reads fail).
+func handshake(ctx context.Context, c net.Conn, opts []dbus.ConnOption) (*dbus.Conn, error) {
+	_ = c.SetDeadline(time.Now().Add(HandshakeTimeout))
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	// Hiding the *net.UnixConn makes godbus use its generic stream transport, which does
+	// not offer fd passing during authentication.
+	conn, err := dbus.NewConn(stream{c}, opts...)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := conn.Auth(nil); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("cannot authenticate: %w", err)
+	}
+	if err := conn.Hello(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("no answer to Hello: %w", err)
+	}
+	if !stop() {
+		conn.Close()
+		return nil, ctx.Err()
+	}
+	_ = c.SetDeadline(time.Time{})
+	return conn, nil
 }
 
 // stream is a net.Conn seen only as an io.ReadWriteCloser.

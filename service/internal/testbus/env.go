@@ -1,6 +1,7 @@
 package testbus
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 
@@ -65,7 +66,7 @@ func Start(t testing.TB, o EnvOptions) *Env {
 	if o.FDPassing {
 		conn, err = dbus.Connect(bus.Address, dbus.WithIncomingInterceptor(daemon.CloseUnixFDs))
 	} else {
-		conn, err = daemon.ConnectBus(bus.Address)
+		conn, err = daemon.ConnectBus(context.Background(), bus.Address)
 	}
 	if err != nil {
 		t.Fatalf("cannot connect the daemon to the private bus: %v", err)
