@@ -130,6 +130,7 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 	defer func() { <-done }()
 	select {
 	case <-ctx.Done():
+		logger.Info("stopping")
 		notify(logger, sd.SdNotifyStopping)
 		notify(logger, "STATUS=stopping")
 		return nil
