@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"context"
 	"errors"
 	"reflect"
 	"testing"
@@ -230,5 +231,26 @@ func TestSecretsZeroed(t *testing.T) {
 				t.Errorf("adopt request %+v secret %q", r, calls[0].Secret)
 			}
 		}
+	}
+}
+
+// brokenAuthorizer fails without saying why in api terms.
+type brokenAuthorizer struct{}
+
+func (brokenAuthorizer) Check(context.Context, string, string, map[string]string, bool) error {
+	return errors.New("the authorizer is broken")
+}
+
+// An Authorizer error that wraps no api sentinel still denies.
+func TestBrokenAuthorizerDenies(t *testing.T) {
+	env := startEnv(t, testbus.EnvOptions{Options: daemon.Options{Authorizer: brokenAuthorizer{}}})
+	ctx := ctxT(t)
+	for _, m := range mutatingMethods(t) {
+		if err := m.call(ctx, env.Client, api.DrivePath(uuidOne), nil); !errors.Is(err, api.ErrNotAuthorized) {
+			t.Errorf("%s: %v, want NotAuthorized", m.method, err)
+		}
+	}
+	if calls := env.Backend.Calls(); len(calls) != 0 {
+		t.Errorf("backend got %v", calls)
 	}
 }

@@ -94,7 +94,11 @@ func (c *call) authorize(details map[string]string) error {
 		c.d.log.Info("call not authorized", "method", c.method, "action", action, "sender", c.sender, "error", err)
 		return err
 	}
-	c.d.log.Info("call authorized", "method", c.method, "action", action, "sender", c.sender, "drive", details["drive.uuid"])
+	subject := details["drive.uuid"]
+	if subject == "" {
+		subject = details["drive.device"]
+	}
+	c.d.log.Info("call authorized", "method", c.method, "action", action, "sender", c.sender, "drive", subject)
 	return nil
 }
 
