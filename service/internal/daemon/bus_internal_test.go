@@ -53,7 +53,7 @@ func TestConnectBusGivesUpWithCtx(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		cancel() // the client is now waiting for an answer that never comes
+		cancel()                      // the client is now waiting for an answer that never comes
 		_, _ = io.Copy(io.Discard, c) // until the client gives up and closes
 	}()
 	if conn, err := ConnectBus(ctx, "unix:path="+sock); err == nil {
