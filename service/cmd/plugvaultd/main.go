@@ -1,0 +1,140 @@
+// Command plugvaultd is plugvault's root system service: it owns org.plugvault.PlugVault1 on
+// the system bus and handles the enrolled backup drives. This file only wires the packages
+// together.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/buildinfo"
+	"github.com/plugvault/plugvault/service/internal/config"
+	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/logging"
+	"github.com/plugvault/plugvault/service/internal/polkit"
+)
+
+// optionalPath is a flag that may be given alone (--check-config) or with a value
+// (--check-config=FILE).
+type optionalPath struct {
+	set  bool
+	path string
+}
+
+func (p *optionalPath) String() string   { return p.path }
+func (p *optionalPath) IsBoolFlag() bool { return true }
+func (p *optionalPath) Set(s string) error {
+	p.set = true
+	if s != "true" {
+		p.path = s
+	}
+	return nil
+}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("plugvaultd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	check := &optionalPath{path: config.DefaultPath}
+	fs.Var(check, "check-config", "load and validate the configuration `FILE` (default "+config.DefaultPath+"), print every problem and exit")
+	version := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	switch {
+	case *version:
+		fmt.Fprintln(stdout, "plugvaultd", buildinfo.Version)
+		return 0
+	case check.set && fs.NArg() <= 1:
+		if fs.NArg() == 1 {
+			check.path = fs.Arg(0)
+		}
+		return checkConfig(check.path, stdout, stderr)
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "plugvaultd: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	logger := logging.New(slog.LevelInfo)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, logger, config.DefaultPath, daemon.SystemBusAddress()); err != nil {
+		logger.Error("plugvaultd stops", "error", err)
+		notify(logger, "STATUS="+err.Error())
+		return 1
+	}
+	return 0
+}
+
+// checkConfig prints every problem of the configuration at path (config.Load joins them).
+func checkConfig(path string, stdout, stderr io.Writer) int {
+	_, err := config.Load(path)
+	if err == nil {
+		fmt.Fprintf(stdout, "%s: ok\n", path)
+		return 0
+	}
+	problems := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		problems = j.Unwrap()
+	}
+	for _, p := range problems {
+		fmt.Fprintln(stderr, p)
+	}
+	return 1
+}
+
+// serve runs the daemon until ctx ends or the bus connection is lost.
+func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress string) error {
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		return fmt.Errorf("cannot load the configuration: %w", err)
+	}
+	conn, err := daemon.ConnectBus(ctx, busAddress)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	d, err := daemon.New(conn, daemon.Options{
+		Version:      buildinfo.Version,
+		ReminderDays: cfg.ReminderDays,
+		Backend:      placeholderBackend{},
+		Authorizer:   polkit.New(conn, logger),
+		Logger:       logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	for _, drv := range cfg.Drives {
+		st := api.DriveStatus{Name: drv.Name, LuksUUID: drv.LuksUUID, State: api.StateAbsent, EtaSeconds: -1}
+		if err := d.AddDrive(drv.LuksUUID, st); err != nil {
+			logger.Error("cannot publish a configured drive", "drive", drv.LuksUUID, "error", err)
+		}
+	}
+	if err := d.Start(); err != nil {
+		return err
+	}
+	notify(logger, sd.SdNotifyReady)
+	notify(logger, fmt.Sprintf("STATUS=serving %d drive(s)", len(cfg.Drives)))
+	done := watchdog(ctx, logger)
+	defer func() { <-done }()
+	select {
+	case <-ctx.Done():
+		logger.Info("stopping")
+		notify(logger, sd.SdNotifyStopping)
+		notify(logger, "STATUS=stopping")
+		return nil
+	case <-conn.Context().Done():
+		return errors.New("lost the connection to the system bus")
+	}
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/apitest"
+	"github.com/plugvault/plugvault/service/internal/buildinfo"
+	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/testenv"
+)
+
+func runCmd(args ...string) (int, string, string) {
+	var out, errOut strings.Builder
+	code := run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCmd("--version")
+	if code != 0 || out != "plugvaultd "+buildinfo.Version+"\n" {
+		t.Errorf("--version: %d %q", code, out)
+	}
+	if code, _, _ := runCmd("--nope"); code != 2 {
+		t.Errorf("unknown flag: exit %d, want 2", code)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.toml")
+	for _, args := range [][]string{{"--check-config", missing}, {"--check-config=" + missing}} {
+		if code, out, _ := runCmd(args...); code != 0 || !strings.Contains(out, "ok") {
+			t.Errorf("%v: %d %q, want 0 (a missing file means defaults)", args, code, out)
+		}
+	}
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte("version = 2\nno_such_key = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCmd("--check-config", bad)
+	if code != 1 || !strings.Contains(errOut, bad) {
+		t.Errorf("bad config: %d %q, want 1 and the problems", code, errOut)
+	}
+}
+
+// The placeholder never pretends: every method answers NotPresent.
+func TestPlaceholderBackend(t *testing.T) {
+	var b placeholderBackend
+	ctx := context.Background()
+	_, _, verr := b.Verify(ctx, "u", "")
+	_, lerr := b.ListSnapshots(ctx, "u")
+	_, berr := b.Browse(ctx, "u", daemon.Caller{UID: 1000})
+	for _, err := range []error{b.Unlock(ctx, "u", []byte("p")), b.BackupNow(ctx, "u"), b.Cancel(ctx, "u"),
+		b.Eject(ctx, "u", true), b.Restore(ctx, "u", daemon.RestoreRequest{Snapshot: "20261126T083100Z", Destination: "/tmp"}), verr, lerr, berr} {
+		if !errors.Is(err, api.ErrNotPresent) || err.Error() != "drive handling is not wired yet" {
+			t.Errorf("placeholder answered %v", err)
+		}
+	}
+}
+
+// serve owns the name before READY=1, sends WATCHDOG=1 when asked to, and STOPPING=1 on the
+// way out.
+func TestServeNotifiesSystemd(t *testing.T) {
+	testenv.RequireTool(t, "dbus-daemon")
+	bus := apitest.StartBus(t, apitest.BusOptions{})
+	sockDir, err := os.MkdirTemp("", "pvnotify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sock := filepath.Join(sockDir, "notify")
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "100000")
+	t.Setenv("WATCHDOG_PID", "")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- serve(ctx, slog.New(slog.DiscardHandler), filepath.Join(sockDir, "missing.toml"), bus.Address)
+	}()
+	next := func(want string) {
+		t.Helper()
+		buf := make([]byte, 512)
+		_ = l.SetReadDeadline(time.Now().Add(time.Minute))
+		for {
+			n, err := l.Read(buf)
+			if err != nil {
+				t.Fatalf("waiting for %s: %v", want, err)
+			}
+			if string(buf[:n]) == want {
+				return
+			}
+		}
+	}
+	next("READY=1")
+	client := api.NewClient(bus.Conn(t))
+	if v, err := client.Version(ctx); err != nil || v != buildinfo.Version {
+		t.Errorf("after READY=1: Version = %q, %v", v, err)
+	}
+	next("WATCHDOG=1")
+	cancel()
+	next("STOPPING=1")
+	if err := <-errc; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}

@@ -1,0 +1,256 @@
+package daemon_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/testbus"
+)
+
+// Every mutating method x every polkit outcome: the right error, exactly one check with the
+// method's action and the caller as subject, the backend reached only when allowed, and no
+// property changed by a refused call.
+func TestEveryMethodEveryPolkitOutcome(t *testing.T) {
+	env := startEnv(t, testbus.EnvOptions{})
+	ctx := ctxT(t)
+	drive := api.DrivePath(uuidOne)
+	caller := env.ClientBus.Names()[0]
+	want := map[testbus.Outcome]error{
+		testbus.Allow:     nil,
+		testbus.Deny:      api.ErrNotAuthorized,
+		testbus.Challenge: api.ErrNotAuthorizedCanObtain,
+		testbus.Dismissed: api.ErrNotAuthorizedDismissed,
+		testbus.Error:     api.ErrNotAuthorized,
+		testbus.Absent:    api.ErrNotAuthorized,
+	}
+	for _, m := range mutatingMethods(t) {
+		for _, outcome := range testbus.Outcomes {
+			name := m.method + "/" + string(outcome)
+			env.Polkit.SetOutcome(t, outcome)
+			env.Polkit.Reset()
+			env.Backend.Reset()
+			before := readState(t, ctx, env.Client)
+
+			err := m.call(ctx, env.Client, drive, nil)
+			wantErr(t, name, err, want[outcome])
+
+			checks := env.Polkit.Checks()
+			if outcome == testbus.Absent {
+				if len(checks) != 0 {
+					t.Errorf("%s: the absent authority got %d checks", name, len(checks))
+				}
+			} else if len(checks) != 1 {
+				t.Errorf("%s: polkit got %d checks, want 1", name, len(checks))
+			} else {
+				c := checks[0]
+				if wantAction := api.MethodActions[m.iface+"."+m.method]; c.Action != wantAction {
+					t.Errorf("%s: action %q, want %q", name, c.Action, wantAction)
+				}
+				if c.SubjectName() != caller {
+					t.Errorf("%s: subject %+v, want system-bus-name %s", name, c.Subject, caller)
+				}
+				if c.Interactive() {
+					t.Errorf("%s: interactive check although the caller did not allow interaction", name)
+				}
+				if c.Details["polkit.message"] == "" {
+					t.Errorf("%s: no polkit.message in %v", name, c.Details)
+				}
+				if m.iface == api.DriveInterface || m.method == api.MethodForget {
+					for k, v := range map[string]string{"drive.name": "work", "drive.label": "work-label", "drive.serial": "4C530001work", "drive.uuid": uuidOne} {
+						if c.Details[k] != v {
+							t.Errorf("%s: detail %s = %q, want %q", name, k, c.Details[k], v)
+						}
+					}
+				} else if c.Details["drive.device"] == "" {
+					t.Errorf("%s: details %v do not name the device", name, c.Details)
+				}
+			}
+
+			calls := env.Backend.Calls()
+			if outcome == testbus.Allow {
+				if len(calls) != 1 || calls[0].Method != m.method {
+					t.Errorf("%s: backend calls %v, want one %s", name, calls, m.method)
+				}
+			} else if len(calls) != 0 {
+				t.Errorf("%s: an unauthorized call reached the backend: %v", name, calls)
+			}
+			if outcome != testbus.Allow {
+				if after := readState(t, ctx, env.Client); !reflect.DeepEqual(before, after) {
+					t.Errorf("%s: an unauthorized call changed the state:\nbefore %+v\nafter  %+v", name, before, after)
+				}
+			} else {
+				// Enroll/Adopt published a drive, Forget removed one: put the fixture back.
+				env.Daemon.RemoveDrive(env.Backend.EnrollUUID())
+				if m.method == api.MethodForget {
+					if err := env.Daemon.AddDrive(uuidOne, testbus.SampleDrive(uuidOne, "work")); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+	}
+}
+
+// Interaction is allowed only when the caller set ALLOW_INTERACTIVE_AUTHORIZATION and did not
+// set auth.no_user_interaction; a wrongly typed auth.no_user_interaction counts as set and is
+// then rejected.
+func TestInteractiveOnlyWhenAllowed(t *testing.T) {
+	env := startEnv(t, testbus.EnvOptions{})
+	ctx := ctxT(t)
+	drive := api.DrivePath(uuidOne)
+	cases := []struct {
+		flag        bool
+		opts        api.Options
+		interactive bool
+		err         error
+	}{
+		{false, nil, false, nil},
+		{true, nil, true, nil},
+		{true, api.Options{api.OptNoUserInteraction: false}, true, nil},
+		{true, api.Options{api.OptNoUserInteraction: true}, false, nil},
+		{false, api.Options{api.OptNoUserInteraction: false}, false, nil},
+		{true, api.Options{api.OptNoUserInteraction: "no"}, false, api.ErrInvalidArgument},
+	}
+	for _, m := range mutatingMethods(t) {
+		for _, c := range cases {
+			env.Polkit.Reset()
+			env.Backend.Reset()
+			env.Client.SetInteractive(c.flag)
+			err := m.call(ctx, env.Client, drive, c.opts)
+			env.Daemon.RemoveDrive(env.Backend.EnrollUUID())
+			if m.method == api.MethodForget && err == nil {
+				if err := env.Daemon.AddDrive(uuidOne, testbus.SampleDrive(uuidOne, "work")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			name := m.method
+			wantErr(t, name, err, c.err)
+			checks := env.Polkit.Checks()
+			if len(checks) != 1 {
+				t.Fatalf("%s: %d checks, want 1", name, len(checks))
+			}
+			if checks[0].Interactive() != c.interactive {
+				t.Errorf("%s flag=%v opts=%v: interactive=%v, want %v", name, c.flag, c.opts, checks[0].Interactive(), c.interactive)
+			}
+		}
+	}
+}
+
+// Without an Enroller, Enroll/Adopt/Forget are still authorized first, then fail.
+func TestNoEnroller(t *testing.T) {
+	env := startEnv(t, testbus.EnvOptions{NoEnroller: true})
+	ctx := ctxT(t)
+	for _, m := range mutatingMethods(t)[:3] {
+		env.Polkit.SetOutcome(t, testbus.Deny)
+		if err := m.call(ctx, env.Client, api.DrivePath(uuidOne), nil); !errors.Is(err, api.ErrNotAuthorized) {
+			t.Errorf("%s denied: %v, want NotAuthorized", m.method, err)
+		}
+		env.Polkit.SetOutcome(t, testbus.Allow)
+		err := m.call(ctx, env.Client, api.DrivePath(uuidOne), nil)
+		if !errors.Is(err, api.ErrFailed) || err.Error() != "enrolling is not available yet" {
+			t.Errorf("%s: %v, want Failed \"enrolling is not available yet\"", m.method, err)
+		}
+	}
+	if calls := env.Backend.Calls(); len(calls) != 0 {
+		t.Errorf("backend got %v", calls)
+	}
+}
+
+// A hanging interactive check is cancelled with CancelCheckAuthorization when the daemon
+// stops, and the call is refused.
+func TestInteractiveCheckCancelled(t *testing.T) {
+	env := startEnv(t, testbus.EnvOptions{})
+	ctx := ctxT(t)
+	env.Polkit.SetOutcome(t, testbus.Hang)
+	env.Client.SetInteractive(true)
+	errc := make(chan error, 1)
+	go func() { errc <- env.Client.BackupNow(ctx, api.DrivePath(uuidOne), nil) }()
+	var check testbus.Check
+	select {
+	case check = <-env.Polkit.CheckCh():
+	case <-ctx.Done():
+		t.Fatal("no polkit check arrived")
+	}
+	if !check.Interactive() {
+		t.Fatal("the check is not interactive")
+	}
+	env.Daemon.Close()
+	err := <-errc
+	if !errors.Is(err, api.ErrNotAuthorized) {
+		t.Errorf("BackupNow: %v, want NotAuthorized", err)
+	}
+	cancelled := env.Polkit.Cancelled()
+	if len(cancelled) != 1 || cancelled[0] != check.CancelID {
+		t.Errorf("cancelled %v, want [%s]", cancelled, check.CancelID)
+	}
+	if calls := env.Backend.Calls(); len(calls) != 0 {
+		t.Errorf("backend got %v", calls)
+	}
+}
+
+// Passphrases reach the backend intact and are zeroed when the call returns.
+func TestSecretsZeroed(t *testing.T) {
+	env := startEnv(t, testbus.EnvOptions{})
+	ctx := ctxT(t)
+	for _, m := range mutatingMethods(t) {
+		if m.method != api.MethodUnlock && m.method != api.MethodEnroll && m.method != api.MethodAdopt {
+			continue
+		}
+		env.Backend.Reset()
+		if err := m.call(ctx, env.Client, api.DrivePath(uuidOne), nil); err != nil {
+			t.Fatal(err)
+		}
+		env.Daemon.RemoveDrive(env.Backend.EnrollUUID())
+		calls := env.Backend.Calls()
+		if len(calls) != 1 || len(calls[0].Secret) == 0 {
+			t.Fatalf("%s: backend calls %v", m.method, calls)
+		}
+		for _, b := range calls[0].SecretRef {
+			if b != 0 {
+				t.Errorf("%s: the secret was not zeroed after the call: %q", m.method, calls[0].SecretRef)
+				break
+			}
+		}
+		if m.method == api.MethodUnlock {
+			if string(calls[0].Secret) != "pass phrase" || calls[0].UUID != uuidOne {
+				t.Errorf("unlock call %+v", calls[0])
+			}
+			continue
+		}
+		switch r := calls[0].Args[0].(type) {
+		case daemon.EnrollRequest:
+			if string(calls[0].Secret) != "correct horse" || r.Name != "plugvault" || r.Filesystem != "btrfs" {
+				t.Errorf("enroll request %+v secret %q", r, calls[0].Secret)
+			}
+		case daemon.AdoptRequest:
+			if string(calls[0].Secret) != "keyfile bytes" || r.SecretIsPassphrase {
+				t.Errorf("adopt request %+v secret %q", r, calls[0].Secret)
+			}
+		}
+	}
+}
+
+// brokenAuthorizer fails without saying why in api terms.
+type brokenAuthorizer struct{}
+
+func (brokenAuthorizer) Check(context.Context, string, string, map[string]string, bool) error {
+	return errors.New("the authorizer is broken")
+}
+
+// An Authorizer error that wraps no api sentinel still denies.
+func TestBrokenAuthorizerDenies(t *testing.T) {
+	env := startEnv(t, testbus.EnvOptions{Options: daemon.Options{Authorizer: brokenAuthorizer{}}})
+	ctx := ctxT(t)
+	for _, m := range mutatingMethods(t) {
+		if err := m.call(ctx, env.Client, api.DrivePath(uuidOne), nil); !errors.Is(err, api.ErrNotAuthorized) {
+			t.Errorf("%s: %v, want NotAuthorized", m.method, err)
+		}
+	}
+	if calls := env.Backend.Calls(); len(calls) != 0 {
+		t.Errorf("backend got %v", calls)
+	}
+}

@@ -1,0 +1,189 @@
+package testbus
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/daemon"
+)
+
+// BackendCall is one call the fake backend or enroller received.
+type BackendCall struct {
+	Method string // "Unlock", "Enroll", …
+	UUID   string // the drive ("" for Enroll and Adopt)
+	// Secret is a copy of the passphrase or secret, taken when the call arrived.
+	Secret []byte
+	// SecretRef is the slice the daemon passed; it must be all zeros once the call returned.
+	SecretRef []byte
+	// Args holds the rest: a bool (Eject's power_off, Forget's remove_keyslot), a
+	// daemon.Caller (Browse), a daemon.RestoreRequest, a snapshot name (Verify), a
+	// daemon.EnrollRequest or daemon.AdoptRequest (secrets in them are the passed slices).
+	Args []any
+}
+
+// FakeBackend stands for the drive manager (service/internal/drive) and the enroller: it
+// records every call and answers with the error the test scripted, or success.
+type FakeBackend struct {
+	mu     sync.Mutex
+	calls  []BackendCall
+	errs   map[string]error
+	uuid   string // what Enroll and Adopt return
+	snaps  []api.Snapshot
+	browse string
+	// Publisher, when set, receives AddDrive after Enroll/Adopt like the real enroller does.
+	Publisher daemon.Publisher
+}
+
+var (
+	_ daemon.Backend  = (*FakeBackend)(nil)
+	_ daemon.Enroller = (*FakeBackend)(nil)
+)
+
+// NewFakeBackend returns a fake that succeeds at everything.
+func NewFakeBackend() *FakeBackend {
+	return &FakeBackend{errs: map[string]error{}, uuid: "0b8c6f2e-1111-4a4a-9f9f-123456789abc", browse: "/run/plugvault/browse/fake"}
+}
+
+// Fail makes every later call of method return err (nil clears it).
+func (b *FakeBackend) Fail(method string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err == nil {
+		delete(b.errs, method)
+	} else {
+		b.errs[method] = err
+	}
+}
+
+// SetEnrollUUID sets the LUKS UUID that Enroll and Adopt report.
+func (b *FakeBackend) SetEnrollUUID(uuid string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.uuid = uuid
+}
+
+// SetSnapshots sets what ListSnapshots returns.
+func (b *FakeBackend) SetSnapshots(s []api.Snapshot) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.snaps = s
+}
+
+// Calls returns every call so far.
+func (b *FakeBackend) Calls() []BackendCall {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]BackendCall(nil), b.calls...)
+}
+
+// Reset forgets the recorded calls.
+func (b *FakeBackend) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls = nil
+}
+
+func (b *FakeBackend) record(method, uuid string, secret []byte, args ...any) error {
+	c := BackendCall{Method: method, UUID: uuid, Args: args}
+	if secret != nil {
+		c.Secret = append([]byte(nil), secret...)
+		c.SecretRef = secret
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls = append(b.calls, c)
+	return b.errs[method]
+}
+
+// Unlock implements daemon.Backend.
+func (b *FakeBackend) Unlock(_ context.Context, uuid string, passphrase []byte) error {
+	return b.record("Unlock", uuid, passphrase)
+}
+
+// BackupNow implements daemon.Backend.
+func (b *FakeBackend) BackupNow(_ context.Context, uuid string) error {
+	return b.record("BackupNow", uuid, nil)
+}
+
+// Cancel implements daemon.Backend.
+func (b *FakeBackend) Cancel(_ context.Context, uuid string) error {
+	return b.record("Cancel", uuid, nil)
+}
+
+// Eject implements daemon.Backend.
+func (b *FakeBackend) Eject(_ context.Context, uuid string, powerOff bool) error {
+	return b.record("Eject", uuid, nil, powerOff)
+}
+
+// ListSnapshots implements daemon.Backend.
+func (b *FakeBackend) ListSnapshots(_ context.Context, uuid string) ([]api.Snapshot, error) {
+	if err := b.record("ListSnapshots", uuid, nil); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]api.Snapshot(nil), b.snaps...), nil
+}
+
+// Browse implements daemon.Backend.
+func (b *FakeBackend) Browse(_ context.Context, uuid string, caller daemon.Caller) (string, error) {
+	if err := b.record("Browse", uuid, nil, caller); err != nil {
+		return "", err
+	}
+	return b.browse, nil
+}
+
+// Restore implements daemon.Backend.
+func (b *FakeBackend) Restore(_ context.Context, uuid string, req daemon.RestoreRequest) error {
+	return b.record("Restore", uuid, nil, req)
+}
+
+// Verify implements daemon.Backend.
+func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string) (uint64, []string, error) {
+	if err := b.record("Verify", uuid, nil, snapshot); err != nil {
+		return 0, nil, err
+	}
+	return 42, []string{}, nil
+}
+
+// Enroll implements daemon.Enroller.
+func (b *FakeBackend) Enroll(_ context.Context, req daemon.EnrollRequest) (string, error) {
+	if err := b.record("Enroll", "", req.Passphrase, req); err != nil {
+		return "", err
+	}
+	return b.added(req.Name)
+}
+
+// Adopt implements daemon.Enroller.
+func (b *FakeBackend) Adopt(_ context.Context, req daemon.AdoptRequest) (string, error) {
+	if err := b.record("Adopt", "", req.Secret, req); err != nil {
+		return "", err
+	}
+	return b.added(req.Name)
+}
+
+func (b *FakeBackend) added(name string) (string, error) {
+	b.mu.Lock()
+	uuid, pub := b.uuid, b.Publisher
+	b.mu.Unlock()
+	if pub != nil {
+		if err := pub.AddDrive(uuid, api.DriveStatus{Name: name, LuksUUID: uuid, State: api.StateAbsent, EtaSeconds: -1}); err != nil {
+			return "", fmt.Errorf("cannot publish the new drive: %w", err)
+		}
+	}
+	return uuid, nil
+}
+
+// Forget implements daemon.Enroller.
+func (b *FakeBackend) Forget(_ context.Context, uuid string, removeKeyslot bool) error {
+	return b.record("Forget", uuid, nil, removeKeyslot)
+}
+
+// EnrollUUID returns the LUKS UUID that Enroll and Adopt report.
+func (b *FakeBackend) EnrollUUID() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.uuid
+}
