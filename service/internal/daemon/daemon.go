@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -39,7 +40,10 @@ const (
 type Options struct {
 	Version      string // the Version property
 	ReminderDays uint32 // the ReminderDays property
-	Backend      Backend
+	// Backend may be nil when it can only be built after the Daemon (the drive manager
+	// publishes through it): SetBackends provides it before Start. Until then drive methods
+	// fail (after authorization) with Failed "plugvaultd is still starting".
+	Backend Backend
 	// Enroller may be nil: Enroll, Adopt and Forget then fail (after authorization) with
 	// Failed "enrolling is not available yet".
 	Enroller   Enroller
@@ -62,6 +66,9 @@ type Daemon struct {
 	mgrProps *properties
 	intro    map[string]string // introspection data by interface
 
+	backend  atomic.Pointer[Backend]  // see SetBackends
+	enroller atomic.Pointer[Enroller] // nil: enrolling is not available
+
 	mu     sync.Mutex // guards drives and serialises property updates with their signals
 	drives map[string]*driveEntry
 	closed bool
@@ -79,8 +86,8 @@ var _ Publisher = (*Daemon)(nil)
 
 // New exports the Manager on conn. Drives are added with AddDrive; Start then owns the bus name.
 func New(conn *dbus.Conn, opts Options) (*Daemon, error) {
-	if conn == nil || opts.Backend == nil || opts.Authorizer == nil {
-		return nil, errors.New("internal error: daemon.New needs a connection, a backend and an authorizer")
+	if conn == nil || opts.Authorizer == nil {
+		return nil, errors.New("internal error: daemon.New needs a connection and an authorizer")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -99,6 +106,7 @@ func New(conn *dbus.Conn, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{conn: conn, opts: opts, log: opts.Logger, drives: map[string]*driveEntry{}, intro: intro}
+	d.SetBackends(opts.Backend, opts.Enroller)
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.mgrProps = newProperties(api.ManagerInterface, map[string]any{
 		api.PropVersion:      opts.Version,
@@ -110,6 +118,33 @@ func New(conn *dbus.Conn, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// SetBackends sets the Backend and the Enroller (nil: not available). main calls it once the
+// drive manager, which publishes through the Daemon, exists, and before Start.
+func (d *Daemon) SetBackends(b Backend, e Enroller) {
+	if b != nil {
+		d.backend.Store(&b)
+	}
+	if e != nil {
+		d.enroller.Store(&e)
+	}
+}
+
+// currentBackend returns the Backend, or one that answers that the daemon is starting.
+func (d *Daemon) currentBackend() Backend {
+	if b := d.backend.Load(); b != nil {
+		return *b
+	}
+	return startingBackend{}
+}
+
+// currentEnroller returns the Enroller, or nil.
+func (d *Daemon) currentEnroller() Enroller {
+	if e := d.enroller.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // exportObject exports obj, its properties and its introspection data (from the contract) at

@@ -53,7 +53,7 @@ func (dr *Drive) Unlock(sender dbus.Sender, msg dbus.Message, passphrase []byte,
 	if len(passphrase) == 0 || len(passphrase) > maxPassphrase {
 		return c.reply(invalid("cannot unlock: the passphrase must be 1 to %d bytes", maxPassphrase))
 	}
-	return c.reply(dr.d.opts.Backend.Unlock(c.ctx, dr.uuid, passphrase))
+	return c.reply(dr.d.currentBackend().Unlock(c.ctx, dr.uuid, passphrase))
 }
 
 // BackupNow starts a run on a present, idle drive.
@@ -62,7 +62,7 @@ func (dr *Drive) BackupNow(sender dbus.Sender, msg dbus.Message, opts map[string
 	if err != nil {
 		return c.reply(err)
 	}
-	return c.reply(dr.d.opts.Backend.BackupNow(c.ctx, dr.uuid))
+	return c.reply(dr.d.currentBackend().BackupNow(c.ctx, dr.uuid))
 }
 
 // Cancel stops the running backup.
@@ -71,7 +71,7 @@ func (dr *Drive) Cancel(sender dbus.Sender, msg dbus.Message, opts map[string]db
 	if err != nil {
 		return c.reply(err)
 	}
-	return c.reply(dr.d.opts.Backend.Cancel(c.ctx, dr.uuid))
+	return c.reply(dr.d.currentBackend().Cancel(c.ctx, dr.uuid))
 }
 
 // Eject stops, unmounts, locks and (by default) powers off the drive.
@@ -80,7 +80,7 @@ func (dr *Drive) Eject(sender dbus.Sender, msg dbus.Message, opts map[string]dbu
 	if err != nil {
 		return c.reply(err)
 	}
-	return c.reply(dr.d.opts.Backend.Eject(c.ctx, dr.uuid, o.bool(api.OptPowerOff, true)))
+	return c.reply(dr.d.currentBackend().Eject(c.ctx, dr.uuid, o.bool(api.OptPowerOff, true)))
 }
 
 // ListSnapshots returns the snapshots read at the last unlock. It needs no authorization.
@@ -93,7 +93,7 @@ func (dr *Drive) ListSnapshots(opts map[string]dbus.Variant) ([]api.Snapshot, *d
 	}
 	ctx, cancel := dr.d.callContext()
 	defer cancel()
-	snaps, err := dr.d.opts.Backend.ListSnapshots(ctx, dr.uuid)
+	snaps, err := dr.d.currentBackend().ListSnapshots(ctx, dr.uuid)
 	if err != nil {
 		return nil, api.ToDBusError(err)
 	}
@@ -113,7 +113,7 @@ func (dr *Drive) Browse(sender dbus.Sender, msg dbus.Message, opts map[string]db
 	if err != nil {
 		return "", c.reply(err)
 	}
-	path, err := dr.d.opts.Backend.Browse(c.ctx, dr.uuid, who)
+	path, err := dr.d.currentBackend().Browse(c.ctx, dr.uuid, who)
 	if err != nil {
 		return "", c.reply(err)
 	}
@@ -140,7 +140,7 @@ func (dr *Drive) Restore(sender dbus.Sender, msg dbus.Message, snapshot, path, d
 	if err != nil {
 		return c.reply(err)
 	}
-	return c.reply(dr.d.opts.Backend.Restore(c.ctx, dr.uuid, RestoreRequest{
+	return c.reply(dr.d.currentBackend().Restore(c.ctx, dr.uuid, RestoreRequest{
 		Snapshot:    snapshot,
 		Path:        rel,
 		Destination: destination,
@@ -160,7 +160,7 @@ func (dr *Drive) Verify(sender dbus.Sender, msg dbus.Message, snapshot string, o
 			return 0, nil, c.reply(err)
 		}
 	}
-	checked, problems, err := dr.d.opts.Backend.Verify(c.ctx, dr.uuid, snapshot)
+	checked, problems, err := dr.d.currentBackend().Verify(c.ctx, dr.uuid, snapshot)
 	if err != nil {
 		return 0, nil, c.reply(err)
 	}

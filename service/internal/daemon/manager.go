@@ -72,10 +72,11 @@ func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, pa
 			return "", c.reply(err)
 		}
 	}
-	if m.d.opts.Enroller == nil {
+	enroller := m.d.currentEnroller()
+	if enroller == nil {
 		return "", c.reply(errNoEnroller)
 	}
-	uuid, err := m.d.opts.Enroller.Enroll(c.ctx, req)
+	uuid, err := enroller.Enroll(c.ctx, req)
 	if err != nil {
 		return "", c.reply(err)
 	}
@@ -110,10 +111,11 @@ func (m *Manager) Adopt(sender dbus.Sender, msg dbus.Message, device string, sec
 			return "", c.reply(err)
 		}
 	}
-	if m.d.opts.Enroller == nil {
+	enroller := m.d.currentEnroller()
+	if enroller == nil {
 		return "", c.reply(errNoEnroller)
 	}
-	uuid, err := m.d.opts.Enroller.Adopt(c.ctx, req)
+	uuid, err := enroller.Adopt(c.ctx, req)
 	if err != nil {
 		return "", c.reply(err)
 	}
@@ -140,10 +142,11 @@ func (m *Manager) Forget(sender dbus.Sender, msg dbus.Message, drive dbus.Object
 	if !known {
 		return c.reply(notFound("cannot forget %s: no such drive", drive))
 	}
-	if m.d.opts.Enroller == nil {
+	enroller := m.d.currentEnroller()
+	if enroller == nil {
 		return c.reply(errNoEnroller)
 	}
-	if err := m.d.opts.Enroller.Forget(c.ctx, uuid, o.bool(api.OptRemoveKeyslot, false)); err != nil {
+	if err := enroller.Forget(c.ctx, uuid, o.bool(api.OptRemoveKeyslot, false)); err != nil {
 		return c.reply(err)
 	}
 	m.d.RemoveDrive(uuid)

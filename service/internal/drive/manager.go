@@ -200,9 +200,9 @@ func (m *Manager) AddDrive(c config.Drive) error {
 	return m.addDriveLocked(c)
 }
 
-// ForgetDrive stops managing a drive and unpublishes it (Publisher.RemoveDrive). It refuses
+// RemoveDrive (enroll.Registry) stops managing a drive and unpublishes it (Publisher.RemoveDrive). It refuses
 // (api.ErrBusy) while the drive is busy or still unlocked: eject it first.
-func (m *Manager) ForgetDrive(uuid string) error {
+func (m *Manager) RemoveDrive(uuid string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d, err := m.lookupLocked(uuid)

@@ -990,7 +990,7 @@ func TestAdoptedMappingUnusable(t *testing.T) {
 	h.sys.assertClean(t)
 }
 
-func TestAddAndForgetDrive(t *testing.T) {
+func TestAddAndRemoveDrive(t *testing.T) {
 	h := newHarness(t)
 	h.start()
 	h.addKeyfile(uuidA, keyA)
@@ -1006,12 +1006,12 @@ func TestAddAndForgetDrive(t *testing.T) {
 	g := h.sys.block("engine", 1)
 	h.plug(sdb, uuidA, 1, keyA)
 	g.waitEntered(t)
-	if err := h.m.ForgetDrive(uuidA); !errors.Is(err, api.ErrBusy) {
-		t.Errorf("ForgetDrive during a run = %v", err)
+	if err := h.m.RemoveDrive(uuidA); !errors.Is(err, api.ErrBusy) {
+		t.Errorf("RemoveDrive during a run = %v", err)
 	}
 	g.open()
 	h.waitState(uuidA, 0, api.StateSafeToRemove)
-	if err := h.m.ForgetDrive(uuidA); err != nil {
+	if err := h.m.RemoveDrive(uuidA); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.m.ListSnapshots(context.Background(), uuidA); !errors.Is(err, api.ErrNotFound) {
