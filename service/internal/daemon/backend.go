@@ -13,6 +13,8 @@ type Caller struct {
 	UID     uint32
 	GID     uint32 // primary group of UID
 	PID     uint32
+	User    string // login name of UID
+	Home    string // home directory of UID
 }
 
 // RestoreRequest is a validated Drive.Restore call.
@@ -47,6 +49,9 @@ type EnrollRequest struct {
 	Label        string
 	Filesystem   string // "btrfs" or "ext4"
 	HeaderBackup string // absolute path or ""
+	// Caller enrolls the drive; unless it is root, the new drive backs up the caller's home
+	// as the caller (sources and run_as in the configuration).
+	Caller Caller
 }
 
 // AdoptRequest is a validated Manager.Adopt call.
@@ -56,6 +61,7 @@ type AdoptRequest struct {
 	SecretIsPassphrase bool
 	AddKeyfileSlot     bool
 	Name               string
+	Caller             Caller // as in EnrollRequest
 }
 
 // Enroller implements the Manager's configuration methods (the cli-enroll issue). It returns the

@@ -135,7 +135,7 @@ func (c *call) caller() (Caller, error) {
 	if err != nil {
 		return Caller{}, failed("cannot identify the caller: uid %d has the group %q", uid, u.Gid)
 	}
-	return Caller{BusName: c.sender, UID: uid, GID: uint32(gid), PID: pid}, nil
+	return Caller{BusName: c.sender, UID: uid, GID: uint32(gid), PID: pid, User: u.Username, Home: u.HomeDir}, nil
 }
 
 // driveDetails names the drive in the polkit dialog.

@@ -76,6 +76,9 @@ func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, pa
 	if enroller == nil {
 		return "", c.reply(errNoEnroller)
 	}
+	if req.Caller, err = c.caller(); err != nil {
+		return "", c.reply(err)
+	}
 	uuid, err := enroller.Enroll(c.ctx, req)
 	if err != nil {
 		return "", c.reply(err)
@@ -114,6 +117,9 @@ func (m *Manager) Adopt(sender dbus.Sender, msg dbus.Message, device string, sec
 	enroller := m.d.currentEnroller()
 	if enroller == nil {
 		return "", c.reply(errNoEnroller)
+	}
+	if req.Caller, err = c.caller(); err != nil {
+		return "", c.reply(err)
 	}
 	uuid, err := enroller.Adopt(c.ctx, req)
 	if err != nil {

@@ -322,6 +322,19 @@ func (e *Enroller) replayEvent(ctx context.Context, device, udevadm string) {
 }
 
 // register adds the drive to the configuration and then to the running daemon.
+// newDrive is the configuration entry of a new drive. A user who enrolls a drive for
+// themselves wants their home backed up, as themselves: that is the default, and the
+// administrator can change sources and run_as in config.toml later. A drive enrolled by root
+// gets no sources (backing up the system is a decision to write down, not a default).
+func newDrive(name, uuid string, slot int, caller daemon.Caller) config.Drive {
+	d := config.Drive{Name: name, LuksUUID: uuid, KeySlot: slot}
+	if caller.UID != 0 && caller.User != "" && filepath.IsAbs(caller.Home) && caller.Home != "/" {
+		d.RunAs = caller.User
+		d.Sources = []string{filepath.Clean(caller.Home)}
+	}
+	return d
+}
+
 func (e *Enroller) register(u *undoStack, d config.Drive) error {
 	if err := e.d.AppendDrive(e.d.ConfigPath, d); err != nil {
 		return fmt.Errorf("cannot add the drive to %s: %w", e.d.ConfigPath, err)
@@ -442,7 +455,7 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid s
 	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
 		return formatted(err)
 	}
-	if err := e.register(&u, config.Drive{Name: name, LuksUUID: uuid, KeySlot: slot}); err != nil {
+	if err := e.register(&u, newDrive(name, uuid, slot, req.Caller)); err != nil {
 		return formatted(err)
 	}
 	e.replayEvent(ctx, dev.Path, udevadm)
@@ -580,7 +593,7 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
 		return fail(err)
 	}
-	if err := e.register(&u, config.Drive{Name: name, LuksUUID: uuid, KeySlot: slot}); err != nil {
+	if err := e.register(&u, newDrive(name, uuid, slot, req.Caller)); err != nil {
 		return fail(err)
 	}
 	e.replayEvent(ctx, dev.Path, udevadm)

@@ -605,3 +605,22 @@ func TestEnrollSurvivesAFailedEventReplay(t *testing.T) {
 		t.Error("the drive is not fully enrolled")
 	}
 }
+
+func TestNewDriveDefaultsToTheCallersHome(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		caller  daemon.Caller
+		runAs   string
+		sources []string
+	}{
+		{"user", daemon.Caller{UID: 1000, User: "alice", Home: "/home/alice/"}, "alice", []string{"/home/alice"}},
+		{"root", daemon.Caller{UID: 0, User: "root", Home: "/root"}, "", nil},
+		{"no home", daemon.Caller{UID: 1001, User: "svc", Home: "/"}, "", nil},
+		{"relative home", daemon.Caller{UID: 1002, User: "odd", Home: "home/odd"}, "", nil},
+	} {
+		d := newDrive("blue", "11111111-2222-3333-4444-555555555555", 1, c.caller)
+		if d.RunAs != c.runAs || !slices.Equal(d.Sources, c.sources) || d.KeySlot != 1 || d.Name != "blue" {
+			t.Errorf("%s: newDrive = %+v, want run_as %q sources %v", c.name, d, c.runAs, c.sources)
+		}
+	}
+}
