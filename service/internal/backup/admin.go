@@ -321,14 +321,14 @@ func finishRun(job Job, guard func() error, res Result) (Result, error) {
 
 // ChildRequest is what the engine child reads on stdin.
 type ChildRequest struct {
-	Op       string `json:"op"` // "backup", "verify" or "restore"
-	Job      *Job   `json:"job,omitempty"`
-	Target   string `json:"target,omitempty"`
-	Host     string `json:"host,omitempty"`
-	Snapshot string `json:"snapshot,omitempty"`
-	Path     string `json:"path,omitempty"`
-	Dest     string `json:"dest,omitempty"`
-	Overwrite bool  `json:"overwrite,omitempty"`
+	Op        string `json:"op"` // "backup", "verify" or "restore"
+	Job       *Job   `json:"job,omitempty"`
+	Target    string `json:"target,omitempty"`
+	Host      string `json:"host,omitempty"`
+	Snapshot  string `json:"snapshot,omitempty"`
+	Path      string `json:"path,omitempty"`
+	Dest      string `json:"dest,omitempty"`
+	Overwrite bool   `json:"overwrite,omitempty"`
 }
 
 // ChildMessage is one JSON line the engine child writes on stdout.

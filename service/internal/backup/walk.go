@@ -73,7 +73,7 @@ func closeSources(ss []*source) {
 
 // scanResult is the outcome of a walk.
 type scanResult struct {
-	entries  []*Entry      // sorted by path
+	entries  []*Entry       // sorted by path
 	srcOf    map[string]int // snapshot path -> index of its source (for entries below a root)
 	files    uint64
 	bytes    uint64
