@@ -22,7 +22,7 @@ import (
 )
 
 // commitInterval is how often finished work is made durable (syncfs) and journaled.
-const commitInterval = 2 * time.Second
+var commitInterval = 2 * time.Second
 
 // maxWarnings bounds the warnings kept in a Result.
 const maxWarnings = 200

@@ -14,9 +14,9 @@ import (
 
 // Guard limits: the mount guard runs before the first write and again after this many entries
 // or bytes.
-const (
-	guardEveryOps   = 1000
-	guardEveryBytes = 256 << 20
+var (
+	guardEvery      uint64 = 1000
+	guardEveryBytes uint64 = 256 << 20
 )
 
 // guardGate calls the mount guard before each batch of writes.
@@ -49,7 +49,7 @@ func (g *guardGate) tick(n uint64) error {
 	g.mu.Lock()
 	g.ops++
 	g.bytes += n
-	full := g.ops >= guardEveryOps || g.bytes >= guardEveryBytes
+	full := g.ops >= guardEvery || g.bytes >= guardEveryBytes
 	g.mu.Unlock()
 	if full {
 		return g.check()
