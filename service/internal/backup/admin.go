@@ -376,6 +376,9 @@ func Spawn(ctx context.Context, enginePath string, job Job, cred *syscall.Creden
 	return finishRun(job, guard, *msg.Result)
 }
 
+// childEnv is the engine child's environment (nil: sysexec's fixed one); tests add a marker.
+var childEnv []string
+
 // runChild runs the engine child with req on stdin and collects its final message.
 func runChild(ctx context.Context, enginePath string, cred *syscall.Credential, req ChildRequest, progress func(Progress), final *ChildMessage) error {
 	in, err := json.Marshal(req)
@@ -388,7 +391,7 @@ func runChild(ctx context.Context, enginePath string, cred *syscall.Credential, 
 	}
 	var stderr bytes.Buffer
 	child, err := sysexec.StartChild(ctx, sysexec.ChildSpec{Path: enginePath, Stdin: bytes.NewReader(in),
-		Stdout: pw, Stderr: &limitedWriter{w: &stderr, n: 64 << 10}, Credential: cred})
+		Stdout: pw, Stderr: &limitedWriter{w: &stderr, n: 64 << 10}, Credential: cred, Env: childEnv})
 	pw.Close()
 	if err != nil {
 		pr.Close()

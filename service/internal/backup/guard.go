@@ -82,6 +82,15 @@ func checkMountinfo(data []byte, target string, dev uint64) error {
 		// The last mount on a mount point hides the ones below it.
 		found = true
 		got = f[2]
+		// btrfs reports an anonymous device number: compare the mount source's device too.
+		for i := 5; i+2 < len(f); i++ {
+			if f[i] == "-" {
+				if sourceDev(unescapeMount(f[i+2])) == dev {
+					got = fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
+				}
+				break
+			}
+		}
 		if f[3] != "/" {
 			got += " (not the filesystem root)"
 		}
@@ -113,4 +122,16 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// sourceDev is the device number of a mount source that is a block device node, or 0.
+var sourceDev = func(src string) uint64 {
+	if !strings.HasPrefix(src, "/dev/") {
+		return 0
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(src, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return 0
+	}
+	return st.Rdev
 }

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"fmt"
 	"sort"
 	"time"
 
@@ -51,21 +52,20 @@ func planRetention(names []string, now time.Time, r config.Retention) (del []str
 	}
 	seen := map[string]bool{}
 	for i, s := range ss {
-		if i == 0 || !s.t.Before(keepAll) {
-			continue
-		}
 		var bucket string
 		switch {
 		case !s.t.Before(daily):
 			bucket = "d" + s.t.UTC().Format("20060102")
 		case weeklyEnd.IsZero() || !s.t.Before(weeklyEnd):
 			y, w := s.t.UTC().ISOWeek()
-			bucket = "w" + time.Date(y, 1, 1, 0, 0, 0, 0, time.UTC).Format("2006") + string(rune('A'+w))
-		default:
-			del = append(del, s.name)
+			bucket = fmt.Sprintf("w%d-%d", y, w)
+		}
+		if i == 0 || !s.t.Before(keepAll) {
+			// The newest, and everything young, is kept and fills its day.
+			seen[bucket] = true
 			continue
 		}
-		if seen[bucket] {
+		if bucket == "" || seen[bucket] {
 			del = append(del, s.name)
 			continue
 		}

@@ -36,9 +36,13 @@ func TestPlanRetention(t *testing.T) {
 		{"newest is kept even when the policy would drop it",
 			[]string{at(200 * day), at(201 * day)}, config.Retention{WeeklyWeeks: 1},
 			[]string{at(201 * day)}},
-		{"custom keep-all window",
-			[]string{at(2 * h), at(3 * h), at(90 * time.Minute)}, config.Retention{KeepAllHours: 1},
-			[]string{at(3 * h)}},
+		{"custom keep-all window: older ones of the same day as a kept one go",
+			[]string{at(2 * h), at(3 * h), at(30 * time.Minute)}, config.Retention{KeepAllHours: 1},
+			[]string{at(2 * h), at(3 * h)}},
+		{"custom keep-all window: one per earlier day",
+			// now-13h = 23:00 and -14h = 22:00 on Nov 25.
+			[]string{at(13 * h), at(14 * h), at(30 * time.Minute)}, config.Retention{KeepAllHours: 1},
+			[]string{at(14 * h)}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -90,6 +94,21 @@ func TestCheckMountinfo(t *testing.T) {
 	}
 	if err := checkMountinfo(info, "/run/plugvault/over", dev(253, 5)); err == nil {
 		t.Error("a mount hidden by another accepted")
+	}
+	old := sourceDev
+	sourceDev = func(src string) uint64 {
+		if src == "/dev/mapper/btr" {
+			return dev(253, 9)
+		}
+		return 0
+	}
+	defer func() { sourceDev = old }()
+	btr := []byte("50 22 0:39 / /run/plugvault/b rw - btrfs /dev/mapper/btr rw\n")
+	if err := checkMountinfo(btr, "/run/plugvault/b", dev(253, 9)); err != nil {
+		t.Errorf("btrfs (anonymous st_dev) by its source device: %v", err)
+	}
+	if err := checkMountinfo(btr, "/run/plugvault/b", dev(253, 8)); err == nil {
+		t.Error("btrfs of another device accepted")
 	}
 	if err := checkMountinfo(info, "/run/plugvault/none", dev(253, 5)); err == nil {
 		t.Error("an unmounted directory accepted")
