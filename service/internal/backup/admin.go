@@ -294,14 +294,19 @@ func Run(ctx context.Context, job Job, guard func() error, progress func(Progres
 			return Result{}, fmt.Errorf("cannot write to the backup drive: %w", err)
 		}
 	}
+	tr := newTracer()
 	if err := Prepare(job, os.Geteuid(), os.Getegid()); err != nil {
 		return Result{}, err
 	}
+	tr.step("prepare")
 	res, err := runEngine(ctx, job, guard, progress, time.Now())
+	tr = newTracer()
 	if err != nil {
 		return res, err
 	}
-	return finishRun(job, guard, res)
+	res, err = finishRun(job, guard, res)
+	tr.step("promote and prune")
+	return res, err
 }
 
 func finishRun(job Job, guard func() error, res Result) (Result, error) {

@@ -41,9 +41,11 @@ type engine struct {
 	known    map[string]*Entry
 	prev     map[string]*Entry
 	resumed  bool
-	sources  []*source
-	journal  *os.File
-	euid     int
+	// baseIsManifest: known is exactly the destination's manifest file (no journal applied).
+	baseIsManifest bool
+	sources        []*source
+	journal        *os.File
+	euid           int
 
 	mu       sync.Mutex
 	pending  []*Entry // finished, not yet durable
@@ -53,6 +55,7 @@ type engine struct {
 	out      map[string]*Entry // what the new snapshot holds
 	failed   error
 
+	tr           *tracer
 	written      atomic.Uint64
 	bytesWritten atomic.Uint64
 	removed      atomic.Uint64
@@ -155,7 +158,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	defer unix.Close(hostFd)
 
 	e := &engine{ctx: ctx, job: job, guard: g, hostFd: hostFd, prevFd: -1, euid: os.Geteuid(),
-		out: make(map[string]*Entry)}
+		out: make(map[string]*Entry), tr: newTracer()}
 	e.prog = newProgressReporter(progress, now)
 	names, err := readDirNames(hostFd)
 	if err != nil {
@@ -179,16 +182,11 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	}
 	e.prog.prev = prevStats
 
+	var prevName string
 	if job.FSType == "btrfs" {
 		e.destName = workingDir
 		if e.destFd, err = openDirBeneath(hostFd, workingDir); err != nil {
 			return Result{}, fmt.Errorf("cannot open the working subvolume (not prepared?): %w", err)
-		}
-		e.known, err = readManifestAt(e.destFd, metaDir+"/manifest")
-		if err != nil {
-			// A fresh (or damaged) working tree: trust nothing in it.
-			e.known = map[string]*Entry{}
-			e.resumed = true
 		}
 	} else {
 		if err := g.check(); err != nil {
@@ -212,16 +210,10 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 		if e.destFd, err = openDirBeneath(hostFd, e.destName); err != nil {
 			return Result{}, fmt.Errorf("cannot open the partial snapshot: %w", err)
 		}
-		e.known = map[string]*Entry{}
 		if len(complete) > 0 {
-			last := complete[len(complete)-1]
-			if fd, err := openDirBeneath(hostFd, last); err == nil {
-				if m, err := readManifestAt(fd, metaDir+"/manifest"); err == nil {
-					e.prevFd, e.prev = fd, m
-				} else {
-					unix.Close(fd)
-					e.warn("snapshot %s has no readable manifest: copying everything", last)
-				}
+			prevName = complete[len(complete)-1]
+			if fd, err := openDirBeneath(hostFd, prevName); err == nil {
+				e.prevFd = fd
 			}
 		}
 	}
@@ -234,10 +226,6 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	if err := unix.Mkdirat(e.destFd, metaDir, 0o700); err != nil && err != unix.EEXIST {
 		return Result{}, fmt.Errorf("cannot create %s: %w", metaDir, err)
 	}
-	if data, err := readFileAt(e.destFd, metaDir+"/journal", 1<<30); err == nil && len(data) > 0 {
-		applyJournal(e.known, data)
-		e.resumed = true
-	}
 	jfd, err := openBeneath(e.destFd, metaDir+"/journal", unix.O_WRONLY|unix.O_CREAT|unix.O_APPEND, 0o600)
 	if err != nil {
 		return Result{}, fmt.Errorf("cannot open the journal: %w", err)
@@ -245,6 +233,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	e.journal = os.NewFile(uintptr(jfd), "journal")
 	defer e.journal.Close()
 
+	e.tr.step("open, read manifest")
 	// Scan.
 	started := time.Now()
 	if e.sources, err = openSources(job.Sources); err != nil {
@@ -257,7 +246,14 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	}
 	w := &walker{sources: e.sources, excl: newExcluder(patterns), skipDev: job.Dev, skipPath: job.Target,
 		workers: job.workers(), onEntries: func(n uint64) { e.prog.scanned(n) }}
+	// What the destination holds is read while the source is walked (different devices).
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		e.loadBase(prevName)
+	}()
 	scan, err := w.walk()
+	<-loaded
 	if err != nil {
 		return Result{}, err
 	}
@@ -265,6 +261,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 		e.warn("%s", wn)
 	}
 	scanDone := time.Now()
+	e.tr.step("walk")
 	if err := e.err(); err != nil {
 		return Result{}, err
 	}
@@ -274,6 +271,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 		return Result{}, err
 	}
 	copyDone := time.Now()
+	e.tr.step("update")
 
 	// Finish: manifest, stats, result; then promote (ext4) or leave for Promote (btrfs).
 	e.prog.phase(PhaseFinishing)
@@ -296,12 +294,14 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	if err := g.check(); err != nil {
 		return Result{}, err
 	}
-	if err := writeMeta(e.destFd, entries, st, res); err != nil {
+	if err := writeMeta(e.destFd, entries, st, res, e.manifestSource(entries)); err != nil {
 		return Result{}, err
 	}
+	e.tr.step("write metadata")
 	if err := unix.Syncfs(e.destFd); err != nil {
 		return Result{}, fmt.Errorf("cannot sync the target: %w", err)
 	}
+	e.tr.step("syncfs")
 	// The manifest now describes the tree: the journal is obsolete.
 	if err := unix.Unlinkat(e.destFd, metaDir+"/journal", 0); err != nil && err != unix.ENOENT {
 		return Result{}, fmt.Errorf("cannot remove the journal: %w", err)
@@ -323,8 +323,67 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 			return Result{}, err
 		}
 	}
+	e.tr.step("promote (ext4)")
 	e.prog.done()
 	return res, nil
+}
+
+// loadBase reads what the destination is known to hold: the working tree's manifest (btrfs)
+// or the previous snapshot's (ext4, for hard links), overlaid with the journal of an
+// interrupted run.
+func (e *engine) loadBase(prevName string) {
+	e.known = map[string]*Entry{}
+	if e.job.FSType == "btrfs" {
+		m, err := readManifestAt(e.destFd, metaDir+"/manifest")
+		if err != nil {
+			// A fresh (or damaged) working tree: trust nothing in it.
+			e.resumed = true
+		} else {
+			e.known = m
+			e.baseIsManifest = true
+		}
+	} else if e.prevFd >= 0 {
+		m, err := readManifestAt(e.prevFd, metaDir+"/manifest")
+		if err != nil {
+			unix.Close(e.prevFd)
+			e.prevFd = -1
+			e.warn("snapshot %s has no readable manifest: copying everything", prevName)
+		} else {
+			e.prev = m
+		}
+	}
+	if data, err := readFileAt(e.destFd, metaDir+"/journal", 1<<30); err == nil && len(data) > 0 {
+		applyJournal(e.known, data)
+		e.resumed = true
+		e.baseIsManifest = false
+	}
+}
+
+// manifestSource returns the directory fd whose manifest already lists exactly entries (the
+// destination itself on btrfs, the previous snapshot on ext4), or -1.
+func (e *engine) manifestSource(entries []*Entry) int {
+	base, fd := e.known, e.destFd
+	if e.job.FSType != "btrfs" {
+		base, fd = e.prev, e.prevFd
+		if e.resumed {
+			return -1
+		}
+	} else if !e.baseIsManifest {
+		return -1
+	}
+	if e.job.FSType == "btrfs" && (e.written.Load() > 0 || e.removed.Load() > 0) {
+		// known was edited by the deletions: only an untouched working tree matches.
+		return -1
+	}
+	if fd < 0 || len(base) != len(entries) {
+		return -1
+	}
+	for _, en := range entries {
+		if b := base[en.Path]; b == nil || !sameStored(b, en) {
+			return -1
+		}
+	}
+	return fd
 }
 
 // uniqueName is the snapshot name for a run started at now, later than every existing one.
@@ -437,9 +496,30 @@ func writeFileAt(root int, rel string, write func(io.Writer) error) error {
 	return nil
 }
 
-func writeMeta(destFd int, entries []*Entry, st Stats, res Result) error {
-	if err := writeFileAt(destFd, metaDir+"/manifest", func(w io.Writer) error { return writeManifest(w, entries) }); err != nil {
-		return err
+// writeMeta writes the snapshot's metadata. When the entries are exactly those of an existing
+// manifest (reuse >= 0, the directory fd holding it; reuse == destFd: it is already in place),
+// that manifest is hard-linked instead of written again: manifests are never modified in place.
+func writeMeta(destFd int, entries []*Entry, st Stats, res Result, reuse int) error {
+	switch {
+	case reuse == destFd:
+	case reuse >= 0:
+		mfd, err := openDirBeneath(reuse, metaDir)
+		if err == nil {
+			var dfd int
+			if dfd, err = openDirBeneath(destFd, metaDir); err == nil {
+				err = linkReplace(mfd, "manifest", dfd, "manifest")
+				unix.Close(dfd)
+			}
+			unix.Close(mfd)
+		}
+		if err == nil {
+			break
+		}
+		fallthrough
+	default:
+		if err := writeFileAt(destFd, metaDir+"/manifest", func(w io.Writer) error { return writeManifest(w, entries) }); err != nil {
+			return err
+		}
 	}
 	for name, v := range map[string]any{"stats.json": st, "result.json": res} {
 		if err := writeFileAt(destFd, metaDir+"/"+name, func(w io.Writer) error {
@@ -544,7 +624,7 @@ func (e *engine) update(scan *scanResult) error {
 					followers = append(followers, action{s: s, src: srcFor(s.Path), follower: l})
 					dirty[parentOf(s.Path)] = true
 				} else {
-					e.finish(keepEntry(k, s))
+					e.out[s.Path] = keepEntry(k, s)
 					keptFiles++
 				}
 				continue
@@ -552,7 +632,7 @@ func (e *engine) update(scan *scanResult) error {
 			leaders[id] = s.Path
 		}
 		if keep {
-			e.finish(keepEntry(k, s))
+			e.out[s.Path] = keepEntry(k, s)
 			keptFiles++
 			if s.Type == 'd' && e.resumed {
 				dirs = append(dirs, s) // still cleaned of stray names below
@@ -572,6 +652,7 @@ func (e *engine) update(scan *scanResult) error {
 		dirty[parentOf(s.Path)] = true
 	}
 	e.prog.start(totalFiles, keptFiles, totalBytes)
+	e.tr.step(fmt.Sprintf("plan (%d dels)", len(top)))
 
 	// Directories, parents first.
 	if err := e.guard.check(); err != nil {
@@ -597,6 +678,7 @@ func (e *engine) update(scan *scanResult) error {
 		}
 	}
 
+	e.tr.step(fmt.Sprintf("dirs (%d)", len(dirs)))
 	// Files, symlinks and special files, one directory per task, in parallel.
 	stopCommit := e.startCommitter()
 	tasks := make(chan string)
@@ -636,6 +718,7 @@ func (e *engine) update(scan *scanResult) error {
 		return err
 	}
 
+	e.tr.step(fmt.Sprintf("files (%d dirs)", len(byDir)))
 	// Directory metadata, deepest first (writing below a directory changes its times).
 	var dirtyDirs []string
 	for d := range dirty {
@@ -658,10 +741,16 @@ func (e *engine) update(scan *scanResult) error {
 		e.finish(&en)
 	}
 	stopCommit()
+	e.tr.step(fmt.Sprintf("dir metadata (%d)", len(dirtyDirs)))
 	if err := e.err(); err != nil {
 		return err
 	}
-	return e.commit()
+	// Make the data durable; the manifest written next replaces the journal.
+	if err := unix.Syncfs(e.destFd); err != nil {
+		return fmt.Errorf("cannot sync the target: %w", err)
+	}
+	e.tr.step("syncfs data")
+	return nil
 }
 
 func parentOf(p string) string {
@@ -671,6 +760,10 @@ func parentOf(p string) string {
 
 // keepEntry is s as stored: the source's stat with the stored hash and flags.
 func keepEntry(k, s *Entry) *Entry {
+	if s.hasFlag(flagAncestor) {
+		en := *k
+		return &en
+	}
 	en := *s
 	en.Hash, en.Flags = k.Hash, strings.ReplaceAll(k.Flags, string(flagChanging), "")
 	return &en

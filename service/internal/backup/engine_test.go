@@ -322,16 +322,20 @@ func TestVerifyFindsDamage(t *testing.T) {
 func TestChangingFileIsRetriedAndMarked(t *testing.T) {
 	src := t.TempDir()
 	tr := tree{t, src}
-	tr.file("grow", strings.Repeat("a", 4<<20), 0o644)
+	tr.file("grow", strings.Repeat("a", 32<<20), 0o644)
 	job := newJob(t, src, "ext4")
 	job.Workers = 1
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	started := make(chan struct{})
 	go func() {
 		defer close(done)
 		f, _ := os.OpenFile(filepath.Join(src, "grow"), os.O_WRONLY|os.O_APPEND, 0)
 		defer f.Close()
-		for {
+		for i := 0; ; i++ {
+			if i == 100 {
+				close(started)
+			}
 			select {
 			case <-stop:
 				return
@@ -340,6 +344,7 @@ func TestChangingFileIsRetriedAndMarked(t *testing.T) {
 			}
 		}
 	}()
+	<-started
 	res, err := Run(context.Background(), job, nil, nil)
 	close(stop)
 	<-done
@@ -354,4 +359,32 @@ func TestChangingFileIsRetriedAndMarked(t *testing.T) {
 	if !e.hasFlag(flagChanging) || len(res.Warnings) == 0 {
 		t.Errorf("a file that kept changing was not marked: flags %q warnings %q", e.Flags, res.Warnings)
 	}
+}
+
+// TestUnchangedManifestReused checks that a no-change run links (ext4) or keeps (btrfs) the
+// previous manifest, and that any change writes a new one listing it.
+func TestUnchangedManifestReused(t *testing.T) {
+	src := buildMany(t, 200, 5)
+	job := newJob(t, src, "ext4")
+	first := mustRun(t, job)
+	time.Sleep(1100 * time.Millisecond)
+	second := mustRun(t, job)
+	host := filepath.Join(job.Target, rootDir, job.Host)
+	var a, b unix.Stat_t
+	unix.Stat(filepath.Join(host, first.Snapshot, metaDir, "manifest"), &a)
+	unix.Stat(filepath.Join(host, second.Snapshot, metaDir, "manifest"), &b)
+	if a.Ino != b.Ino {
+		t.Error("an unchanged manifest was written again")
+	}
+	time.Sleep(1100 * time.Millisecond)
+	os.Remove(filepath.Join(src, "d00/s00/f00000"))
+	third := mustRun(t, job)
+	m, err := readManifestFile(filepath.Join(host, third.Snapshot, metaDir, "manifest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m[strings.TrimPrefix(src, "/")+"/d00/s00/f00000"]; ok {
+		t.Error("the manifest still lists a deleted file")
+	}
+	compareSnapshot(t, job, src)
 }

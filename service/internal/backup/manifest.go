@@ -19,6 +19,7 @@ const (
 	flagOwner    = 'o' // owner could not be preserved
 	flagXattr    = 'x' // some xattrs could not be preserved
 	flagChanging = 'c' // content kept changing while read: copy again next time
+	flagAncestor = 'a' // a directory above a source: not backed up itself, its times are not tracked
 )
 
 // Entry is one manifest line: a source entry as it was stored in a snapshot.
@@ -67,6 +68,9 @@ func sameSource(k, s *Entry) bool {
 	if k.hasFlag(flagChanging) {
 		return false
 	}
+	if s.hasFlag(flagAncestor) {
+		return k.Type == 'd'
+	}
 	switch s.Type {
 	case 'd':
 		return k.Mtime == s.Mtime && k.Ctime == s.Ctime
@@ -78,6 +82,17 @@ func sameSource(k, s *Entry) bool {
 		return k.Mtime == s.Mtime
 	}
 	return k.Size == s.Size && k.Mtime == s.Mtime && k.Ctime == s.Ctime && k.Ino == s.Ino
+}
+
+// sameStored reports whether two entries would be stored the same (the times of ancestors
+// are not tracked).
+func sameStored(a, b *Entry) bool {
+	if a.hasFlag(flagAncestor) && b.hasFlag(flagAncestor) {
+		x, y := *a, *b
+		x.Mtime, x.Ctime, y.Mtime, y.Ctime = 0, 0, 0, 0
+		return x == y
+	}
+	return *a == *b
 }
 
 // sameContent reports whether k can serve as s's content (a hard link on ext4): data and

@@ -118,6 +118,8 @@ func (w *walker) walk() (*scanResult, error) {
 			}
 			e := entryFromStat(p, &st)
 			e.Type, e.Nlink = 'd', 1 // a symlinked ancestor is stored as a directory
+			e.Ino, e.Size = 0, 0
+			e.addFlag(flagAncestor)
 			w.res.entries = append(w.res.entries, &e)
 		}
 		if s.prefix != "" {
