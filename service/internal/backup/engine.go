@@ -246,6 +246,10 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	}
 	w := &walker{sources: e.sources, excl: newExcluder(patterns), skipDev: job.Dev, skipPath: job.Target,
 		workers: job.workers(), onEntries: func(n uint64) { e.prog.scanned(n) }}
+	var tst unix.Stat_t
+	if unix.Fstat(targetFd, &tst) == nil {
+		w.skipDev2 = tst.Dev
+	}
 	// What the destination holds is read while the source is walked (different devices).
 	loaded := make(chan struct{})
 	go func() {
@@ -890,9 +894,14 @@ func (e *engine) doDir(dir string, acts []action, buf []byte) {
 			} else {
 				e.warn("%s: %v", "/"+a.s.Path, err)
 			}
-			// The previous version stays, if the destination holds one.
+			// The previous version stays, if the destination holds one (or, on ext4, the
+			// previous snapshot: it is linked).
 			if k := e.known[a.s.Path]; k != nil && k.Type == a.s.Type {
 				e.finish(k)
+			} else if p := e.prev[a.s.Path]; p != nil && p.Type == a.s.Type && prevFd >= 0 && (p.Type == 'f' || p.Type == 'l') {
+				if linkReplace(prevFd, name, dfd, name) == nil {
+					e.finish(p)
+				}
 			}
 			e.prog.add(1, 0)
 			continue

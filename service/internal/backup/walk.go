@@ -84,7 +84,8 @@ type scanResult struct {
 type walker struct {
 	sources   []*source
 	excl      *excluder
-	skipDev   uint64 // the target's device: never descend into it
+	skipDev   uint64 // the drive's device: never descend into it
+	skipDev2  uint64 // the target filesystem's st_dev (btrfs has an anonymous one)
 	skipPath  string // the target mount point
 	workers   int
 	mu        sync.Mutex
@@ -101,9 +102,8 @@ func (w *walker) warn(format string, args ...any) {
 
 // walk stats every entry below the sources.
 func (w *walker) walk() (*scanResult, error) {
-	w.res.srcOf = make(map[string]int)
 	seen := map[string]bool{}
-	for i, s := range w.sources {
+	for _, s := range w.sources {
 		// The source's ancestors become directories of the snapshot, with their metadata.
 		parts := strings.Split(s.prefix, "/")
 		for j := 1; j < len(parts); j++ {
@@ -129,7 +129,6 @@ func (w *walker) walk() (*scanResult, error) {
 			}
 			e := entryFromStat(s.prefix, &st)
 			w.res.entries = append(w.res.entries, &e)
-			w.res.srcOf[s.prefix] = i
 		}
 	}
 	sem := make(chan struct{}, w.workers)
@@ -214,7 +213,7 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 				continue
 			}
 		case 'd':
-			if w.skipDev != 0 && st.Dev == w.skipDev {
+			if (w.skipDev != 0 && st.Dev == w.skipDev) || (w.skipDev2 != 0 && st.Dev == w.skipDev2) {
 				continue
 			}
 			subdirs = append(subdirs, joinRel(rel, n))
@@ -230,9 +229,6 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 	w.res.entries = append(w.res.entries, local...)
 	w.res.files += files
 	w.res.bytes += bytes
-	if s.prefix != "" || rel != "" {
-		// (the source root's own entry was added by walk)
-	}
 	w.mu.Unlock()
 	if w.onEntries != nil {
 		w.onEntries(w.nEntries.Add(uint64(len(local))))
