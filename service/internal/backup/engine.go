@@ -248,7 +248,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 		workers: job.workers(), onEntries: func(n uint64) { e.prog.scanned(n) }}
 	var tst unix.Stat_t
 	if unix.Fstat(targetFd, &tst) == nil {
-		w.skipDev2 = tst.Dev
+		w.skipDir = [2]uint64{tst.Dev, tst.Ino}
 	}
 	// What the destination holds is read while the source is walked (different devices).
 	loaded := make(chan struct{})

@@ -388,3 +388,28 @@ func TestUnchangedManifestReused(t *testing.T) {
 	}
 	compareSnapshot(t, job, src)
 }
+
+// TestTargetInsideSourceSkipped backs up a directory that contains the target itself: the
+// target is never walked into (no recursion into the backups).
+func TestTargetInsideSourceSkipped(t *testing.T) {
+	src := t.TempDir()
+	tree{t, src}.file("doc", "d", 0o644)
+	target := filepath.Join(src, "drive")
+	os.Mkdir(target, 0o755)
+	job := Job{Sources: []string{src}, Target: target, Host: "h", FSType: "ext4", NoDefaultExcludes: true}
+	mustRun(t, job)
+	res := mustRun(t, job)
+	m, err := readManifestFile(filepath.Join(target, rootDir, job.Host, res.Snapshot, metaDir, "manifest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := strings.TrimPrefix(src, "/")
+	if m[rel+"/doc"] == nil {
+		t.Error("the source was not backed up")
+	}
+	for p := range m {
+		if strings.HasPrefix(p, rel+"/drive/") {
+			t.Errorf("the target was backed up into itself: %s", p)
+		}
+	}
+}

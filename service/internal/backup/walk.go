@@ -85,7 +85,7 @@ type walker struct {
 	sources   []*source
 	excl      *excluder
 	skipDev   uint64 // the drive's device: never descend into it
-	skipDev2  uint64 // the target filesystem's st_dev (btrfs has an anonymous one)
+	skipDir   [2]uint64 // st_dev and st_ino of the target directory: never descend into it
 	skipPath  string // the target mount point
 	workers   int
 	mu        sync.Mutex
@@ -213,7 +213,7 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 				continue
 			}
 		case 'd':
-			if (w.skipDev != 0 && st.Dev == w.skipDev) || (w.skipDev2 != 0 && st.Dev == w.skipDev2) {
+			if (w.skipDev != 0 && st.Dev == w.skipDev) || [2]uint64{st.Dev, st.Ino} == w.skipDir {
 				continue
 			}
 			subdirs = append(subdirs, joinRel(rel, n))
