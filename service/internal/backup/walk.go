@@ -84,9 +84,9 @@ type scanResult struct {
 type walker struct {
 	sources   []*source
 	excl      *excluder
-	skipDev   uint64 // the drive's device: never descend into it
+	skipDev   uint64    // the drive's device: never descend into it
 	skipDir   [2]uint64 // st_dev and st_ino of the target directory: never descend into it
-	skipPath  string // the target mount point
+	skipPath  string    // the target mount point
 	workers   int
 	mu        sync.Mutex
 	res       scanResult
