@@ -616,6 +616,20 @@ func (e *engine) update(scan *scanResult) error {
 	byDir := map[string][]action{}
 	var followers []action
 	leaders := map[[2]uint64]string{}
+	// A hard link group whose first member is written again is re-linked as a whole, so the
+	// destination keeps the source's link structure.
+	relink := map[[2]uint64]bool{}
+	for _, s := range scan.entries {
+		if s.Type == 'f' && s.Nlink > 1 {
+			id := [2]uint64{s.Dev, s.Ino}
+			if _, ok := leaders[id]; !ok {
+				leaders[id] = s.Path
+				k := e.known[s.Path]
+				relink[id] = k == nil || !sameSource(k, s)
+			}
+		}
+	}
+	clear(leaders)
 	var keptFiles uint64
 	for _, s := range scan.entries {
 		totalFiles++
@@ -623,6 +637,9 @@ func (e *engine) update(scan *scanResult) error {
 		keep := k != nil && sameSource(k, s)
 		if s.Type == 'f' && s.Nlink > 1 {
 			id := [2]uint64{s.Dev, s.Ino}
+			if relink[id] {
+				keep = false
+			}
 			if l, ok := leaders[id]; ok {
 				if !keep {
 					followers = append(followers, action{s: s, src: srcFor(s.Path), follower: l})

@@ -413,3 +413,30 @@ func TestTargetInsideSourceSkipped(t *testing.T) {
 		}
 	}
 }
+
+// TestHardLinkGroupChanges re-links a group when its first member changes and turns a
+// separate file into a link (ext4 layout; the btrfs working tree in TestRootHardLinkGroupChanges).
+func TestHardLinkGroupChanges(t *testing.T) {
+	src := t.TempDir()
+	hardLinkScenario(t, newJob(t, src, "ext4"), src)
+}
+
+func hardLinkScenario(t *testing.T, job Job, src string) {
+	tr := tree{t, src}
+	tr.file("b", "B", 0o644)
+	tr.file("a", "A", 0o644)
+	tr.link("b", "c") // group {b, c}, leader b
+	tr.file("z", "Z", 0o644)
+	mustRun(t, job)
+	compareSnapshot(t, job, src)
+	time.Sleep(1100 * time.Millisecond)
+	// "a" (sorted first) joins the group: a new leader that must be written.
+	os.Remove(filepath.Join(src, "a"))
+	tr.link("b", "a")
+	// z becomes a hard link of a fresh file y.
+	tr.file("y", "Y", 0o644)
+	os.Remove(filepath.Join(src, "z"))
+	tr.link("y", "z")
+	mustRun(t, job)
+	compareSnapshot(t, job, src)
+}

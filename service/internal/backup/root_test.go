@@ -191,3 +191,8 @@ func TestRootCrashInjectionBtrfs(t *testing.T) {
 	os.RemoveAll(filepath.Join(src, "d04"))
 	crashLoop(t, job, src, 4)
 }
+
+func TestRootHardLinkGroupChanges(t *testing.T) {
+	src := t.TempDir()
+	hardLinkScenario(t, rootJob(t, src, "btrfs"), src)
+}
