@@ -279,7 +279,13 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 
 	// Finish: manifest, stats, result; then promote (ext4) or leave for Promote (btrfs).
 	e.prog.phase(PhaseFinishing)
-	entries := sortedEntries(e.out)
+	// The scan is sorted: the manifest follows its order (every stored entry has a scan entry).
+	entries := make([]*Entry, 0, len(e.out))
+	for _, s := range scan.entries {
+		if en := e.out[s.Path]; en != nil {
+			entries = append(entries, en)
+		}
+	}
 	var files, bytes uint64
 	for _, en := range entries {
 		files++
@@ -327,7 +333,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 			return Result{}, err
 		}
 	}
-	e.tr.step("promote (ext4)")
+	e.tr.step("done (ext4: promoted)")
 	e.prog.done()
 	return res, nil
 }
@@ -555,6 +561,7 @@ func (e *engine) update(scan *scanResult) error {
 		return nil
 	}
 	inSource := make(map[string]*Entry, len(scan.entries))
+	e.out = make(map[string]*Entry, len(scan.entries))
 	children := map[string]map[string]bool{}
 	for _, s := range scan.entries {
 		inSource[s.Path] = s
@@ -704,7 +711,7 @@ func (e *engine) update(scan *scanResult) error {
 	stopCommit := e.startCommitter()
 	tasks := make(chan string)
 	var wg sync.WaitGroup
-	for i := 0; i < e.job.workers(); i++ {
+	for i := 0; i < e.job.copyWorkers(); i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -780,14 +787,17 @@ func parentOf(p string) string {
 }
 
 // keepEntry is s as stored: the source's stat with the stored hash and flags.
+// It reuses s (the scan's entry, owned by the run) to spare an allocation per entry.
 func keepEntry(k, s *Entry) *Entry {
 	if s.hasFlag(flagAncestor) {
 		en := *k
 		return &en
 	}
-	en := *s
-	en.Hash, en.Flags = k.Hash, strings.ReplaceAll(k.Flags, string(flagChanging), "")
-	return &en
+	s.Hash, s.Flags = k.Hash, k.Flags
+	if strings.IndexByte(s.Flags, flagChanging) >= 0 {
+		s.Flags = strings.ReplaceAll(s.Flags, string(flagChanging), "")
+	}
+	return s
 }
 
 // startCommitter commits every commitInterval until the returned stop function is called.

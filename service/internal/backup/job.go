@@ -28,8 +28,11 @@ type Job struct {
 	Retention config.Retention `json:"retention"`
 	// NoHash skips content hashes (Verify then compares sizes and times only).
 	NoHash bool `json:"no_hash,omitempty"`
-	// Workers is the number of parallel readers/writers (0: 4).
+	// Workers is the number of parallel directory readers of the walk (0: 4).
 	Workers int `json:"workers,omitempty"`
+	// CopyWorkers is the number of parallel copiers (0: 2 × Workers): copying waits on the
+	// latency of two devices, so it gains from more requests in flight than the walk.
+	CopyWorkers int `json:"copy_workers,omitempty"`
 }
 
 // Result is what a finished run reports.
@@ -116,6 +119,13 @@ func (j *Job) workers() int {
 		return j.Workers
 	}
 	return 4
+}
+
+func (j *Job) copyWorkers() int {
+	if j.CopyWorkers > 0 {
+		return j.CopyWorkers
+	}
+	return 2 * j.workers()
 }
 
 func (j *Job) hostRel() string { return rootDir + "/" + j.Host }

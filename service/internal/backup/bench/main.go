@@ -28,6 +28,7 @@ var (
 	nLarge    = flag.Int("large", 4, "number of large files")
 	largeSize = flag.Int64("large-size", 128<<20, "size of each large file")
 	keep      = flag.Bool("keep", false, "keep the images and mounts afterwards")
+	copyW     = flag.Int("copy-workers", 0, "plugvault's copy workers (0: its default)")
 	onlyPV    = flag.Bool("only-plugvault", false, "skip cp and rsync (for profiling)")
 	cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of the plugvault runs to this file")
 )
@@ -256,7 +257,7 @@ func writeRate(dir string) float64 {
 
 func pvRun(src string, im *image) {
 	job := backup.Job{Sources: []string{src}, Target: im.mnt, Host: "bench", FSType: im.fstype, Dev: im.dev,
-		NoDefaultExcludes: true}
+		NoDefaultExcludes: true, CopyWorkers: *copyW}
 	_, err := backup.Run(context.Background(), job, func() error { return backup.CheckMount(im.mnt, im.dev) }, nil)
 	must(err)
 }
