@@ -709,18 +709,24 @@ func (e *engine) update(scan *scanResult) error {
 	e.tr.step(fmt.Sprintf("dirs (%d)", len(dirs)))
 	// Files, symlinks and special files, one directory per task, in parallel.
 	stopCommit := e.startCommitter()
-	tasks := make(chan string)
+	// A task is (part of) one directory: big directories are split so they copy in parallel.
+	type task struct {
+		dir  string
+		acts []action
+	}
+	const chunk = 64
+	tasks := make(chan task)
 	var wg sync.WaitGroup
 	for i := 0; i < e.job.copyWorkers(); i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, 1<<20)
-			for d := range tasks {
+			for t := range tasks {
 				if e.err() != nil {
 					continue
 				}
-				e.doDir(d, byDir[d], buf)
+				e.doDir(t.dir, t.acts, buf)
 			}
 		}()
 	}
@@ -730,7 +736,12 @@ func (e *engine) update(scan *scanResult) error {
 	}
 	sort.Strings(dirNames)
 	for _, d := range dirNames {
-		tasks <- d
+		acts := byDir[d]
+		for len(acts) > chunk {
+			tasks <- task{d, acts[:chunk]}
+			acts = acts[chunk:]
+		}
+		tasks <- task{d, acts}
 	}
 	close(tasks)
 	wg.Wait()

@@ -30,8 +30,7 @@ type Job struct {
 	NoHash bool `json:"no_hash,omitempty"`
 	// Workers is the number of parallel directory readers of the walk (0: 4).
 	Workers int `json:"workers,omitempty"`
-	// CopyWorkers is the number of parallel copiers (0: 2 × Workers): copying waits on the
-	// latency of two devices, so it gains from more requests in flight than the walk.
+	// CopyWorkers is the number of parallel copiers (0: Workers).
 	CopyWorkers int `json:"copy_workers,omitempty"`
 }
 
@@ -125,7 +124,7 @@ func (j *Job) copyWorkers() int {
 	if j.CopyWorkers > 0 {
 		return j.CopyWorkers
 	}
-	return 2 * j.workers()
+	return j.workers()
 }
 
 func (j *Job) hostRel() string { return rootDir + "/" + j.Host }
