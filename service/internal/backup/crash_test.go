@@ -204,3 +204,36 @@ func TestCrashInjectionExt4(t *testing.T) {
 	os.RemoveAll(filepath.Join(src, "d03"))
 	crashLoop(t, job, src, 4)
 }
+
+// TestSpawnCancel stops the engine child when the context ends, and the next run completes.
+func TestSpawnCancel(t *testing.T) {
+	src := buildMany(t, 3000, 7)
+	job := newJob(t, src, "ext4")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	childEnv = append(append([]string(nil), sysexec.Env...), "PLUGVAULT_TEST_ENGINE_CHILD=1")
+	t.Cleanup(func() { childEnv = nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	var once sync.Once
+	_, err = Spawn(ctx, exe, job, nil, func(p Progress) {
+		if p.Phase == PhaseCopying && p.FilesDone > 0 {
+			once.Do(cancel)
+		}
+	})
+	cancel()
+	if err == nil {
+		t.Log("the backup finished before the cancellation reached it")
+	} else if !errors.Is(err, context.Canceled) {
+		t.Errorf("want a cancellation error, got %v", err)
+	}
+	res, err := Spawn(context.Background(), exe, job, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Files == 0 {
+		t.Error("empty result")
+	}
+	compareSnapshot(t, job, src)
+}

@@ -62,6 +62,10 @@ func buildRich(t *testing.T) string {
 		t.Logf("no user xattrs here: %v", err)
 	}
 	_ = unix.Setxattr(filepath.Join(src, "dir"), "user.dirattr", []byte("d"), 0)
+	// A POSIX ACL (the system.posix_acl_access xattr): user 1234 may read.
+	if err := unix.Setxattr(filepath.Join(src, "dir/b.bin"), "system.posix_acl_access", posixACL(1234), 0); err != nil {
+		t.Logf("no POSIX ACLs here: %v", err)
+	}
 	// Times with nanoseconds, set last (children change the directory times).
 	ts := time.Date(2020, 2, 3, 4, 5, 6, 123456789, time.UTC)
 	os.Chtimes(filepath.Join(src, "a.txt"), ts, ts)
@@ -439,4 +443,46 @@ func hardLinkScenario(t *testing.T, job Job, src string) {
 	tr.link("y", "z")
 	mustRun(t, job)
 	compareSnapshot(t, job, src)
+}
+
+// posixACL encodes user::rw-, user:uid:r--, group::---, mask::r--, other::--- in the kernel's
+// xattr format (version 2; tag, perm, id per entry).
+func posixACL(uid uint32) []byte {
+	le := func(b []byte, v uint32, n int) []byte {
+		for i := 0; i < n; i++ {
+			b = append(b, byte(v>>(8*i)))
+		}
+		return b
+	}
+	b := le(nil, 2, 4)
+	for _, e := range [][3]uint32{{0x01, 6, 0xffffffff}, {0x02, 4, uid}, {0x04, 0, 0xffffffff}, {0x10, 4, 0xffffffff}, {0x20, 0, 0xffffffff}} {
+		b = le(b, e[0], 2)
+		b = le(b, e[1], 2)
+		b = le(b, e[2], 4)
+	}
+	return b
+}
+
+func TestLargeFileAndACL(t *testing.T) {
+	src := t.TempDir()
+	data := make([]byte, 48<<20+12345)
+	for i := range data {
+		data[i] = byte(i*31 + i>>12)
+	}
+	if err := os.WriteFile(filepath.Join(src, "big"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(filepath.Join(src, "big"), "system.posix_acl_access", posixACL(4242), 0); err != nil {
+		t.Logf("no POSIX ACLs here: %v", err)
+	}
+	job := newJob(t, src, "ext4")
+	res := mustRun(t, job)
+	compareSnapshot(t, job, src)
+	got, _ := os.ReadFile(filepath.Join(snapPath(job, res.Snapshot, src), "big"))
+	if len(got) != len(data) {
+		t.Errorf("large file: %d bytes, want %d", len(got), len(data))
+	}
+	if x := xattrString(filepath.Join(snapPath(job, res.Snapshot, src), "big")); !strings.Contains(x, "system.posix_acl_access") {
+		t.Errorf("ACL not copied: %q", x)
+	}
 }
