@@ -149,6 +149,12 @@ func Promote(job Job, name string) error {
 		if _, err := lstatAt(hfd, name); err != nil {
 			return fmt.Errorf("cannot find snapshot %s: %w", name, err)
 		}
+		// The engine set "latest" unless it was stopped between its rename and that step.
+		if newest := newestComplete(hfd); newest != "" {
+			if cur, err := readlinkAt(hfd, latestName); err != nil || cur != newest {
+				return setLatest(hfd, newest)
+			}
+		}
 		return nil
 	}
 	wfd, err := openDirBeneath(hfd, workingDir)

@@ -63,7 +63,8 @@ func buildRich(t *testing.T) string {
 	}
 	_ = unix.Setxattr(filepath.Join(src, "dir"), "user.dirattr", []byte("d"), 0)
 	// A POSIX ACL (the system.posix_acl_access xattr): user 1234 may read.
-	if err := unix.Setxattr(filepath.Join(src, "dir/b.bin"), "system.posix_acl_access", posixACL(1234), 0); err != nil {
+	tr.file("dir/acl", "acl", 0o600)
+	if err := unix.Setxattr(filepath.Join(src, "dir/acl"), "system.posix_acl_access", posixACL(1234), 0); err != nil {
 		t.Logf("no POSIX ACLs here: %v", err)
 	}
 	// Times with nanoseconds, set last (children change the directory times).

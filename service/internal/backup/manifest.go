@@ -249,8 +249,28 @@ func readManifest(r io.Reader) (map[string]*Entry, error) {
 }
 
 // applyJournal overlays journal lines on m. A torn last line (a crash while appending) is
-// ignored.
+// ignored. Consecutive removals are applied in one pass over m.
 func applyJournal(m map[string]*Entry, data []byte) {
+	dels := map[string]bool{}
+	flush := func() {
+		if len(dels) == 0 {
+			return
+		}
+		for k := range m {
+			for p := k; ; {
+				if dels[p] {
+					delete(m, k) // removed, or below a removed directory
+					break
+				}
+				i := strings.LastIndexByte(p, '/')
+				if i < 0 {
+					break
+				}
+				p = p[:i]
+			}
+		}
+		clear(dels)
+	}
 	for _, ln := range bytes.Split(data, []byte{'\n'}) {
 		t := string(ln)
 		if t == "" {
@@ -258,21 +278,16 @@ func applyJournal(m map[string]*Entry, data []byte) {
 		}
 		if strings.HasPrefix(t, "del ") {
 			if p, _, err := nextQuoted(t[4:]); err == nil {
-				delete(m, p)
-				// Everything below a removed directory is gone too.
-				pre := p + "/"
-				for k := range m {
-					if strings.HasPrefix(k, pre) {
-						delete(m, k)
-					}
-				}
+				dels[p] = true
 			}
 			continue
 		}
+		flush()
 		if e, err := parseEntry(t); err == nil {
 			m[e.Path] = &e
 		}
 	}
+	flush()
 }
 
 // sortedEntries returns m's entries sorted by path.
