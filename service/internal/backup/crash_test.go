@@ -192,17 +192,21 @@ func crashLoop(t *testing.T, job Job, src string, kills int) {
 	}
 }
 
-func TestCrashInjectionExt4(t *testing.T) {
-	src := buildMany(t, 4000, 2)
-	job := newJob(t, src, "ext4")
+// crashTwoRounds runs crashLoop on a fresh target, then again after changing every step-th
+// file and removing directory gone.
+func crashTwoRounds(t *testing.T, job Job, src string, step int, gone string) {
 	crashLoop(t, job, src, 6)
-	// A second round on top of a complete snapshot, with changes.
 	tr := tree{t, src}
-	for i := 0; i < 4000; i += 37 {
+	for i := 0; i < 4000; i += step {
 		tr.file(fmt.Sprintf("d%02d/s%02d/f%05d", i%23, i%7, i), "changed", 0o600)
 	}
-	os.RemoveAll(filepath.Join(src, "d03"))
+	os.RemoveAll(filepath.Join(src, gone))
 	crashLoop(t, job, src, 4)
+}
+
+func TestCrashInjectionExt4(t *testing.T) {
+	src := buildMany(t, 4000, 2)
+	crashTwoRounds(t, newJob(t, src, "ext4"), src, 37, "d03")
 }
 
 // TestSpawnCancel stops the engine child when the context ends, and the next run completes.

@@ -2,7 +2,6 @@ package backup
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,14 +181,7 @@ func openUp(p string) {
 
 func TestRootCrashInjectionBtrfs(t *testing.T) {
 	src := buildMany(t, 4000, 6)
-	job := rootJob(t, src, "btrfs")
-	crashLoop(t, job, src, 6)
-	tr := tree{t, src}
-	for i := 0; i < 4000; i += 41 {
-		tr.file(fmt.Sprintf("d%02d/s%02d/f%05d", i%23, i%7, i), "changed", 0o600)
-	}
-	os.RemoveAll(filepath.Join(src, "d04"))
-	crashLoop(t, job, src, 4)
+	crashTwoRounds(t, rootJob(t, src, "btrfs"), src, 41, "d04")
 }
 
 func TestRootHardLinkGroupChanges(t *testing.T) {
