@@ -204,7 +204,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 				return Result{}, fmt.Errorf("cannot resume the partial snapshot %s: %w", last, err)
 			}
 			e.resumed = true
-		} else if err := unix.Mkdirat(hostFd, e.destName, 0o700); err != nil {
+		} else if err := unix.Mkdirat(hostFd, e.destName, 0o755); err != nil {
 			return Result{}, fmt.Errorf("cannot create the partial snapshot: %w", err)
 		}
 		if e.destFd, err = openDirBeneath(hostFd, e.destName); err != nil {

@@ -188,3 +188,90 @@ func TestRootHardLinkGroupChanges(t *testing.T) {
 	src := t.TempDir()
 	hardLinkScenario(t, rootJob(t, src, "btrfs"), src)
 }
+
+// TestRootSpaceFloor thins the oldest snapshots while free space is under the floor, never the
+// newest.
+func TestRootSpaceFloor(t *testing.T) {
+	mnt, dev := loopMount(t, "ext4", 256<<20)
+	src := t.TempDir()
+	job := Job{Sources: []string{src}, Target: mnt, Host: "h", FSType: "ext4", Dev: dev, NoDefaultExcludes: true}
+	var names []string
+	for i := 0; i < 4; i++ {
+		// 40 MiB of new data per snapshot: nothing can be shared by hard links.
+		data := make([]byte, 40<<20)
+		for j := range data {
+			data[j] = byte(i + j*7)
+		}
+		if err := os.WriteFile(filepath.Join(src, "big"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		res := runGuarded(t, job)
+		names = append(names, res.Snapshot)
+		time.Sleep(1100 * time.Millisecond)
+	}
+	fd, _ := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	before, _ := freePercent(fd)
+	unix.Close(fd)
+	t.Logf("free before thinning: %.0f%%", before)
+	job.Retention.MinFreePercent = 99 // unreachable: thin down to the newest
+	deleted, err := Prune(job, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, _ := List(job.Target, job.Host)
+	if len(snaps) != 1 || snaps[0].Name != names[len(names)-1] {
+		t.Errorf("left %+v after deleting %v; want only the newest %s", snaps, deleted, names[len(names)-1])
+	}
+	for i, d := range deleted {
+		if d != names[i] {
+			t.Errorf("deleted %v, want oldest first %v", deleted, names[:len(names)-1])
+			break
+		}
+	}
+}
+
+// TestRootRestoreAsCaller restores through the engine child with an unprivileged user's
+// credentials: allowed into that user's directory, refused into root's.
+func TestRootRestoreAsCaller(t *testing.T) {
+	const uid, gid = 65534, 65534
+	src := t.TempDir()
+	tree{t, src}.file("doc.txt", "mine", 0o644)
+	openUp(filepath.Join(src, "doc.txt")) // the snapshot keeps the source's permissions
+	job := rootJob(t, src, "ext4")
+	res := runGuarded(t, job)
+	openUp(job.Target)
+	exe, _ := os.Executable()
+	bin := filepath.Join(t.TempDir(), "engine")
+	data, _ := os.ReadFile(exe)
+	os.WriteFile(bin, data, 0o755)
+	openUp(bin)
+	childEnv = append(append([]string(nil), sysexec.Env...), "PLUGVAULT_TEST_ENGINE_CHILD=1")
+	t.Cleanup(func() { childEnv = nil })
+	cred := &syscall.Credential{Uid: uid, Gid: gid}
+	mine := filepath.Join(t.TempDir(), "home")
+	os.Mkdir(mine, 0o755)
+	os.Chown(mine, uid, gid)
+	openUp(mine)
+	rel := strings.TrimPrefix(src, "/") + "/doc.txt"
+	if err := SpawnRestore(context.Background(), bin, cred, job.Target, job.Host, res.Snapshot, rel, mine, false); err != nil {
+		t.Fatalf("restore into the caller's directory: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(mine, "doc.txt"), &st); err != nil || st.Uid != uid {
+		t.Errorf("restored file: %v, owner %d (the caller cannot give files away)", err, st.Uid)
+	}
+	roots := filepath.Join(t.TempDir(), "root-only")
+	os.Mkdir(roots, 0o755)
+	openUp(roots)
+	if err := SpawnRestore(context.Background(), bin, cred, job.Target, job.Host, res.Snapshot, rel, roots, false); err == nil {
+		t.Error("an unprivileged caller restored into root's directory")
+	}
+	if _, err := os.Lstat(filepath.Join(roots, "doc.txt")); err == nil {
+		t.Error("a file appeared in root's directory")
+	}
+	// The manifest names every user's files: it is root's, and the daemon verifies as root.
+	checked, problems, err := SpawnVerify(context.Background(), bin, nil, job.Target, job.Host, "")
+	if err != nil || checked == 0 || len(problems) != 0 {
+		t.Errorf("verify as the caller: %d %q %v", checked, problems, err)
+	}
+}
