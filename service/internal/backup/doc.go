@@ -5,7 +5,8 @@
 //
 //	<Target>/plugvault/                     root 0755
 //	<Target>/plugvault/<host>/              owned by the user the engine runs as
-//	    20261126T083100Z/                   a complete snapshot (UTC start time of its run)
+//	    20261126T083100Z/                   a complete snapshot (UTC start time of its run), 0755
+//	        .plugvault/                     0700, owned by the engine's user (it names every file)
 //	        .plugvault/manifest             what the snapshot holds (format below)
 //	        .plugvault/stats.json           Stats of the run that made it
 //	        .plugvault/result.json          Result of that run (files, bytes, warnings)
@@ -52,7 +53,8 @@
 // the octal permission bits (07777); uid, gid, size, ino, dev, nlink, rdev are decimal; mtime
 // and ctime are nanoseconds since the epoch (of the source entry); flags is "-" or letters
 // (o: owner could not be preserved, x: some xattrs could not be preserved, c: the file kept
-// changing while it was read, so the next run copies it again); hash is "-" or the lowercase
+// changing while it was read, so the next run copies it again, a: a directory above a source,
+// stored for the tree's shape, whose times are not tracked); hash is "-" or the lowercase
 // hex SHA-256 of the content; path (relative to the snapshot root, "/"-separated) and target
 // (symlinks only) are Go-quoted strings (strconv.Quote), so any byte sequence round-trips.
 // The journal (.plugvault/journal) has the same line format, plus lines "del <quoted path>"
@@ -76,6 +78,14 @@
 // stdout), then Promote (btrfs: read-only snapshot of .working, which needs root where
 // user_subvol_rm_allowed and ownership rules say no; "latest") and Prune (retention deletes,
 // BTRFS_IOC_SNAP_DESTROY needs root). On ext4 the child promotes its partial itself.
+//
+// # Mount guard
+//
+// Before the first write and after every batch (1000 entries or 256 MiB) the guard is called;
+// an error stops the run (what was written stays resumable). In the child the guard is
+// CheckMount: Target must be the root of the last mount on it and its device must be Job.Dev,
+// either as mountinfo's major:minor or, for btrfs (whose st_dev is an anonymous device), as
+// the mount source's block device number.
 //
 // # Security
 //
