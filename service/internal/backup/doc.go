@@ -44,8 +44,8 @@
 //
 // # Manifest format
 //
-// A text file, first line "plugvault-manifest 1", then one line per entry sorted by path,
-// fields separated by one space:
+// A text file, first line "plugvault-manifest 1", then one line per entry (depth first, in
+// name order: parents before children), fields separated by one space:
 //
 //	type mode uid gid size mtime ctime ino dev nlink rdev flags hash path [target]
 //

@@ -202,7 +202,7 @@ func parseEntry(line string) (Entry, error) {
 	return e, nil
 }
 
-// writeManifest writes entries (sorted by path) in the manifest format.
+// writeManifest writes entries (parents before children) in the manifest format.
 func writeManifest(w io.Writer, entries []*Entry) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	bw.WriteString(manifestHeader + "\n")

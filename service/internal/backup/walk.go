@@ -73,7 +73,7 @@ func closeSources(ss []*source) {
 
 // scanResult is the outcome of a walk.
 type scanResult struct {
-	entries  []*Entry       // sorted by path
+	entries  []*Entry       // depth first in name order (parents before children)
 	srcOf    map[string]int // snapshot path -> index of its source (for entries below a root)
 	files    uint64
 	bytes    uint64
@@ -90,6 +90,7 @@ type walker struct {
 	workers   int
 	mu        sync.Mutex
 	res       scanResult
+	byDir     map[string][]*Entry // directory -> its entries in name order
 	nEntries  atomic.Uint64
 	onEntries func(n uint64) // progress during the scan
 }
@@ -103,6 +104,7 @@ func (w *walker) warn(format string, args ...any) {
 // walk stats every entry below the sources.
 func (w *walker) walk() (*scanResult, error) {
 	seen := map[string]bool{}
+	w.byDir = map[string][]*Entry{}
 	for _, s := range w.sources {
 		// The source's ancestors become directories of the snapshot, with their metadata.
 		parts := strings.Split(s.prefix, "/")
@@ -120,7 +122,7 @@ func (w *walker) walk() (*scanResult, error) {
 			e.Type, e.Nlink = 'd', 1 // a symlinked ancestor is stored as a directory
 			e.Ino, e.Size = 0, 0
 			e.addFlag(flagAncestor)
-			w.res.entries = append(w.res.entries, &e)
+			w.addChild(&e)
 		}
 		if s.prefix != "" {
 			var st unix.Stat_t
@@ -128,7 +130,7 @@ func (w *walker) walk() (*scanResult, error) {
 				return nil, fmt.Errorf("cannot stat %q: %w", s.abs, err)
 			}
 			e := entryFromStat(s.prefix, &st)
-			w.res.entries = append(w.res.entries, &e)
+			w.addChild(&e)
 		}
 	}
 	sem := make(chan struct{}, w.workers)
@@ -149,8 +151,31 @@ func (w *walker) walk() (*scanResult, error) {
 		go visit(i, "", &scopedExcluder{base: w.excl})
 	}
 	wg.Wait()
-	sort.Slice(w.res.entries, func(i, j int) bool { return w.res.entries[i].Path < w.res.entries[j].Path })
+	// Depth-first in name order: parents before children, the same order every run, and no
+	// global sort of every path.
+	var emit func(dir string)
+	emit = func(dir string) {
+		for _, e := range w.byDir[dir] {
+			w.res.entries = append(w.res.entries, e)
+			if e.Type == 'd' {
+				emit(e.Path)
+			}
+		}
+	}
+	for _, l := range w.byDir {
+		if !sort.SliceIsSorted(l, func(i, j int) bool { return l[i].Path < l[j].Path }) {
+			sort.Slice(l, func(i, j int) bool { return l[i].Path < l[j].Path })
+		}
+	}
+	emit("")
+	w.byDir = nil
 	return &w.res, nil
+}
+
+// addChild files an entry under its parent directory (before the workers start).
+func (w *walker) addChild(e *Entry) {
+	d := parentOf(e.Path)
+	w.byDir[d] = append(w.byDir[d], e)
 }
 
 // readDir stats the entries of one source directory and returns its subdirectories to visit.
@@ -226,7 +251,9 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 		local = append(local, &e)
 	}
 	w.mu.Lock()
-	w.res.entries = append(w.res.entries, local...)
+	if len(local) > 0 {
+		w.byDir[joinRel(s.prefix, rel)] = local
+	}
 	w.res.files += files
 	w.res.bytes += bytes
 	w.mu.Unlock()
