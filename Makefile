@@ -28,7 +28,7 @@ DEB_TEST_DEPS := dbus-daemon dbus libdbus-1-dev systemd cryptsetup-bin btrfs-pro
 	libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev xvfb xdotool imagemagick polkitd \
 	qemu-system-x86 mmdebstrap ca-certificates desktop-file-utils
 
-.PHONY: all build test check deps tools lint fmt test-unit test-root install uninstall clean help
+.PHONY: all build test check deps tools lint fmt test-unit test-root install uninstall clean help bench
 
 all: build
 
@@ -70,6 +70,9 @@ test: ## run unit, bus, root and GUI tests (root levels need root; under CI=true
 
 test-unit: ## unit and bus tests only (no root needed)
 	$(GO) test $(GOTESTFLAGS) ./...
+
+bench: ## compare the backup engine with rsync --link-dest, cp -a and a stat walk (root; several GB of sparse images in /var/tmp)
+	$(GO) run ./service/internal/backup/bench $(BENCHFLAGS)
 
 fmt: ## gofmt every Go file
 	gofmt -w service tray

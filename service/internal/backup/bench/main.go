@@ -1,0 +1,355 @@
+// Command bench measures the backup engine against rsync --link-dest, cp -a and a parallel
+// stat walk of the source (the lower bound of any incremental), on loop-mounted ext4 and btrfs
+// targets, and prints a table with ratios. It needs root (loop devices, mounts, drop_caches)
+// and is run by `make bench`. Benchmarks report; they never fail on a number.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/plugvault/plugvault/service/internal/backup"
+	"github.com/plugvault/plugvault/service/internal/sysexec"
+)
+
+var (
+	workDir   = flag.String("dir", "/var/tmp/plugvault-bench", "work directory for the images (several GB, sparse)")
+	nFiles    = flag.Int("files", 100000, "number of small files")
+	nLarge    = flag.Int("large", 4, "number of large files")
+	largeSize = flag.Int64("large-size", 128<<20, "size of each large file")
+	keep      = flag.Bool("keep", false, "keep the images and mounts afterwards")
+	copyW     = flag.Int("copy-workers", 0, "plugvault's copy workers (0: its default)")
+	onlyPV    = flag.Bool("only-plugvault", false, "skip cp and rsync (for profiling)")
+	cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of the plugvault runs to this file")
+)
+
+func must(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(tool string, args ...string) {
+	p, err := sysexec.LookPath(tool)
+	must(err)
+	_, err = sysexec.Exec{}.Run(context.Background(), sysexec.Cmd{Path: p, Args: args})
+	must(err)
+}
+
+func output(tool string, args ...string) string {
+	p, err := sysexec.LookPath(tool)
+	must(err)
+	res, err := sysexec.Exec{}.Run(context.Background(), sysexec.Cmd{Path: p, Args: args})
+	must(err)
+	return strings.TrimSpace(string(res.Stdout))
+}
+
+type image struct {
+	img, loop, mnt, fstype string
+	dev                    uint64
+}
+
+func mkImage(name, fstype string, size int64) *image {
+	im := &image{img: filepath.Join(*workDir, name+".img"), mnt: filepath.Join(*workDir, name), fstype: fstype}
+	f, err := os.Create(im.img)
+	must(err)
+	must(f.Truncate(size))
+	f.Close()
+	if fstype == "btrfs" {
+		run("mkfs.btrfs", "-q", "-f", im.img)
+	} else {
+		run("mkfs.ext4", "-q", "-F", im.img)
+	}
+	im.loop = output("losetup", "-f", "--show", im.img)
+	must(os.MkdirAll(im.mnt, 0o755))
+	must(unix.Mount(im.loop, im.mnt, fstype, unix.MS_NOATIME, ""))
+	var st unix.Stat_t
+	must(unix.Stat(im.loop, &st))
+	im.dev = st.Rdev
+	return im
+}
+
+func (im *image) close() {
+	_ = unix.Unmount(im.mnt, 0)
+	run("losetup", "-d", im.loop)
+	_ = os.Remove(im.img)
+}
+
+func dropCaches() {
+	unix.Sync()
+	must(os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200))
+}
+
+func syncfs(p string) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	must(err)
+	must(unix.Syncfs(fd))
+	unix.Close(fd)
+}
+
+// timed drops caches, runs f and syncs the target; the time includes the sync.
+func timed(target string, f func()) time.Duration {
+	dropCaches()
+	start := time.Now()
+	f()
+	syncfs(target)
+	return time.Since(start)
+}
+
+// generate writes the data set: small files with a realistic size mix in ~n/12 directories,
+// symlinks (5%), hard links (1%) and a few large files.
+func generate(root string) (files int, bytes int64) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 8<<20)
+	for i := range buf {
+		buf[i] = byte(rng.Uint32())
+	}
+	nDirs := *nFiles / 12
+	var dirs []string
+	for i := 0; i < nDirs; i++ {
+		var d string
+		if i < 20 || rng.IntN(4) == 0 {
+			d = fmt.Sprintf("top%02d", i%20)
+		} else {
+			d = dirs[rng.IntN(len(dirs))]
+		}
+		d = filepath.Join(d, fmt.Sprintf("dir%05d", i))
+		must(os.MkdirAll(filepath.Join(root, d), 0o755))
+		dirs = append(dirs, d)
+	}
+	size := func() int {
+		// Mean ~14 KiB: mostly small files, as in /usr or a home directory.
+		switch r := rng.IntN(100); {
+		case r < 55:
+			return rng.IntN(4 << 10)
+		case r < 88:
+			return 4<<10 + rng.IntN(12<<10)
+		case r < 98:
+			return 16<<10 + rng.IntN(48<<10)
+		default:
+			return 64<<10 + rng.IntN(448<<10)
+		}
+	}
+	var paths []string
+	for i := 0; i < *nFiles; i++ {
+		p := filepath.Join(root, dirs[rng.IntN(len(dirs))], fmt.Sprintf("file%06d.dat", i))
+		switch r := rng.IntN(100); {
+		case r < 5 && len(paths) > 0:
+			must(os.Symlink(filepath.Base(paths[rng.IntN(len(paths))]), p))
+		case r < 6 && len(paths) > 0:
+			must(os.Link(paths[rng.IntN(len(paths))], p))
+		default:
+			n := size()
+			off := rng.IntN(len(buf) - n)
+			must(os.WriteFile(p, buf[off:off+n], 0o644))
+			paths = append(paths, p)
+			bytes += int64(n)
+		}
+		files++
+	}
+	for i := 0; i < *nLarge; i++ {
+		f, err := os.Create(filepath.Join(root, fmt.Sprintf("large%d.bin", i)))
+		must(err)
+		for w := int64(0); w < *largeSize; w += int64(len(buf)) {
+			buf[rng.IntN(len(buf))]++
+			_, err := f.Write(buf[:min(int64(len(buf)), *largeSize-w)])
+			must(err)
+		}
+		f.Close()
+		bytes += *largeSize
+		files++
+	}
+	return files, bytes
+}
+
+// touch appends 100 bytes to every 100th regular file and adds 1000 new 2 KiB files;
+// it returns the bytes a backup has to copy.
+func touch(root string) (changed int64) {
+	var regular []string
+	must(filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && !strings.HasPrefix(fi.Name(), "large") {
+			regular = append(regular, p)
+		}
+		return nil
+	}))
+	extra := []byte(strings.Repeat("x", 100))
+	for i := 0; i < len(regular); i += 100 {
+		f, err := os.OpenFile(regular[i], os.O_WRONLY|os.O_APPEND, 0)
+		must(err)
+		f.Write(extra)
+		fi, _ := f.Stat()
+		f.Close()
+		changed += fi.Size()
+	}
+	must(os.MkdirAll(filepath.Join(root, "new"), 0o755))
+	data := make([]byte, 2048)
+	for i := 0; i < 1000; i++ {
+		must(os.WriteFile(filepath.Join(root, "new", fmt.Sprintf("n%04d", i)), data, 0o644))
+		changed += 2048
+	}
+	return changed
+}
+
+// statWalk is the lower bound of an incremental: a parallel readdir + lstat of the source.
+func statWalk(root string, workers int) int {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, workers)
+	n := 0
+	var visit func(d string)
+	visit = func(d string) {
+		defer wg.Done()
+		sem <- struct{}{}
+		ents, _ := os.ReadDir(d)
+		var sub []string
+		for _, e := range ents {
+			p := filepath.Join(d, e.Name())
+			if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
+				sub = append(sub, p)
+			}
+		}
+		<-sem
+		mu.Lock()
+		n += len(ents)
+		mu.Unlock()
+		for _, s := range sub {
+			wg.Add(1)
+			go visit(s)
+		}
+	}
+	wg.Add(1)
+	visit(root)
+	wg.Wait()
+	return n
+}
+
+// writeRate measures the target's sequential write rate (bytes/s) with 512 MiB and a sync.
+func writeRate(dir string) float64 {
+	p := filepath.Join(dir, "rate.tmp")
+	buf := make([]byte, 8<<20)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	dropCaches()
+	start := time.Now()
+	f, err := os.Create(p)
+	must(err)
+	for i := 0; i < 64; i++ {
+		f.Write(buf)
+	}
+	f.Sync()
+	f.Close()
+	el := time.Since(start)
+	os.Remove(p)
+	return float64(64*len(buf)) / el.Seconds()
+}
+
+func pvRun(src string, im *image) {
+	job := backup.Job{Sources: []string{src}, Target: im.mnt, Host: "bench", FSType: im.fstype, Dev: im.dev,
+		NoDefaultExcludes: true, CopyWorkers: *copyW}
+	_, err := backup.Run(context.Background(), job, func() error { return backup.CheckMount(im.mnt, im.dev) }, nil)
+	must(err)
+}
+
+func main() {
+	flag.Parse()
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		must(err)
+		must(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
+	if os.Geteuid() != 0 {
+		must(fmt.Errorf("needs root (loop devices, mounts, drop_caches)"))
+	}
+	must(os.MkdirAll(*workDir, 0o755))
+	srcIm := mkImage("src", "ext4", 8<<30)
+	btr := mkImage("t-btrfs", "btrfs", 12<<30)
+	ext := mkImage("t-ext4", "ext4", 12<<30)
+	rsy := mkImage("t-rsync", "ext4", 12<<30)
+	cpi := mkImage("t-cp", "ext4", 12<<30)
+	if !*keep {
+		defer func() {
+			for _, im := range []*image{cpi, rsy, ext, btr, srcIm} {
+				im.close()
+			}
+		}()
+	}
+	src := filepath.Join(srcIm.mnt, "data")
+	must(os.Mkdir(src, 0o755))
+	t0 := time.Now()
+	files, bytes := generate(src)
+	syncfs(srcIm.mnt)
+	fmt.Printf("data set: %d files + dirs/links, %.2f GB, generated in %.1fs\n", files, float64(bytes)/1e9, time.Since(t0).Seconds())
+	rsyncDest := func(i int) string { return filepath.Join(rsy.mnt, fmt.Sprintf("r%d", i)) }
+	rsyncRun := func(i int) {
+		args := []string{"-aHAX", "--delete"}
+		if i > 0 {
+			args = append(args, "--link-dest="+rsyncDest(i-1))
+		}
+		run("rsync", append(args, src+"/", rsyncDest(i)+"/")...)
+	}
+	type row struct{ a, b, c time.Duration }
+	var pvB, pvE, rs, cp, walk row
+	var entries int
+	// (a) full
+	walk.a = timed(srcIm.mnt, func() { entries = statWalk(src, 4) })
+	if !*onlyPV {
+		cp.a = timed(cpi.mnt, func() { run("cp", "-a", src, filepath.Join(cpi.mnt, "copy")) })
+	}
+	pvB.a = timed(btr.mnt, func() { pvRun(src, btr) })
+	pvE.a = timed(ext.mnt, func() { pvRun(src, ext) })
+	if !*onlyPV {
+		rs.a = timed(rsy.mnt, func() { rsyncRun(0) })
+	}
+	// (b) no change
+	walk.b = timed(srcIm.mnt, func() { statWalk(src, 4) })
+	pvB.b = timed(btr.mnt, func() { pvRun(src, btr) })
+	pvE.b = timed(ext.mnt, func() { pvRun(src, ext) })
+	if !*onlyPV {
+		rs.b = timed(rsy.mnt, func() { rsyncRun(1) })
+	}
+	// (c) 1% change
+	changed := touch(src)
+	syncfs(srcIm.mnt)
+	walk.c = timed(srcIm.mnt, func() { statWalk(src, 4) })
+	pvB.c = timed(btr.mnt, func() { pvRun(src, btr) })
+	pvE.c = timed(ext.mnt, func() { pvRun(src, ext) })
+	if !*onlyPV {
+		rs.c = timed(rsy.mnt, func() { rsyncRun(2) })
+	}
+	rateB, rateE := writeRate(btr.mnt), writeRate(ext.mnt)
+
+	s := func(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+	fmt.Printf("\nentries walked: %d; changed bytes in (c): %.1f MB; write rate btrfs %.0f MB/s, ext4 %.0f MB/s\n\n",
+		entries, float64(changed)/1e6, rateB/1e6, rateE/1e6)
+	fmt.Println("| engine | (a) full | (b) no change | (c) 1% change |")
+	fmt.Println("|---|---|---|---|")
+	fmt.Printf("| parallel stat walk (bound) | %s | %s | %s |\n", s(walk.a), s(walk.b), s(walk.c))
+	fmt.Printf("| cp -a (ext4) | %s | – | – |\n", s(cp.a))
+	fmt.Printf("| rsync -aHAX --delete --link-dest (ext4) | %s | %s | %s |\n", s(rs.a), s(rs.b), s(rs.c))
+	fmt.Printf("| plugvault (btrfs) | %s | %s | %s |\n", s(pvB.a), s(pvB.b), s(pvB.c))
+	fmt.Printf("| plugvault (ext4) | %s | %s | %s |\n", s(pvE.a), s(pvE.b), s(pvE.c))
+	r := func(x, y time.Duration) string { return fmt.Sprintf("%.2f×", x.Seconds()/y.Seconds()) }
+	boundC := func(rate float64) time.Duration {
+		return walk.c + time.Duration(float64(changed)/rate*float64(time.Second))
+	}
+	fmt.Println("\n| ratio | btrfs | ext4 | target |")
+	fmt.Println("|---|---|---|---|")
+	fmt.Printf("| (b) no change / stat walk | %s | %s | ≤ 1.3× (btrfs), ≤ 2.5× (ext4) |\n", r(pvB.b, walk.b), r(pvE.b, walk.b))
+	fmt.Printf("| (b) rsync --link-dest / plugvault | %s | %s | ≥ 4× |\n", r(rs.b, pvB.b), r(rs.b, pvE.b))
+	fmt.Printf("| (c) 1%% change / (walk + changed bytes at write rate) | %s | %s | ≤ 1.5× |\n", r(pvB.c, boundC(rateB)), r(pvE.c, boundC(rateE)))
+	fmt.Printf("| (c) rsync --link-dest / plugvault | %s | %s | – |\n", r(rs.c, pvB.c), r(rs.c, pvE.c))
+	fmt.Printf("| (a) cp -a / plugvault (speed relative to cp -a) | %s | %s | ≥ 0.9× |\n", r(cp.a, pvB.a), r(cp.a, pvE.a))
+}

@@ -1,0 +1,98 @@
+// Package backup is plugvault's snapshot engine: Time-Machine-like snapshots of a set of source
+// directories on a mounted backup drive.
+//
+// # Layout on the drive
+//
+//	<Target>/plugvault/                     root 0755
+//	<Target>/plugvault/<host>/              owned by the user the engine runs as
+//	    20261126T083100Z/                   a complete snapshot (UTC start time of its run), 0755
+//	        .plugvault/                     0700, owned by the engine's user (it names every file)
+//	        .plugvault/manifest             what the snapshot holds (format below)
+//	        .plugvault/stats.json           Stats of the run that made it
+//	        .plugvault/result.json          Result of that run (files, bytes, warnings)
+//	        home/alice/...                  each source under its absolute path
+//	    latest -> 20261126T083100Z          symlink, always names a complete snapshot
+//	    20261126T090000Z.partial/           ext4/xfs: a run in progress or interrupted
+//	    .working/                           btrfs: the working subvolume, updated in place
+//	    20261101T080000Z.deleting/          a snapshot being deleted by retention
+//
+// A name matching YYYYMMDDTHHMMSSZ is a complete snapshot and is never modified again; only
+// retention deletes it (first renaming it to <name>.deleting, so an interrupted delete never
+// leaves something that looks complete). "latest" is replaced with an atomic rename after the
+// snapshot it names has been made durable.
+//
+// # btrfs target (the default)
+//
+// .working is a subvolume updated in place: only changed entries are written, deleted entries
+// are removed. When the run is complete, a read-only snapshot of .working is taken under the
+// snapshot's name: O(1), no hard-link farm, and deleting an old snapshot is one ioctl.
+//
+// # ext4/xfs target
+//
+// A run builds <name>.partial: unchanged files and symlinks are hard links into the previous
+// complete snapshot, changed ones are copied, directories are created fresh. Files linked from
+// a complete snapshot are never written or chmod-ed (a metadata-only change makes a new copy).
+// The partial is promoted with an atomic rename.
+//
+// # Change detection
+//
+// The source is walked in parallel (readdir + fstatat relative to directory fds) and every
+// entry is compared with what the destination is known to hold: the manifest of the working
+// subvolume (btrfs) or of the previous snapshot (ext4), plus the run journal (below). The
+// destination is never stat-ed per file. An entry matches when type, mode, owner, size, mtime,
+// ctime, inode number and symlink target are all equal.
+//
+// # Manifest format
+//
+// A text file, first line "plugvault-manifest 1", then one line per entry (depth first, in
+// name order: parents before children), fields separated by one space:
+//
+//	type mode uid gid size mtime ctime ino dev nlink rdev flags hash path [target]
+//
+// type is one of f (regular file), d, l (symlink), c, b (devices), p (fifo), s (socket); mode is
+// the octal permission bits (07777); uid, gid, size, ino, dev, nlink, rdev are decimal; mtime
+// and ctime are nanoseconds since the epoch (of the source entry); flags is "-" or letters
+// (o: owner could not be preserved, x: some xattrs could not be preserved, c: the file kept
+// changing while it was read, so the next run copies it again, a: a directory above a source,
+// stored for the tree's shape, whose times are not tracked); hash is "-" or the lowercase
+// hex SHA-256 of the content; path (relative to the snapshot root, "/"-separated) and target
+// (symlinks only) are Go-quoted strings (strconv.Quote), so any byte sequence round-trips.
+// The journal (.plugvault/journal) has the same line format, plus lines "del <quoted path>"
+// recording a removal; it lists entries made durable (after syncfs) during an unfinished run.
+//
+// # Crash safety and resume
+//
+// Files are written to a temporary name and renamed into place. Every couple of seconds the
+// engine calls syncfs on the target and only then appends the entries finished before it to
+// the journal (and fsyncs the journal), so a journal line always describes durable data.
+// Removals are journaled before they happen. A run that finds a journal (an interrupted run)
+// trusts the manifest overlaid with the journal, removes names the source no longer has (and
+// stale temporary files), and copies only what is not known to be there already.
+//
+// # Privileges
+//
+// Run does everything in process (the daemon runs it as root in tests and for system sources).
+// Spawn splits the work: the root daemon calls Prepare (create plugvault/<host>/ and, on btrfs,
+// the .working subvolume, owned by the engine's user), runs the unprivileged engine child
+// (service/cmd/plugvault-engine: Job as JSON on stdin, progress and result as JSON lines on
+// stdout), then Promote (btrfs: read-only snapshot of .working, which needs root where
+// user_subvol_rm_allowed and ownership rules say no; "latest") and Prune (retention deletes,
+// BTRFS_IOC_SNAP_DESTROY needs root). On ext4 the child promotes its partial itself.
+//
+// # Mount guard
+//
+// Before the first write and after every batch (1000 entries or 256 MiB) the guard is called;
+// an error stops the run (what was written stays resumable). In the child the guard is
+// CheckMount: Target must be the root of the last mount on it and its device must be Job.Dev,
+// either as mountinfo's major:minor or, for btrfs (whose st_dev is an anonymous device), as
+// the mount source's block device number.
+//
+// # Security
+//
+// Every path below a source or the target is opened with openat2(RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS) relative to the root's directory fd, and the last component with
+// O_NOFOLLOW (or an *at call that never follows), so a symlink swapped in at any moment cannot
+// redirect a read or a write. Symlinks are stored as symlinks; devices, fifos and sockets are
+// recorded and recreated (devices only as root), never opened. The source paths themselves come
+// from the root-owned configuration and are opened as given.
+package backup

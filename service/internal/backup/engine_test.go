@@ -1,0 +1,489 @@
+package backup
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// buildRich makes a source tree with every file type and the hard cases.
+func buildRich(t *testing.T) string {
+	t.Helper()
+	src := t.TempDir()
+	tr := tree{t, src}
+	tr.file("a.txt", "hello", 0o644)
+	tr.file("dir/b.bin", strings.Repeat("x", 300000), 0o600)
+	tr.file("dir/exec.sh", "#!/bin/sh\n", 0o755)
+	tr.file("dir/setgid", "g", 0o2755)
+	tr.file("empty", "", 0o644)
+	tr.mkdir("emptydir")
+	tr.symlink("a.txt", "link-rel")
+	tr.symlink("/etc/passwd", "link-abs")
+	tr.symlink("dangling/nowhere", "dir/dangling")
+	tr.link("a.txt", "dir/hard-a")
+	tr.link("a.txt", "hard-a2")
+	// Long and non-UTF-8 names.
+	tr.file("dir/"+strings.Repeat("n", 255), "long", 0o644)
+	tr.file("dir/bad\xff\xfename", "latin1", 0o644)
+	tr.file("dir/with\nnewline and space", "nl", 0o644)
+	// Deep tree.
+	deep := "deep"
+	for i := 0; i < 60; i++ {
+		deep += "/d"
+	}
+	tr.file(deep+"/leaf", "deep", 0o644)
+	// A fifo and a socket: recorded, never opened.
+	if err := unix.Mkfifo(filepath.Join(src, "fifo"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(src, "sock")
+	if fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0); err == nil {
+		if unix.Bind(fd, &unix.SockaddrUnix{Name: sock}) != nil {
+			t.Log("cannot bind a socket: no socket in this tree")
+		}
+		unix.Close(fd)
+	}
+	// Sparse file: 8 MiB with data at 1 MiB and at the end.
+	sp := filepath.Join(src, "sparse")
+	f, err := os.Create(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("data in the middle"), 1<<20)
+	f.WriteAt([]byte("tail"), 8<<20-4)
+	f.Close()
+	// xattrs (user namespace; tmpfs/ext4 support them).
+	if err := unix.Setxattr(filepath.Join(src, "a.txt"), "user.plugvault.test", []byte("v1"), 0); err != nil {
+		t.Logf("no user xattrs here: %v", err)
+	}
+	_ = unix.Setxattr(filepath.Join(src, "dir"), "user.dirattr", []byte("d"), 0)
+	// A POSIX ACL (the system.posix_acl_access xattr): user 1234 may read.
+	tr.file("dir/acl", "acl", 0o600)
+	if err := unix.Setxattr(filepath.Join(src, "dir/acl"), "system.posix_acl_access", posixACL(1234), 0); err != nil {
+		t.Logf("no POSIX ACLs here: %v", err)
+	}
+	// Times with nanoseconds, set last (children change the directory times).
+	ts := time.Date(2020, 2, 3, 4, 5, 6, 123456789, time.UTC)
+	os.Chtimes(filepath.Join(src, "a.txt"), ts, ts)
+	unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(src, "link-rel"), []unix.Timespec{unix.NsecToTimespec(ts.UnixNano()), unix.NsecToTimespec(ts.UnixNano())}, unix.AT_SYMLINK_NOFOLLOW)
+	os.Chtimes(filepath.Join(src, "emptydir"), ts, ts)
+	return src
+}
+
+func latestOf(t *testing.T, job Job) string {
+	t.Helper()
+	l, err := os.Readlink(filepath.Join(job.Target, rootDir, job.Host, latestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// compareSnapshot compares src with what the latest snapshot holds, ignoring sockets (never
+// created).
+func compareSnapshot(t *testing.T, job Job, src string) {
+	t.Helper()
+	_ = os.Remove(filepath.Join(src, "sock"))
+	compareTrees(t, src, snapPath(job, latestOf(t, job), src))
+}
+
+func TestBackupEveryFileTypeExt4Layout(t *testing.T) {
+	src := buildRich(t)
+	job := newJob(t, src, "ext4")
+	res := mustRun(t, job)
+	if res.Snapshot == "" || res.Files == 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if latestOf(t, job) != res.Snapshot {
+		t.Errorf("latest = %s, want %s", latestOf(t, job), res.Snapshot)
+	}
+	snap := snapPath(job, res.Snapshot, src)
+	// The socket is recorded in the manifest but not created.
+	m, err := readManifestFile(filepath.Join(job.Target, rootDir, job.Host, res.Snapshot, metaDir, "manifest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := strings.TrimPrefix(src, "/")
+	if e := m[rel+"/sock"]; e == nil || e.Type != 's' {
+		if _, err := os.Lstat(filepath.Join(src, "sock")); err == nil {
+			t.Errorf("socket not recorded: %+v", e)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(snap, "sock")); err == nil {
+		t.Error("a socket was created in the snapshot")
+	}
+	if e := m[rel+"/a.txt"]; e == nil || len(e.Hash) != 64 {
+		t.Errorf("no content hash for a.txt: %+v", e)
+	}
+	// Sparse stays sparse.
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(snap, "sparse"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks*512 >= st.Size {
+		t.Errorf("sparse file not sparse in the snapshot: %d blocks for %d bytes", st.Blocks, st.Size)
+	}
+	compareSnapshot(t, job, src)
+	checked, problems, err := Verify(context.Background(), job.Target, job.Host, "")
+	if err != nil || len(problems) != 0 || checked == 0 {
+		t.Errorf("Verify: checked %d, problems %q, err %v", checked, problems, err)
+	}
+}
+
+func readManifestFile(p string) (map[string]*Entry, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readManifest(f)
+}
+
+func TestIncrementalExt4LinksUnchangedAndCopiesChanged(t *testing.T) {
+	src := buildRich(t)
+	job := newJob(t, src, "ext4")
+	first := mustRun(t, job)
+	time.Sleep(1100 * time.Millisecond) // a new snapshot name
+	tr := tree{t, src}
+	tr.file("dir/exec.sh", "#!/bin/sh\necho changed\n", 0o755)
+	tr.file("new/file", "new", 0o644)
+	if err := os.Remove(filepath.Join(src, "empty")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(src, "dir/b.bin"), 0o640); err != nil { // metadata only
+		t.Fatal(err)
+	}
+	second := mustRun(t, job)
+	if second.Snapshot == first.Snapshot {
+		t.Fatal("same snapshot name twice")
+	}
+	compareSnapshot(t, job, src)
+	a, b := snapPath(job, first.Snapshot, src), snapPath(job, second.Snapshot, src)
+	same := func(rel string) bool {
+		var x, y unix.Stat_t
+		unix.Lstat(filepath.Join(a, rel), &x)
+		unix.Lstat(filepath.Join(b, rel), &y)
+		return x.Ino == y.Ino
+	}
+	if !same("dir/" + strings.Repeat("n", 255)) {
+		t.Error("an unchanged file was copied, not linked")
+	}
+	if same("dir/exec.sh") {
+		t.Error("a changed file was linked to the old snapshot")
+	}
+	if same("dir/b.bin") {
+		t.Error("a metadata-only change modified an inode shared with the old snapshot")
+	}
+	// The first snapshot is untouched.
+	var st unix.Stat_t
+	unix.Stat(filepath.Join(a, "dir/b.bin"), &st)
+	if st.Mode&0o777 != 0o600 {
+		t.Errorf("old snapshot modified: mode %o", st.Mode&0o777)
+	}
+	if _, err := os.Lstat(filepath.Join(a, "empty")); err != nil {
+		t.Error("old snapshot lost a file")
+	}
+	snaps, err := List(job.Target, job.Host)
+	if err != nil || len(snaps) != 2 || snaps[1].Name != second.Snapshot || snaps[1].Files != second.Files {
+		t.Errorf("List = %+v, %v", snaps, err)
+	}
+}
+
+func TestExcludes(t *testing.T) {
+	src := t.TempDir()
+	tr := tree{t, src}
+	tr.file("keep.txt", "k", 0o644)
+	tr.file("skip.tmp", "s", 0o644)
+	tr.file("sub/x.tmp", "s", 0o644)
+	tr.file("sub/keep", "k", 0o644)
+	tr.file("anchored/drop/me", "s", 0o644)
+	tr.file("cache/CACHEDIR.TAG", cacheDirSignature+"\n", 0o644)
+	tr.file("cache/blob", "s", 0o644)
+	tr.file("faketag/CACHEDIR.TAG", "not a tag", 0o644)
+	tr.file("faketag/kept", "k", 0o644)
+	tr.file("proj/"+IgnoreFile, "build\n# comment\nsub/gen\n", 0o644)
+	tr.file("proj/build/out", "s", 0o644)
+	tr.file("proj/deeper/build/out", "s", 0o644)
+	tr.file("proj/sub/gen", "s", 0o644)
+	tr.file("proj/src.go", "k", 0o644)
+	tr.file("elsewhere/build/out", "k", 0o644)
+	job := newJob(t, src, "ext4")
+	job.Excludes = []string{"*.tmp", filepath.Join(src, "anchored/drop")}
+	res := mustRun(t, job)
+	snap := snapPath(job, res.Snapshot, src)
+	for _, p := range []string{"keep.txt", "sub/keep", "cache/CACHEDIR.TAG", "faketag/kept", "proj/src.go", "proj/" + IgnoreFile, "elsewhere/build/out", "anchored"} {
+		if _, err := os.Lstat(filepath.Join(snap, p)); err != nil {
+			t.Errorf("%s was excluded: %v", p, err)
+		}
+	}
+	for _, p := range []string{"skip.tmp", "sub/x.tmp", "anchored/drop", "cache/blob", "proj/build", "proj/deeper/build", "proj/sub/gen"} {
+		if _, err := os.Lstat(filepath.Join(snap, p)); err == nil {
+			t.Errorf("%s was not excluded", p)
+		}
+	}
+}
+
+func TestDefaultExcludesMatch(t *testing.T) {
+	x := newExcluder(DefaultExcludes)
+	for _, c := range []struct {
+		abs  string
+		want bool
+	}{
+		{"/proc", true}, {"/home/al/.cache", true}, {"/home/al/.local/share/Trash", true},
+		{"/home/al/docs/.cache", false}, {"/media/usb/.Trash-1000", true}, {"/home/al/notes", false},
+		{"/procfoo", false},
+	} {
+		if got := x.excluded(c.abs, filepath.Base(c.abs)); got != c.want {
+			t.Errorf("excluded(%s) = %v, want %v", c.abs, got, c.want)
+		}
+	}
+}
+
+func TestManifestRoundTrip(t *testing.T) {
+	in := []*Entry{
+		{Path: "a/b\xff\n\"q", Type: 'f', Mode: 0o4755, UID: 1, GID: 2, Size: 3, Mtime: -5, Ctime: 7, Ino: 8, Dev: 9, Nlink: 2, Hash: strings.Repeat("ab", 32), Flags: "ox"},
+		{Path: "l", Type: 'l', Link: "../t a\x00rget"},
+		{Path: "d", Type: 'd', Mode: 0o755},
+		{Path: "c", Type: 'c', Rdev: 1025},
+	}
+	var buf strings.Builder
+	if err := writeManifest(&buf, in); err != nil {
+		t.Fatal(err)
+	}
+	m, err := readManifest(strings.NewReader(buf.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range in {
+		got := m[e.Path]
+		if got == nil || *got != *e {
+			t.Errorf("round trip of %q: got %+v, want %+v", e.Path, got, e)
+		}
+	}
+	if _, err := readManifest(strings.NewReader("junk\n")); err == nil {
+		t.Error("a file without the header was accepted")
+	}
+	if _, err := readManifest(strings.NewReader(manifestHeader + "\nf 644 0 0 1 1 1 1 1 1 0 - - \"../escape\"\n")); err == nil {
+		t.Error("a path climbing out of the snapshot was accepted")
+	}
+}
+
+func TestRestore(t *testing.T) {
+	src := buildRich(t)
+	job := newJob(t, src, "ext4")
+	res := mustRun(t, job)
+	rel := strings.TrimPrefix(src, "/")
+	dest := t.TempDir()
+	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, rel, dest, false); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Remove(filepath.Join(src, "sock"))
+	compareTrees(t, src, filepath.Join(dest, filepath.Base(src)))
+	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, rel, dest, false); err == nil {
+		t.Error("restore over an existing tree without overwrite succeeded")
+	}
+	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, rel+"/a.txt", dest, true); err != nil {
+		t.Errorf("restore of one file: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, "a.txt")); string(b) != "hello" {
+		t.Errorf("restored a.txt = %q", b)
+	}
+	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, "../etc", dest, true); err == nil {
+		t.Error("a path climbing out of the snapshot was accepted")
+	}
+}
+
+func TestVerifyFindsDamage(t *testing.T) {
+	src := buildRich(t)
+	job := newJob(t, src, "ext4")
+	res := mustRun(t, job)
+	snap := snapPath(job, res.Snapshot, src)
+	// Same size, same mtime, different content: only the hash can tell.
+	p := filepath.Join(snap, "dir/exec.sh")
+	var st unix.Stat_t
+	unix.Stat(p, &st)
+	os.Chmod(p, 0o755)
+	os.WriteFile(p, []byte("#!/bin/XX\n"), 0o755)
+	unix.UtimesNano(p, []unix.Timespec{st.Mtim, st.Mtim})
+	os.WriteFile(filepath.Join(snap, "intruder"), nil, 0o644)
+	os.Remove(filepath.Join(snap, "empty"))
+	_, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(problems, "\n")
+	for _, want := range []string{"exec.sh: content differs", "intruder: not in the manifest", "empty: missing"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("Verify did not report %q; got:\n%s", want, joined)
+		}
+	}
+}
+
+func TestChangingFileIsRetriedAndMarked(t *testing.T) {
+	src := t.TempDir()
+	tr := tree{t, src}
+	tr.file("grow", strings.Repeat("a", 32<<20), 0o644)
+	job := newJob(t, src, "ext4")
+	job.Workers = 1
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	started := make(chan struct{})
+	go func() {
+		defer close(done)
+		f, _ := os.OpenFile(filepath.Join(src, "grow"), os.O_WRONLY|os.O_APPEND, 0)
+		defer f.Close()
+		for i := 0; ; i++ {
+			if i == 100 {
+				close(started)
+			}
+			select {
+			case <-stop:
+				return
+			default:
+				f.Write([]byte("b"))
+			}
+		}
+	}()
+	<-started
+	res, err := Run(context.Background(), job, nil, nil)
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := readManifestFile(filepath.Join(job.Target, rootDir, job.Host, res.Snapshot, metaDir, "manifest"))
+	e := m[strings.TrimPrefix(src, "/")+"/grow"]
+	if e == nil {
+		t.Fatal("the changing file is not in the manifest")
+	}
+	if !e.hasFlag(flagChanging) || len(res.Warnings) == 0 {
+		t.Errorf("a file that kept changing was not marked: flags %q warnings %q", e.Flags, res.Warnings)
+	}
+}
+
+// TestUnchangedManifestReused checks that a no-change run links (ext4) or keeps (btrfs) the
+// previous manifest, and that any change writes a new one listing it.
+func TestUnchangedManifestReused(t *testing.T) {
+	src := buildMany(t, 200, 5)
+	job := newJob(t, src, "ext4")
+	first := mustRun(t, job)
+	time.Sleep(1100 * time.Millisecond)
+	second := mustRun(t, job)
+	host := filepath.Join(job.Target, rootDir, job.Host)
+	var a, b unix.Stat_t
+	unix.Stat(filepath.Join(host, first.Snapshot, metaDir, "manifest"), &a)
+	unix.Stat(filepath.Join(host, second.Snapshot, metaDir, "manifest"), &b)
+	if a.Ino != b.Ino {
+		t.Error("an unchanged manifest was written again")
+	}
+	time.Sleep(1100 * time.Millisecond)
+	os.Remove(filepath.Join(src, "d00/s00/f00000"))
+	third := mustRun(t, job)
+	m, err := readManifestFile(filepath.Join(host, third.Snapshot, metaDir, "manifest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m[strings.TrimPrefix(src, "/")+"/d00/s00/f00000"]; ok {
+		t.Error("the manifest still lists a deleted file")
+	}
+	compareSnapshot(t, job, src)
+}
+
+// TestTargetInsideSourceSkipped backs up a directory that contains the target itself: the
+// target is never walked into (no recursion into the backups).
+func TestTargetInsideSourceSkipped(t *testing.T) {
+	src := t.TempDir()
+	tree{t, src}.file("doc", "d", 0o644)
+	target := filepath.Join(src, "drive")
+	os.Mkdir(target, 0o755)
+	job := Job{Sources: []string{src}, Target: target, Host: "h", FSType: "ext4", NoDefaultExcludes: true}
+	mustRun(t, job)
+	res := mustRun(t, job)
+	m, err := readManifestFile(filepath.Join(target, rootDir, job.Host, res.Snapshot, metaDir, "manifest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := strings.TrimPrefix(src, "/")
+	if m[rel+"/doc"] == nil {
+		t.Error("the source was not backed up")
+	}
+	for p := range m {
+		if strings.HasPrefix(p, rel+"/drive/") {
+			t.Errorf("the target was backed up into itself: %s", p)
+		}
+	}
+}
+
+// TestHardLinkGroupChanges re-links a group when its first member changes and turns a
+// separate file into a link (ext4 layout; the btrfs working tree in TestRootHardLinkGroupChanges).
+func TestHardLinkGroupChanges(t *testing.T) {
+	src := t.TempDir()
+	hardLinkScenario(t, newJob(t, src, "ext4"), src)
+}
+
+func hardLinkScenario(t *testing.T, job Job, src string) {
+	tr := tree{t, src}
+	tr.file("b", "B", 0o644)
+	tr.file("a", "A", 0o644)
+	tr.link("b", "c") // group {b, c}, leader b
+	tr.file("z", "Z", 0o644)
+	mustRun(t, job)
+	compareSnapshot(t, job, src)
+	time.Sleep(1100 * time.Millisecond)
+	// "a" (sorted first) joins the group: a new leader that must be written.
+	os.Remove(filepath.Join(src, "a"))
+	tr.link("b", "a")
+	// z becomes a hard link of a fresh file y.
+	tr.file("y", "Y", 0o644)
+	os.Remove(filepath.Join(src, "z"))
+	tr.link("y", "z")
+	mustRun(t, job)
+	compareSnapshot(t, job, src)
+}
+
+// posixACL encodes user::rw-, user:uid:r--, group::---, mask::r--, other::--- in the kernel's
+// xattr format (version 2; tag, perm, id per entry).
+func posixACL(uid uint32) []byte {
+	le := func(b []byte, v uint32, n int) []byte {
+		for i := 0; i < n; i++ {
+			b = append(b, byte(v>>(8*i)))
+		}
+		return b
+	}
+	b := le(nil, 2, 4)
+	for _, e := range [][3]uint32{{0x01, 6, 0xffffffff}, {0x02, 4, uid}, {0x04, 0, 0xffffffff}, {0x10, 4, 0xffffffff}, {0x20, 0, 0xffffffff}} {
+		b = le(b, e[0], 2)
+		b = le(b, e[1], 2)
+		b = le(b, e[2], 4)
+	}
+	return b
+}
+
+func TestLargeFileAndACL(t *testing.T) {
+	src := t.TempDir()
+	data := make([]byte, 48<<20+12345)
+	for i := range data {
+		data[i] = byte(i*31 + i>>12)
+	}
+	if err := os.WriteFile(filepath.Join(src, "big"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(filepath.Join(src, "big"), "system.posix_acl_access", posixACL(4242), 0); err != nil {
+		t.Logf("no POSIX ACLs here: %v", err)
+	}
+	job := newJob(t, src, "ext4")
+	res := mustRun(t, job)
+	compareSnapshot(t, job, src)
+	got, _ := os.ReadFile(filepath.Join(snapPath(job, res.Snapshot, src), "big"))
+	if len(got) != len(data) {
+		t.Errorf("large file: %d bytes, want %d", len(got), len(data))
+	}
+	if x := xattrString(filepath.Join(snapPath(job, res.Snapshot, src), "big")); !strings.Contains(x, "system.posix_acl_access") {
+		t.Errorf("ACL not copied: %q", x)
+	}
+}

@@ -1,0 +1,126 @@
+package backup
+
+import (
+	"sync"
+	"time"
+)
+
+// progressInterval is the shortest time between two progress reports.
+const progressInterval = 250 * time.Millisecond
+
+// fileCost is how many bytes of copying one written entry is worth for the ETA (a create,
+// a few metadata calls).
+const fileCost = 16 << 10
+
+// progressReporter throttles and computes rate and ETA.
+type progressReporter struct {
+	fn    func(Progress)
+	clock func() time.Time
+	prev  *Stats // the previous run's stats, for the ETA before the rate is known
+
+	mu         sync.Mutex
+	p          Progress
+	began      time.Time
+	filesStart uint64 // FilesDone when copying started (kept entries)
+	last       time.Time
+	rate       float64
+}
+
+func newProgressReporter(fn func(Progress), _ time.Time) *progressReporter {
+	return &progressReporter{fn: fn, clock: time.Now, p: Progress{Phase: PhaseScanning, ETA: -1}}
+}
+
+func (r *progressReporter) emit(force bool) {
+	if r.fn == nil {
+		return
+	}
+	now := r.clock()
+	if !force && now.Sub(r.last) < progressInterval {
+		return
+	}
+	r.last = now
+	r.fn(r.p)
+}
+
+// scanned reports the number of entries found so far.
+func (r *progressReporter) scanned(n uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.p.FilesTotal = n
+	r.emit(false)
+}
+
+// start switches to copying with the totals of the scan.
+func (r *progressReporter) start(files, kept, bytes uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.p = Progress{Phase: PhaseCopying, FilesTotal: files, FilesDone: kept, BytesTotal: bytes, ETA: -1}
+	r.filesStart = kept
+	r.began = r.clock()
+	if r.prev != nil && r.prev.CopySeconds > 0 {
+		work := float64(r.prev.BytesWritten + r.prev.Written*fileCost)
+		if work > 0 {
+			r.p.ETA = r.eta(work / r.prev.CopySeconds)
+		}
+	}
+	r.emit(true)
+}
+
+// remaining is the work left, in bytes.
+func (r *progressReporter) remaining() float64 {
+	return float64(r.p.BytesTotal-min(r.p.BytesDone, r.p.BytesTotal)) +
+		float64(r.p.FilesTotal-min(r.p.FilesDone, r.p.FilesTotal))*fileCost
+}
+
+func (r *progressReporter) eta(workPerSecond float64) time.Duration {
+	if workPerSecond <= 0 {
+		return -1
+	}
+	return time.Duration(r.remaining() / workPerSecond * float64(time.Second))
+}
+
+// add counts finished entries and copied bytes.
+func (r *progressReporter) add(files, bytes uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.p.FilesDone += files
+	r.p.BytesDone += bytes
+	if r.p.BytesDone > r.p.BytesTotal {
+		r.p.BytesTotal = r.p.BytesDone // a file grew while it was copied
+	}
+	now := r.clock()
+	if now.Sub(r.last) < progressInterval {
+		return
+	}
+	el := now.Sub(r.began).Seconds()
+	if el > 0 {
+		r.p.Rate = float64(r.p.BytesDone) / el
+		done := float64(r.p.BytesDone) + float64(r.p.FilesDone-r.filesStart)*fileCost
+		live := done / el
+		switch {
+		case el >= 1 || r.prev == nil:
+			if el >= 0.5 {
+				r.p.ETA = r.eta(live)
+			}
+		default:
+			// Too early for a live rate: keep the estimate from the previous run.
+		}
+	}
+	r.emit(false)
+}
+
+// phase switches to another phase and reports it at once.
+func (r *progressReporter) phase(ph string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.p.Phase = ph
+	r.emit(true)
+}
+
+// done reports the end.
+func (r *progressReporter) done() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.p.FilesDone, r.p.BytesDone, r.p.ETA = r.p.FilesTotal, r.p.BytesTotal, 0
+	r.emit(true)
+}

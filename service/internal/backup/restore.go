@@ -1,0 +1,224 @@
+package backup
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path"
+
+	"golang.org/x/sys/unix"
+)
+
+// Restore copies path (relative to the snapshot root, "" = everything) out of a snapshot into
+// the directory dest, preserving mode, owner (where the caller may set it), times, xattrs,
+// symlinks and hard links. Without overwrite an existing name at the destination is an error
+// and nothing is written. The daemon runs it in the engine child with the caller's
+// credentials (SpawnRestore), so the caller can only write where they may.
+func Restore(ctx context.Context, target, host, snapshot, rel, dest string, overwrite bool) error {
+	if !validRel(rel) {
+		return fmt.Errorf("cannot restore: invalid path %q", rel)
+	}
+	if !path.IsAbs(dest) {
+		return fmt.Errorf("cannot restore: destination %q is not an absolute path", dest)
+	}
+	sfd, _, err := openSnapshot(target, host, snapshot)
+	if err != nil {
+		return fmt.Errorf("cannot restore: %w", err)
+	}
+	defer unix.Close(sfd)
+	dfd, err := openDirPath(path.Clean(dest))
+	if err != nil {
+		return fmt.Errorf("cannot restore: cannot open %q: %w", dest, err)
+	}
+	defer unix.Close(dfd)
+	r := &restorer{ctx: ctx, links: map[[2]uint64]string{}, euid: os.Geteuid(), buf: make([]byte, 1<<20), droot: dfd}
+	if rel == "" {
+		// Everything: the snapshot root's entries, without its metadata.
+		names, err := readDirNames(sfd)
+		if err != nil {
+			return fmt.Errorf("cannot restore: %w", err)
+		}
+		if !overwrite {
+			for _, n := range names {
+				if _, err := lstatAt(dfd, n); err == nil && n != metaDir {
+					return fmt.Errorf("cannot restore: %s already exists", path.Join(dest, n))
+				}
+			}
+		}
+		for _, n := range names {
+			if n == metaDir {
+				continue
+			}
+			if err := r.copy(sfd, n, dfd, n, n); err != nil { // rel relative to dest
+				return err
+			}
+		}
+		return nil
+	}
+	pd, name := splitRel(rel)
+	pfd, err := openDirBeneath(sfd, pd)
+	if err != nil {
+		return fmt.Errorf("cannot restore %q: %w", rel, err)
+	}
+	defer unix.Close(pfd)
+	if _, err := lstatAt(pfd, name); err != nil {
+		return fmt.Errorf("cannot restore %q: not in the snapshot: %w", rel, os.ErrNotExist)
+	}
+	if _, err := lstatAt(dfd, name); err == nil && !overwrite {
+		return fmt.Errorf("cannot restore: %s already exists", path.Join(dest, name))
+	}
+	return r.copy(pfd, name, dfd, name, name)
+}
+
+type restorer struct {
+	ctx   context.Context
+	links map[[2]uint64]string // snapshot inode -> restored path (relative to droot)
+	droot int
+	euid  int
+	buf   []byte
+}
+
+// copy restores name in sdir as dname in ddir; rel is its path relative to the destination.
+func (r *restorer) copy(sdir int, name string, ddir int, dname, rel string) error {
+	if err := r.ctx.Err(); err != nil {
+		return fmt.Errorf("cannot restore: %w", err)
+	}
+	st, err := lstatAt(sdir, name)
+	if err != nil {
+		return fmt.Errorf("cannot restore %q: %w", rel, err)
+	}
+	fail := func(err error) error { return fmt.Errorf("cannot restore %q: %w", rel, err) }
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		err := unix.Mkdirat(ddir, dname, 0o700)
+		if err == unix.EEXIST {
+			if dst, e := lstatAt(ddir, dname); e != nil || dst.Mode&unix.S_IFMT != unix.S_IFDIR {
+				if err := removeAllAt(ddir, dname); err != nil {
+					return fail(err)
+				}
+				err = unix.Mkdirat(ddir, dname, 0o700)
+			} else {
+				err = nil
+			}
+		}
+		if err != nil {
+			return fail(err)
+		}
+		sfd, err := openDirBeneath(sdir, name)
+		if err != nil {
+			return fail(err)
+		}
+		defer unix.Close(sfd)
+		dfd, err := openDirBeneath(ddir, dname)
+		if err != nil {
+			return fail(err)
+		}
+		defer unix.Close(dfd)
+		_ = unix.Fchmod(dfd, 0o700)
+		names, err := readDirNames(sfd)
+		if err != nil {
+			return fail(err)
+		}
+		for _, n := range names {
+			if err := r.copy(sfd, n, dfd, n, joinRel(rel, n)); err != nil {
+				return err
+			}
+		}
+		_, _ = copyXattrs(sfd, dfd)
+		_ = unix.Fchown(dfd, int(st.Uid), int(st.Gid))
+		if err := unix.Fchmod(dfd, st.Mode&0o7777); err != nil {
+			return fail(err)
+		}
+		return futimens(dfd, []unix.Timespec{st.Atim, st.Mtim})
+	case unix.S_IFREG:
+		id := [2]uint64{st.Dev, st.Ino}
+		if st.Nlink > 1 {
+			if first, ok := r.links[id]; ok {
+				fd, fn := splitRel(first)
+				if ffd, err := openDirBeneath(r.droot, fd); err == nil {
+					err = linkReplace(ffd, fn, ddir, dname)
+					unix.Close(ffd)
+					if err == nil {
+						return nil
+					}
+				}
+				// Fall through to a copy.
+			}
+		}
+		in, err := unix.Openat(sdir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fail(err)
+		}
+		defer unix.Close(in)
+		tmp := tempName()
+		out, err := unix.Openat(ddir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return fail(err)
+		}
+		ok := false
+		defer func() {
+			if !ok {
+				_ = unix.Unlinkat(ddir, tmp, 0)
+			}
+		}()
+		if _, err := copyData(in, out, st.Size, st.Blocks*512 < st.Size, nil, r.buf); err != nil {
+			unix.Close(out)
+			return fail(err)
+		}
+		_, _ = copyXattrs(in, out)
+		_ = unix.Fchown(out, int(st.Uid), int(st.Gid))
+		if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
+			unix.Close(out)
+			return fail(err)
+		}
+		if err := futimens(out, []unix.Timespec{st.Atim, st.Mtim}); err != nil {
+			unix.Close(out)
+			return fail(err)
+		}
+		if err := unix.Fsync(out); err != nil {
+			unix.Close(out)
+			return fail(err)
+		}
+		unix.Close(out)
+		if err := renameReplace(ddir, tmp, dname); err != nil {
+			return fail(err)
+		}
+		ok = true
+		if st.Nlink > 1 {
+			r.links[id] = rel
+		}
+		return nil
+	case unix.S_IFLNK:
+		t, err := readlinkAt(sdir, name)
+		if err != nil {
+			return fail(err)
+		}
+		tmp := tempName()
+		if err := unix.Symlinkat(t, ddir, tmp); err != nil {
+			return fail(err)
+		}
+		_ = unix.Fchownat(ddir, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
+		_ = unix.UtimesNanoAt(ddir, tmp, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+		if err := renameReplace(ddir, tmp, dname); err != nil {
+			_ = unix.Unlinkat(ddir, tmp, 0)
+			return fail(err)
+		}
+		return nil
+	case unix.S_IFIFO, unix.S_IFCHR, unix.S_IFBLK:
+		if st.Mode&unix.S_IFMT != unix.S_IFIFO && r.euid != 0 {
+			return nil
+		}
+		tmp := tempName()
+		if err := unix.Mknodat(ddir, tmp, st.Mode&unix.S_IFMT|0o600, int(st.Rdev)); err != nil {
+			return fail(err)
+		}
+		_ = unix.Fchownat(ddir, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
+		_ = unix.Fchmodat(ddir, tmp, st.Mode&0o7777, unix.AT_SYMLINK_NOFOLLOW)
+		_ = unix.UtimesNanoAt(ddir, tmp, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+		if err := renameReplace(ddir, tmp, dname); err != nil {
+			_ = unix.Unlinkat(ddir, tmp, 0)
+			return fail(err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+package backup
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/plugvault/plugvault/service/internal/sysexec"
+	"github.com/plugvault/plugvault/service/internal/testenv"
+)
+
+// loopMount makes a file image of fstype, loop-mounts it and returns the mount point and the
+// loop device's number.
+func loopMount(t *testing.T, fstype string, size int64) (string, uint64) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	mkfs := testenv.RequireTool(t, "mkfs."+fstype)
+	losetup := testenv.RequireTool(t, "losetup")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(size)
+	f.Close()
+	args := []string{"-q", img}
+	if fstype == "btrfs" {
+		args = []string{"-q", "-f", img}
+	} else if fstype == "ext4" {
+		args = []string{"-q", "-F", img}
+	}
+	if out, err := exec.Command(mkfs, args...).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v: %s", err, out)
+	}
+	out, err := exec.Command(losetup, "-f", "--show", img).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if err := unix.Mount(loop, mnt, fstype, unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOATIME, ""); err != nil {
+		exec.Command(losetup, "-d", loop).Run()
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, 0); err != nil {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+		exec.Command(losetup, "-d", loop).Run()
+	})
+	var st unix.Stat_t
+	if err := unix.Stat(loop, &st); err != nil {
+		t.Fatal(err)
+	}
+	return mnt, st.Rdev
+}
+
+func rootJob(t *testing.T, src, fstype string) Job {
+	mnt, dev := loopMount(t, fstype, 1<<30)
+	return Job{Sources: []string{src}, Target: mnt, Host: "roothost", FSType: fstype, Dev: dev, NoDefaultExcludes: true}
+}
+
+func runGuarded(t *testing.T, job Job) Result {
+	t.Helper()
+	res, err := Run(context.Background(), job, func() error { return CheckMount(job.Target, job.Dev) }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func testRealTarget(t *testing.T, fstype string) {
+	src := buildRich(t)
+	// Owners other than root, and a device node (root only).
+	os.Lchown(filepath.Join(src, "a.txt"), 1234, 5678)
+	os.Lchown(filepath.Join(src, "link-rel"), 4321, 8765)
+	unix.Mknod(filepath.Join(src, "null"), unix.S_IFCHR|0o644, int(unix.Mkdev(1, 3)))
+	job := rootJob(t, src, fstype)
+	first := runGuarded(t, job)
+	compareSnapshot(t, job, src)
+	host := filepath.Join(job.Target, rootDir, job.Host)
+	if fstype == "btrfs" {
+		// Read-only subvolume: a write fails.
+		if err := os.WriteFile(filepath.Join(host, first.Snapshot, "x"), nil, 0o644); err == nil {
+			t.Error("a btrfs snapshot is writable")
+		}
+		fd, _ := unix.Open(host, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if !isSubvolume(fd, first.Snapshot) || !isSubvolume(fd, workingDir) {
+			t.Error("snapshot or working tree is not a subvolume")
+		}
+		unix.Close(fd)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	tree{t, src}.file("dir/exec.sh", "changed", 0o755)
+	os.Remove(filepath.Join(src, "empty"))
+	second := runGuarded(t, job)
+	compareSnapshot(t, job, src)
+	st := readStatsFile(t, job, second.Snapshot)
+	if st.BytesWritten != uint64(len("changed")) {
+		t.Errorf("incremental copied %d bytes, want %d", st.BytesWritten, len("changed"))
+	}
+	// The first snapshot is intact.
+	if _, problems, err := Verify(context.Background(), job.Target, job.Host, first.Snapshot); err != nil || len(problems) > 0 {
+		t.Errorf("first snapshot after the second run: %v %q", err, problems)
+	}
+	// The guard stops a run when the target is not our mount.
+	bad := job
+	bad.Dev++
+	if _, err := Run(context.Background(), bad, func() error { return CheckMount(bad.Target, bad.Dev) }, nil); err == nil {
+		t.Error("a run with a failing guard succeeded")
+	}
+	// Retention deletes through the privileged path.
+	deleted, err := Prune(Job{Target: job.Target, Host: job.Host, FSType: fstype, Sources: job.Sources,
+		Retention: job.Retention}, time.Now().Add(400*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, _ := List(job.Target, job.Host)
+	if len(deleted) != 1 || deleted[0] != first.Snapshot || len(snaps) != 1 || snaps[0].Name != second.Snapshot {
+		t.Errorf("Prune deleted %v, left %+v", deleted, snaps)
+	}
+}
+
+func TestRootBtrfs(t *testing.T) { testRealTarget(t, "btrfs") }
+func TestRootExt4(t *testing.T)  { testRealTarget(t, "ext4") }
+
+// TestRootSpawnUnprivileged runs the engine child as an unprivileged user on btrfs: the daemon
+// side creates the working subvolume and takes the read-only snapshot.
+func TestRootSpawnUnprivileged(t *testing.T) {
+	for _, fstype := range []string{"btrfs", "ext4"} {
+		t.Run(fstype, func(t *testing.T) {
+			const uid, gid = 65534, 65534
+			src := buildMany(t, 300, 4)
+			filepath.Walk(src, func(p string, _ os.FileInfo, _ error) error { return os.Lchown(p, uid, gid) })
+			job := rootJob(t, src, fstype)
+			openUp(src)
+			openUp(job.Target)
+			exe, _ := os.Executable()
+			// The test binary must be reachable by the child's user.
+			bin := filepath.Join(t.TempDir(), "engine")
+			data, _ := os.ReadFile(exe)
+			os.WriteFile(bin, data, 0o755)
+			openUp(bin)
+			childEnv = append(append([]string(nil), sysexec.Env...), "PLUGVAULT_TEST_ENGINE_CHILD=1")
+			t.Cleanup(func() { childEnv = nil })
+			var progress []Progress
+			res, err := Spawn(context.Background(), bin, job, &syscall.Credential{Uid: uid, Gid: gid}, func(p Progress) { progress = append(progress, p) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(progress) == 0 {
+				t.Error("no progress reported")
+			}
+			compareSnapshot(t, job, src)
+			if _, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot); err != nil || len(problems) > 0 {
+				t.Errorf("verify: %v %q", err, problems)
+			}
+		})
+	}
+}
+
+// openUp makes p's ancestors below the temp directory traversable for another user.
+func openUp(p string) {
+	tmp := os.TempDir()
+	for d := filepath.Dir(p); strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
+		var st unix.Stat_t
+		if unix.Stat(d, &st) == nil {
+			os.Chmod(d, os.FileMode(st.Mode&0o7777|0o055))
+		}
+	}
+}
+
+func TestRootCrashInjectionBtrfs(t *testing.T) {
+	src := buildMany(t, 4000, 6)
+	crashTwoRounds(t, rootJob(t, src, "btrfs"), src, 41, "d04")
+}
+
+func TestRootHardLinkGroupChanges(t *testing.T) {
+	src := t.TempDir()
+	hardLinkScenario(t, rootJob(t, src, "btrfs"), src)
+}
+
+// TestRootSpaceFloor thins the oldest snapshots while free space is under the floor, never the
+// newest.
+func TestRootSpaceFloor(t *testing.T) {
+	mnt, dev := loopMount(t, "ext4", 256<<20)
+	src := t.TempDir()
+	job := Job{Sources: []string{src}, Target: mnt, Host: "h", FSType: "ext4", Dev: dev, NoDefaultExcludes: true}
+	var names []string
+	for i := 0; i < 4; i++ {
+		// 40 MiB of new data per snapshot: nothing can be shared by hard links.
+		data := make([]byte, 40<<20)
+		for j := range data {
+			data[j] = byte(i + j*7)
+		}
+		if err := os.WriteFile(filepath.Join(src, "big"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		res := runGuarded(t, job)
+		names = append(names, res.Snapshot)
+		time.Sleep(1100 * time.Millisecond)
+	}
+	fd, _ := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	before, _ := freePercent(fd)
+	unix.Close(fd)
+	t.Logf("free before thinning: %.0f%%", before)
+	job.Retention.MinFreePercent = 99 // unreachable: thin down to the newest
+	deleted, err := Prune(job, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, _ := List(job.Target, job.Host)
+	if len(snaps) != 1 || snaps[0].Name != names[len(names)-1] {
+		t.Errorf("left %+v after deleting %v; want only the newest %s", snaps, deleted, names[len(names)-1])
+	}
+	for i, d := range deleted {
+		if d != names[i] {
+			t.Errorf("deleted %v, want oldest first %v", deleted, names[:len(names)-1])
+			break
+		}
+	}
+}
+
+// TestRootRestoreAsCaller restores through the engine child with an unprivileged user's
+// credentials: allowed into that user's directory, refused into root's.
+func TestRootRestoreAsCaller(t *testing.T) {
+	const uid, gid = 65534, 65534
+	src := t.TempDir()
+	tree{t, src}.file("doc.txt", "mine", 0o644)
+	openUp(filepath.Join(src, "doc.txt")) // the snapshot keeps the source's permissions
+	job := rootJob(t, src, "ext4")
+	res := runGuarded(t, job)
+	openUp(job.Target)
+	exe, _ := os.Executable()
+	bin := filepath.Join(t.TempDir(), "engine")
+	data, _ := os.ReadFile(exe)
+	os.WriteFile(bin, data, 0o755)
+	openUp(bin)
+	childEnv = append(append([]string(nil), sysexec.Env...), "PLUGVAULT_TEST_ENGINE_CHILD=1")
+	t.Cleanup(func() { childEnv = nil })
+	cred := &syscall.Credential{Uid: uid, Gid: gid}
+	mine := filepath.Join(t.TempDir(), "home")
+	os.Mkdir(mine, 0o755)
+	os.Chown(mine, uid, gid)
+	openUp(mine)
+	rel := strings.TrimPrefix(src, "/") + "/doc.txt"
+	if err := SpawnRestore(context.Background(), bin, cred, job.Target, job.Host, res.Snapshot, rel, mine, false); err != nil {
+		t.Fatalf("restore into the caller's directory: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(mine, "doc.txt"), &st); err != nil || st.Uid != uid {
+		t.Errorf("restored file: %v, owner %d (the caller cannot give files away)", err, st.Uid)
+	}
+	roots := filepath.Join(t.TempDir(), "root-only")
+	os.Mkdir(roots, 0o755)
+	openUp(roots)
+	if err := SpawnRestore(context.Background(), bin, cred, job.Target, job.Host, res.Snapshot, rel, roots, false); err == nil {
+		t.Error("an unprivileged caller restored into root's directory")
+	}
+	if _, err := os.Lstat(filepath.Join(roots, "doc.txt")); err == nil {
+		t.Error("a file appeared in root's directory")
+	}
+	// The manifest names every user's files: it is root's, and the daemon verifies as root.
+	checked, problems, err := SpawnVerify(context.Background(), bin, nil, job.Target, job.Host, "")
+	if err != nil || checked == 0 || len(problems) != 0 {
+		t.Errorf("verify as the caller: %d %q %v", checked, problems, err)
+	}
+}
