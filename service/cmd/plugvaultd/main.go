@@ -16,7 +16,6 @@ import (
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
-	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/buildinfo"
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/daemon"
@@ -107,7 +106,6 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 	d, err := daemon.New(conn, daemon.Options{
 		Version:      buildinfo.Version,
 		ReminderDays: cfg.ReminderDays,
-		Backend:      placeholderBackend{},
 		Authorizer:   polkit.New(conn, logger),
 		Logger:       logger,
 	})
@@ -115,12 +113,21 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 		return err
 	}
 	defer d.Close()
-	for _, drv := range cfg.Drives {
-		st := api.DriveStatus{Name: drv.Name, LuksUUID: drv.LuksUUID, State: api.StateAbsent, EtaSeconds: -1}
-		if err := d.AddDrive(drv.LuksUUID, st); err != nil {
-			logger.Error("cannot publish a configured drive", "drive", drv.LuksUUID, "error", err)
-		}
+	svc, err := newServices(logger, cfg, d) // publishes every configured drive
+	if err != nil {
+		return err
 	}
+	defer svc.monitor.Close()
+	d.SetBackends(svc.manager, svc.enroller)
+	// The manager reconciles leftovers, coldplugs and serves udev events until ctx ends, then
+	// cancels runs, unmounts and locks; wait for that before exiting.
+	managerDone := make(chan error, 1)
+	go func() { managerDone <- svc.manager.Run(ctx) }()
+	defer func() {
+		if err := <-managerDone; err != nil {
+			logger.Error("the drive manager stopped with an error", "error", err)
+		}
+	}()
 	if err := d.Start(); err != nil {
 		return err
 	}

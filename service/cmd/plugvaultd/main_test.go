@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -14,7 +13,6 @@ import (
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/buildinfo"
-	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
@@ -49,21 +47,6 @@ func TestCheckConfig(t *testing.T) {
 	code, _, errOut := runCmd("--check-config", bad)
 	if code != 1 || !strings.Contains(errOut, bad) {
 		t.Errorf("bad config: %d %q, want 1 and the problems", code, errOut)
-	}
-}
-
-// The placeholder never pretends: every method answers NotPresent.
-func TestPlaceholderBackend(t *testing.T) {
-	var b placeholderBackend
-	ctx := context.Background()
-	_, _, verr := b.Verify(ctx, "u", "")
-	_, lerr := b.ListSnapshots(ctx, "u")
-	_, berr := b.Browse(ctx, "u", daemon.Caller{UID: 1000})
-	for _, err := range []error{b.Unlock(ctx, "u", []byte("p")), b.BackupNow(ctx, "u"), b.Cancel(ctx, "u"),
-		b.Eject(ctx, "u", true), b.Restore(ctx, "u", daemon.RestoreRequest{Snapshot: "20261126T083100Z", Destination: "/tmp"}), verr, lerr, berr} {
-		if !errors.Is(err, api.ErrNotPresent) || err.Error() != "drive handling is not wired yet" {
-			t.Errorf("placeholder answered %v", err)
-		}
 	}
 }
 

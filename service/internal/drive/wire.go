@@ -3,7 +3,15 @@ package drive
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os/user"
+	"strconv"
+	"syscall"
 
+	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/backup"
+	"github.com/plugvault/plugvault/service/internal/config"
+	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/mount"
 	"github.com/plugvault/plugvault/service/internal/udev"
 )
@@ -81,4 +89,85 @@ func (SystemMounter) Mounts(base string) ([]MountInfo, error) {
 		out[i] = MountInfo{Target: in.Target, Source: in.Source, FSType: in.FSType, Dev: in.Dev}
 	}
 	return out, err
+}
+
+// SystemEngine runs the backup engine child (service/cmd/plugvault-engine) through
+// service/internal/backup: Prepare, the unprivileged child, then Promote and Prune as root.
+type SystemEngine struct {
+	// Path is the engine binary.
+	Path string
+	// LookupUser returns the credentials of a user (nil: the user database via os/user).
+	LookupUser func(name string) (*syscall.Credential, error)
+}
+
+// Run backs up job as job.RunAs ("" or "root": as root, for system sources). The engine is
+// crash safe, so when ctx ends its process group is killed at once and the next run resumes.
+func (e SystemEngine) Run(ctx context.Context, job Job, progress func(Progress)) (Result, error) {
+	var cred *syscall.Credential
+	if job.RunAs != "" && job.RunAs != "root" {
+		var err error
+		if cred, err = e.lookup(job.RunAs); err != nil {
+			return Result{}, err
+		}
+	}
+	bj := backup.Job{Sources: job.Sources, Excludes: job.Excludes, Target: job.Target, Host: job.Host,
+		FSType: job.FSType, Dev: job.Dev, Retention: config.Drive{Retention: job.Retention}.EffectiveRetention()}
+	res, err := backup.Spawn(ctx, e.Path, bj, cred, func(p backup.Progress) {
+		if progress != nil {
+			progress(Progress{Phase: p.Phase, FilesDone: p.FilesDone, FilesTotal: p.FilesTotal,
+				BytesDone: p.BytesDone, BytesTotal: p.BytesTotal, Rate: p.Rate, ETA: p.ETA})
+		}
+	})
+	return Result{Snapshot: res.Snapshot, Files: res.Files, Bytes: res.Bytes, Warnings: res.Warnings}, err
+}
+
+// List lists the snapshots of host on the mounted drive at target.
+func (SystemEngine) List(target, host string) ([]api.Snapshot, error) {
+	return backup.List(target, host)
+}
+
+// Verify re-reads a snapshot in an engine child (as root: it only reads).
+func (e SystemEngine) Verify(ctx context.Context, target, host, snapshot string) (uint64, []string, error) {
+	return backup.SpawnVerify(ctx, e.Path, nil, target, host, snapshot)
+}
+
+// Restore copies a path out of a snapshot in an engine child with the caller's credentials, so
+// it writes only where the caller may write.
+func (e SystemEngine) Restore(ctx context.Context, target, host string, req daemon.RestoreRequest) error {
+	cred, err := e.lookup(req.Caller.User)
+	if err != nil || cred.Uid != req.Caller.UID {
+		// The name did not resolve to the caller (or there is none): use the ids the bus
+		// daemon reported, with no supplementary groups.
+		cred = &syscall.Credential{Uid: req.Caller.UID, Gid: req.Caller.GID}
+	}
+	return backup.SpawnRestore(ctx, e.Path, cred, target, host, req.Snapshot, req.Path, req.Destination, req.Overwrite)
+}
+
+func (e SystemEngine) lookup(name string) (*syscall.Credential, error) {
+	if e.LookupUser != nil {
+		return e.LookupUser(name)
+	}
+	return UserCredential(name)
+}
+
+// UserCredential returns the uid, primary gid and supplementary groups of the user name.
+func UserCredential(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("cannot run the backup as %q: %w", name, err)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("cannot run the backup as %q: unusable uid %q or gid %q", name, u.Uid, u.Gid)
+	}
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	if ids, err := u.GroupIds(); err == nil {
+		for _, id := range ids {
+			if g, err := strconv.ParseUint(id, 10, 32); err == nil && uint32(g) != cred.Gid {
+				cred.Groups = append(cred.Groups, uint32(g))
+			}
+		}
+	}
+	return cred, nil
 }
