@@ -4,8 +4,12 @@
 // pulled and the mount is gone, the mount point is an empty directory on the internal disk;
 // writing there would silently fill the wrong disk, so the engine must stop instead.
 //
-// Mount points live in a private base directory (default /run/plugvault: root-owned, 0700,
-// created if missing, refused if it is a symlink or owned by anyone else), one level below it.
+// Mount points live in a base directory (default /run/plugvault: root-owned, 0711, created if
+// missing, refused if it is a symlink or owned by anyone else), one level below it. The base is
+// traversable but not listable: the engine child, which runs as the drive's user, and a user
+// browsing the read-only backups must reach <base>/<uuid> by name; what they then see is the
+// drive's own permissions (plugvault/<host>/ belongs to the drive's user, every snapshot keeps
+// the source's modes).
 // Mounts are always nosuid,nodev,noexec,noatime; the filesystem type and every extra option
 // come from an allow-list.
 //

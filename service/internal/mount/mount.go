@@ -67,10 +67,13 @@ func (m *Mounter) SetBase(base string) error {
 // Base returns the base directory.
 func (m *Mounter) Base() string { return m.base }
 
-// ensureBase creates the base directory (0700) if missing and refuses one that is a symlink,
-// not a directory, or not owned by root; group/other permissions are removed.
+// baseMode is traversable, not listable (see the package documentation).
+const baseMode = 0o711
+
+// ensureBase creates the base directory (baseMode) if missing and refuses one that is a
+// symlink, not a directory, or not owned by root; any other mode is set to baseMode.
 func (m *Mounter) ensureBase() error {
-	err := os.Mkdir(m.base, 0o700)
+	err := os.Mkdir(m.base, baseMode)
 	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("cannot create mount base %s: %w", m.base, err)
 	}
@@ -86,10 +89,10 @@ func (m *Mounter) ensureBase() error {
 	case st.Uid != 0:
 		return fmt.Errorf("cannot use mount base %s: owned by uid %d, not root", m.base, st.Uid)
 	}
-	if st.Mode&0o777 != 0o700 {
-		m.logger.Warn("tightening mount base permissions", "path", m.base, "mode", fmt.Sprintf("%#o", st.Mode&0o777))
-		if err := unix.Fchmodat(unix.AT_FDCWD, m.base, 0o700, 0); err != nil {
-			return fmt.Errorf("cannot make mount base %s private: %w", m.base, err)
+	if st.Mode&0o7777 != baseMode {
+		m.logger.Warn("setting mount base permissions", "path", m.base, "mode", fmt.Sprintf("%#o", st.Mode&0o7777))
+		if err := unix.Fchmodat(unix.AT_FDCWD, m.base, baseMode, 0); err != nil {
+			return fmt.Errorf("cannot set the permissions of mount base %s: %w", m.base, err)
 		}
 	}
 	return nil

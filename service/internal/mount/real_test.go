@@ -76,7 +76,7 @@ func TestRealMountGuardUnmount(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st unix.Stat_t
-	if err := unix.Lstat(base, &st); err != nil || st.Mode&0o777 != 0o700 || st.Uid != 0 {
+	if err := unix.Lstat(base, &st); err != nil || st.Mode&0o7777 != 0o711 || st.Uid != 0 {
 		t.Errorf("base mode %#o uid %d, %v", st.Mode&0o777, st.Uid, err)
 	}
 
@@ -229,7 +229,7 @@ func TestRealBaseChecks(t *testing.T) {
 	if err := m.Mount(ctx, dev, base+"/x", "ext4", false, nil); err == nil || !strings.Contains(err.Error(), "not root") {
 		t.Errorf("foreign base: %v", err)
 	}
-	// A lax root-owned base is tightened to 0700 and used.
+	// A lax root-owned base is set to 0711 (traversable, not listable) and used.
 	if err := os.Chown(base, 0, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestRealBaseChecks(t *testing.T) {
 	if err := m.Mount(ctx, dev, base+"/x", "ext4", false, nil); err != nil {
 		t.Fatal(err)
 	}
-	if fi, err := os.Stat(base); err != nil || fi.Mode().Perm() != 0o700 {
+	if fi, err := os.Stat(base); err != nil || fi.Mode().Perm() != 0o711 {
 		t.Errorf("base mode %v, %v", fi.Mode(), err)
 	}
 	if fi, err := os.Stat(base + "/x"); err != nil || !fi.IsDir() {
