@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/mount"
 )
 
 // System is where the machine's view of its block devices is read from. The zero value is
@@ -139,34 +140,23 @@ type mountEntry struct {
 }
 
 func (s System) mounts() ([]mountEntry, error) {
-	f, err := os.Open(s.MountInfo)
+	data, err := os.ReadFile(s.MountInfo)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the mount table: %w", err)
 	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT TARGET OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		dev, _ := parseDevNum(fields[2])
-		e := mountEntry{Dev: dev, Target: unescapeMount(fields[4])}
-		for i, f := range fields {
-			if f == "-" && i+2 < len(fields) {
-				e.Source = unescapeMount(fields[i+2])
-				break
-			}
-		}
-		out = append(out, e)
+	entries, err := mount.ParseMountinfo(data)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the mount table: %w", err)
 	}
-	return out, sc.Err()
+	out := make([]mountEntry, len(entries))
+	for i, e := range entries {
+		out[i] = mountEntry{Dev: devNum{e.Major, e.Minor}, Target: e.MountPoint, Source: e.Source}
+	}
+	return out, nil
 }
 
-// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
+// unescapeMount undoes the octal escapes (\040 for a space) that /proc/swaps shares with
+// mountinfo.
 func unescapeMount(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
