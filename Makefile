@@ -19,7 +19,7 @@ DEB_TEST_DEPS := dbus-daemon dbus cryptsetup-bin btrfs-progs e2fsprogs xfsprogs 
 	libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev xvfb xdotool imagemagick polkitd \
 	qemu-system-x86 mmdebstrap ca-certificates
 
-.PHONY: all build test check deps lint fmt test-unit test-root install uninstall clean help
+.PHONY: all build test check deps lint fmt test-unit test-root install uninstall clean help e2e test-vm demo
 
 all: build
 
@@ -51,6 +51,22 @@ test: ## run unit, bus, root and GUI tests (root levels need root; under CI=true
 test-unit: ## unit and bus tests only (no root needed)
 	$(GO) test $(GOTESTFLAGS) ./...
 
+# The VM tests: a Debian 12 guest under QEMU (TCG) with real systemd, udev, dm-crypt and
+# polkit; virtual USB sticks plugged and pulled through QMP. The guest image is cached outside
+# the repository (E2E_CACHE, default /var/cache/plugvault-e2e for root); the report goes to
+# e2e-out/report.txt. Needs root; host requirements in service/e2e/README.md.
+E2E_TIMEOUT ?= 25m
+E2E_CACHE ?=
+E2E_FLAGS := -run-vm-tests -e2e-out=$(CURDIR)/e2e-out $(if $(E2E_CACHE),-e2e-cache=$(E2E_CACHE))
+
+e2e: ## run the QEMU guest tests (root): plug, unlock, back up, pull, power cut; report in e2e-out/report.txt
+	$(GO) test $(GOTESTFLAGS) -v -timeout $(E2E_TIMEOUT) ./service/e2e $(E2E_FLAGS)
+
+test-vm: e2e ## same as e2e
+
+demo: ## the main job: boot a guest, plug a virtual stick and narrate a backup to it (root)
+	$(GO) run ./service/e2e/cmd/plugvault-demo $(if $(E2E_CACHE),-cache=$(E2E_CACHE))
+
 fmt: ## gofmt every Go file
 	gofmt -w service tray
 
@@ -58,6 +74,7 @@ install: ## install into $(DESTDIR)$(PREFIX) (binaries, unit, bus policy, polkit
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN)/plugvaultd $(DESTDIR)$(LIBEXECDIR)/plugvaultd
 	install -m 0755 $(BIN)/plugvault $(DESTDIR)$(PREFIX)/bin/plugvault
+	if [ -f $(BIN)/plugvault-engine ]; then install -m 0755 $(BIN)/plugvault-engine $(DESTDIR)$(LIBEXECDIR)/plugvault-engine; fi
 	if [ -f $(BIN)/plugvault-tray ]; then install -m 0755 $(BIN)/plugvault-tray $(DESTDIR)$(PREFIX)/bin/plugvault-tray; fi
 	install -D -m 0644 service/systemd/plugvaultd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/plugvaultd.service
 	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.conf $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/org.plugvault.PlugVault1.conf

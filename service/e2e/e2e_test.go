@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/e2e/agentproto"
 	"github.com/plugvault/plugvault/service/internal/testenv"
 )
@@ -215,5 +214,4 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("a mapping or mount is left after the pull: %q %v", out, err)
 		}
 	}
-	_ = api.StateAbsent
 }

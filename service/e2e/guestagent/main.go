@@ -36,6 +36,9 @@ import (
 // shareDir is where the unit mounts the host's 9p share.
 const shareDir = "/run/plugvault-e2e"
 
+// installedMarker records on the root disk that this VM's install is done.
+const installedMarker = "/var/lib/plugvault-e2e-installed"
+
 func main() {
 	call := flag.Bool("call", false, "make one plugvaultd call described by the JSON request on stdin (used for other users)")
 	flag.Parse()
@@ -131,6 +134,13 @@ func install(ctx context.Context, logf func(string, ...any)) bool {
 		logf("no install overlay: %v", err)
 		return false
 	}
+	// The root disk outlives a guest reset (the power-cut scenario): install once per VM, or
+	// the copy would rewrite alice's home while the daemon backs it up after the reboot.
+	if _, err := os.Stat(installedMarker); err == nil {
+		_, err := os.Stat("/usr/lib/systemd/system/plugvaultd.service")
+		logf("installed by an earlier boot of this VM")
+		return err == nil
+	}
 	if out, err := runCmd(ctx, 2*time.Minute, "cp", "-a", overlay+"/.", "/"); err != nil {
 		logf("cannot copy the install overlay: %v: %s", err, out)
 		return false
@@ -138,6 +148,7 @@ func install(ctx context.Context, logf func(string, ...any)) bool {
 	logf("install overlay copied")
 	if _, err := os.Stat("/usr/lib/systemd/system/plugvaultd.service"); err != nil {
 		logf("plugvaultd is not in the overlay; not starting it")
+		os.WriteFile(installedMarker, nil, 0o644)
 		return false
 	}
 	steps := [][]string{
@@ -155,6 +166,9 @@ func install(ctx context.Context, logf func(string, ...any)) bool {
 		}
 	}
 	logf("plugvaultd enabled and started")
+	if err := os.WriteFile(installedMarker, nil, 0o644); err != nil {
+		logf("cannot mark the install done: %v", err)
+	}
 	return true
 }
 
