@@ -215,3 +215,99 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestHarnessSelfCheck proves the tree comparison the scenarios rely on, against a reference
+// copy made in the guest by cp -a into a btrfs subvolume and a read-only snapshot of it: the
+// copy must compare equal to alice's home in every respect checked, a changed copy must not,
+// and the snapshot must share every extent with the subvolume. It also proves that calls as
+// another user reach the bus with that user's credentials.
+func TestHarnessSelfCheck(t *testing.T) {
+	env := vmEnv(t)
+	tl, ctx := scenario(t, env)
+	vm, s := env.VM, env.Sticks["smoke"]
+	mark, err := vm.Mark(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, err := vm.Plug(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl.Plugged(at, "smoke stick")
+	add := waitUdev(t, ctx, env, mark, s, "add")
+	if _, err := vm.ExecAs(ctx, 0, s.Key, "cryptsetup", "open", "--key-file=-", add.Props["DEVNAME"], "selfcheck"); err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Exec(context.Background(), "cryptsetup", "close", "selfcheck")
+	if _, err := vm.Shell(ctx, `mkdir -p /mnt/selfcheck && mount /dev/mapper/selfcheck /mnt/selfcheck
+		btrfs -q subvolume create /mnt/selfcheck/copy
+		cp -a `+SourceDir+`/. /mnt/selfcheck/copy/
+		btrfs -q subvolume snapshot -r /mnt/selfcheck/copy /mnt/selfcheck/snap
+		sync`); err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Exec(context.Background(), "umount", "/mnt/selfcheck")
+	tl.Add("reference copy and snapshot made", time.Now())
+	source := manifestOf(t, ctx, env, SourceDir, false)
+	copied := manifestOf(t, ctx, env, "/mnt/selfcheck/copy", true)
+	snap := manifestOf(t, ctx, env, "/mnt/selfcheck/snap", true)
+	if diffs := compareTrees(source, copied); len(diffs) > 0 {
+		t.Errorf("cp -a copy differs from the source: %v", diffs)
+	}
+	if diffs := compareTrees(source, snap); len(diffs) > 0 {
+		t.Errorf("snapshot differs from the source: %v", diffs)
+	}
+	shared, checked := 0, 0
+	for p, a := range copied {
+		if a.Type != "file" || a.Size < 8192 {
+			continue
+		}
+		checked++
+		if len(a.Extents) > 0 && fmt.Sprint(a.Extents) == fmt.Sprint(snap[p].Extents) {
+			shared++
+		}
+	}
+	if checked == 0 || shared != checked {
+		t.Errorf("%d of %d files share extents between a subvolume and its snapshot", shared, checked)
+	}
+	tl.Note("comparator: %d entries equal after cp -a; %d of %d files share extents with the snapshot", len(source), shared, checked)
+
+	// The comparison must see a change in content, mode and time.
+	if _, err := vm.Shell(ctx, `cd /mnt/selfcheck/copy && echo x >> docs/readme.txt && chmod 0640 bin/script.sh && touch -h readme-link`); err != nil {
+		t.Fatal(err)
+	}
+	changed := manifestOf(t, ctx, env, "/mnt/selfcheck/copy", false)
+	diffs := compareTrees(source, changed)
+	for _, want := range []string{"docs/readme.txt: content", "bin/script.sh: mode", "readme-link: mtime"} {
+		found := false
+		for _, d := range diffs {
+			found = found || strings.HasPrefix(d, want)
+		}
+		if !found {
+			t.Errorf("the comparison missed %q; it found %v", want, diffs)
+		}
+	}
+
+	// A call as bob runs with bob's credentials: the bus sees uid 1001.
+	out, err := vm.ExecAs(ctx, BobUID, nil, "id", "-u")
+	if err != nil || strings.TrimSpace(out) != fmt.Sprint(BobUID) {
+		t.Errorf("exec as bob: %q %v", out, err)
+	}
+	res, err := vm.Call(ctx, BobUID, "ListDrives", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Err != nil && (res.ErrorName == "" || strings.Contains(res.Err.Error(), "cannot run the call")) {
+		t.Errorf("a call as bob did not reach the bus: %v", res.Err)
+	}
+	tl.Note("ListDrives as bob: %v %s", res.Err, res.ErrorName)
+
+	if _, err := vm.Shell(ctx, "umount /mnt/selfcheck && cryptsetup close selfcheck"); err != nil {
+		t.Fatal(err)
+	}
+	pulled, err := vm.Pull(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl.Add("pulled", pulled)
+}
