@@ -108,6 +108,13 @@ func PrepareShare(repo, share string, drives []ConfDrive, logw io.Writer) (*Inst
 	if err := writeConfig(overlay, drives); err != nil {
 		return nil, err
 	}
+	// /home keeps the guest's mode (cp -a copies the overlay's directory modes onto it).
+	if err := os.Mkdir(filepath.Join(overlay, "home"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(filepath.Join(overlay, "home"), 0o755); err != nil {
+		return nil, err
+	}
 	if err := WriteSourceTree(filepath.Join(overlay, "home", "alice")); err != nil {
 		return nil, err
 	}
