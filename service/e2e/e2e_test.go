@@ -47,7 +47,6 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
 	if sharedEnv != nil {
-		report.Header = append(report.Header, sharedEnv.Setup...)
 		if err := sharedEnv.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 		}
@@ -92,6 +91,7 @@ func vmEnv(t *testing.T) *Env {
 		defer cancel()
 		sharedEnv, envErr = Setup(ctx, SetupConfig{Repo: repo, Out: out, Cache: cache, Sticks: stickPlans, Log: testLog{}})
 		if envErr == nil {
+			report.Header = append(report.Header, sharedEnv.Setup...)
 			report.Header = append(report.Header, fmt.Sprintf("guest: %s, boot %.1fs, system %s",
 				sharedEnv.VM.Boot.Kernel, sharedEnv.VM.Booted.Seconds(), sharedEnv.VM.Boot.SystemState))
 			if b := sharedEnv.VM.Boot.Log; b != "" {
@@ -114,6 +114,7 @@ func (testLog) Write(p []byte) (int, error) { return os.Stderr.Write(p) }
 func scenario(t *testing.T, env *Env) (*Timeline, context.Context) {
 	t.Helper()
 	tl := report.Scenario(t.Name())
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(func() {
 		defer cancel()
@@ -121,7 +122,8 @@ func scenario(t *testing.T, env *Env) (*Timeline, context.Context) {
 			tl.Failed = true
 			jctx, jcancel := context.WithTimeout(context.Background(), time.Minute)
 			defer jcancel()
-			tl.Journal = env.VM.Journal(jctx)
+			tl.Journal = env.VM.Journal(jctx, start)
+			tl.FullJournal = env.VM.Journal(jctx, time.Time{})
 		}
 	})
 	return tl, ctx

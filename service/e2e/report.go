@@ -18,7 +18,9 @@ type Timeline struct {
 	Marks   []Mark
 	Notes   []string
 	Failed  bool
-	Journal string // the guest journal, kept when the scenario failed
+	Journal string // the guest journal since the scenario started, kept when it failed
+	// FullJournal is the guest journal of the whole boot, written next to the report.
+	FullJournal string
 
 	mu   sync.Mutex
 	plug time.Time
@@ -164,10 +166,10 @@ func (tl *Timeline) String() string {
 	if tl.Failed && tl.Journal != "" {
 		lines := strings.Split(strings.TrimRight(tl.Journal, "\n"), "\n")
 		if len(lines) > 200 {
-			fmt.Fprintf(&b, "  guest journal (last 200 of %d lines; the whole journal is next to this report):\n", len(lines))
+			fmt.Fprintf(&b, "  guest journal since the scenario started (last 200 of %d lines; the whole boot's journal is next to this report):\n", len(lines))
 			lines = lines[len(lines)-200:]
 		} else {
-			b.WriteString("  guest journal:\n")
+			b.WriteString("  guest journal since the scenario started:\n")
 		}
 		for _, l := range lines {
 			b.WriteString("    | " + l + "\n")
@@ -183,9 +185,9 @@ func (r *Report) Write() error {
 	}
 	r.mu.Lock()
 	for _, tl := range r.timelines {
-		if tl.Failed && tl.Journal != "" {
+		if tl.Failed && tl.FullJournal != "" {
 			name := "journal-" + strings.NewReplacer("/", "-", " ", "-").Replace(tl.Name) + ".txt"
-			os.WriteFile(filepath.Join(filepath.Dir(r.Path), name), []byte(tl.Journal), 0o644)
+			os.WriteFile(filepath.Join(filepath.Dir(r.Path), name), []byte(tl.FullJournal), 0o644)
 		}
 	}
 	r.mu.Unlock()

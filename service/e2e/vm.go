@@ -370,9 +370,16 @@ func (vm *VM) PowerCut(ctx context.Context) (*agentproto.BootInfo, error) {
 	return boot, vm.syncClock(ctx)
 }
 
-// Journal returns the guest's journal of this boot.
-func (vm *VM) Journal(ctx context.Context) string {
-	out, err := vm.Exec(ctx, "journalctl", "-b", "--no-pager", "-o", "short-monotonic")
+// Journal returns the guest's journal of this boot, from since on (the zero time: all of it).
+func (vm *VM) Journal(ctx context.Context, since time.Time) string {
+	argv := []string{"journalctl", "-b", "--no-pager", "-o", "short-precise"}
+	if !since.IsZero() {
+		vm.mu.Lock()
+		guest := since.Add(vm.offset)
+		vm.mu.Unlock()
+		argv = append(argv, fmt.Sprintf("--since=@%d", guest.Unix()-1))
+	}
+	out, err := vm.Exec(ctx, argv...)
 	if err != nil {
 		return fmt.Sprintf("cannot read the journal: %v\n%s", err, out)
 	}
