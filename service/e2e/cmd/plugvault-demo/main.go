@@ -105,7 +105,7 @@ func run(cache string) error {
 		case ev.Kind == agentproto.KindUdev && ev.Props["ID_SERIAL_SHORT"] == stick.Serial && ev.Props["DEVTYPE"] == "disk" && ev.Props["ACTION"] == "add":
 			say("+%.2fs  the kernel sees a new USB disk %s (%s %s), a LUKS container %s",
 				rel, ev.Props["DEVNAME"], ev.Props["ID_VENDOR"], ev.Props["ID_MODEL"], ev.Props["ID_FS_UUID"])
-		case ev.Kind == agentproto.KindDrive && ev.Path == path && ev.State != last:
+		case ev.Kind == agentproto.KindDrive && ev.Path == path && ev.State != last && ev.State != string(api.StateAbsent):
 			last = ev.State
 			say("+%.2fs  %s", rel, narrate(ev))
 			if ev.State == string(api.StateSafeToRemove) || ev.State == string(api.StateFailed) {
@@ -178,10 +178,12 @@ func finish(ctx context.Context, env *e2e.Env, stick *e2e.Stick, ev agentproto.E
 	}
 	defer vm.Exec(context.Background(), "umount", "/mnt/demo")
 	snapDir := "plugvault/" + e2e.GuestHost + "/" + newest.Name
-	listing, _ := vm.Shell(ctx, "cd /mnt/demo/"+snapDir+" && find . -maxdepth 3 -type d | sort | head -20 && echo && du -sh . && find . -type f | wc -l")
-	say("The snapshot is <stick>/%s (taken %s):", snapDir, time.Unix(newest.Created, 0).UTC().Format(time.RFC3339))
+	say("The snapshot is <stick>/%s (taken %s).", snapDir, time.Unix(newest.Created, 0).UTC().Format(time.RFC3339))
+	summary, _ := vm.Shell(ctx, "cd /mnt/demo/"+snapDir+" && echo \"$(find . -type f | wc -l) files, $(du -sh . | cut -f1)\"")
+	say("It holds %s, a full browsable copy of alice's home:", strings.TrimSpace(summary))
+	listing, _ := vm.Shell(ctx, "cd /mnt/demo/"+snapDir+" && find . -mindepth 1 -maxdepth 3 -type d | sort | head -20")
 	for _, l := range strings.Split(strings.TrimSpace(listing), "\n") {
-		fmt.Println("           " + l)
+		fmt.Println("           " + strings.TrimPrefix(l, "./") + "/")
 	}
 	same, _ := vm.Shell(ctx, "cd /mnt/demo/"+snapDir+" && src=$(find . -path '*docs/readme.txt' | head -1) && cmp \"$src\" "+e2e.SourceDir+"/docs/readme.txt && echo \"$src is identical to the original\"")
 	if s := strings.TrimSpace(same); s != "" {
