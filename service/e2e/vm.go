@@ -213,7 +213,7 @@ func (vm *VM) Events(ctx context.Context, since uint64) ([]agentproto.Event, err
 
 // Wait returns the first event after since of kind (and drive path, when given) whose
 // properties match; a match value may list alternatives separated by "|". For drive events the
-// key "State" matches the drive's state after the change.
+// key "State" matches only events that change State (or the daemon's initial state report).
 func (vm *VM) Wait(ctx context.Context, since uint64, kind, path string, match map[string]string, timeout time.Duration) (agentproto.Event, error) {
 	resp, err := vm.Agent.Do(ctx, agentproto.Request{Op: agentproto.OpWait, Since: since, Kind: kind, Path: path,
 		Match: match, TimeoutMS: timeout.Milliseconds()})

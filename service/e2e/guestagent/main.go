@@ -287,9 +287,8 @@ func matches(ev agentproto.Event, req agentproto.Request) bool {
 	}
 	for k, want := range req.Match {
 		got, ok := ev.Props[k]
-		if k == "State" && ev.Kind == agentproto.KindDrive {
-			got, ok = ev.State, true
-		}
+		// A wait for a state matches the change into it, not a later change of another
+		// property while the drive is still in that state.
 		if !ok {
 			return false
 		}
