@@ -60,7 +60,8 @@ E2E_CACHE ?=
 E2E_FLAGS := -run-vm-tests -e2e-out=$(CURDIR)/e2e-out $(if $(E2E_CACHE),-e2e-cache=$(E2E_CACHE))
 
 e2e: ## run the QEMU guest tests (root): plug, unlock, back up, pull, power cut; report in e2e-out/report.txt
-	$(GO) test $(GOTESTFLAGS) -v -timeout $(E2E_TIMEOUT) ./service/e2e $(E2E_FLAGS)
+	$(GO) test $(GOTESTFLAGS) -v -timeout $(E2E_TIMEOUT) ./service/e2e $(E2E_FLAGS); \
+		status=$$?; cat e2e-out/report.txt 2>/dev/null; exit $$status
 
 test-vm: e2e ## same as e2e
 
