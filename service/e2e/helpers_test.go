@@ -19,12 +19,14 @@ const cycleTimeout = 4 * time.Minute
 
 // needDaemon fails (never skips) a scenario when plugvaultd is not installed in the guest or
 // is not running: these scenarios are the product's acceptance tests.
-func needDaemon(t *testing.T, ctx context.Context, env *Env) {
+func needDaemon(t *testing.T, ctx context.Context, env *Env, tl *Timeline) {
 	t.Helper()
 	if !env.Install.Daemon {
+		tl.Note("plugvaultd is not installed in the guest: %s", env.Install.Why)
 		t.Fatalf("plugvaultd is not installed in the guest: %s", env.Install.Why)
 	}
 	if out, err := env.VM.Exec(ctx, "systemctl", "is-active", "plugvaultd.service"); err != nil {
+		tl.Note("plugvaultd is not running in the guest: %s", strings.TrimSpace(out))
 		t.Fatalf("plugvaultd is not running in the guest: %s %v", strings.TrimSpace(out), err)
 	}
 }

@@ -163,6 +163,9 @@ func (tl *Timeline) String() string {
 	for _, n := range tl.Notes {
 		fmt.Fprintf(&b, "  * %s\n", n)
 	}
+	if tl.Failed {
+		b.WriteString("  (the go test output above the report says what failed)\n")
+	}
 	if tl.Failed && tl.Journal != "" {
 		lines := strings.Split(strings.TrimRight(tl.Journal, "\n"), "\n")
 		if len(lines) > 200 {
@@ -182,6 +185,10 @@ func (tl *Timeline) String() string {
 func (r *Report) Write() error {
 	if err := os.MkdirAll(filepath.Dir(r.Path), 0o755); err != nil {
 		return err
+	}
+	old, _ := filepath.Glob(filepath.Join(filepath.Dir(r.Path), "journal-*.txt"))
+	for _, o := range old {
+		os.Remove(o)
 	}
 	r.mu.Lock()
 	for _, tl := range r.timelines {

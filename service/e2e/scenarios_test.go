@@ -25,7 +25,7 @@ func TestBackupCycle(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			env := vmEnv(t)
 			tl, ctx := scenario(t, env)
-			needDaemon(t, ctx, env)
+			needDaemon(t, ctx, env, tl)
 			s := env.Sticks[name]
 
 			// a. the first backup.
@@ -111,7 +111,7 @@ func TestBackupCycle(t *testing.T) {
 func TestPullMidway(t *testing.T) {
 	env := vmEnv(t)
 	tl, ctx := scenario(t, env)
-	needDaemon(t, ctx, env)
+	needDaemon(t, ctx, env, tl)
 	s := env.Sticks["pull"]
 	restarts := nRestarts(t, ctx, env)
 	for _, phase := range []api.State{api.StateUnlocking, api.StateBackingUp, api.StateFinishing} {
@@ -149,7 +149,7 @@ func TestPullMidway(t *testing.T) {
 func TestPassphrase(t *testing.T) {
 	env := vmEnv(t)
 	tl, ctx := scenario(t, env)
-	needDaemon(t, ctx, env)
+	needDaemon(t, ctx, env, tl)
 	s := env.Sticks["nokey"]
 	mark := plug(t, ctx, env, tl, s)
 	waitState(t, ctx, env, mark, s, api.StateAwaitingPassphrase)
@@ -179,7 +179,7 @@ func TestPassphrase(t *testing.T) {
 func TestPolkit(t *testing.T) {
 	env := vmEnv(t)
 	tl, ctx := scenario(t, env)
-	needDaemon(t, ctx, env)
+	needDaemon(t, ctx, env, tl)
 	s := env.Sticks["polkit"]
 	const rule = "/etc/polkit-1/rules.d/50-plugvault-e2e.rules"
 	t.Cleanup(func() {
@@ -249,7 +249,7 @@ func TestPolkit(t *testing.T) {
 func TestDaemonKilled(t *testing.T) {
 	env := vmEnv(t)
 	tl, ctx := scenario(t, env)
-	needDaemon(t, ctx, env)
+	needDaemon(t, ctx, env, tl)
 	s := env.Sticks["kill"]
 	before := nRestarts(t, ctx, env)
 	mark := plug(t, ctx, env, tl, s)
@@ -286,7 +286,7 @@ func TestDaemonKilled(t *testing.T) {
 func TestEjectDuringBackup(t *testing.T) {
 	env := vmEnv(t)
 	tl, ctx := scenario(t, env)
-	needDaemon(t, ctx, env)
+	needDaemon(t, ctx, env, tl)
 	s := env.Sticks["eject"]
 	mark := plug(t, ctx, env, tl, s)
 	waitState(t, ctx, env, mark, s, api.StateBackingUp)
@@ -318,7 +318,7 @@ func TestEjectDuringBackup(t *testing.T) {
 func TestLeftAlone(t *testing.T) {
 	env := vmEnv(t)
 	tl, ctx := scenario(t, env)
-	needDaemon(t, ctx, env)
+	needDaemon(t, ctx, env, tl)
 	strangers := []*Stick{env.Sticks["smoke"], env.Sticks["plain"]}
 	known := env.Sticks["happy"]
 	digests := map[string]string{}
@@ -386,7 +386,7 @@ func TestLeftAlone(t *testing.T) {
 func TestPowerCut(t *testing.T) {
 	env := vmEnv(t)
 	tl, ctx := scenario(t, env)
-	needDaemon(t, ctx, env)
+	needDaemon(t, ctx, env, tl)
 	s := env.Sticks["power"]
 	mark := plug(t, ctx, env, tl, s)
 	waitState(t, ctx, env, mark, s, api.StateBackingUp)
