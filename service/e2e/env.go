@@ -36,6 +36,8 @@ type SetupConfig struct {
 	Repo, Out, Cache string
 	Sticks           []StickPlan
 	Log              io.Writer
+	// RequireDaemon fails before the boot when plugvaultd cannot be built from this tree.
+	RequireDaemon bool
 }
 
 // Setup builds (or takes from the cache) the guest image, makes the sticks, prepares the
@@ -92,6 +94,9 @@ func Setup(ctx context.Context, cfg SetupConfig) (*Env, error) {
 		step("guest agent built (no plugvaultd: "+env.Install.Why+")", start)
 	}
 
+	if cfg.RequireDaemon && !env.Install.Daemon {
+		return nil, fmt.Errorf("cannot install plugvaultd: %s", env.Install.Why)
+	}
 	start = time.Now()
 	env.VM, err = StartVM(ctx, VMConfig{Image: img, Share: env.Install.Share, Dir: run, Log: cfg.Log})
 	if err != nil {
