@@ -125,6 +125,10 @@ func scenario(t *testing.T, env *Env) (*Timeline, context.Context) {
 			tl.Journal = env.VM.Journal(jctx, start)
 			tl.FullJournal = env.VM.Journal(jctx, time.Time{})
 		}
+		// Written after every scenario, so a run killed by go test's timeout still leaves one.
+		if err := report.Write(); err != nil {
+			t.Logf("cannot write the report: %v", err)
+		}
 	})
 	return tl, ctx
 }
