@@ -154,15 +154,7 @@ func TestSmoke(t *testing.T) {
 	payload := fmt.Sprintf("written by the smoke test at %s\n", time.Now().UTC().Format(time.RFC3339Nano))
 
 	for round := 1; round <= 2; round++ {
-		mark, err := vm.Mark(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		at, err := vm.Plug(ctx, s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tl.Plugged(at, fmt.Sprintf("smoke stick (round %d)", round))
+		mark := plug(t, ctx, env, tl, s)
 		add := waitUdev(t, ctx, env, mark, s, "add")
 		tl.Add(fmt.Sprintf("udev add %s", add.Props["DEVNAME"]), vm.HostTime(add.Time))
 		for k, want := range map[string]string{"ID_BUS": "usb", "ID_FS_TYPE": "crypto_LUKS", "ID_FS_UUID": s.UUID,
@@ -202,7 +194,7 @@ func TestSmoke(t *testing.T) {
 			t.Fatal(err)
 		}
 		tl.Add("unmounted and closed", time.Now())
-		mark, err = vm.Mark(ctx)
+		mark, err := vm.Mark(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -231,15 +223,7 @@ func TestHarnessSelfCheck(t *testing.T) {
 	env := vmEnv(t)
 	tl, ctx := scenario(t, env)
 	vm, s := env.VM, env.Sticks["smoke"]
-	mark, err := vm.Mark(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	at, err := vm.Plug(ctx, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tl.Plugged(at, "smoke stick")
+	mark := plug(t, ctx, env, tl, s)
 	add := waitUdev(t, ctx, env, mark, s, "add")
 	if _, err := vm.ExecAs(ctx, 0, s.Key, "cryptsetup", "open", "--key-file=-", add.Props["DEVNAME"], "selfcheck"); err != nil {
 		t.Fatal(err)
