@@ -28,7 +28,7 @@ DEB_TEST_DEPS := dbus-daemon dbus libdbus-1-dev systemd cryptsetup-bin btrfs-pro
 	libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev xvfb xdotool imagemagick polkitd \
 	qemu-system-x86 mmdebstrap ca-certificates desktop-file-utils
 
-.PHONY: all build test check deps tools lint fmt test-unit test-root install uninstall clean help bench
+.PHONY: all build test check deps tools lint fmt test-unit test-root install uninstall clean help bench e2e test-vm demo
 
 all: build
 
@@ -73,6 +73,23 @@ test-unit: ## unit and bus tests only (no root needed)
 
 bench: ## compare the backup engine with rsync --link-dest, cp -a and a stat walk (root; several GB of sparse images in /var/tmp)
 	$(GO) run ./service/internal/backup/bench $(BENCHFLAGS)
+
+# The VM tests: a Debian 12 guest under QEMU (TCG) with real systemd, udev, dm-crypt and
+# polkit; virtual USB sticks plugged and pulled through QMP. The guest image is cached outside
+# the repository (E2E_CACHE, default /var/cache/plugvault-e2e for root); the report goes to
+# e2e-out/report.txt. Needs root; host requirements in service/e2e/README.md.
+E2E_TIMEOUT ?= 25m
+E2E_CACHE ?=
+E2E_FLAGS := -run-vm-tests -e2e-out=$(CURDIR)/e2e-out $(if $(E2E_CACHE),-e2e-cache=$(E2E_CACHE))
+
+e2e: ## run the QEMU guest tests (root): plug, unlock, back up, pull, power cut; report in e2e-out/report.txt
+	$(GO) test $(GOTESTFLAGS) -v -timeout $(E2E_TIMEOUT) ./service/e2e $(E2E_FLAGS); \
+		status=$$?; cat e2e-out/report.txt 2>/dev/null; exit $$status
+
+test-vm: e2e ## same as e2e
+
+demo: ## the main job: boot a guest, plug a virtual stick and narrate a backup to it (root)
+	$(GO) run ./service/e2e/cmd/plugvault-demo $(if $(E2E_CACHE),-cache=$(E2E_CACHE))
 
 fmt: ## gofmt every Go file
 	gofmt -w service tray

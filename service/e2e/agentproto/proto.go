@@ -1,0 +1,107 @@
+// Package agentproto is the wire protocol between the e2e harness on the host and the guest
+// agent inside the test VM: one JSON object per line over a virtio-serial port. The host sends
+// Requests; the agent answers each with a Response carrying the same ID (requests run
+// concurrently, so answers may come out of order). The agent also sends a Response with ID 0
+// and Op "hello" every time it starts, that is once per guest boot.
+//
+// The agent keeps a log of everything it observes (udev block events, the daemon's D-Bus
+// signals, its name owner coming and going) as numbered Events, so the host can wait for "the
+// first event after N that matches" without ever polling or sleeping.
+package agentproto
+
+// PortName is the virtio-serial port name the agent opens (/sys/class/virtio-ports/*/name).
+const PortName = "org.plugvault.e2e.agent"
+
+// Ops the agent understands.
+const (
+	OpHello    = "hello"    // sent by the agent at start; Response.Boot describes the boot
+	OpExec     = "exec"     // run Argv (as UID when UID > 0) with Stdin, within TimeoutMS
+	OpNow      = "now"      // the guest's clock: Response.Time
+	OpWait     = "wait"     // first event with Seq > Since matching Kind/Path/Match, within TimeoutMS
+	OpEvents   = "events"   // every event with Seq > Since, now
+	OpCall     = "call"     // one plugvaultd method (Method, Drive, Args) as UID, through service/api
+	OpManifest = "manifest" // walk Root (never following symlinks) and describe every entry
+)
+
+// Event kinds.
+const (
+	KindUdev    = "udev"    // a udev block event; Props are its properties (ACTION, DEVNAME, ID_*)
+	KindDrive   = "drive"   // PropertiesChanged of a Drive; Props are the changed values, State the state after it
+	KindService = "service" // plugvaultd's bus name got an owner (Props["up"]="true") or lost it ("false")
+)
+
+// Request is one command from the host.
+type Request struct {
+	ID        uint64            `json:"id"`
+	Op        string            `json:"op"`
+	Argv      []string          `json:"argv,omitempty"`
+	Stdin     []byte            `json:"stdin,omitempty"`
+	UID       int               `json:"uid,omitempty"`
+	TimeoutMS int64             `json:"timeout_ms,omitempty"`
+	Since     uint64            `json:"since,omitempty"`
+	Kind      string            `json:"kind,omitempty"`
+	Path      string            `json:"path,omitempty"`
+	Match     map[string]string `json:"match,omitempty"` // each value may list alternatives separated by "|"
+	Method    string            `json:"method,omitempty"`
+	Drive     string            `json:"drive,omitempty"`
+	Args      []byte            `json:"args,omitempty"` // the passphrase of Unlock
+	Options   map[string]bool   `json:"options,omitempty"`
+	Root      string            `json:"root,omitempty"`
+	Extents   bool              `json:"extents,omitempty"` // manifest: also report physical extents (FIEMAP)
+}
+
+// Response answers one Request.
+type Response struct {
+	ID    uint64 `json:"id"`
+	Op    string `json:"op,omitempty"`
+	Error string `json:"error,omitempty"`
+	// ErrorName is the D-Bus error name of a failed OpCall (org.plugvault.PlugVault1.Error.*).
+	ErrorName string    `json:"error_name,omitempty"`
+	Stdout    []byte    `json:"stdout,omitempty"`
+	Stderr    []byte    `json:"stderr,omitempty"`
+	Exit      int       `json:"exit"`
+	Time      int64     `json:"time,omitempty"` // guest Unix nanoseconds
+	Event     *Event    `json:"event,omitempty"`
+	Events    []Event   `json:"events,omitempty"`
+	Entries   []Entry   `json:"entries,omitempty"`
+	Status    []byte    `json:"status,omitempty"` // OpCall DriveStatus/ListSnapshots/...: JSON of the result
+	Boot      *BootInfo `json:"boot,omitempty"`
+}
+
+// BootInfo is what the agent reports when it starts.
+type BootInfo struct {
+	BootID      string `json:"boot_id"`
+	Kernel      string `json:"kernel"`
+	SystemState string `json:"system_state"` // systemctl is-system-running after boot settled
+	Installed   bool   `json:"installed"`    // the install overlay was copied and plugvaultd enabled
+	Uptime      string `json:"uptime"`
+	Log         string `json:"log,omitempty"` // what the agent did before the hello
+}
+
+// Event is one observation in the agent's log.
+type Event struct {
+	Seq   uint64            `json:"seq"`
+	Time  int64             `json:"time"` // guest Unix nanoseconds
+	Kind  string            `json:"kind"`
+	Path  string            `json:"path,omitempty"`  // drive object path (KindDrive)
+	State string            `json:"state,omitempty"` // KindDrive: State after this change
+	Props map[string]string `json:"props"`
+}
+
+// Entry describes one file in a manifest. Times are nanoseconds.
+type Entry struct {
+	Path    string            `json:"path"` // relative to Root, "." for Root itself
+	Type    string            `json:"type"` // "file", "dir", "symlink", "other"
+	Mode    uint32            `json:"mode"` // permission and setuid/setgid/sticky bits
+	UID     uint32            `json:"uid"`
+	GID     uint32            `json:"gid"`
+	Size    int64             `json:"size"`
+	MtimeNS int64             `json:"mtime_ns"`
+	SHA256  string            `json:"sha256,omitempty"`
+	Link    string            `json:"link,omitempty"`
+	Ino     uint64            `json:"ino"`
+	Nlink   uint64            `json:"nlink"`
+	Dev     uint64            `json:"dev"`
+	Extents [][2]uint64       `json:"extents,omitempty"` // physical offset and length of each extent
+	Xattrs  map[string]string `json:"xattrs,omitempty"`
+}

@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Guest facts the scenarios rely on (see image/build-image.sh).
+const (
+	GuestHost    = "plugvault-e2e" // the guest's hostname, the <host> level of the snapshot tree
+	AliceUID     = 1000            // owns the backed-up home
+	BobUID       = 1001            // an unprivileged user without polkit grants
+	SourceDir    = "/home/alice"   // the configured backup source
+	GuestMntBase = "/run/plugvault"
+)
+
+// RepoRoot finds the module root from the working directory.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("cannot find the module root (go.mod) above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// ConfDrive is one [[drive]] the guest's config.toml lists.
+type ConfDrive struct {
+	Stick *Stick
+	// InstallKey puts the keyfile into /etc/plugvault/keys; without it the drive needs its
+	// passphrase at every plug.
+	InstallKey bool
+}
+
+// Install is what PrepareShare produced.
+type Install struct {
+	Share  string // the 9p share: guestagent and overlay/
+	Daemon bool   // plugvaultd was built and installed into the overlay
+	Engine bool   // plugvault-engine was built
+	Why    string // why the daemon is missing
+}
+
+// PrepareShare builds the guest agent and plugvault (static, CGO_ENABLED=0), installs
+// plugvault into share/overlay exactly as `make install DESTDIR=…` does, and adds the test
+// configuration: config.toml listing drives, their keyfiles (root, 0400, directory 0700) and
+// alice's home with the files to back up.
+func PrepareShare(repo, share string, drives []ConfDrive, logw io.Writer) (*Install, error) {
+	inst := &Install{Share: share}
+	overlay := filepath.Join(share, "overlay")
+	if err := os.RemoveAll(share); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(overlay, 0o755); err != nil {
+		return nil, err
+	}
+	// cp -a copies the overlay root's mode onto the guest's /.
+	if err := os.Chmod(overlay, 0o755); err != nil {
+		return nil, err
+	}
+	gobuild := func(out string, pkgs ...string) error {
+		cmd := exec.Command("go", append([]string{"build", "-trimpath", "-o", out}, pkgs...)...)
+		cmd.Dir = repo
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		cmd.Stdout, cmd.Stderr = logw, logw
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("cannot build %s: %w", strings.Join(pkgs, " "), err)
+		}
+		return nil
+	}
+	if err := gobuild(filepath.Join(share, "guestagent"), "./service/e2e/guestagent"); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(repo, "service/cmd/plugvaultd")); err != nil {
+		inst.Why = "service/cmd/plugvaultd does not exist in this tree (the daemon is not merged yet)"
+	} else {
+		bin := filepath.Join(share, "bin")
+		if err := os.MkdirAll(bin, 0o755); err != nil {
+			return nil, err
+		}
+		if err := gobuild(bin+"/", "./service/cmd/..."); err != nil {
+			return nil, err
+		}
+		_, err := os.Stat(filepath.Join(bin, "plugvault-engine"))
+		inst.Engine = err == nil
+		cmd := exec.Command("make", "--no-print-directory", "install", "DESTDIR="+overlay, "BIN="+bin)
+		cmd.Dir = repo
+		cmd.Stdout, cmd.Stderr = logw, logw
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("cannot make install into the overlay: %w", err)
+		}
+		inst.Daemon = true
+	}
+	if err := writeConfig(overlay, drives); err != nil {
+		return nil, err
+	}
+	// /home keeps the guest's mode (cp -a copies the overlay's directory modes onto it).
+	if err := os.Mkdir(filepath.Join(overlay, "home"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(filepath.Join(overlay, "home"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := WriteSourceTree(filepath.Join(overlay, "home", "alice")); err != nil {
+		return nil, err
+	}
+	return inst, nil
+}
+
+// writeConfig writes etc/plugvault/config.toml (schema: service/internal/config) and the keys.
+func writeConfig(overlay string, drives []ConfDrive) error {
+	etc := filepath.Join(overlay, "etc", "plugvault")
+	keys := filepath.Join(etc, "keys")
+	for _, d := range []string{filepath.Join(overlay, "etc"), etc} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(keys, 0o700); err != nil {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("# Written by the e2e harness (service/e2e).\nversion = 1\nmount_base = \"" + GuestMntBase + "\"\n")
+	for _, d := range drives {
+		fmt.Fprintf(&b, "\n[[drive]]\nname = %q\nluks_uuid = %q\nkey_slot = 0\nsources = [%q]\nrun_as = \"alice\"\n",
+			d.Stick.Name, d.Stick.UUID, SourceDir)
+		if d.InstallKey {
+			if err := os.WriteFile(filepath.Join(keys, d.Stick.UUID+".key"), d.Stick.Key, 0o400); err != nil {
+				return err
+			}
+		}
+	}
+	return os.WriteFile(filepath.Join(etc, "config.toml"), []byte(b.String()), 0o644)
+}
+
+// WriteSourceTree writes alice's home: about 14 MiB in a few hundred files with the things a
+// backup must keep (modes, owners, times with nanoseconds, symlinks, a dangling symlink, hard
+// links, an empty directory, names with spaces). The content is the same on every run.
+func WriteSourceTree(home string) error {
+	rng := rand.New(rand.NewSource(20261126))
+	data := func(n int) []byte {
+		b := make([]byte, n)
+		rng.Read(b)
+		return b
+	}
+	type file struct {
+		path string
+		mode os.FileMode
+		body []byte
+	}
+	files := []file{
+		{"docs/readme.txt", 0o644, []byte("plugvault e2e test data\n")},
+		{"docs/notes with spaces.txt", 0o644, []byte("a name with spaces\n")},
+		{"docs/private.key", 0o600, data(3000)},
+		{"bin/script.sh", 0o755, []byte("#!/bin/sh\necho hello\n")},
+		{"secret/diary.txt", 0o600, data(5000)},
+		{"big/video.bin", 0o644, data(6 << 20)},
+	}
+	for i := 0; i < 16; i++ {
+		files = append(files, file{fmt.Sprintf("photos/img-%03d.jpg", i), 0o644, data(256 << 10)})
+	}
+	for i := 0; i < 240; i++ {
+		files = append(files, file{fmt.Sprintf("src/pkg%02d/file%03d.go", i%12, i), 0o644, data(1024 + rng.Intn(3072))})
+	}
+	if err := os.MkdirAll(home, 0o750); err != nil {
+		return err
+	}
+	for _, f := range files {
+		p := filepath.Join(home, f.path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, f.body, f.mode); err != nil {
+			return err
+		}
+		if err := os.Chmod(p, f.mode); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(filepath.Join(home, "secret"), 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(home, "empty"), 0o755); err != nil {
+		return err
+	}
+	if err := os.Link(filepath.Join(home, "docs/private.key"), filepath.Join(home, "docs/private.key.hardlink")); err != nil {
+		return err
+	}
+	if err := os.Symlink("docs/readme.txt", filepath.Join(home, "readme-link")); err != nil {
+		return err
+	}
+	if err := os.Symlink("/nonexistent/target", filepath.Join(home, "dangling-link")); err != nil {
+		return err
+	}
+	// Owners and times, deepest first so that setting a file's time does not move its
+	// directory's afterwards.
+	var paths []string
+	if err := filepath.Walk(home, func(p string, _ os.FileInfo, err error) error {
+		paths = append(paths, p)
+		return err
+	}); err != nil {
+		return err
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(paths)))
+	base := time.Date(2025, 3, 14, 15, 9, 26, 535897932, time.UTC)
+	for i, p := range paths {
+		if err := os.Lchown(p, AliceUID, AliceUID); err != nil {
+			return err
+		}
+		t := base.Add(time.Duration(i) * 7919 * time.Second)
+		if err := lutimes(p, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
