@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,18 +16,80 @@ import (
 const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
 
 // openBeneath opens rel (slash separated, "" or "." for the root itself) below root, never
-// following a symlink and never leaving root.
+// following a symlink and never leaving root. It uses openat2 with RESOLVE_BENEATH and
+// RESOLVE_NO_SYMLINKS; where openat2 is unavailable (ENOSYS: an old kernel, or a seccomp
+// filter that hides it, as seen under systemd in the Debian 12 guest) it walks the path one
+// component at a time with openat(O_NOFOLLOW), which refuses the same things.
 func openBeneath(root int, rel string, flags int, mode uint32) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
-	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode), Resolve: resolveFlags}
-	for {
-		fd, err := unix.Openat2(root, rel, &how)
-		if err == unix.EINTR || err == unix.EAGAIN {
+	if !noOpenat2.Load() {
+		how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode), Resolve: resolveFlags}
+		for {
+			fd, err := unix.Openat2(root, rel, &how)
+			if err == unix.EINTR || err == unix.EAGAIN {
+				continue
+			}
+			if err != unix.ENOSYS {
+				return fd, err
+			}
+			noOpenat2.Store(true)
+			break
+		}
+	}
+	return openBeneathWalk(root, rel, flags, mode)
+}
+
+// noOpenat2 is set once openat2 answered ENOSYS.
+var noOpenat2 atomic.Bool
+
+// openBeneathWalk is openBeneath without openat2: every directory on the way is opened
+// relative to its parent with O_NOFOLLOW|O_DIRECTORY, ".." is refused (EXDEV, as
+// RESOLVE_BENEATH answers), and the last component is opened with O_NOFOLLOW, so a symlink
+// anywhere is refused (ELOOP or ENOTDIR) rather than followed.
+func openBeneathWalk(root int, rel string, flags int, mode uint32) (int, error) {
+	parts := strings.Split(rel, "/")
+	dir, owned := root, false
+	defer func() {
+		if owned {
+			unix.Close(dir)
+		}
+	}()
+	for i, p := range parts {
+		switch {
+		case p == "..":
+			return -1, unix.EXDEV
+		case p == "" || p == ".":
+			if i == len(parts)-1 {
+				p = "."
+				break
+			}
 			continue
 		}
-		return fd, err
+		if i == len(parts)-1 {
+			return retryEINTR(func() (int, error) { return unix.Openat(dir, p, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode) })
+		}
+		fd, err := retryEINTR(func() (int, error) {
+			return unix.Openat(dir, p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		})
+		if err != nil {
+			return -1, err
+		}
+		if owned {
+			unix.Close(dir)
+		}
+		dir, owned = fd, true
+	}
+	return -1, unix.EINVAL // not reached: the last part always returns
+}
+
+func retryEINTR(f func() (int, error)) (int, error) {
+	for {
+		fd, err := f()
+		if err != unix.EINTR {
+			return fd, err
+		}
 	}
 }
 
