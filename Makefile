@@ -61,6 +61,7 @@ install: ## install into $(DESTDIR)$(PREFIX) (binaries, unit, bus policy, polkit
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN)/plugvaultd $(DESTDIR)$(LIBEXECDIR)/plugvaultd
 	install -m 0755 $(BIN)/plugvault $(DESTDIR)$(PREFIX)/bin/plugvault
+	install -m 0755 $(BIN)/plugvault-engine $(DESTDIR)$(LIBEXECDIR)/plugvault-engine
 	if [ -f $(BIN)/plugvault-tray ]; then install -m 0755 $(BIN)/plugvault-tray $(DESTDIR)$(PREFIX)/bin/plugvault-tray; fi
 	install -D -m 0644 service/systemd/plugvaultd.service $(DESTDIR)$(PREFIX)/lib/systemd/system/plugvaultd.service
 	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.conf $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/org.plugvault.PlugVault1.conf
