@@ -159,7 +159,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 
 	e := &engine{ctx: ctx, job: job, guard: g, hostFd: hostFd, prevFd: -1, euid: os.Geteuid(),
 		out: make(map[string]*Entry), tr: newTracer()}
-	e.prog = newProgressReporter(progress, now)
+	e.prog = newProgressReporter(progress)
 	names, err := readDirNames(hostFd)
 	if err != nil {
 		return Result{}, fmt.Errorf("cannot list the snapshots: %w", err)
