@@ -966,7 +966,13 @@ func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) 
 			}
 		}
 	}
+	// A name the destination is not known to hold is created in place (a crash leaves nothing
+	// the journal vouches for, so the next run writes it again); a known one is replaced by
+	// an atomic rename, so the old version stays whole until the new one is.
 	tmp := tempName()
+	if e.known[s.Path] == nil {
+		tmp = name
+	}
 	switch s.Type {
 	case 'f':
 		return e.copyFile(sfd, dfd, name, tmp, &en, buf)
@@ -979,7 +985,12 @@ func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) 
 			return nil, err
 		}
 		en.Link = target
-		if err := unix.Symlinkat(target, dfd, tmp); err != nil {
+		err = unix.Symlinkat(target, dfd, tmp)
+		if err == unix.EEXIST && tmp == name {
+			tmp = tempName()
+			err = unix.Symlinkat(target, dfd, tmp)
+		}
+		if err != nil {
 			return nil, err
 		}
 	case 'p', 'c', 'b':
@@ -987,7 +998,12 @@ func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) 
 			return &en, nil // recorded only: an unprivileged engine cannot create devices
 		}
 		mode := map[byte]uint32{'p': unix.S_IFIFO, 'c': unix.S_IFCHR, 'b': unix.S_IFBLK}[s.Type]
-		if err := unix.Mknodat(dfd, tmp, mode|0o600, int(s.Rdev)); err != nil {
+		err := unix.Mknodat(dfd, tmp, mode|0o600, int(s.Rdev))
+		if err == unix.EEXIST && tmp == name {
+			tmp = tempName()
+			err = unix.Mknodat(dfd, tmp, mode|0o600, int(s.Rdev))
+		}
+		if err != nil {
 			return nil, err
 		}
 	case 's':
@@ -1009,9 +1025,11 @@ func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) 
 		_ = unix.Unlinkat(dfd, tmp, 0)
 		return nil, err
 	}
-	if err := renameReplace(dfd, tmp, name); err != nil {
-		_ = unix.Unlinkat(dfd, tmp, 0)
-		return nil, err
+	if tmp != name {
+		if err := renameReplace(dfd, tmp, name); err != nil {
+			_ = unix.Unlinkat(dfd, tmp, 0)
+			return nil, err
+		}
 	}
 	return &en, nil
 }
@@ -1069,6 +1087,11 @@ func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte)
 			return nil, errChanged
 		}
 		out, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == unix.EEXIST && tmp == name {
+			// Something the journal does not know is there: replace it atomically.
+			tmp = tempName()
+			out, err = unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -1122,9 +1145,11 @@ func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte)
 			return nil, err
 		}
 		unix.Close(out)
-		if err := renameReplace(dfd, tmp, name); err != nil {
-			_ = unix.Unlinkat(dfd, tmp, 0)
-			return nil, err
+		if tmp != name {
+			if err := renameReplace(dfd, tmp, name); err != nil {
+				_ = unix.Unlinkat(dfd, tmp, 0)
+				return nil, err
+			}
 		}
 		return en, nil
 	}
