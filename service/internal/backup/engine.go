@@ -961,7 +961,9 @@ func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) 
 				en.Hash, en.Flags = p.Hash, p.Flags
 				return &en, nil
 			}
-			if err != unix.EMLINK && err != unix.ENOENT {
+			// Otherwise copy: too many links (EMLINK), gone from the previous snapshot, or not
+			// ours to link (fs.protected_hardlinks for an unprivileged engine: EPERM).
+			if err == unix.ENOSPC || err == unix.EIO || err == unix.EROFS {
 				return nil, err
 			}
 		}
