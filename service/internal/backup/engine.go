@@ -895,18 +895,26 @@ func (e *engine) doDir(dir string, acts []action, buf []byte) {
 	}
 	defer unix.Close(dfd)
 	e.makeWritable(dfd)
-	sfd, prevFd := -1, -1
-	if len(acts) > 0 && acts[0].src != nil {
-		s := acts[0].src
-		if sfd, err = openDirBeneath(s.fd, s.rel(dir)); err != nil {
-			for _, a := range acts {
-				e.warn("%s: vanished during the backup", "/"+a.s.Path)
-				e.prog.add(1, 0)
+	prevFd := -1
+	// The source directory is opened only when something is read from it (an unchanged file
+	// on ext4 is linked from the previous snapshot without touching the source).
+	sfd := -1
+	var serr error
+	srcDir := func() (int, error) {
+		if sfd < 0 && serr == nil {
+			if len(acts) == 0 || acts[0].src == nil {
+				serr = errVanished
+			} else if sfd, serr = openDirBeneath(acts[0].src.fd, acts[0].src.rel(dir)); serr != nil {
+				sfd, serr = -1, errVanished
 			}
-			return
 		}
-		defer unix.Close(sfd)
+		return sfd, serr
 	}
+	defer func() {
+		if sfd >= 0 {
+			unix.Close(sfd)
+		}
+	}()
 	if e.prevFd >= 0 {
 		if fd, err := openDirBeneath(e.prevFd, dir); err == nil {
 			prevFd = fd
@@ -922,7 +930,7 @@ func (e *engine) doDir(dir string, acts []action, buf []byte) {
 			return
 		}
 		_, name := splitRel(a.s.Path)
-		en, err := e.place(sfd, dfd, prevFd, name, a.s, buf)
+		en, err := e.place(srcDir, dfd, prevFd, name, a.s, buf)
 		if err != nil {
 			if errors.Is(err, errVanished) {
 				e.warn("%s: vanished during the backup", "/"+a.s.Path)
@@ -951,7 +959,7 @@ func (e *engine) doDir(dir string, acts []action, buf []byte) {
 }
 
 // place writes one non-directory entry into the destination directory dfd.
-func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) (*Entry, error) {
+func (e *engine) place(srcDir func() (int, error), dfd, prevFd int, name string, s *Entry, buf []byte) (*Entry, error) {
 	en := *s
 	// ext4: an unchanged entry of the previous snapshot is hard-linked, never copied.
 	if prevFd >= 0 && (s.Type == 'f' || s.Type == 'l') {
@@ -967,6 +975,11 @@ func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) 
 				return nil, err
 			}
 		}
+	}
+	// Only file data and symlink targets are read from the source; the rest is in the scan.
+	sfd, err := srcDir()
+	if err != nil && (s.Type == 'f' || s.Type == 'l') {
+		return nil, err
 	}
 	// A name the destination is not known to hold is created in place (a crash leaves nothing
 	// the journal vouches for, so the next run writes it again); a known one is replaced by
