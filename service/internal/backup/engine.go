@@ -43,9 +43,6 @@ type engine struct {
 	resumed  bool
 	// baseIsManifest: known is exactly the destination's manifest file (no journal applied).
 	baseIsManifest bool
-	// earlyDirs and early are what the early linker did during the walk (ext4/xfs).
-	earlyDirs map[string]bool
-	early     map[string]*Entry
 	sources        []*source
 	journal        *os.File
 	euid           int
@@ -254,23 +251,13 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 		w.skipDir = [2]uint64{tst.Dev, tst.Ino}
 	}
 	// What the destination holds is read while the source is walked (different devices).
-	// A fresh ext4/xfs partial (not a resumed one) gets its link farm built during the walk.
-	useEarly := job.FSType != "btrfs" && !e.resumed
 	loaded := make(chan struct{})
 	go func() {
 		defer close(loaded)
 		e.loadBase(prevName)
 	}()
-	var early *earlyLinker
-	if useEarly {
-		early = newEarlyLinker(e, loaded, job.copyWorkers())
-		w.onDir = early.add
-	}
 	scan, err := w.walk()
 	<-loaded
-	if early != nil {
-		e.earlyDirs, e.early = early.finish()
-	}
 	if err != nil {
 		return Result{}, err
 	}
@@ -653,17 +640,6 @@ func (e *engine) update(scan *scanResult) error {
 	var keptFiles uint64
 	for _, s := range scan.entries {
 		totalFiles++
-		if en := e.early[s.Path]; en != nil {
-			e.finish(en) // linked during the walk
-			keptFiles++
-			dirty[parentOf(s.Path)] = true
-			continue
-		}
-		if s.Type == 'd' && e.earlyDirs[s.Path] {
-			dirty[s.Path] = true // created during the walk; its metadata comes last
-			dirty[parentOf(s.Path)] = true
-			continue
-		}
 		k := e.known[s.Path]
 		keep := k != nil && sameSource(k, s)
 		if s.Type == 'f' && s.Nlink > 1 {

@@ -93,9 +93,6 @@ type walker struct {
 	byDir     map[string][]*Entry // directory -> its entries in name order
 	nEntries  atomic.Uint64
 	onEntries func(n uint64) // progress during the scan
-	// onDir, when set, receives each directory's entries as soon as they are read (parents
-	// before their children); it must not block.
-	onDir func(dir string, entries []*Entry)
 }
 
 func (w *walker) warn(format string, args ...any) {
@@ -134,18 +131,6 @@ func (w *walker) walk() (*scanResult, error) {
 			}
 			e := entryFromStat(s.prefix, &st)
 			w.addChild(&e)
-		}
-	}
-	if w.onDir != nil {
-		var dirs []string
-		for d := range w.byDir {
-			dirs = append(dirs, d)
-		}
-		sort.Strings(dirs) // parents first
-		for _, d := range dirs {
-			l := w.byDir[d]
-			sort.Slice(l, func(i, j int) bool { return l[i].Path < l[j].Path })
-			w.onDir(d, append([]*Entry(nil), l...))
 		}
 	}
 	sem := make(chan struct{}, w.workers)
@@ -272,9 +257,6 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 	w.res.files += files
 	w.res.bytes += bytes
 	w.mu.Unlock()
-	if w.onDir != nil && len(local) > 0 {
-		w.onDir(joinRel(s.prefix, rel), local)
-	}
 	if w.onEntries != nil {
 		w.onEntries(w.nEntries.Add(uint64(len(local))))
 	}
