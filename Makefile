@@ -98,10 +98,10 @@ install: ## install into $(DESTDIR)$(PREFIX) and $(DESTDIR)$(SYSCONFDIR); never 
 	test -x $(BIN)/plugvaultd || { echo "run make build first"; exit 1; }
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN)/plugvaultd $(DESTDIR)$(LIBEXECDIR)/plugvaultd
-	if [ -f $(BIN)/plugvault-engine ]; then install -m 0755 $(BIN)/plugvault-engine $(DESTDIR)$(LIBEXECDIR)/plugvault-engine; fi
-	if [ -f $(BIN)/plugvault ]; then install -m 0755 $(BIN)/plugvault $(DESTDIR)$(PREFIX)/bin/plugvault; fi
-	if [ -f $(BIN)/plugvault ]; then install -d $(DESTDIR)$(DATADIR)/bash-completion/completions && \
-		$(BIN)/plugvault completion bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/plugvault; fi
+	install -m 0755 $(BIN)/plugvault-engine $(DESTDIR)$(LIBEXECDIR)/plugvault-engine
+	install -m 0755 $(BIN)/plugvault $(DESTDIR)$(PREFIX)/bin/plugvault
+	install -d $(DESTDIR)$(DATADIR)/bash-completion/completions
+	$(BIN)/plugvault completion bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/plugvault
 	if [ -f $(BIN)/plugvault-tray ]; then install -m 0755 $(BIN)/plugvault-tray $(DESTDIR)$(PREFIX)/bin/plugvault-tray; fi
 	install -D -m 0644 service/systemd/plugvaultd.service $(DESTDIR)$(UNITDIR)/plugvaultd.service
 	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.conf $(DESTDIR)$(DATADIR)/dbus-1/system.d/org.plugvault.PlugVault1.conf

@@ -22,7 +22,7 @@ type StickPlan struct {
 // Env is a booted guest with its sticks.
 type Env struct {
 	Repo    string
-	Out     string // e2e-out: the report, logs, and run/ (sticks, sockets, the 9p share)
+	Out     string // e2e-out: the report, logs, and _run/ (sticks, sockets, the 9p share)
 	Image   *Image
 	Install *Install
 	Sticks  map[string]*Stick
@@ -44,7 +44,9 @@ type SetupConfig struct {
 // install overlay and boots the guest.
 func Setup(ctx context.Context, cfg SetupConfig) (*Env, error) {
 	env := &Env{Repo: cfg.Repo, Out: cfg.Out, Sticks: map[string]*Stick{}, Log: cfg.Log}
-	run := filepath.Join(cfg.Out, "run")
+	// "_run": the go command skips directories starting with "_", so the guest's test files
+	// (Go sources among them) under the repository never join ./... builds.
+	run := filepath.Join(cfg.Out, "_run")
 	if err := os.RemoveAll(run); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -40,6 +41,9 @@ func main() {
 		os.Exit(2)
 	}
 	lowerPriority()
+	// The scan and the manifests are ~1 KiB per entry and live for the whole run: collecting
+	// less often saves CPU on a 100k-file tree at the cost of some memory.
+	debug.SetGCPercent(400)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := backup.ServeChild(ctx, os.Stdin, os.Stdout, mountGuard); err != nil {

@@ -159,7 +159,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 
 	e := &engine{ctx: ctx, job: job, guard: g, hostFd: hostFd, prevFd: -1, euid: os.Geteuid(),
 		out: make(map[string]*Entry), tr: newTracer()}
-	e.prog = newProgressReporter(progress, now)
+	e.prog = newProgressReporter(progress)
 	names, err := readDirNames(hostFd)
 	if err != nil {
 		return Result{}, fmt.Errorf("cannot list the snapshots: %w", err)
@@ -895,18 +895,26 @@ func (e *engine) doDir(dir string, acts []action, buf []byte) {
 	}
 	defer unix.Close(dfd)
 	e.makeWritable(dfd)
-	sfd, prevFd := -1, -1
-	if len(acts) > 0 && acts[0].src != nil {
-		s := acts[0].src
-		if sfd, err = openDirBeneath(s.fd, s.rel(dir)); err != nil {
-			for _, a := range acts {
-				e.warn("%s: vanished during the backup", "/"+a.s.Path)
-				e.prog.add(1, 0)
+	prevFd := -1
+	// The source directory is opened only when something is read from it (an unchanged file
+	// on ext4 is linked from the previous snapshot without touching the source).
+	sfd := -1
+	var serr error
+	srcDir := func() (int, error) {
+		if sfd < 0 && serr == nil {
+			if len(acts) == 0 || acts[0].src == nil {
+				serr = errVanished
+			} else if sfd, serr = openDirBeneath(acts[0].src.fd, acts[0].src.rel(dir)); serr != nil {
+				sfd, serr = -1, errVanished
 			}
-			return
 		}
-		defer unix.Close(sfd)
+		return sfd, serr
 	}
+	defer func() {
+		if sfd >= 0 {
+			unix.Close(sfd)
+		}
+	}()
 	if e.prevFd >= 0 {
 		if fd, err := openDirBeneath(e.prevFd, dir); err == nil {
 			prevFd = fd
@@ -922,7 +930,7 @@ func (e *engine) doDir(dir string, acts []action, buf []byte) {
 			return
 		}
 		_, name := splitRel(a.s.Path)
-		en, err := e.place(sfd, dfd, prevFd, name, a.s, buf)
+		en, err := e.place(srcDir, dfd, prevFd, name, a.s, buf)
 		if err != nil {
 			if errors.Is(err, errVanished) {
 				e.warn("%s: vanished during the backup", "/"+a.s.Path)
@@ -951,7 +959,7 @@ func (e *engine) doDir(dir string, acts []action, buf []byte) {
 }
 
 // place writes one non-directory entry into the destination directory dfd.
-func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) (*Entry, error) {
+func (e *engine) place(srcDir func() (int, error), dfd, prevFd int, name string, s *Entry, buf []byte) (*Entry, error) {
 	en := *s
 	// ext4: an unchanged entry of the previous snapshot is hard-linked, never copied.
 	if prevFd >= 0 && (s.Type == 'f' || s.Type == 'l') {
@@ -961,12 +969,25 @@ func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) 
 				en.Hash, en.Flags = p.Hash, p.Flags
 				return &en, nil
 			}
-			if err != unix.EMLINK && err != unix.ENOENT {
+			// Otherwise copy: too many links (EMLINK), gone from the previous snapshot, or not
+			// ours to link (fs.protected_hardlinks for an unprivileged engine: EPERM).
+			if err == unix.ENOSPC || err == unix.EIO || err == unix.EROFS {
 				return nil, err
 			}
 		}
 	}
+	// Only file data and symlink targets are read from the source; the rest is in the scan.
+	sfd, err := srcDir()
+	if err != nil && (s.Type == 'f' || s.Type == 'l') {
+		return nil, err
+	}
+	// A name the destination is not known to hold is created in place (a crash leaves nothing
+	// the journal vouches for, so the next run writes it again); a known one is replaced by
+	// an atomic rename, so the old version stays whole until the new one is.
 	tmp := tempName()
+	if e.known[s.Path] == nil {
+		tmp = name
+	}
 	switch s.Type {
 	case 'f':
 		return e.copyFile(sfd, dfd, name, tmp, &en, buf)
@@ -979,7 +1000,12 @@ func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) 
 			return nil, err
 		}
 		en.Link = target
-		if err := unix.Symlinkat(target, dfd, tmp); err != nil {
+		err = unix.Symlinkat(target, dfd, tmp)
+		if err == unix.EEXIST && tmp == name {
+			tmp = tempName()
+			err = unix.Symlinkat(target, dfd, tmp)
+		}
+		if err != nil {
 			return nil, err
 		}
 	case 'p', 'c', 'b':
@@ -987,7 +1013,12 @@ func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) 
 			return &en, nil // recorded only: an unprivileged engine cannot create devices
 		}
 		mode := map[byte]uint32{'p': unix.S_IFIFO, 'c': unix.S_IFCHR, 'b': unix.S_IFBLK}[s.Type]
-		if err := unix.Mknodat(dfd, tmp, mode|0o600, int(s.Rdev)); err != nil {
+		err := unix.Mknodat(dfd, tmp, mode|0o600, int(s.Rdev))
+		if err == unix.EEXIST && tmp == name {
+			tmp = tempName()
+			err = unix.Mknodat(dfd, tmp, mode|0o600, int(s.Rdev))
+		}
+		if err != nil {
 			return nil, err
 		}
 	case 's':
@@ -1009,9 +1040,11 @@ func (e *engine) place(sfd, dfd, prevFd int, name string, s *Entry, buf []byte) 
 		_ = unix.Unlinkat(dfd, tmp, 0)
 		return nil, err
 	}
-	if err := renameReplace(dfd, tmp, name); err != nil {
-		_ = unix.Unlinkat(dfd, tmp, 0)
-		return nil, err
+	if tmp != name {
+		if err := renameReplace(dfd, tmp, name); err != nil {
+			_ = unix.Unlinkat(dfd, tmp, 0)
+			return nil, err
+		}
 	}
 	return &en, nil
 }
@@ -1069,6 +1102,11 @@ func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte)
 			return nil, errChanged
 		}
 		out, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == unix.EEXIST && tmp == name {
+			// Something the journal does not know is there: replace it atomically.
+			tmp = tempName()
+			out, err = unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -1122,9 +1160,11 @@ func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte)
 			return nil, err
 		}
 		unix.Close(out)
-		if err := renameReplace(dfd, tmp, name); err != nil {
-			_ = unix.Unlinkat(dfd, tmp, 0)
-			return nil, err
+		if tmp != name {
+			if err := renameReplace(dfd, tmp, name); err != nil {
+				_ = unix.Unlinkat(dfd, tmp, 0)
+				return nil, err
+			}
 		}
 		return en, nil
 	}

@@ -487,3 +487,45 @@ func TestLargeFileAndACL(t *testing.T) {
 		t.Errorf("ACL not copied: %q", x)
 	}
 }
+
+// TestVanishedDuringBackup removes entries between the scan and the copy: they are reported,
+// not fatal, and left out of the snapshot and its manifest.
+func TestVanishedDuringBackup(t *testing.T) {
+	src := t.TempDir()
+	tr := tree{t, src}
+	tr.file("keep", "k", 0o644)
+	tr.file("victim", "v", 0o644)
+	tr.file("victimdir/inner", "i", 0o644)
+	tr.symlink("keep", "victimlink")
+	job := newJob(t, src, "ext4")
+	removed := false
+	res, err := Run(context.Background(), job, nil, func(p Progress) {
+		if p.Phase == PhaseCopying && !removed {
+			removed = true
+			os.Remove(filepath.Join(src, "victim"))
+			os.RemoveAll(filepath.Join(src, "victimdir"))
+			os.Remove(filepath.Join(src, "victimlink"))
+		}
+	})
+	if err != nil {
+		t.Fatalf("a vanished file made the run fail: %v", err)
+	}
+	if !removed {
+		t.Fatal("no copying phase reported")
+	}
+	joined := strings.Join(res.Warnings, "\n")
+	for _, n := range []string{"victim:", "victimlink:"} {
+		if !strings.Contains(joined, n) || !strings.Contains(joined, "vanished") {
+			t.Errorf("no warning for %s in %q", n, res.Warnings)
+		}
+	}
+	m, _ := readManifestFile(filepath.Join(job.Target, rootDir, job.Host, res.Snapshot, metaDir, "manifest"))
+	rel := strings.TrimPrefix(src, "/")
+	if m[rel+"/keep"] == nil || m[rel+"/victim"] != nil || m[rel+"/victimlink"] != nil || m[rel+"/victimdir/inner"] != nil {
+		t.Errorf("manifest after vanishing: keep=%v victim=%v link=%v inner=%v", m[rel+"/keep"] != nil,
+			m[rel+"/victim"] != nil, m[rel+"/victimlink"] != nil, m[rel+"/victimdir/inner"] != nil)
+	}
+	if _, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot); err != nil || len(problems) > 0 {
+		t.Errorf("the snapshot does not match its manifest: %v %q", err, problems)
+	}
+}

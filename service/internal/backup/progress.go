@@ -26,7 +26,7 @@ type progressReporter struct {
 	rate       float64
 }
 
-func newProgressReporter(fn func(Progress), _ time.Time) *progressReporter {
+func newProgressReporter(fn func(Progress)) *progressReporter {
 	return &progressReporter{fn: fn, clock: time.Now, p: Progress{Phase: PhaseScanning, ETA: -1}}
 }
 

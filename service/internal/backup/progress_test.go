@@ -14,7 +14,7 @@ func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
 func TestProgressThrottleAndETA(t *testing.T) {
 	clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	var got []Progress
-	r := newProgressReporter(func(p Progress) { got = append(got, p) }, clk.t)
+	r := newProgressReporter(func(p Progress) { got = append(got, p) })
 	r.clock = clk.now
 	r.start(1000, 0, 100<<20)
 	if len(got) != 1 || got[0].Phase != PhaseCopying || got[0].ETA >= 0 {
@@ -61,7 +61,7 @@ func TestProgressThrottleAndETA(t *testing.T) {
 func TestProgressETAFromPreviousRun(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(0, 0)}
 	var got []Progress
-	r := newProgressReporter(func(p Progress) { got = append(got, p) }, clk.t)
+	r := newProgressReporter(func(p Progress) { got = append(got, p) })
 	r.clock = clk.now
 	r.prev = &Stats{CopySeconds: 10, BytesWritten: 1000 << 20, Written: 0}
 	r.start(0, 0, 500<<20)

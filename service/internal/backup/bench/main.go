@@ -84,6 +84,7 @@ func (im *image) close() {
 	_ = unix.Unmount(im.mnt, 0)
 	run("losetup", "-d", im.loop)
 	_ = os.Remove(im.img)
+	_ = os.Remove(im.mnt)
 }
 
 func dropCaches() {
@@ -284,6 +285,7 @@ func main() {
 			for _, im := range []*image{cpi, rsy, ext, btr, srcIm} {
 				im.close()
 			}
+			_ = os.Remove(*workDir)
 		}()
 	}
 	src := filepath.Join(srcIm.mnt, "data")
