@@ -16,11 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/plugvault/plugvault/service/internal/backup"
+	"github.com/plugvault/plugvault/service/internal/mount"
 )
-
-// mountGuard checks that the target is still the root of a mount of the drive's mapping before
-// each batch of writes. The integrator may swap in mount.Guard (same contract).
-var mountGuard func(target string, dev uint64) error = backup.CheckMount
 
 // ioprio constants (linux/ioprio.h).
 const (
@@ -46,7 +43,7 @@ func main() {
 	debug.SetGCPercent(400)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := backup.ServeChild(ctx, os.Stdin, os.Stdout, mountGuard); err != nil {
+	if err := backup.ServeChild(ctx, os.Stdin, os.Stdout, mount.Guard); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/mount"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
 	"golang.org/x/sys/unix"
 )
@@ -360,7 +361,7 @@ func Spawn(ctx context.Context, enginePath string, job Job, cred *syscall.Creden
 	if err := job.validate(); err != nil {
 		return Result{}, err
 	}
-	guard := func() error { return CheckMount(job.Target, job.Dev) }
+	guard := func() error { return mount.Guard(job.Target, job.Dev) }
 	if job.Dev == 0 {
 		guard = nil
 	}
@@ -474,7 +475,7 @@ func SpawnRestore(ctx context.Context, enginePath string, cred *syscall.Credenti
 }
 
 // ServeChild is the engine child's main loop: it reads a ChildRequest from in, does it and
-// writes ChildMessages to out. guard builds the mount guard for a job (nil: CheckMount).
+// writes ChildMessages to out. guard is the mount guard for a job (nil: mount.Guard).
 func ServeChild(ctx context.Context, in io.Reader, out io.Writer, guard func(target string, dev uint64) error) error {
 	var req ChildRequest
 	if err := json.NewDecoder(io.LimitReader(in, 1<<20)).Decode(&req); err != nil {
@@ -488,7 +489,7 @@ func ServeChild(ctx context.Context, in io.Reader, out io.Writer, guard func(tar
 		<-encMu
 	}
 	if guard == nil {
-		guard = CheckMount
+		guard = mount.Guard
 	}
 	var final ChildMessage
 	switch req.Op {

@@ -82,10 +82,9 @@
 // # Mount guard
 //
 // Before the first write and after every batch (1000 entries or 256 MiB) the guard is called;
-// an error stops the run (what was written stays resumable). In the child the guard is
-// CheckMount: Target must be the root of the last mount on it and its device must be Job.Dev,
-// either as mountinfo's major:minor or, for btrfs (whose st_dev is an anonymous device), as
-// the mount source's block device number.
+// an error stops the run (what was written stays resumable). The guard is mount.Guard: Target
+// must be the root of the last mount on it and its device must be Job.Dev (for btrfs, whose
+// st_dev is anonymous, the filesystem's own device list).
 //
 // # Security
 //

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/plugvault/plugvault/service/internal/mount"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
 	"github.com/plugvault/plugvault/service/internal/testenv"
 )
@@ -71,7 +72,7 @@ func rootJob(t *testing.T, src, fstype string) Job {
 
 func runGuarded(t *testing.T, job Job) Result {
 	t.Helper()
-	res, err := Run(context.Background(), job, func() error { return CheckMount(job.Target, job.Dev) }, nil)
+	res, err := Run(context.Background(), job, func() error { return mount.Guard(job.Target, job.Dev) }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func testRealTarget(t *testing.T, fstype string) {
 	// The guard stops a run when the target is not our mount.
 	bad := job
 	bad.Dev++
-	if _, err := Run(context.Background(), bad, func() error { return CheckMount(bad.Target, bad.Dev) }, nil); err == nil {
+	if _, err := Run(context.Background(), bad, func() error { return mount.Guard(bad.Target, bad.Dev) }, nil); err == nil {
 		t.Error("a run with a failing guard succeeded")
 	}
 	// Retention deletes through the privileged path.

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/plugvault/plugvault/service/internal/backup"
+	"github.com/plugvault/plugvault/service/internal/mount"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
 )
 
@@ -259,7 +260,7 @@ func writeRate(dir string) float64 {
 func pvRun(src string, im *image) {
 	job := backup.Job{Sources: []string{src}, Target: im.mnt, Host: "bench", FSType: im.fstype, Dev: im.dev,
 		NoDefaultExcludes: true, CopyWorkers: *copyW}
-	_, err := backup.Run(context.Background(), job, func() error { return backup.CheckMount(im.mnt, im.dev) }, nil)
+	_, err := backup.Run(context.Background(), job, func() error { return mount.Guard(im.mnt, im.dev) }, nil)
 	must(err)
 }
 
