@@ -52,7 +52,7 @@ $(STATICCHECK):
 	mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-check: deps lint test ## the README's test command: install test deps, lint, run every test level
+check: deps lint test e2e ## the README's test command: install test deps, lint, run every test level (VM included)
 
 lint: $(STATICCHECK) ## gofmt, go vet, staticcheck, shellcheck, xmllint against Debian's DTDs
 	@out=$$(gofmt -l service tray); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
