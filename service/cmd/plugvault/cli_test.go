@@ -243,7 +243,7 @@ func TestQueryVerbsJSON(t *testing.T) {
 		t.Errorf("snapshot JSON = %v", s)
 	}
 
-	code, out, _ = e.run("", "browse", "--json")
+	code, _, _ = e.run("", "browse", "--json")
 	if code != exitUsage {
 		t.Errorf("browse without DRIVE and two drives: exit %d, want %d", code, exitUsage)
 	}

@@ -49,7 +49,6 @@ type engine struct {
 
 	mu       sync.Mutex
 	pending  []*Entry // finished, not yet durable
-	dels     []string
 	warnings []string
 	nWarn    int
 	out      map[string]*Entry // what the new snapshot holds

@@ -2,7 +2,6 @@ package backup
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path"
 	"strings"
@@ -313,7 +312,3 @@ var errVanished = errors.New("vanished")
 
 // errChanged marks a source entry that was replaced between the walk and the copy.
 var errChanged = errors.New("changed during the backup")
-
-func wrapPath(op, p string, err error) error {
-	return fmt.Errorf("cannot %s %q: %w", op, p, err)
-}

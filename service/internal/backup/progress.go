@@ -23,7 +23,6 @@ type progressReporter struct {
 	began      time.Time
 	filesStart uint64 // FilesDone when copying started (kept entries)
 	last       time.Time
-	rate       float64
 }
 
 func newProgressReporter(fn func(Progress)) *progressReporter {

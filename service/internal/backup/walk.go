@@ -73,8 +73,7 @@ func closeSources(ss []*source) {
 
 // scanResult is the outcome of a walk.
 type scanResult struct {
-	entries  []*Entry       // depth first in name order (parents before children)
-	srcOf    map[string]int // snapshot path -> index of its source (for entries below a root)
+	entries  []*Entry // depth first in name order (parents before children)
 	files    uint64
 	bytes    uint64
 	warnings []string

@@ -1061,7 +1061,7 @@ func TestWarningsAndTeardownFailure(t *testing.T) {
 	if err := h.m.BackupNow(context.Background(), uuidA); err != nil {
 		t.Fatal(err)
 	}
-	st, next = h.waitState(uuidA, next, api.StateFailed)
+	st, _ = h.waitState(uuidA, next, api.StateFailed)
 	if st.LastResult != api.ResultFailed || !strings.Contains(st.StateReason, "could not be locked") {
 		t.Errorf("after a failed unmount: %+v", st)
 	}

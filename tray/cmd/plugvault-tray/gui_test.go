@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,7 +42,11 @@ func buildTray(t *testing.T) string {
 	if err := os.Chmod(dir, 0o755); err != nil { // the tray runs as nobody when tests run as root
 		t.Fatal(err)
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// go test puts $GOROOT/bin first in the test's PATH, so this is the go that runs the tests.
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("cannot find the go command: %v", err)
+	}
 	bin := filepath.Join(dir, "plugvault-tray")
 	cmd := exec.Command(goBin, "build", "-race", "-o", bin, "github.com/plugvault/plugvault/tray/cmd/plugvault-tray")
 	if out, err := cmd.CombinedOutput(); err != nil {
