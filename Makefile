@@ -62,7 +62,7 @@ lint: $(STATICCHECK) ## gofmt, go vet, staticcheck, shellcheck, xmllint against 
 	xmllint --noout --nonet --dtdvalid /usr/share/xml/dbus-1/introspect.dtd service/api/org.plugvault.PlugVault1.xml
 	xmllint --noout --nonet --dtdvalid /usr/share/polkit-1/policyconfig-1.dtd polkit/*.policy
 	@# The bus policy needs Debian's busconfig.dtd plus the attributes it lacks; the test knows them.
-	$(GO) test -count=1 -run 'TestDBusPolicyIsValid|TestSystemdUnit|TestSystemdAnalyzeVerify|TestDependency|TestUnprivileged|TestOnlySysexec' ./service/internal/packaging/
+	$(GO) test $(GOTESTFLAGS) -run 'TestDBusPolicyIsValid|TestSystemdUnit|TestSystemdAnalyzeVerify|TestDependency|TestUnprivileged|TestOnlySysexec' ./service/internal/packaging/
 
 test: ## run unit, bus, root and GUI tests (root levels need root; under CI=true nothing may skip)
 	PLUGVAULT_TEST_ROOT=$${PLUGVAULT_TEST_ROOT-$$( [ $$(id -u) = 0 ] && echo 1 )} \

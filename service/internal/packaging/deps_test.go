@@ -29,6 +29,10 @@ var mayImportExec = []string{
 	// Xvfb and dbus-daemon.
 	module + "/tray/internal/opener",
 	module + "/tray/internal/traytest",
+	// The VM harness drives QEMU, mmdebstrap and cryptsetup on the test host, and its guest
+	// agent runs commands inside the guest: test tooling, never installed.
+	module + "/service/e2e",
+	module + "/service/e2e/guestagent",
 }
 
 // unprivilegedRoots are the binaries users run: they talk to plugvaultd only through
