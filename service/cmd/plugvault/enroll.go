@@ -89,7 +89,13 @@ func runEnroll(ctx context.Context, a *app, args []string) error {
 		return a.printJSON(driveDoc{Drive: string(path)})
 	}
 	a.printf("%s is enrolled as a backup drive (%s).\n", dev, path)
-	a.printf("Choose what it backs up in /etc/plugvault/config.toml (sources of its [[drive]] entry).\n")
+	if home, err := os.UserHomeDir(); err == nil && os.Getuid() != 0 {
+		// plugvaultd makes the enrolling user's home the drive's source (as that user).
+		a.printf("Every time you plug it in, plugvault backs up %s to it.\n", home)
+		a.printf("To back up something else, edit the sources of its [[drive]] entry in /etc/plugvault/config.toml.\n")
+	} else {
+		a.printf("It backs up nothing yet: add sources and run_as to its [[drive]] entry in /etc/plugvault/config.toml.\n")
+	}
 	return nil
 }
 
