@@ -65,6 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := logging.New(slog.LevelInfo)
+	slog.SetDefault(logger) // packages that log before they are handed the logger
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, logger, config.DefaultPath, daemon.SystemBusAddress()); err != nil {
