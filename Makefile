@@ -28,7 +28,7 @@ DEB_TEST_DEPS := dbus-daemon dbus libdbus-1-dev systemd cryptsetup-bin btrfs-pro
 	libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev xvfb xdotool imagemagick polkitd \
 	qemu-system-x86 mmdebstrap ca-certificates desktop-file-utils
 
-.PHONY: all build test check deps tools lint fmt test-unit test-root install uninstall clean help bench e2e test-vm demo
+.PHONY: all build test check deps tools lint fmt test-unit install uninstall clean help bench e2e test-vm demo
 
 all: build
 
@@ -64,12 +64,13 @@ lint: $(STATICCHECK) ## gofmt, go vet, staticcheck, shellcheck, xmllint against 
 	@# The bus policy needs Debian's busconfig.dtd plus the attributes it lacks; the test knows them.
 	$(GO) test $(GOTESTFLAGS) -run 'TestDBusPolicyIsValid|TestSystemdUnit|TestSystemdAnalyzeVerify|TestDependency|TestUnprivileged|TestOnlySysexec' ./service/internal/packaging/
 
+# The VM scenarios (service/e2e) are the e2e target's: they need -run-vm-tests and a guest.
 test: ## run unit, bus, root and GUI tests (root levels need root; under CI=true nothing may skip)
 	PLUGVAULT_TEST_ROOT=$${PLUGVAULT_TEST_ROOT-$$( [ $$(id -u) = 0 ] && echo 1 )} \
-		$(GO) test $(GOTESTFLAGS) ./...
+		$(GO) test $(GOTESTFLAGS) $$($(GO) list ./... | grep -v '/service/e2e')
 
 test-unit: ## unit and bus tests only (no root needed)
-	$(GO) test $(GOTESTFLAGS) ./...
+	$(GO) test $(GOTESTFLAGS) $$($(GO) list ./... | grep -v '/service/e2e')
 
 bench: ## compare the backup engine with rsync --link-dest, cp -a and a stat walk (root; several GB of sparse images in /var/tmp)
 	$(GO) run ./service/internal/backup/bench $(BENCHFLAGS)
