@@ -94,6 +94,10 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 
 // serve runs the daemon until ctx ends or the bus connection is lost.
 func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress string) error {
+	// Every way out (a failed start, a lost bus, the caller's ctx) stops the manager and the
+	// watchdog before their goroutines are waited for.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	cfg, err := config.Load(configPath)
 	if err != nil {
 		return fmt.Errorf("cannot load the configuration: %w", err)
@@ -124,6 +128,7 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 	managerDone := make(chan error, 1)
 	go func() { managerDone <- svc.manager.Run(ctx) }()
 	defer func() {
+		cancel()
 		if err := <-managerDone; err != nil {
 			logger.Error("the drive manager stopped with an error", "error", err)
 		}
@@ -134,7 +139,7 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 	notify(logger, sd.SdNotifyReady)
 	notify(logger, fmt.Sprintf("STATUS=serving %d drive(s)", len(cfg.Drives)))
 	done := watchdog(ctx, logger)
-	defer func() { <-done }()
+	defer func() { cancel(); <-done }()
 	select {
 	case <-ctx.Done():
 		logger.Info("stopping")
