@@ -558,12 +558,20 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 		return "", fmt.Errorf("cannot adopt %s: %w", dev.Path, err)
 	}
 
+	// plugvaultd reads at most config.MaxKeyfileSize bytes of a keyfile at plug-in: a longer
+	// one would be stored and then refused at every plug. A new slot gets a short key.
+	tooLong := !req.SecretIsPassphrase && len(req.Secret) > config.MaxKeyfileSize
+	if tooLong && !req.AddKeyfileSlot {
+		return "", fmt.Errorf("cannot adopt %s: the keyfile is %d bytes and plugvaultd reads keyfiles of at most %d bytes; adopt it with --add-keyfile-slot, which stores a new short key in a slot of its own: %w",
+			dev.Path, len(req.Secret), config.MaxKeyfileSize, api.ErrInvalidArgument)
+	}
+
 	var u undoStack
 	fail := func(err error) (string, error) {
 		return "", e.rollback(&u, fmt.Errorf("cannot adopt %s: %w", dev.Path, err))
 	}
 	key := req.Secret
-	addSlot := req.AddKeyfileSlot && (req.SecretIsPassphrase || strings.HasPrefix(ks.PBKDF, "argon2"))
+	addSlot := req.AddKeyfileSlot && (req.SecretIsPassphrase || tooLong || strings.HasPrefix(ks.PBKDF, "argon2"))
 	switch {
 	case addSlot:
 		newKey, err := e.newKey()
