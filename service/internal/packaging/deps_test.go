@@ -29,6 +29,10 @@ var mayImportExec = []string{
 	// Xvfb and dbus-daemon.
 	module + "/tray/internal/opener",
 	module + "/tray/internal/traytest",
+	// The VM scenarios: the host harness runs qemu, the agent inside the guest runs the
+	// guest's tools; neither is shipped.
+	module + "/service/e2e",
+	module + "/service/e2e/guestagent",
 }
 
 // unprivilegedRoots are the binaries users run: they talk to plugvaultd only through
