@@ -642,7 +642,9 @@ func (m *Manager) closeMapping(ctx context.Context, name string) error {
 func (m *Manager) shutdown() {
 	m.mu.Lock()
 	m.stopping = true
-	for _, d := range m.order {
+	// The bus still serves while the drives are locked: Forget may change m.order meanwhile.
+	order := slices.Clone(m.order)
+	for _, d := range order {
 		d.startAfter = false
 		if d.act != nil {
 			d.act.cancel(errShutdown)
@@ -650,7 +652,7 @@ func (m *Manager) shutdown() {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
-	for _, d := range m.order {
+	for _, d := range order {
 		m.mu.Lock()
 		left := d.mapTried || d.mountTried
 		m.mu.Unlock()
