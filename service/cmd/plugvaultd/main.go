@@ -125,12 +125,17 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 	d.SetBackends(svc.manager, svc.enroller)
 	// The manager reconciles leftovers, coldplugs and serves udev events until ctx ends, then
 	// cancels runs, unmounts and locks; wait for that before exiting.
-	managerDone := make(chan error, 1)
-	go func() { managerDone <- svc.manager.Run(ctx) }()
+	// It also stops by itself when udev monitoring ends: then the daemon exits with the error
+	// (systemd restarts it) rather than serve the bus with no drive handling behind it.
+	managerStopped := make(chan struct{})
+	var managerErr error
+	returned := false
+	go func() { managerErr = svc.manager.Run(ctx); close(managerStopped) }()
 	defer func() {
 		cancel()
-		if err := <-managerDone; err != nil {
-			logger.Error("the drive manager stopped with an error", "error", err)
+		<-managerStopped
+		if managerErr != nil && !returned {
+			logger.Error("the drive manager stopped with an error", "error", managerErr)
 		}
 	}()
 	if err := d.Start(); err != nil {
@@ -148,5 +153,11 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 		return nil
 	case <-conn.Context().Done():
 		return errors.New("lost the connection to the system bus")
+	case <-managerStopped:
+		returned = managerErr != nil
+		if managerErr == nil {
+			return errors.New("the drive manager stopped")
+		}
+		return managerErr
 	}
 }
