@@ -65,6 +65,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := logging.New(slog.LevelInfo)
+	// Packages that log through the default logger (luks names the cryptsetup it found) reach
+	// the journal the same way.
+	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, logger, config.DefaultPath, daemon.SystemBusAddress()); err != nil {
