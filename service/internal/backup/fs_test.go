@@ -135,3 +135,35 @@ func TestRootOpenBeneathWalkNeedsOnlySearchPermission(t *testing.T) {
 		}
 	}
 }
+
+// TestSymlinkedAncestorKeepsTheDirectorysMode: a source reached through a symlinked ancestor
+// (/home -> /data/home, say) stores that ancestor as a directory with the mode of the
+// directory it leads to, not the symlink's 0777, which would make it writable by everyone on
+// the drive.
+func TestSymlinkedAncestorKeepsTheDirectorysMode(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real")
+	if err := os.MkdirAll(filepath.Join(real, "src"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(real, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(real, "src", "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", filepath.Join(dir, "home")); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(dir, "home", "src")
+	job := newJob(t, src, "ext4")
+	res := mustRun(t, job)
+	stored := filepath.Dir(snapPath(job, res.Snapshot, src))
+	fi, err := os.Lstat(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.IsDir() || fi.Mode().Perm() != 0o750 {
+		t.Errorf("%s stored as %v, want a directory with mode 0750", stored, fi.Mode())
+	}
+}
