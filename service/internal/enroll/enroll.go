@@ -71,6 +71,9 @@ type Deps struct {
 	// DeviceByUUID finds the device node of a present LUKS device (default: the
 	// /dev/disk/by-uuid link).
 	DeviceByUUID func(uuid string) (string, error)
+	// ReadKeyfile reads a drive's keyfile (Forget's removeKeyslot authorizes with it); nil
+	// means config.ReadKeyfile, the reader plugvaultd unlocks drives with.
+	ReadKeyfile func(path string) ([]byte, error)
 	Logger       *slog.Logger
 	Rand         io.Reader // crypto/rand when nil
 
@@ -103,6 +106,9 @@ func New(d Deps) (*Enroller, error) {
 	}
 	if d.DeviceByUUID == nil {
 		d.DeviceByUUID = deviceByUUID
+	}
+	if d.ReadKeyfile == nil {
+		d.ReadKeyfile = config.ReadKeyfile
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
@@ -653,7 +659,7 @@ func (e *Enroller) Forget(ctx context.Context, uuid string, removeKeyslot bool) 
 		if got, err := e.d.LUKS.UUID(ctx, device); err != nil || !strings.EqualFold(got, d.LuksUUID) {
 			return fmt.Errorf("cannot remove the keyslot of %s: %s is not this drive: %w", d.Name, device, api.ErrNotPresent)
 		}
-		if key, err = readKeyFile(keyPath); err != nil {
+		if key, err = e.d.ReadKeyfile(keyPath); err != nil {
 			return fmt.Errorf("cannot remove the keyslot of %s: %w", d.Name, err)
 		}
 		defer clear(key)
