@@ -74,8 +74,8 @@ type Deps struct {
 	// ReadKeyfile reads a drive's keyfile (Forget's removeKeyslot authorizes with it); nil
 	// means config.ReadKeyfile, the reader plugvaultd unlocks drives with.
 	ReadKeyfile func(path string) ([]byte, error)
-	Logger       *slog.Logger
-	Rand         io.Reader // crypto/rand when nil
+	Logger      *slog.Logger
+	Rand        io.Reader // crypto/rand when nil
 
 	ConfigPath string // config.DefaultPath when ""
 	KeyDir     string // config.DefaultKeyDir when ""
