@@ -150,17 +150,20 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 	defer func() { cancel(); <-done }()
 	select {
 	case <-ctx.Done():
-		logger.Info("stopping")
-		notify(logger, sd.SdNotifyStopping)
-		notify(logger, "STATUS=stopping")
-		return nil
 	case <-conn.Context().Done():
 		return errors.New("lost the connection to the system bus")
 	case <-managerStopped:
-		returned = managerErr != nil
-		if managerErr == nil {
-			return errors.New("the drive manager stopped")
+		// The manager also stops when ctx ends; only on its own is it an error.
+		if ctx.Err() == nil {
+			returned = managerErr != nil
+			if managerErr == nil {
+				return errors.New("the drive manager stopped")
+			}
+			return managerErr
 		}
-		return managerErr
 	}
+	logger.Info("stopping")
+	notify(logger, sd.SdNotifyStopping)
+	notify(logger, "STATUS=stopping")
+	return nil
 }
