@@ -553,6 +553,14 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 	}
 	log := e.d.Logger.With("device", dev.Path, "uuid", uuid)
 
+	// plugvaultd reads at most config.MaxKeyfileSize bytes of a keyfile at plug-in: a longer
+	// one would be stored and then refused at every plug. A new slot gets a short key.
+	tooLong := !req.SecretIsPassphrase && len(req.Secret) > config.MaxKeyfileSize
+	if tooLong && !req.AddKeyfileSlot {
+		return "", fmt.Errorf("cannot adopt %s: the keyfile is %d bytes and plugvaultd reads keyfiles of at most %d bytes; adopt it with --add-keyfile-slot, which stores a new short key in a slot of its own: %w",
+			dev.Path, len(req.Secret), config.MaxKeyfileSize, api.ErrInvalidArgument)
+	}
+
 	// Which slot the secret opens (proving that it opens this device at all).
 	var slot int
 	var ks Keyslot
@@ -562,14 +570,6 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 		}
 	} else if slot, ks, err = e.findSlot(ctx, dev.Path, req.Secret); err != nil {
 		return "", fmt.Errorf("cannot adopt %s: %w", dev.Path, err)
-	}
-
-	// plugvaultd reads at most config.MaxKeyfileSize bytes of a keyfile at plug-in: a longer
-	// one would be stored and then refused at every plug. A new slot gets a short key.
-	tooLong := !req.SecretIsPassphrase && len(req.Secret) > config.MaxKeyfileSize
-	if tooLong && !req.AddKeyfileSlot {
-		return "", fmt.Errorf("cannot adopt %s: the keyfile is %d bytes and plugvaultd reads keyfiles of at most %d bytes; adopt it with --add-keyfile-slot, which stores a new short key in a slot of its own: %w",
-			dev.Path, len(req.Secret), config.MaxKeyfileSize, api.ErrInvalidArgument)
 	}
 
 	var u undoStack
