@@ -65,7 +65,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := logging.New(slog.LevelInfo)
-	slog.SetDefault(logger) // packages that log before they are handed the logger
+	// Packages that log through the default logger (luks names the cryptsetup it found) reach
+	// the journal the same way.
+	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, logger, config.DefaultPath, daemon.SystemBusAddress()); err != nil {
@@ -95,6 +97,10 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 
 // serve runs the daemon until ctx ends or the bus connection is lost.
 func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress string) error {
+	// Every way out (a failed start, a lost bus, the caller's ctx) stops the manager and the
+	// watchdog before their goroutines are waited for.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	cfg, err := config.Load(configPath)
 	if err != nil {
 		return fmt.Errorf("cannot load the configuration: %w", err)
@@ -122,11 +128,17 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 	d.SetBackends(svc.manager, svc.enroller)
 	// The manager reconciles leftovers, coldplugs and serves udev events until ctx ends, then
 	// cancels runs, unmounts and locks; wait for that before exiting.
-	managerDone := make(chan error, 1)
-	go func() { managerDone <- svc.manager.Run(ctx) }()
+	// It also stops by itself when udev monitoring ends: then the daemon exits with the error
+	// (systemd restarts it) rather than serve the bus with no drive handling behind it.
+	managerStopped := make(chan struct{})
+	var managerErr error
+	returned := false
+	go func() { managerErr = svc.manager.Run(ctx); close(managerStopped) }()
 	defer func() {
-		if err := <-managerDone; err != nil {
-			logger.Error("the drive manager stopped with an error", "error", err)
+		cancel()
+		<-managerStopped
+		if managerErr != nil && !returned {
+			logger.Error("the drive manager stopped with an error", "error", managerErr)
 		}
 	}()
 	if err := d.Start(); err != nil {
@@ -135,14 +147,23 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 	notify(logger, sd.SdNotifyReady)
 	notify(logger, fmt.Sprintf("STATUS=serving %d drive(s)", len(cfg.Drives)))
 	done := watchdog(ctx, logger)
-	defer func() { <-done }()
+	defer func() { cancel(); <-done }()
 	select {
 	case <-ctx.Done():
-		logger.Info("stopping")
-		notify(logger, sd.SdNotifyStopping)
-		notify(logger, "STATUS=stopping")
-		return nil
 	case <-conn.Context().Done():
 		return errors.New("lost the connection to the system bus")
+	case <-managerStopped:
+		// The manager also stops when ctx ends; only on its own is it an error.
+		if ctx.Err() == nil {
+			returned = managerErr != nil
+			if managerErr == nil {
+				return errors.New("the drive manager stopped")
+			}
+			return managerErr
+		}
 	}
+	logger.Info("stopping")
+	notify(logger, sd.SdNotifyStopping)
+	notify(logger, "STATUS=stopping")
+	return nil
 }

@@ -102,3 +102,26 @@ func TestServeNotifiesSystemd(t *testing.T) {
 		t.Errorf("serve: %v", err)
 	}
 }
+
+// serve returns its error when the daemon cannot start (another process owns the name) rather
+// than waiting forever for the drive manager, which only stops when told to.
+func TestServeReturnsWhenTheNameIsTaken(t *testing.T) {
+	testenv.RequireTool(t, "dbus-daemon")
+	bus := apitest.StartBus(t, apitest.BusOptions{})
+	other := bus.Conn(t)
+	if reply, err := other.RequestName(api.BusName, 0); err != nil || reply != 1 {
+		t.Fatalf("cannot own %s for the test: %v %v", api.BusName, reply, err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- serve(context.Background(), slog.New(slog.DiscardHandler), filepath.Join(t.TempDir(), "missing.toml"), bus.Address)
+	}()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "another process owns it") {
+			t.Errorf("serve = %v, want the name conflict", err)
+		}
+	case <-time.After(2 * time.Minute): // a hang detector, not a timing requirement
+		t.Fatal("serve did not return after failing to own the bus name")
+	}
+}

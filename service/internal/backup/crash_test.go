@@ -22,6 +22,9 @@ import (
 // TestMain lets the test binary act as the engine child (plugvault-engine) for Spawn and the
 // crash tests.
 func TestMain(m *testing.M) {
+	if mode := os.Getenv("PLUGVAULT_TEST_OPEN_BENEATH"); mode != "" {
+		os.Exit(openBeneathChild(mode == "walk", os.Args[len(os.Args)-2], os.Args[len(os.Args)-1]))
+	}
 	if os.Getenv("PLUGVAULT_TEST_ENGINE_CHILD") == "1" {
 		if ms, err := strconv.Atoi(os.Getenv("PLUGVAULT_TEST_COMMIT_MS")); err == nil {
 			commitInterval = time.Duration(ms) * time.Millisecond

@@ -44,9 +44,11 @@ func openBeneath(root int, rel string, flags int, mode uint32) (int, error) {
 var noOpenat2 atomic.Bool
 
 // openBeneathWalk is openBeneath without openat2: every directory on the way is opened
-// relative to its parent with O_NOFOLLOW|O_DIRECTORY, ".." is refused (EXDEV, as
+// relative to its parent with O_PATH|O_NOFOLLOW|O_DIRECTORY, ".." is refused (EXDEV, as
 // RESOLVE_BENEATH answers), and the last component is opened with O_NOFOLLOW, so a symlink
-// anywhere is refused (ELOOP or ENOTDIR) rather than followed.
+// anywhere is refused (ELOOP or ENOTDIR) rather than followed. O_PATH needs only search
+// permission on the way, as openat2's resolution does: an unprivileged engine or restore
+// passes a directory it may enter but not list.
 func openBeneathWalk(root int, rel string, flags int, mode uint32) (int, error) {
 	parts := strings.Split(rel, "/")
 	dir, owned := root, false
@@ -70,7 +72,7 @@ func openBeneathWalk(root int, rel string, flags int, mode uint32) (int, error) 
 			return retryEINTR(func() (int, error) { return unix.Openat(dir, p, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode) })
 		}
 		fd, err := retryEINTR(func() (int, error) {
-			return unix.Openat(dir, p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			return unix.Openat(dir, p, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		})
 		if err != nil {
 			return -1, err

@@ -2,11 +2,16 @@ package backup
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // TestOpenBeneathWalkRefusesWhatOpenat2Refuses compares the fallback walk with openat2 on the
@@ -69,4 +74,96 @@ func TestEngineWithoutOpenat2(t *testing.T) {
 	t.Run("every file type", TestBackupEveryFileTypeExt4Layout)
 	t.Run("incremental", TestIncrementalExt4LinksUnchangedAndCopiesChanged)
 	t.Run("symlink races", TestSymlinkRaces)
+}
+
+// openBeneathChild is the test binary as an unprivileged user (see TestMain): it opens rel
+// below dir with openat2 or the fallback walk and exits 0 if that worked.
+func openBeneathChild(walk bool, dir, rel string) int {
+	noOpenat2.Store(walk)
+	root, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	fd, err := openBeneath(root, rel, unix.O_RDONLY, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	unix.Close(fd)
+	return 0
+}
+
+// TestRootOpenBeneathWalkNeedsOnlySearchPermission: like openat2's path resolution, the
+// fallback walk passes a directory the user may search but not list (a 0711 home, say), as the
+// engine child and a restore run as an unprivileged user.
+func TestRootOpenBeneathWalkNeedsOnlySearchPermission(t *testing.T) {
+	testenv.RequireRoot(t)
+	const nobody = 65534
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "home/alice"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "home/alice/public"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "home/alice"), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	openUp(dir + "/x")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "test.bin")
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"openat2", "walk"} {
+		cmd := exec.Command(bin, dir, "home/alice/public")
+		cmd.Env = []string{"PLUGVAULT_TEST_OPEN_BENEATH=" + mode}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s as uid %d: %v: %s", mode, nobody, err, out)
+		}
+	}
+}
+
+// TestSymlinkedAncestorKeepsTheDirectorysMode: a source reached through a symlinked ancestor
+// (/home -> /data/home, say) stores that ancestor as a directory with the mode of the
+// directory it leads to, not the symlink's 0777, which would make it writable by everyone on
+// the drive.
+func TestSymlinkedAncestorKeepsTheDirectorysMode(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real")
+	if err := os.MkdirAll(filepath.Join(real, "src"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(real, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(real, "src", "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", filepath.Join(dir, "home")); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(dir, "home", "src")
+	job := newJob(t, src, "ext4")
+	res := mustRun(t, job)
+	stored := filepath.Dir(snapPath(job, res.Snapshot, src))
+	fi, err := os.Lstat(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.IsDir() || fi.Mode().Perm() != 0o750 {
+		t.Errorf("%s stored as %v, want a directory with mode 0750", stored, fi.Mode())
+	}
 }

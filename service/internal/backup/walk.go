@@ -113,12 +113,15 @@ func (w *walker) walk() (*scanResult, error) {
 				continue
 			}
 			seen[p] = true
+			// Stat, not Lstat: opening the source followed a symlinked ancestor (/home ->
+			// /data/home) already, and it is stored as a directory with the metadata of the
+			// directory it leads to (a symlink's mode is 0777).
 			var st unix.Stat_t
-			if err := unix.Lstat("/"+p, &st); err != nil {
+			if err := unix.Stat("/"+p, &st); err != nil {
 				return nil, fmt.Errorf("cannot stat %q: %w", "/"+p, err)
 			}
 			e := entryFromStat(p, &st)
-			e.Type, e.Nlink = 'd', 1 // a symlinked ancestor is stored as a directory
+			e.Type, e.Nlink = 'd', 1
 			e.Ino, e.Size = 0, 0
 			e.addFlag(flagAncestor)
 			w.addChild(&e)

@@ -18,7 +18,7 @@
 //
 // Unlocking: once the LUKS UUID read from the header has confirmed udev's, the keyfile (the
 // drive's keyfile setting, or DefaultKeyDir/<uuid>.key) is tried first. A missing, empty,
-// unsafe (the CheckKeyfile dependency) or rejected keyfile moves the run to
+// unsafe (the ReadKeyfile dependency: lax ownership or mode, a symlink) or rejected keyfile moves the run to
 // awaiting-passphrase, with the reason in StateReason; Unlock then hands passphrases to the
 // run. Wrong passphrases are answered after a growing delay that only the caller waits for. A
 // device that does not open with our key is never mounted.

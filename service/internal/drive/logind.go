@@ -28,10 +28,11 @@ func (nopCloser) Close() error { return nil }
 
 // busLogind talks to logind on the system bus.
 type busLogind struct {
-	conn *dbus.Conn
-	log  *slog.Logger
-	once sync.Once
-	ch   chan bool
+	conn  *dbus.Conn
+	log   *slog.Logger
+	once  sync.Once
+	ch    chan bool
+	owner string // logind's unique name: only its PrepareForSleep counts
 }
 
 // NewLogind connects to logind on the system bus. Without a system bus or without logind it
@@ -51,7 +52,7 @@ func NewLogind(logger *slog.Logger) Logind {
 		conn.Close()
 		return noLogind{}
 	}
-	return &busLogind{conn: conn, log: logger}
+	return &busLogind{conn: conn, log: logger, owner: owner}
 }
 
 // Inhibit calls org.freedesktop.login1.Manager.Inhibit and returns the lock's fd.
@@ -64,7 +65,10 @@ func (l *busLogind) Inhibit(what, who, why, mode string) (io.Closer, error) {
 	return os.NewFile(uintptr(fd), "logind-inhibitor"), nil
 }
 
-// PrepareForSleep subscribes to the PrepareForSleep signal.
+// PrepareForSleep subscribes to the PrepareForSleep signal. The match rule only filters
+// broadcasts: a signal sent to this connection by name reaches it whatever the rule says (the
+// default system bus policy lets anyone send signals), so the sender is checked against
+// logind's unique name, followed through NameOwnerChanged when logind restarts.
 func (l *busLogind) PrepareForSleep() <-chan bool {
 	l.once.Do(func() {
 		l.ch = make(chan bool, 4)
@@ -77,12 +81,31 @@ func (l *busLogind) PrepareForSleep() <-chan bool {
 			l.log.Warn("cannot watch for suspend", "err", err)
 			return
 		}
+		if err := l.conn.AddMatchSignal(
+			dbus.WithMatchSender("org.freedesktop.DBus"),
+			dbus.WithMatchMember("NameOwnerChanged"),
+			dbus.WithMatchArg(0, logindDest),
+		); err != nil {
+			l.log.Warn("cannot follow logind restarts; suspend is not noticed after one", "err", err)
+		}
 		sigs := make(chan *dbus.Signal, 16)
 		l.conn.Signal(sigs)
 		go func() {
 			defer close(l.ch)
+			owner := l.owner
 			for s := range sigs {
+				if s.Sender == "org.freedesktop.DBus" && s.Name == "org.freedesktop.DBus.NameOwnerChanged" && len(s.Body) == 3 {
+					if name, _ := s.Body[0].(string); name == logindDest {
+						owner, _ = s.Body[2].(string)
+					}
+					continue
+				}
 				if s.Name != logindIface+".PrepareForSleep" || s.Path != logindPath || len(s.Body) != 1 {
+					continue
+				}
+				if s.Sender != owner {
+					// Debug: anyone can send these, and a flood must not crowd the journal.
+					l.log.Debug("ignoring a PrepareForSleep signal that logind did not send", "sender", s.Sender)
 					continue
 				}
 				if b, ok := s.Body[0].(bool); ok {

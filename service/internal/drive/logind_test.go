@@ -3,6 +3,7 @@ package drive_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -81,9 +82,34 @@ func TestLogindOnABus(t *testing.T) {
 		t.Errorf("inhibitor not released: %d %v", n, err)
 	}
 
-	// PrepareForSleep from logind arrives; the same signal from someone else does not.
+	// PrepareForSleep from logind arrives; the same signal from someone else does not, neither
+	// broadcast (the match rule filters it) nor sent to our connection by name (no match rule
+	// applies to that: the sender is checked).
 	other := bus.Conn(t)
 	if err := other.Emit("/org/freedesktop/login1", "org.freedesktop.login1.Manager.PrepareForSleep", false); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	if err := other.BusObject().Call("org.freedesktop.DBus.ListNames", 0).Store(&names); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if !strings.HasPrefix(n, ":") || n == srv.Names()[0] || n == other.Names()[0] {
+			continue
+		}
+		forged := &dbus.Message{Type: dbus.TypeSignal, Headers: map[dbus.HeaderField]dbus.Variant{
+			dbus.FieldPath:        dbus.MakeVariant(dbus.ObjectPath("/org/freedesktop/login1")),
+			dbus.FieldInterface:   dbus.MakeVariant("org.freedesktop.login1.Manager"),
+			dbus.FieldMember:      dbus.MakeVariant("PrepareForSleep"),
+			dbus.FieldDestination: dbus.MakeVariant(n),
+			dbus.FieldSignature:   dbus.MakeVariant(dbus.SignatureOf(false)),
+		}, Body: []any{false}}
+		if call := other.Send(forged, nil); call.Err != nil {
+			t.Fatal(call.Err)
+		}
+	}
+	// A round trip: the bus has passed the forged signals on before logind's.
+	if err := other.BusObject().Call("org.freedesktop.DBus.Peer.Ping", 0).Err; err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Emit("/org/freedesktop/login1", "org.freedesktop.login1.Manager.PrepareForSleep", true); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -525,6 +526,8 @@ func (m *Manager) handleSleep(sleeping bool) {
 func (m *Manager) reconcile(ctx context.Context, cold []Event) {
 	present := make(map[*drive]bool)
 	m.mu.Lock()
+	// Bus calls may already add drives (AddDrive, from an enrollment): look up a copy.
+	drives := maps.Clone(m.drives)
 	for _, e := range cold {
 		if d, _ := m.match(e); d != nil {
 			present[d] = true
@@ -551,7 +554,7 @@ func (m *Manager) reconcile(ctx context.Context, cold []Event) {
 		if !strings.HasPrefix(name, MappingPrefix) {
 			continue
 		}
-		if d := m.drives[strings.TrimPrefix(name, MappingPrefix)]; d != nil && present[d] {
+		if d := drives[strings.TrimPrefix(name, MappingPrefix)]; d != nil && present[d] {
 			mappedDrive[name] = d
 		}
 	}
@@ -559,7 +562,7 @@ func (m *Manager) reconcile(ctx context.Context, cold []Event) {
 	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i].Target) > len(mounts[j].Target) })
 	for _, mi := range mounts {
 		if filepath.Dir(mi.Target) == m.base {
-			d := m.drives[filepath.Base(mi.Target)]
+			d := drives[filepath.Base(mi.Target)]
 			if d != nil && mappedDrive[m.mappingName(d)] == d && m.mountOfMapping(mi, d) {
 				m.log.Info("adopting the mount of a plugged-in drive", "drive", d.cfg.Name, "target", mi.Target)
 				m.mu.Lock()
@@ -639,7 +642,9 @@ func (m *Manager) closeMapping(ctx context.Context, name string) error {
 func (m *Manager) shutdown() {
 	m.mu.Lock()
 	m.stopping = true
-	for _, d := range m.order {
+	// The bus still serves while the drives are locked: Forget may change m.order meanwhile.
+	order := slices.Clone(m.order)
+	for _, d := range order {
 		d.startAfter = false
 		if d.act != nil {
 			d.act.cancel(errShutdown)
@@ -647,7 +652,7 @@ func (m *Manager) shutdown() {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
-	for _, d := range m.order {
+	for _, d := range order {
 		m.mu.Lock()
 		left := d.mapTried || d.mountTried
 		m.mu.Unlock()

@@ -679,6 +679,26 @@ func TestUUIDMismatchIsNeverMounted(t *testing.T) {
 	}
 }
 
+// TestEnrollDuringReconciliation: a drive enrolled over the bus while Run still reconciles
+// (the objects answer by unique name before the well-known name is owned) must not race with
+// it (go test -race).
+func TestEnrollDuringReconciliation(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	h.sys.mappings["plugvault-"+uuidB] = &fakeMapping{device: "(null)"} // a leftover to look up
+	g := h.sys.block("mounts", 1)
+	h.start()
+	g.waitEntered(t)
+	g.open()
+	if err := h.m.AddDrive(config.Drive{Name: "B", LuksUUID: uuidB}); err != nil {
+		t.Fatal(err)
+	}
+	h.send(stick("add", sdc, uuidA, 1)) // any event: reconciliation is done before it
+	if len(h.pub.statuses(uuidB)) == 0 {
+		t.Error("the drive added during reconciliation was not published")
+	}
+}
+
 func TestRestartReconciliation(t *testing.T) {
 	t.Run("stick absent: cleaned", func(t *testing.T) {
 		h := newHarness(t)

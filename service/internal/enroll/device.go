@@ -14,6 +14,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/mount"
+	"github.com/plugvault/plugvault/service/internal/udev"
 )
 
 // System is where the machine's view of its block devices is read from. The zero value is
@@ -89,21 +90,16 @@ func isPartition(dir string) bool {
 	return err == nil
 }
 
-// udevProps reads the udev database entry of the device whose sysfs directory is dir.
+// udevProps reads the udev database entry of the device whose sysfs directory is dir (none:
+// no properties).
 func (s System) udevProps(dir string) map[string]string {
-	props := map[string]string{}
-	f, err := os.Open(filepath.Join(s.UdevDataDir, "b"+readAttr(dir, "dev")))
+	data, err := os.ReadFile(filepath.Join(s.UdevDataDir, "b"+readAttr(dir, "dev")))
 	if err != nil {
-		return props
+		return map[string]string{}
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if kv, ok := strings.CutPrefix(sc.Text(), "E:"); ok {
-			if k, v, ok := strings.Cut(kv, "="); ok {
-				props[k] = v
-			}
-		}
+	props, err := udev.ParseDatabase(data)
+	if err != nil {
+		return map[string]string{}
 	}
 	return props
 }

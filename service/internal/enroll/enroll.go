@@ -71,8 +71,11 @@ type Deps struct {
 	// DeviceByUUID finds the device node of a present LUKS device (default: the
 	// /dev/disk/by-uuid link).
 	DeviceByUUID func(uuid string) (string, error)
-	Logger       *slog.Logger
-	Rand         io.Reader // crypto/rand when nil
+	// ReadKeyfile reads a drive's keyfile (Forget's removeKeyslot authorizes with it); nil
+	// means config.ReadKeyfile, the reader plugvaultd unlocks drives with.
+	ReadKeyfile func(path string) ([]byte, error)
+	Logger      *slog.Logger
+	Rand        io.Reader // crypto/rand when nil
 
 	ConfigPath string // config.DefaultPath when ""
 	KeyDir     string // config.DefaultKeyDir when ""
@@ -103,6 +106,9 @@ func New(d Deps) (*Enroller, error) {
 	}
 	if d.DeviceByUUID == nil {
 		d.DeviceByUUID = deviceByUUID
+	}
+	if d.ReadKeyfile == nil {
+		d.ReadKeyfile = config.ReadKeyfile
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
@@ -547,6 +553,14 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 	}
 	log := e.d.Logger.With("device", dev.Path, "uuid", uuid)
 
+	// plugvaultd reads at most config.MaxKeyfileSize bytes of a keyfile at plug-in: a longer
+	// one would be stored and then refused at every plug. A new slot gets a short key.
+	tooLong := !req.SecretIsPassphrase && len(req.Secret) > config.MaxKeyfileSize
+	if tooLong && !req.AddKeyfileSlot {
+		return "", fmt.Errorf("cannot adopt %s: the keyfile is %d bytes and plugvaultd reads keyfiles of at most %d bytes; adopt it with --add-keyfile-slot, which stores a new short key in a slot of its own: %w",
+			dev.Path, len(req.Secret), config.MaxKeyfileSize, api.ErrInvalidArgument)
+	}
+
 	// Which slot the secret opens (proving that it opens this device at all).
 	var slot int
 	var ks Keyslot
@@ -563,7 +577,7 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 		return "", e.rollback(&u, fmt.Errorf("cannot adopt %s: %w", dev.Path, err))
 	}
 	key := req.Secret
-	addSlot := req.AddKeyfileSlot && (req.SecretIsPassphrase || strings.HasPrefix(ks.PBKDF, "argon2"))
+	addSlot := req.AddKeyfileSlot && (req.SecretIsPassphrase || tooLong || strings.HasPrefix(ks.PBKDF, "argon2"))
 	switch {
 	case addSlot:
 		newKey, err := e.newKey()
@@ -645,7 +659,7 @@ func (e *Enroller) Forget(ctx context.Context, uuid string, removeKeyslot bool) 
 		if got, err := e.d.LUKS.UUID(ctx, device); err != nil || !strings.EqualFold(got, d.LuksUUID) {
 			return fmt.Errorf("cannot remove the keyslot of %s: %s is not this drive: %w", d.Name, device, api.ErrNotPresent)
 		}
-		if key, err = readKeyFile(keyPath); err != nil {
+		if key, err = e.d.ReadKeyfile(keyPath); err != nil {
 			return fmt.Errorf("cannot remove the keyslot of %s: %w", d.Name, err)
 		}
 		defer clear(key)

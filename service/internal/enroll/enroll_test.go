@@ -395,6 +395,26 @@ func TestAdoptRefusals(t *testing.T) {
 			t.Errorf("error %v", err)
 		}
 	})
+	t.Run("keyfile larger than plugvaultd reads at plug-in", func(t *testing.T) {
+		h := newHarness(t)
+		handPrepared(h, "pbkdf2")
+		big := bytes.Repeat([]byte{7}, config.MaxKeyfileSize+1)
+		h.luks.slots[1] = big
+		_, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdb1", Secret: bytes.Clone(big)})
+		if !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), "--add-keyfile-slot") {
+			t.Errorf("error %v, want a refusal that names --add-keyfile-slot", err)
+		}
+		h.assertNothingLeft("keyfile too large")
+		// With a new slot, the short new key is what is stored, even for a cheap slot.
+		uuid, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdb1", Secret: bytes.Clone(big), AddKeyfileSlot: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, err := os.ReadFile(filepath.Join(h.keyDir, uuid+".key"))
+		if err != nil || len(stored) == 0 || len(stored) > config.MaxKeyfileSize {
+			t.Errorf("stored key: %d bytes, %v", len(stored), err)
+		}
+	})
 	t.Run("fixed disk", func(t *testing.T) {
 		h := newHarness(t)
 		_, key := handPrepared(h, "argon2id")

@@ -402,8 +402,10 @@ func newHarness(t *testing.T) *harness {
 		Runner:       h.runner,
 		LookPath:     func(name string) (string, error) { return "/usr/sbin/" + name, nil },
 		DeviceByUUID: func(uuid string) (string, error) { return "/dev/sdb", nil },
-		ConfigPath:   filepath.Join(dir, "etc", "plugvault", "config.toml"),
-		KeyDir:       h.keyDir, RulesDir: h.rulesDir, System: h.sys.sys,
+		// config.ReadKeyfile wants root's files; the tests also run as a user.
+		ReadKeyfile: os.ReadFile,
+		ConfigPath:  filepath.Join(dir, "etc", "plugvault", "config.toml"),
+		KeyDir:      h.keyDir, RulesDir: h.rulesDir, System: h.sys.sys,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package enroll
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -111,26 +110,6 @@ func syncDir(dir string) error {
 		return fmt.Errorf("cannot sync %s: %w", dir, err)
 	}
 	return nil
-}
-
-// readKeyFile reads a keyfile without following a symlink and refuses anything but a regular
-// file of at most maxSecret bytes.
-func readKeyFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the keyfile: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("cannot read the keyfile %s: not a regular file", path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxSecret+1))
-	if err != nil || len(b) > maxSecret {
-		clear(b)
-		return nil, fmt.Errorf("cannot read the keyfile %s: unreadable or too large", path)
-	}
-	return b, nil
 }
 
 // removeIfExists removes path; a missing file is not an error.

@@ -77,6 +77,7 @@ func (m *Mounter) ensureBase() error {
 	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("cannot create mount base %s: %w", m.base, err)
 	}
+	created := err == nil // the umask (plugvaultd runs with 0077) may have taken bits off
 	var st unix.Stat_t
 	if err := unix.Lstat(m.base, &st); err != nil {
 		return fmt.Errorf("cannot use mount base %s: %w", m.base, err)
@@ -90,7 +91,9 @@ func (m *Mounter) ensureBase() error {
 		return fmt.Errorf("cannot use mount base %s: owned by uid %d, not root", m.base, st.Uid)
 	}
 	if st.Mode&0o7777 != baseMode {
-		m.logger.Warn("setting mount base permissions", "path", m.base, "mode", fmt.Sprintf("%#o", st.Mode&0o7777))
+		if !created {
+			m.logger.Warn("setting mount base permissions", "path", m.base, "mode", fmt.Sprintf("%#o", st.Mode&0o7777))
+		}
 		if err := unix.Fchmodat(unix.AT_FDCWD, m.base, baseMode, 0); err != nil {
 			return fmt.Errorf("cannot set the permissions of mount base %s: %w", m.base, err)
 		}

@@ -2,9 +2,14 @@ package mount
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 func TestMountData(t *testing.T) {
@@ -79,5 +84,30 @@ func TestMountRefusesBeforeTouchingAnything(t *testing.T) {
 	}
 	if err := m.Unmount(ctx, "/etc"); err == nil || !strings.Contains(err.Error(), "cannot use mount point") {
 		t.Errorf("Unmount outside the base: %v", err)
+	}
+}
+
+// TestFreshBaseUnderRestrictiveUmask: plugvaultd runs with UMask=0077, so the base it creates
+// at every boot comes out 0700; it is made 0711 without warning about it (the warning is for a
+// base someone else left with other permissions).
+func TestFreshBaseUnderRestrictiveUmask(t *testing.T) {
+	testenv.RequireRoot(t)
+	var logs strings.Builder
+	m := NewMounter(slog.New(slog.NewTextHandler(&logs, nil)))
+	base := t.TempDir() + "/base"
+	if err := m.SetBase(base); err != nil {
+		t.Fatal(err)
+	}
+	old := unix.Umask(0o077)
+	err := m.ensureBase()
+	unix.Umask(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(base); err != nil || fi.Mode().Perm() != baseMode {
+		t.Errorf("base mode %v, %v; want %#o", fi.Mode(), err, baseMode)
+	}
+	if logs.Len() != 0 {
+		t.Errorf("creating the base logged %q", logs.String())
 	}
 }
