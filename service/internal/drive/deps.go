@@ -56,8 +56,14 @@ type MountInfo struct {
 // supplies it, from a superblock probe or from udev's ID_FS_TYPE of the dm device).
 type Mounter interface {
 	Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string) error
-	// Unmount falls back to a lazy unmount as a last resort.
+	// Unmount retries while target is busy and then fails with an error wrapping
+	// api.ErrBusy that names the programs holding it.
 	Unmount(ctx context.Context, target string) error
+	// Detach unmounts target lazily (MNT_DETACH). The state machine uses it only when the
+	// stick is gone: then nothing can reach the device any more and the mapping must go so a
+	// replug works. While the stick is there, a busy mount is reported, never detached:
+	// "safe to remove" must mean the filesystem is closed.
+	Detach(target string) error
 	FSType(device string) (string, error)
 	DeviceNumber(path string) (uint64, error)
 	Mounts(base string) ([]MountInfo, error)

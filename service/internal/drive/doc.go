@@ -9,12 +9,16 @@
 // duplicates, reordered events and the change events our own luksOpen causes never start a
 // second one. Whatever ends a run (success, Cancel, Eject, removal of the stick, suspend, daemon
 // shutdown), the run's own goroutine tears down what it set up: it waits for the engine to stop,
-// unmounts (the mount layer falls back to a lazy unmount) and closes the mapping (deferred if it
-// is still held), so that a replugged stick can be opened and mounted at once.
+// unmounts and closes the mapping, so that a replugged stick can be opened and mounted at once.
+// When programs keep the mount busy, what happens depends on the stick: if it was pulled, the
+// mount is detached lazily and the mapping's close deferred (nothing can reach the device any
+// more, and a replug must work); if it is still plugged in, the drive stays mounted and unlocked
+// and is reported failed ("still in use — close the programs using it, then eject it"), never
+// safe to remove.
 //
 // The lower layers (udev, cryptsetup, mount, USB power, the backup engine, logind) are consumed
 // through small interfaces declared here (Source, LUKS, Mounter, Engine, Logind) whose method
-// sets follow the agreed internal APIs; the daemon's main package adapts the real types.
+// sets follow the agreed internal APIs; wire.go adapts the real types.
 //
 // Unlocking: once the LUKS UUID read from the header has confirmed udev's, the keyfile (the
 // drive's keyfile setting, or DefaultKeyDir/<uuid>.key) is tried first. A missing, empty,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -335,6 +336,23 @@ func (s *fakeSys) Unmount(ctx context.Context, target string) error {
 	return nil
 }
 
+func (s *fakeSys) Detach(target string) error {
+	if err := s.enter(context.Background(), "detach", target); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.mounts[target]
+	if m == nil {
+		return fmt.Errorf("umount: %s: not mounted", target)
+	}
+	delete(s.mounts, target)
+	if mp := s.mappings[filepath.Base(m.source)]; mp != nil && mp.deferred {
+		delete(s.mappings, filepath.Base(m.source))
+	}
+	return nil
+}
+
 func (s *fakeSys) FSType(device string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -611,3 +629,10 @@ func (l *fakeLogind) PrepareForSleep() <-chan bool { return l.sleep }
 type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
+
+// callLog returns every operation so far ("unmount /run/…", "close name deferred=false", …).
+func (s *fakeSys) callLog() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.calls)
+}

@@ -95,6 +95,9 @@ type drive struct {
 	startAfter bool // start a backup run when the current activity ends (replug, resume)
 	resume     bool // a run was stopped for suspend: start again after resume
 	ejecting   bool
+	// gone: the stick of what is set up now was removed; teardown may then detach a busy
+	// mount lazily. Cleared once teardown has closed everything.
+	gone bool
 
 	// What is set up now. *Tried is set before the operation, so that teardown also looks
 	// after an operation that was interrupted half way.
@@ -459,6 +462,7 @@ func (m *Manager) handleRemoveLocked(e Event) {
 		}
 		m.log.Info("drive removed", "drive", d.cfg.Name, "uuid", d.uuid, "device", d.dev.DevName)
 		d.dev = nil
+		d.gone = d.mapTried || d.mountTried || d.act != nil
 		d.startAfter, d.resume = false, false
 		if d.pending != nil {
 			dv := d.pending

@@ -3,6 +3,7 @@ package drive_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -1219,5 +1220,69 @@ func TestRemovalDuringVerifyOfABrowsedDrive(t *testing.T) {
 		t.Errorf("Verify = %v, want Cancelled", err)
 	}
 	h.waitState(uuidA, next, api.StateAbsent)
+	h.sys.assertClean(t)
+}
+
+// errMountBusy is what mount.Unmount answers when programs keep the mount busy.
+var errMountBusy = fmt.Errorf("cannot unmount: pid 4242 (bash: cwd) uses it: %w", api.ErrBusy)
+
+// A program inside the mount while the stick is still plugged in: the drive is neither
+// detached nor locked, and never called safe to remove; Eject finishes once it is closed.
+func TestBusyMountIsNeverDetachedWhilePlugged(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	h.start()
+	h.sys.failNext("unmount", errMountBusy)
+	h.plug(sdb, uuidA, 10, keyA)
+	st, _ := h.waitState(uuidA, 0, api.StateFailed)
+	if !strings.Contains(st.StateReason, "still in use") {
+		t.Errorf("reason %q", st.StateReason)
+	}
+	name := "plugvault-" + uuidA
+	got := h.sys.leftovers()
+	if !slices.Equal(got, []string{"mapping " + name, "mount " + filepath.Join(h.cfg.MountBase, uuidA)}) {
+		t.Fatalf("left: %v (want the mount and its mapping kept, nothing detached)", got)
+	}
+	for _, c := range h.sys.callLog() {
+		if strings.HasPrefix(c, "detach ") || strings.HasPrefix(c, "close ") {
+			t.Errorf("%q while the mount was busy and the stick present", c)
+		}
+	}
+	for _, s := range h.pub.statuses(uuidA) {
+		if s.State == api.StateSafeToRemove {
+			t.Fatal("safe-to-remove published while the filesystem was still mounted")
+		}
+	}
+	if err := h.m.Eject(context.Background(), uuidA, false); err != nil {
+		t.Fatal(err)
+	}
+	h.sys.assertClean(t)
+	if st := h.pub.last(uuidA); st.State != api.StateSafeToRemove {
+		t.Errorf("after eject: %s", st.State)
+	}
+}
+
+// A busy mount of a stick that was pulled is detached, so the mapping can go and a replug works.
+func TestBusyMountOfAPulledStickIsDetached(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	g := h.sys.block("engine", 1)
+	h.start()
+	h.plug(sdb, uuidA, 10, keyA)
+	g.waitEntered(t)
+	h.sys.failNext("unmount", errMountBusy)
+	n := len(h.pub.statuses(uuidA))
+	h.send(stick("remove", sdb, uuidA, 11))
+	h.waitState(uuidA, n, api.StateAbsent)
+	h.sys.assertClean(t)
+	var detached bool
+	for _, c := range h.sys.callLog() {
+		detached = detached || strings.HasPrefix(c, "detach ")
+	}
+	if !detached {
+		t.Error("the busy mount of the pulled stick was not detached")
+	}
+	h.plug(sdc, uuidA, 12, keyA)
+	h.waitState(uuidA, n, api.StateSafeToRemove)
 	h.sys.assertClean(t)
 }

@@ -305,6 +305,7 @@ func (m *Manager) teardown(d *drive, publish bool) error {
 	defer cancel()
 	m.mu.Lock()
 	mountTried, mapTried := d.mountTried || d.mounted, d.mapTried || d.mapped
+	gone := d.gone
 	m.mu.Unlock()
 	var errs []error
 	if mountTried {
@@ -325,8 +326,23 @@ func (m *Manager) teardown(d *drive, publish bool) error {
 		if mounted {
 			err = m.deps.Mounter.Unmount(ctx, target)
 		}
+		if err != nil && gone && errors.Is(err, api.ErrBusy) {
+			// The stick is gone, so what still holds the mount cannot reach the device; the
+			// mapping must go so that a replug works.
+			m.log.Warn("the removed drive's mount is still in use; detaching it", "drive", d.cfg.Name, "err", err)
+			if derr := m.deps.Mounter.Detach(target); derr != nil {
+				err = errors.Join(err, derr)
+			} else {
+				err = nil
+			}
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("cannot unmount %s: %w", target, err))
+			if !gone {
+				// Keep the mapping under the mount: the drive stays unlocked and is never
+				// called safe to remove; Eject tries again once the programs are closed.
+				return errors.Join(errs...)
+			}
 		} else {
 			m.mu.Lock()
 			d.mountTried, d.mounted, d.readOnly = false, false, false
@@ -349,6 +365,11 @@ func (m *Manager) teardown(d *drive, publish bool) error {
 			d.mapTried, d.mapped = false, false
 			m.mu.Unlock()
 		}
+	}
+	if len(errs) == 0 {
+		m.mu.Lock()
+		d.gone = false
+		m.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }

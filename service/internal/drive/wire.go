@@ -2,7 +2,6 @@ package drive
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os/user"
 	"strconv"
@@ -63,17 +62,14 @@ func (s SystemMounter) Mount(ctx context.Context, source, target, fstype string,
 	return s.M.Mount(ctx, source, target, fstype, readOnly, extra)
 }
 
-// Unmount unmounts target, retrying while it is busy, and detaches it lazily as the last
-// resort (the state machine has already killed the engine; what still holds the mount is a
-// user's shell or file manager, and the stick may be gone).
+// Unmount unmounts target, retrying while it is busy; a mount that stays busy is an error
+// naming its holders (mount.BusyError, which wraps api.ErrBusy).
 func (s SystemMounter) Unmount(ctx context.Context, target string) error {
-	err := s.M.Unmount(ctx, target)
-	var busy *mount.BusyError
-	if errors.As(err, &busy) {
-		return s.M.Detach(target)
-	}
-	return err
+	return s.M.Unmount(ctx, target)
 }
+
+// Detach unmounts target lazily.
+func (s SystemMounter) Detach(target string) error { return s.M.Detach(target) }
 
 // FSType probes the filesystem inside an opened mapping.
 func (SystemMounter) FSType(device string) (string, error) { return mount.ProbeFSType(device) }
