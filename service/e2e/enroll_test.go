@@ -212,7 +212,7 @@ func backupOnNextPlug(t *testing.T, ctx context.Context, env *Env, tl *Timeline,
 // TestEnroll enrolls a blank stick with `plugvault enroll` as alice (as the tray user does),
 // checks everything enroll promises (LUKS2 with an argon2id passphrase slot and a PBKDF2
 // keyfile slot, the key file, the config entry, the udev rule, the Drive object), then sees the
-// drive backed up on its next plug, and finally forgets it with `plugvault forget` as root.
+// drive backed up at once (it is plugged in) and again on its next plug, and finally forgets it with `plugvault forget` as root.
 func TestEnroll(t *testing.T) {
 	env := vmEnv(t)
 	s := env.Sticks["blank"]
@@ -314,12 +314,13 @@ func TestEnroll(t *testing.T) {
 			t.Errorf("blkid says %q, want crypto_LUKS", strings.TrimSpace(out))
 		}
 
-		// The replayed event lets the daemon see the drive it has just learnt about: it
-		// backs it up at once (the stick is plugged and the key is known).
-		evs, _ := env.VM.Events(ctx, mark)
-		tl.AddEvents(env.VM, evs, s.Serial, drivePath(s))
-		st = status(t, ctx, env, s)
-		tl.Note("after enroll: state %s, present %v, last result %q", st.State, st.Present, st.LastResult)
+		// The replayed event lets the daemon see the drive it has just learnt about: the stick
+		// is plugged and its key known, so the first backup starts at once.
+		completeCycle(t, ctx, env, tl, mark, s, runOrder)
+		if snaps := listSnapshots(t, ctx, env, s); len(snaps) != 1 {
+			t.Errorf("after the first backup: snapshots %+v, want one", snaps)
+		}
+		checkMappingIgnored(t, ctx, env, mark, s)
 	})
 	if !enrolled {
 		t.Fatal("not enrolled: the rest of TestEnroll cannot run")
@@ -327,8 +328,7 @@ func TestEnroll(t *testing.T) {
 	t.Run("backup-on-next-plug", func(t *testing.T) {
 		tl, ctx := scenario(t, env)
 		needDaemon(t, ctx, env, tl)
-		settle(t, ctx, env, tl, s)
-		backupOnNextPlug(t, ctx, env, tl, s, -1)
+		backupOnNextPlug(t, ctx, env, tl, s, 2)
 		conf := configDrives(t, ctx, env)
 		snaps := listSnapshots(t, ctx, env, s)
 		if len(snaps) == 0 {
@@ -362,36 +362,44 @@ func TestEnroll(t *testing.T) {
 				t.Errorf("%s is still there after forget", p)
 			}
 		}
-		if res := call(t, ctx, env, 0, "DriveStatus", s, nil, nil); res.ErrorName != api.ErrorPrefix+"NotFound" && !strings.Contains(res.ErrorName, "UnknownObject") {
-			t.Errorf("DriveStatus of the forgotten drive: %q %v, want NotFound", res.ErrorName, res.Err)
+		// The object is gone: the bus answers for its path as for any unknown one (godbus says
+		// UnknownInterface or UnknownObject).
+		if res := call(t, ctx, env, 0, "DriveStatus", s, nil, nil); res.Err == nil ||
+			res.ErrorName != api.ErrorPrefix+"NotFound" && !strings.HasPrefix(res.ErrorName, "org.freedesktop.DBus.Error.Unknown") {
+			t.Errorf("DriveStatus of the forgotten drive: %q %v, want an unknown object", res.ErrorName, res.Err)
 		}
 		tl.Note("forget removed the Drive object, the [[drive]] entry, the key and the udev rule")
 	})
 }
 
-// settle waits until the drive of s is idle: if plugging or enrolling started a run, its end.
-func settle(t *testing.T, ctx context.Context, env *Env, tl *Timeline, s *Stick) {
+// checkMappingIgnored asserts that the daemon's mapping of s, opened after mark, carried
+// UDISKS_IGNORE=1 in udev (the rule enroll and adopt install covers the mapping too).
+func checkMappingIgnored(t *testing.T, ctx context.Context, env *Env, mark uint64, s *Stick) {
 	t.Helper()
-	st := status(t, ctx, env, s)
-	switch st.State {
-	case api.StateSafeToRemove, api.StateFailed, api.StateAbsent, api.StatePresent:
-		return
-	}
-	mark, err := env.VM.Mark(ctx)
+	evs, err := env.VM.Events(ctx, mark)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st = status(t, ctx, env, s); st.State == api.StateSafeToRemove || st.State == api.StateFailed {
-		return
+	seen := 0
+	for _, ev := range evs {
+		if ev.Kind != agentproto.KindUdev || ev.Props["DM_NAME"] != "plugvault-"+s.UUID || ev.Props["ACTION"] != "change" {
+			continue
+		}
+		seen++
+		if ev.Props["UDISKS_IGNORE"] != "1" {
+			t.Errorf("udev %s of the mapping %s lacks UDISKS_IGNORE=1", ev.Props["ACTION"], ev.Props["DEVNAME"])
+		}
 	}
-	ev := waitState(t, ctx, env, mark, s, api.StateSafeToRemove, api.StateFailed)
-	tl.Add("settled: "+ev.State, env.VM.HostTime(ev.Time))
+	if seen == 0 {
+		t.Errorf("no udev change event of the mapping plugvault-%s", s.UUID)
+	}
 }
 
 // TestAdopt adopts sticks made the way the classic cryptsetup tutorial makes them (luksFormat
 // with a passphrase, luksAddKey with a keyfile, ext4 inside) with `plugvault adopt --key-file`
 // as alice: once keeping the tutorial's argon2id keyfile slot, once with --add-keyfile-slot,
-// which must add a PBKDF2 slot for a new key. Each is then backed up on its next plug.
+// which must add a PBKDF2 slot for a new key. Each is backed up at once (it is plugged) and
+// again on its next plug.
 func TestAdopt(t *testing.T) {
 	env := vmEnv(t)
 	for _, tc := range []struct {
@@ -473,10 +481,10 @@ func TestAdopt(t *testing.T) {
 			s.Key = stored
 			s.FS = "ext4"
 
-			evs, _ := env.VM.Events(ctx, mark)
-			tl.AddEvents(env.VM, evs, s.Serial, drivePath(s))
-			settle(t, ctx, env, tl, s)
-			backupOnNextPlug(t, ctx, env, tl, s, -1)
+			// Adopt, too, replays the udev event: the first backup starts at once.
+			completeCycle(t, ctx, env, tl, mark, s, runOrder)
+			checkMappingIgnored(t, ctx, env, mark, s)
+			backupOnNextPlug(t, ctx, env, tl, s, 2)
 			pull(t, ctx, env, tl, s, true)
 			env.VM.Exec(ctx, "rm", "-f", keyFile)
 		})
