@@ -320,7 +320,7 @@ func TestEnroll(t *testing.T) {
 		if snaps := listSnapshots(t, ctx, env, s); len(snaps) != 1 {
 			t.Errorf("after the first backup: snapshots %+v, want one", snaps)
 		}
-		checkMappingIgnored(t, ctx, env, mark, s)
+		checkMappingIgnored(t, ctx, env, tl, mark, s)
 	})
 	if !enrolled {
 		t.Fatal("not enrolled: the rest of TestEnroll cannot run")
@@ -372,9 +372,10 @@ func TestEnroll(t *testing.T) {
 	})
 }
 
-// checkMappingIgnored asserts that the daemon's mapping of s, opened after mark, carried
-// UDISKS_IGNORE=1 in udev (the rule enroll and adopt install covers the mapping too).
-func checkMappingIgnored(t *testing.T, ctx context.Context, env *Env, mark uint64, s *Stick) {
+// checkMappingIgnored asserts that every udev change event of the mapping of s after mark (the
+// one enroll opens for mkfs, the daemon's for the backup) carried UDISKS_IGNORE=1: the rule enroll
+// and adopt install covers the mapping too, from the start.
+func checkMappingIgnored(t *testing.T, ctx context.Context, env *Env, tl *Timeline, mark uint64, s *Stick) {
 	t.Helper()
 	evs, err := env.VM.Events(ctx, mark)
 	if err != nil {
@@ -387,12 +388,14 @@ func checkMappingIgnored(t *testing.T, ctx context.Context, env *Env, mark uint6
 		}
 		seen++
 		if ev.Props["UDISKS_IGNORE"] != "1" {
-			t.Errorf("udev %s of the mapping %s lacks UDISKS_IGNORE=1", ev.Props["ACTION"], ev.Props["DEVNAME"])
+			t.Errorf("udev change of the mapping %s (event %d, %s) lacks UDISKS_IGNORE=1", ev.Props["DEVNAME"], ev.Seq,
+				env.VM.HostTime(ev.Time).Format("15:04:05.000"))
 		}
 	}
 	if seen == 0 {
 		t.Errorf("no udev change event of the mapping plugvault-%s", s.UUID)
 	}
+	tl.Note("%d udev change events of the mapping plugvault-%s, checked for UDISKS_IGNORE=1", seen, s.UUID)
 }
 
 // TestAdopt adopts sticks made the way the classic cryptsetup tutorial makes them (luksFormat
@@ -483,7 +486,7 @@ func TestAdopt(t *testing.T) {
 
 			// Adopt, too, replays the udev event: the first backup starts at once.
 			completeCycle(t, ctx, env, tl, mark, s, runOrder)
-			checkMappingIgnored(t, ctx, env, mark, s)
+			checkMappingIgnored(t, ctx, env, tl, mark, s)
 			backupOnNextPlug(t, ctx, env, tl, s, 2)
 			pull(t, ctx, env, tl, s, true)
 			env.VM.Exec(ctx, "rm", "-f", keyFile)
