@@ -395,7 +395,7 @@ func checkMappingIgnored(t *testing.T, ctx context.Context, env *Env, tl *Timeli
 	if seen == 0 {
 		t.Errorf("no udev change event of the mapping plugvault-%s", s.UUID)
 	}
-	tl.Note("%d udev change events of the mapping plugvault-%s, checked for UDISKS_IGNORE=1", seen, s.UUID)
+	tl.Note("%d udev change event(s) of the mapping plugvault-%s, checked for UDISKS_IGNORE=1", seen, s.UUID)
 }
 
 // TestAdopt adopts sticks made the way the classic cryptsetup tutorial makes them (luksFormat
