@@ -93,6 +93,7 @@ func run(cache string) error {
 	}
 	say("Plugging in the stick (serial %s)...", stick.Serial)
 	last, lastProgress, kernelSaid := "", time.Time{}, false
+	props := map[string]string{} // the drive's properties so far: a signal carries only the changed ones
 	// kernel narrates the kernel's udev event for the stick. plugvaultd reacts to that event;
 	// the agent's own udev listener may hear of it a few milliseconds after plugvaultd has
 	// already said so on the bus, so the kernel line is printed first, at the earlier time.
@@ -121,6 +122,11 @@ func run(cache string) error {
 		}
 		mark = ev.Seq
 		rel := vm.HostTime(ev.Time).Sub(plugged).Seconds()
+		if ev.Kind == agentproto.KindDrive && ev.Path == path {
+			for k, v := range ev.Props {
+				props[k] = v
+			}
+		}
 		switch {
 		case ev.Kind == agentproto.KindUdev && ev.Props["ID_SERIAL_SHORT"] == stick.Serial && ev.Props["DEVTYPE"] == "disk" && ev.Props["ACTION"] == "add":
 			if err := kernel(agentproto.Event{}); err != nil {
@@ -135,9 +141,10 @@ func run(cache string) error {
 			if ev.State == string(api.StateSafeToRemove) || ev.State == string(api.StateFailed) {
 				return finish(ctx, env, stick, ev)
 			}
-		case ev.Kind == agentproto.KindDrive && ev.Path == path && ev.Props["BytesDone"] != "" && time.Since(lastProgress) > time.Second:
+		case ev.Kind == agentproto.KindDrive && ev.Path == path && last == string(api.StateBackingUp) && ev.Props["BytesDone"] != "" &&
+			time.Since(lastProgress) > time.Second:
 			lastProgress = time.Now()
-			say("+%.2fs      %s", rel, copied(ev.Props))
+			say("+%.2fs      %s", rel, copied(props))
 		}
 	}
 }
