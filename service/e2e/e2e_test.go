@@ -34,6 +34,10 @@ var stickPlans = []StickPlan{
 	{Spec: StickSpec{Name: "kill"}, Enrolled: true, Key: true},                   // f
 	{Spec: StickSpec{Name: "power"}, Enrolled: true, Key: true},                  // g
 	{Spec: StickSpec{Name: "eject"}, Enrolled: true, Key: true},                  // h
+	{Spec: StickSpec{Name: "blank", Blank: true}},                                // TestEnroll: plugvault enroll formats it
+	{Spec: StickSpec{Name: "tutorial", Tutorial: true}},                          // TestAdopt: adopt as is
+	{Spec: StickSpec{Name: "tutorial-fast", Tutorial: true}},                     // TestAdopt: adopt --add-keyfile-slot
+	{Spec: StickSpec{Name: "mounted", Plain: true, FS: "ext4"}},                  // TestEnrollRefusals: mounted in the guest
 }
 
 var (

@@ -83,7 +83,7 @@ func Setup(ctx context.Context, cfg SetupConfig) (*Env, error) {
 			drives = append(drives, ConfDrive{Stick: s, InstallKey: p.Key})
 		}
 	}
-	step(fmt.Sprintf("%d test sticks made", len(cfg.Sticks)), start)
+	step(fmt.Sprintf("%d test stick(s) made", len(cfg.Sticks)), start)
 
 	start = time.Now()
 	env.Install, err = PrepareShare(cfg.Repo, filepath.Join(run, "share"), drives, cfg.Log)

@@ -22,6 +22,15 @@ type StickSpec struct {
 	FS string
 	// Plain makes a stick without LUKS (the filesystem on the whole stick).
 	Plain bool
+	// Blank makes a stick as it comes from the shop after a wipe: no LUKS, no filesystem, all
+	// zeros (plugvault enroll formats it).
+	Blank bool
+	// Tutorial makes a LUKS2 stick the way the classic cryptsetup tutorial does, which is what
+	// plugvault adopt meets: luksFormat with a passphrase (slot 0), then luksAddKey of a keyfile
+	// (slot 1), both argon2id (the default; kept small so a TCG guest opens them in seconds).
+	// The tutorial's "open, mkfs, close" needs device-mapper, so the filesystem is made in the
+	// guest (the test does it on the first plug); the stick leaves the host without one.
+	Tutorial bool
 	// Passphrase is the passphrase slot's secret (a LUKS stick always gets one).
 	Passphrase string
 	// Label is the filesystem label (default "plugvault").
@@ -37,7 +46,7 @@ type Stick struct {
 	Label      string
 	LUKS       bool
 	UUID       string // LUKS UUID (or filesystem UUID of a plain stick)
-	Key        []byte // the keyfile slot's key (slot 0, PBKDF2 1000 iterations)
+	Key        []byte // the keyfile slot's key (slot 0, PBKDF2 1000 iterations; Tutorial: slot 1, argon2id)
 	Passphrase []byte // the passphrase slot's secret (slot 1, argon2id 32 MiB)
 
 	node, dev string // QMP names while plugged
@@ -49,7 +58,7 @@ type Stick struct {
 // encrypted in place in user space (cryptsetup reencrypt --encrypt --reduce-device-size 32M).
 func MakeStick(dir string, spec StickSpec) (*Stick, error) {
 	s := &Stick{Name: spec.Name, Path: filepath.Join(dir, spec.Name+".img"), FS: spec.FS, Label: spec.Label,
-		LUKS: !spec.Plain}
+		LUKS: !spec.Plain && !spec.Blank}
 	if s.FS == "" {
 		s.FS = "btrfs"
 	}
@@ -60,6 +69,13 @@ func MakeStick(dir string, spec StickSpec) (*Stick, error) {
 	sum := sha256.Sum256([]byte(s.Path))
 	s.Serial = strings.ToUpper(hex.EncodeToString(sum[:6]))
 	os.Remove(s.Path)
+	if spec.Blank {
+		s.FS = ""
+		return s, truncate(s.Path, StickSize)
+	}
+	if spec.Tutorial {
+		return s, makeTutorialStick(dir, s, spec)
+	}
 	fsSize := int64(StickSize)
 	if s.LUKS {
 		fsSize -= 32 << 20
@@ -127,6 +143,48 @@ func MakeStick(dir string, spec StickSpec) (*Stick, error) {
 	}
 	s.UUID = strings.TrimSpace(out)
 	return s, nil
+}
+
+// makeTutorialStick formats s like the classic tutorial: cryptsetup luksFormat with a
+// passphrase, then cryptsetup luksAddKey with a keyfile. Both slots are argon2id, the default,
+// with a small fixed cost (32 MiB, 4 iterations) instead of the benchmarked one, so that a TCG
+// guest opens them in seconds. Secrets reach cryptsetup through files in a private directory.
+func makeTutorialStick(dir string, s *Stick, spec StickSpec) error {
+	if err := truncate(s.Path, StickSize); err != nil {
+		return err
+	}
+	s.Key = make([]byte, 2048)
+	if _, err := io.ReadFull(rand.Reader, s.Key); err != nil {
+		return err
+	}
+	s.Passphrase = []byte(spec.Passphrase)
+	if len(s.Passphrase) == 0 {
+		s.Passphrase = []byte("tutorial passphrase " + spec.Name)
+	}
+	keyDir, err := os.MkdirTemp(dir, "keys-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(keyDir)
+	keyPath, passPath := filepath.Join(keyDir, "key"), filepath.Join(keyDir, "pass")
+	if err := os.WriteFile(keyPath, s.Key, 0o400); err != nil {
+		return err
+	}
+	if err := os.WriteFile(passPath, s.Passphrase, 0o400); err != nil {
+		return err
+	}
+	fast := []string{"--pbkdf", "argon2id", "--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1"}
+	format := append([]string{"cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode", "--key-file", passPath}, fast...)
+	if _, err := run(nil, append(format, s.Path)...); err != nil {
+		return err
+	}
+	add := append([]string{"cryptsetup", "luksAddKey", "--batch-mode", "--key-file", passPath}, fast...)
+	if _, err := run(nil, append(add, s.Path, keyPath)...); err != nil {
+		return err
+	}
+	out, err := run(nil, "cryptsetup", "luksUUID", s.Path)
+	s.UUID = strings.TrimSpace(out)
+	return err
 }
 
 // Digest hashes the whole stick file: "left alone" means this did not change.

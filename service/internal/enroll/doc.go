@@ -6,13 +6,14 @@
 // Enroll formats a stick: it refuses anything that is not a whole removable USB disk
 // (sysfs removable=1 or ID_BUS=usb in the udev database), that is mounted or in use (any of its
 // block devices in mountinfo, holders in sysfs, swap) or that holds the running system. Then:
-// LUKS2 with the user's passphrase in slot 0 (argon2id, cryptsetup's default) and a random
-// 64-byte key in its own slot with PBKDF2 at 1000 iterations (a random key needs no stretching;
-// see luks.Cryptsetup.AddKey); the key is written to /etc/plugvault/keys/UUID.key (0400, the
-// directory 0700, owned by the daemon's user, root); a filesystem (btrfs or ext4, with a label)
-// is made inside the opened mapping; optionally a LUKS header backup; a udev rule that makes
-// udisks ignore the drive and its mapping; the [[drive]] entry in config.toml (atomic write);
-// and finally the Registry (the drive state machine and the D-Bus objects) learns about it.
+// LUKS2 with the user's passphrase in slot 0 (argon2id, cryptsetup's default); a udev rule that
+// makes udisks ignore the drive and its mapping (before any mapping is opened, so the one made
+// for mkfs is ignored too); a random 64-byte key in its own slot with PBKDF2 at 1000 iterations
+// (a random key needs no stretching; see luks.Cryptsetup.AddKey); the key is written to
+// /etc/plugvault/keys/UUID.key (0400, the directory 0700, owned by the daemon's user, root); a
+// filesystem (btrfs or ext4, with a label) is made inside the opened mapping; optionally a LUKS
+// header backup; the [[drive]] entry in config.toml (atomic write); and finally the Registry
+// (the drive state machine and the D-Bus objects) learns about it.
 // Every step that succeeded is undone in reverse order when a later one fails, so there is never
 // a half-registered drive or a key without a drive. (The LUKS format itself cannot be undone:
 // the stick is then formatted but not registered, which the error says.)

@@ -439,6 +439,12 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid s
 		return formatted(fmt.Errorf("internal error: cryptsetup reported %w", err))
 	}
 	log = log.With("uuid", uuid)
+	// The rule goes in before the first mapping is opened: the mapping made for mkfs, and the
+	// new filesystem inside it, must already be invisible to desktop automounters (udisks would
+	// otherwise show it and may mount it, and then the mapping cannot be closed).
+	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
+		return formatted(err)
+	}
 	slot, err := e.d.LUKS.AddKey(ctx, dev.Path, req.Passphrase, key, true)
 	if err != nil {
 		return formatted(fmt.Errorf("cannot add the keyfile slot: %w", err))
@@ -457,9 +463,6 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid s
 		}
 		hb := req.HeaderBackup
 		u.push("remove the header backup "+hb, func() error { return removeIfExists(hb) })
-	}
-	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
-		return formatted(err)
 	}
 	if err := e.register(&u, newDrive(name, uuid, slot, req.Caller)); err != nil {
 		return formatted(err)

@@ -59,16 +59,17 @@ func run(cache string) error {
 	fmt.Println("Everything happens inside a throwaway QEMU virtual machine running Debian 12; your own")
 	fmt.Println("disks are not touched. Details of the setup go to " + logPath + ".")
 	fmt.Println()
-	say("Preparing: guest image (cached after the first run), a virtual 512 MiB USB stick")
-	say("formatted like `plugvault enroll` does (LUKS2, keyfile slot + passphrase slot, btrfs),")
-	say("plugvault built and installed into the guest as `make install` does, then booting")
-	say("the guest (TCG emulation: this takes a minute or so)...")
+	say("Preparing: the guest image (cached after the first run); a virtual 512 MiB USB stick")
+	say("set up as an enrolled backup drive (LUKS2 with a passphrase slot and a fast keyfile")
+	say("slot, btrfs inside); plugvault built and installed into the guest as `make install`")
+	say("does; then booting the guest (TCG emulation: this takes a minute or so)...")
 	ctx := context.Background()
 	env, err := e2e.Setup(ctx, e2e.SetupConfig{Repo: repo, Out: out, Cache: cache, Log: logf,
 		Sticks:        []e2e.StickPlan{{Spec: e2e.StickSpec{Name: "demo-stick", Label: "MyBackups"}, Enrolled: true, Key: true}},
 		RequireDaemon: true})
 	if err != nil {
-		return fmt.Errorf("%w\n(until the daemon is merged, `make e2e` runs the kernel-path smoke test)", err)
+		return fmt.Errorf("%w\n(what setup did is in %s; the serial console in %s)", err, logPath,
+			filepath.Join(out, "_run", "console.log"))
 	}
 	defer env.Close()
 	for _, l := range env.Setup {
@@ -85,13 +86,35 @@ func run(cache string) error {
 	if err != nil {
 		return err
 	}
+	deadline, plugMark := time.Now().Add(5*time.Minute), mark
 	plugged, err := vm.Plug(ctx, stick)
 	if err != nil {
 		return err
 	}
 	say("Plugging in the stick (serial %s)...", stick.Serial)
-	last, lastProgress := "", time.Time{}
-	deadline := time.Now().Add(5 * time.Minute)
+	last, lastProgress, kernelSaid := "", time.Time{}, false
+	props := map[string]string{} // the drive's properties so far: a signal carries only the changed ones
+	// kernel narrates the kernel's udev event for the stick. plugvaultd reacts to that event;
+	// the agent's own udev listener may hear of it a few milliseconds after plugvaultd has
+	// already said so on the bus, so the kernel line is printed first, at the earlier time.
+	kernel := func(before agentproto.Event) error {
+		if kernelSaid {
+			return nil
+		}
+		kernelSaid = true
+		ev, err := vm.Wait(ctx, plugMark, agentproto.KindUdev, "", map[string]string{"ACTION": "add", "DEVTYPE": "disk",
+			"ID_SERIAL_SHORT": stick.Serial}, time.Until(deadline))
+		if err != nil {
+			return fmt.Errorf("cannot see the stick in udev: %w", err)
+		}
+		at := vm.HostTime(ev.Time)
+		if b := vm.HostTime(before.Time); before.Seq != 0 && b.Before(at) {
+			at = b
+		}
+		say("+%.2fs  the kernel sees a new USB disk %s (%s %s) holding a LUKS container, UUID %s",
+			at.Sub(plugged).Seconds(), ev.Props["DEVNAME"], ev.Props["ID_VENDOR"], ev.Props["ID_MODEL"], ev.Props["ID_FS_UUID"])
+		return nil
+	}
 	for {
 		ev, err := vm.Wait(ctx, mark, "", "", nil, time.Until(deadline))
 		if err != nil {
@@ -99,19 +122,29 @@ func run(cache string) error {
 		}
 		mark = ev.Seq
 		rel := vm.HostTime(ev.Time).Sub(plugged).Seconds()
+		if ev.Kind == agentproto.KindDrive && ev.Path == path {
+			for k, v := range ev.Props {
+				props[k] = v
+			}
+		}
 		switch {
 		case ev.Kind == agentproto.KindUdev && ev.Props["ID_SERIAL_SHORT"] == stick.Serial && ev.Props["DEVTYPE"] == "disk" && ev.Props["ACTION"] == "add":
-			say("+%.2fs  the kernel sees a new USB disk %s (%s %s), a LUKS container %s",
-				rel, ev.Props["DEVNAME"], ev.Props["ID_VENDOR"], ev.Props["ID_MODEL"], ev.Props["ID_FS_UUID"])
+			if err := kernel(agentproto.Event{}); err != nil {
+				return err
+			}
 		case ev.Kind == agentproto.KindDrive && ev.Path == path && ev.State != last && ev.State != string(api.StateAbsent):
+			if err := kernel(ev); err != nil {
+				return err
+			}
 			last = ev.State
 			say("+%.2fs  %s", rel, narrate(ev))
 			if ev.State == string(api.StateSafeToRemove) || ev.State == string(api.StateFailed) {
 				return finish(ctx, env, stick, ev)
 			}
-		case ev.Kind == agentproto.KindDrive && ev.Path == path && ev.Props["BytesDone"] != "" && time.Since(lastProgress) > time.Second:
+		case ev.Kind == agentproto.KindDrive && ev.Path == path && last == string(api.StateBackingUp) && ev.Props["BytesDone"] != "" &&
+			time.Since(lastProgress) > time.Second:
 			lastProgress = time.Now()
-			say("+%.2fs      copied %s bytes", rel, ev.Props["BytesDone"])
+			say("+%.2fs      %s", rel, copied(props))
 		}
 	}
 }
@@ -132,11 +165,25 @@ func narrate(ev agentproto.Event) string {
 	if text == "" {
 		text = ev.State
 	}
-	if r := ev.Props["StateReason"]; r != "" {
-		text += " (" + r + ")"
+	// The daemon's own words (StateReason) matter where they say more than the state.
+	if r := ev.Props["StateReason"]; r != "" && (ev.State == "failed" || ev.State == "awaiting-passphrase") {
+		text += ": " + r
 	}
 	return text
 }
+
+// copied renders a progress update: "copied 1.4 MiB of 12.0 MiB".
+func copied(p map[string]string) string {
+	var done, total uint64
+	fmt.Sscan(p["BytesDone"], &done)
+	fmt.Sscan(p["BytesTotal"], &total)
+	if total == 0 {
+		return fmt.Sprintf("looking for changes, copied %s so far", mib(done))
+	}
+	return fmt.Sprintf("copied %s of %s", mib(done), mib(total))
+}
+
+func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // finish shows the result: where the snapshot is on the stick and what it holds.
 func finish(ctx context.Context, env *e2e.Env, stick *e2e.Stick, ev agentproto.Event) error {
@@ -157,11 +204,11 @@ func finish(ctx context.Context, env *e2e.Env, stick *e2e.Stick, ev agentproto.E
 	var snaps []api.Snapshot
 	json.Unmarshal(res.JSON, &snaps)
 	fmt.Println()
-	say("Result: %s, %d file(s), %d bytes; %d snapshot(s) on the stick.", st.LastResult, st.FilesDone, st.BytesDone, len(snaps))
 	if len(snaps) == 0 {
 		return errors.New("the drive reports no snapshot")
 	}
 	newest := snaps[len(snaps)-1]
+	say("Result: %s. The stick holds %d snapshot(s); the new one holds %s.", st.LastResult, len(snaps), mib(newest.Bytes))
 	say("Opening the stick read-only to look inside (as you would on another machine):")
 	dev, err := vm.Exec(ctx, "readlink", "-f", "/dev/disk/by-id/usb-QEMU_QEMU_HARDDISK_"+stick.Serial+"-0:0")
 	if err != nil {
@@ -177,17 +224,23 @@ func finish(ctx context.Context, env *e2e.Env, stick *e2e.Stick, ev agentproto.E
 	defer vm.Exec(context.Background(), "umount", "/mnt/demo")
 	snapDir := "plugvault/" + e2e.GuestHost + "/" + newest.Name
 	say("The snapshot is <stick>/%s (taken %s).", snapDir, time.Unix(newest.Created, 0).UTC().Format(time.RFC3339))
-	summary, _ := vm.Shell(ctx, "cd /mnt/demo/"+snapDir+" && echo \"$(find . -type f | wc -l) files, $(du -sh . | cut -f1)\"")
-	say("It holds %s, a full browsable copy of alice's home:", strings.TrimSpace(summary))
+	summary, _ := vm.Shell(ctx, "cd /mnt/demo/"+snapDir+e2e.SourceDir+" && echo \"$(find . -type f | wc -l) regular files, $(find . -type d | wc -l) directories, $(find . -type l | wc -l) symlinks\"")
+	say("It is a plain directory tree, a browsable copy of alice's home (%s):", strings.TrimSpace(summary))
 	listing, _ := vm.Shell(ctx, "cd /mnt/demo/"+snapDir+" && find . -mindepth 1 -maxdepth 3 -type d | sort | head -20")
 	for _, l := range strings.Split(strings.TrimSpace(listing), "\n") {
-		fmt.Println("           " + strings.TrimPrefix(l, "./") + "/")
+		l = strings.TrimPrefix(l, "./") + "/"
+		if l == ".plugvault/" {
+			l += "  (plugvault's own records: what the snapshot holds, and how the run went)"
+		}
+		fmt.Println("           " + l)
 	}
-	same, _ := vm.Shell(ctx, "cd /mnt/demo/"+snapDir+" && src=$(find . -path '*docs/readme.txt' | head -1) && cmp \"$src\" "+e2e.SourceDir+"/docs/readme.txt && echo \"$src is identical to the original\"")
+	same, _ := vm.Shell(ctx, "cd /mnt/demo/"+snapDir+" && src=$(find . -path '*docs/readme.txt' | head -1) && cmp \"$src\" "+e2e.SourceDir+"/docs/readme.txt && echo \"${src#./} is identical to the original\"")
 	if s := strings.TrimSpace(same); s != "" {
 		say("%s", s)
 	}
-	say("Pulling the stick out. Done: run `make e2e` for the full test suite.")
+	say("Pulling the stick out. Done.")
+	say("Next: `make e2e` runs every scenario (pulls, power cuts, passphrases, polkit, enroll);")
+	say("on a real machine, `plugvault enroll /dev/sdX` formats and enrolls your own stick.")
 	_, err = vm.Pull(ctx, stick)
 	return err
 }
