@@ -538,3 +538,14 @@ func runBash(t *testing.T, bash, script, line string, cword int) string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+func TestCallErrAvoidsCannotChains(t *testing.T) {
+	daemonSaid := fmt.Errorf("cannot enroll: /dev/vda is not a removable USB disk: %w", api.ErrInvalidArgument)
+	if got := callErr(daemonSaid, "cannot enroll %s", "/dev/vda"); got.Error() != daemonSaid.Error() || !errors.Is(got, api.ErrInvalidArgument) {
+		t.Errorf("callErr kept the chain: %v", got)
+	}
+	bare := fmt.Errorf("connection closed: %w", api.ErrFailed)
+	if got := callErr(bare, "cannot eject %s", "blue"); got.Error() != "cannot eject blue: connection closed: failed" || !errors.Is(got, api.ErrFailed) {
+		t.Errorf("callErr = %v", got)
+	}
+}

@@ -260,3 +260,13 @@ func lastBackupText(st api.DriveStatus, now time.Time) string {
 	}
 	return s + fmt.Sprintf(", %d snapshots", st.SnapshotCount)
 }
+
+// callErr says what the CLI was doing when plugvaultd answered err, unless the daemon's message
+// already says what could not be done ("cannot …"): no "cannot x: cannot y" chains. errors.Is
+// sees the same sentinel either way.
+func callErr(err error, format string, args ...any) error {
+	if strings.HasPrefix(err.Error(), "cannot ") {
+		return err
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
+}

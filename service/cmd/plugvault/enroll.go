@@ -83,7 +83,7 @@ func runEnroll(ctx context.Context, a *app, args []string) error {
 	defer cancel()
 	path, err := a.client.Enroll(lctx, dev, pass, a.options(o))
 	if err != nil {
-		return fmt.Errorf("cannot enroll %s: %w", dev, err)
+		return callErr(err, "cannot enroll %s", dev)
 	}
 	if a.o.json {
 		return a.printJSON(driveDoc{Drive: string(path)})
@@ -147,7 +147,7 @@ func runAdopt(ctx context.Context, a *app, args []string) error {
 	defer cancel()
 	path, err := a.client.Adopt(lctx, dev, secret, a.options(o))
 	if err != nil {
-		return fmt.Errorf("cannot adopt %s: %w", dev, err)
+		return callErr(err, "cannot adopt %s", dev)
 	}
 	if a.o.json {
 		return a.printJSON(driveDoc{Drive: string(path)})
@@ -209,7 +209,7 @@ func runForget(ctx context.Context, a *app, args []string) error {
 	lctx, cancel := a.longCtx(ctx)
 	defer cancel()
 	if err := a.client.Forget(lctx, d.path, a.options(api.Options{api.OptRemoveKeyslot: a.o.removeKeyslot})); err != nil {
-		return fmt.Errorf("cannot forget %s: %w", d.label(), err)
+		return callErr(err, "cannot forget %s", d.label())
 	}
 	return a.actionDone(d, "forget", fmt.Sprintf("%s is forgotten.", d.label()))
 }

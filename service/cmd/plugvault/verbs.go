@@ -384,7 +384,7 @@ func runSimple(method string) func(ctx context.Context, a *app, args []string) e
 			lctx, cancel := a.longCtx(ctx)
 			defer cancel()
 			if err := a.client.Eject(lctx, d.path, a.options(api.Options{api.OptPowerOff: !a.o.noPowerOff})); err != nil {
-				return fmt.Errorf("cannot eject %s: %w", d.label(), err)
+				return callErr(err, "cannot eject %s", d.label())
 			}
 			return a.actionDone(d, "eject", fmt.Sprintf("%s is safe to remove.", d.label()))
 		}
@@ -404,7 +404,7 @@ func runUnlock(ctx context.Context, a *app, args []string) error {
 	actx, cancel := a.actionCtx(ctx)
 	defer cancel()
 	if err := a.client.Unlock(actx, d.path, pass, a.options(nil)); err != nil {
-		return fmt.Errorf("cannot unlock %s: %w", d.label(), err)
+		return callErr(err, "cannot unlock %s", d.label())
 	}
 	return a.actionDone(d, "unlock", fmt.Sprintf("%s unlocked; the backup goes on.", d.label()))
 }
@@ -464,7 +464,7 @@ func runBrowse(ctx context.Context, a *app, args []string) error {
 	defer cancel()
 	path, err := a.client.Browse(lctx, d.path, a.options(nil))
 	if err != nil {
-		return fmt.Errorf("cannot browse %s: %w", d.label(), err)
+		return callErr(err, "cannot browse %s", d.label())
 	}
 	if a.o.json {
 		return a.printJSON(struct {
@@ -556,7 +556,7 @@ func runVerify(ctx context.Context, a *app, args []string) error {
 	defer cancel()
 	checked, problems, err := a.client.Verify(lctx, d.path, snap, a.options(nil))
 	if err != nil {
-		return fmt.Errorf("cannot verify %s: %w", d.label(), err)
+		return callErr(err, "cannot verify %s", d.label())
 	}
 	if problems == nil {
 		problems = []string{}
