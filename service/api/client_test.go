@@ -10,13 +10,12 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 func startFake(t *testing.T) (*apitest.Bus, *apitest.FakeService, *api.Client) {
 	t.Helper()
 	_, err := exec.LookPath("dbus-daemon")
-	testenv.Require(t, err == nil, "dbus-daemon is not installed")
+	apitest.Require(t, err == nil, "dbus-daemon is not installed")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 	fake := apitest.StartFakeService(t, bus)
 	return bus, fake, api.NewClient(bus.Conn(t))

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/e2e/agentproto"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 var (
@@ -66,15 +66,15 @@ func TestMain(m *testing.M) {
 }
 
 // vmEnv returns the booted guest, booting it on first use. Without -run-vm-tests the VM tests
-// skip; with it, a missing requirement fails under CI=true (testenv.Require).
+// skip; with it, a missing requirement fails under CI=true (apitest.Require).
 func vmEnv(t *testing.T) *Env {
 	t.Helper()
 	if !*runVMTests {
 		t.Skip("VM test: run with -run-vm-tests (make e2e)")
 	}
-	testenv.Require(t, os.Geteuid() == 0, "the VM tests need root (image build, stick images, 9p ownership)")
+	apitest.Require(t, os.Geteuid() == 0, "the VM tests need root (image build, stick images, 9p ownership)")
 	for _, tool := range []string{"qemu-system-x86_64", "mmdebstrap", "cryptsetup", "mkfs.btrfs", "mkfs.ext4", "blkid", "make", "go"} {
-		testenv.RequireTool(t, tool)
+		apitest.RequireTool(t, tool)
 	}
 	envOnce.Do(func() {
 		repo, err := RepoRoot()

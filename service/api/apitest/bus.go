@@ -1,6 +1,8 @@
 // Package apitest helps test clients of the contract (the CLI, the tray) and the daemon itself:
-// a private dbus-daemon that behaves like the system bus, and a fake plugvaultd that implements
-// the contract in memory and records every call.
+// a private dbus-daemon that behaves like the system bus, a fake plugvaultd that implements
+// the contract in memory and records every call, and the one rule for tests that need
+// something from the machine (Require, RequireRoot, RequireTool: skip on a laptop, fail under
+// CI=true).
 //
 // It starts a real dbus-daemon binary, so it imports os/exec; it is test support and is never
 // linked into a shipped binary (the dependency test checks that).
@@ -56,7 +58,7 @@ type BusOptions struct {
 }
 
 // StartBus starts a private dbus-daemon for the test and stops it at cleanup. The caller
-// decides whether a missing dbus-daemon skips or fails (see service/internal/testenv); this
+// decides whether a missing dbus-daemon skips or fails (see Require and RequireTool); this
 // function fails the test.
 func StartBus(t testing.TB, opts BusOptions) *Bus {
 	t.Helper()

@@ -19,7 +19,6 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // fixedNow is the clock of every test run, so ages are computed from known times.
@@ -37,7 +36,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	_, err := exec.LookPath("dbus-daemon")
-	testenv.Require(t, err == nil, "dbus-daemon is not installed")
+	apitest.Require(t, err == nil, "dbus-daemon is not installed")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 	dir := t.TempDir()
 	e := &env{t: t, bus: bus, fake: apitest.StartFakeService(t, bus),
@@ -187,7 +186,7 @@ func (b *syncBuffer) waitFor(t *testing.T, s string, n int) {
 func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Helper()
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	testenv.Require(t, err == nil, fmt.Sprintf("cannot open /dev/ptmx: %v", err))
+	apitest.Require(t, err == nil, fmt.Sprintf("cannot open /dev/ptmx: %v", err))
 	fd := int(m.Fd())
 	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
 		t.Fatalf("cannot unlock the pty: %v", err)

@@ -13,7 +13,6 @@ import (
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/buildinfo"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 func runCmd(args ...string) (int, string, string) {
@@ -53,7 +52,7 @@ func TestCheckConfig(t *testing.T) {
 // serve owns the name before READY=1, sends WATCHDOG=1 when asked to, and STOPPING=1 on the
 // way out.
 func TestServeNotifiesSystemd(t *testing.T) {
-	testenv.RequireTool(t, "dbus-daemon")
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 	sockDir, err := os.MkdirTemp("", "pvnotify")
 	if err != nil {
@@ -106,7 +105,7 @@ func TestServeNotifiesSystemd(t *testing.T) {
 // serve returns its error when the daemon cannot start (another process owns the name) rather
 // than waiting forever for the drive manager, which only stops when told to.
 func TestServeReturnsWhenTheNameIsTaken(t *testing.T) {
-	testenv.RequireTool(t, "dbus-daemon")
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 	other := bus.Conn(t)
 	if reply, err := other.RequestName(api.BusName, 0); err != nil || reply != 1 {

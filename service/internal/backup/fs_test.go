@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 // TestOpenBeneathWalkRefusesWhatOpenat2Refuses compares the fallback walk with openat2 on the
@@ -98,7 +98,7 @@ func openBeneathChild(walk bool, dir, rel string) int {
 // fallback walk passes a directory the user may search but not list (a 0711 home, say), as the
 // engine child and a restore run as an unprivileged user.
 func TestRootOpenBeneathWalkNeedsOnlySearchPermission(t *testing.T) {
-	testenv.RequireRoot(t)
+	apitest.RequireRoot(t)
 	const nobody = 65534
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "home/alice"), 0o755); err != nil {

@@ -12,18 +12,18 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/mount"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // loopMount makes a file image of fstype, loop-mounts it and returns the mount point and the
 // loop device's number.
 func loopMount(t *testing.T, fstype string, size int64) (string, uint64) {
 	t.Helper()
-	testenv.RequireRoot(t)
-	mkfs := testenv.RequireTool(t, "mkfs."+fstype)
-	losetup := testenv.RequireTool(t, "losetup")
+	apitest.RequireRoot(t)
+	mkfs := apitest.RequireTool(t, "mkfs."+fstype)
+	losetup := apitest.RequireTool(t, "losetup")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "img")
 	f, err := os.Create(img)

@@ -10,8 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/config"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // keyDir makes a key directory laid out as plugvault expects it (mode 0700) and returns it.
@@ -190,7 +190,7 @@ func TestReadKeyfileRefusesEmpty(t *testing.T) {
 // TestCheckKeyfileOwnerRoot checks ownership with real files: root-owned passes, a key or a
 // directory owned by another user is refused.
 func TestCheckKeyfileOwnerRoot(t *testing.T) {
-	testenv.RequireRoot(t)
+	apitest.RequireRoot(t)
 	const nobody = 65534
 	dir := keyDir(t)
 	p := filepath.Join(dir, "k")

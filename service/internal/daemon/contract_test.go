@@ -12,9 +12,9 @@ import (
 	"github.com/godbus/dbus/v5/introspect"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/testbus"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // methodSigs describes methods as "Name(in sigs) -> (out sigs)", sorted.
@@ -104,7 +104,7 @@ func TestPublishedPropertiesMatchContract(t *testing.T) {
 
 // busctl, a client that knows nothing of godbus, sees the documented interface.
 func TestBusctlIntrospect(t *testing.T) {
-	busctl := testenv.RequireTool(t, "busctl")
+	busctl := apitest.RequireTool(t, "busctl")
 	env := startEnv(t, testbus.EnvOptions{Options: daemon.Options{ReminderDays: 7}})
 	out, err := exec.Command(busctl, "--address="+env.Bus.Address, "introspect", api.BusName, string(api.ManagerPath)).CombinedOutput()
 	if err != nil {

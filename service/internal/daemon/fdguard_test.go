@@ -13,7 +13,6 @@ import (
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/testbus"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 func openFDs(t *testing.T) int {
@@ -172,7 +171,7 @@ func TestGodbusDiesOnFDArrays(t *testing.T) {
 		}
 		select {} // until killed
 	}
-	testenv.RequireTool(t, "dbus-daemon")
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 	ctx := ctxT(t)
 	conn := bus.Conn(t)

@@ -6,14 +6,13 @@ import (
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/testbus"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // With the real polkitd (root level), the daemon's checks, details included, are accepted,
 // and a root caller reaches the backend with every mutating method.
 func TestRealPolkitdAuthorizesRoot(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "dbus-daemon")
+	apitest.RequireRoot(t)
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{Policy: testbus.RealPolkitBusPolicy})
 	testbus.StartPolkitd(t, bus, "../../../polkit/org.plugvault.policy")
 	env := startEnv(t, testbus.EnvOptions{Bus: bus, RealPolkit: true})

@@ -10,9 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/testbus"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // Known options of the wrong type are InvalidArgument, after authorization and before the
@@ -138,7 +138,7 @@ func TestRestoreRequest(t *testing.T) {
 
 // A device must be the node itself, not a symlink to it nor under a symlinked directory.
 func TestValidDevice(t *testing.T) {
-	testenv.RequireRoot(t) // mknod
+	apitest.RequireRoot(t) // mknod
 	dir := t.TempDir()
 	daemon.SetDevRoot(t, dir)
 	disk := filepath.Join(dir, "sdz")

@@ -12,7 +12,6 @@ import (
 
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/drive"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // fakeLogin1 stands for systemd-logind's org.freedesktop.login1.Manager on a private bus: it
@@ -38,7 +37,7 @@ func (f *fakeLogin1) Inhibit(what, who, why, mode string) (dbus.UnixFD, *dbus.Er
 }
 
 func TestLogindOnABus(t *testing.T) {
-	testenv.RequireTool(t, "dbus-daemon")
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.Address)
 

@@ -9,15 +9,15 @@ import (
 	"testing"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 // TestRealSysfs runs the device checks against this machine's own /sys, /proc and /dev: a loop
 // device resolves through /sys/dev/block to a whole disk that is neither removable nor on USB,
 // so it is refused; a regular file is not taken for a block device.
 func TestRealSysfs(t *testing.T) {
-	testenv.RequireRoot(t)
-	losetup := testenv.RequireTool(t, "losetup")
+	apitest.RequireRoot(t)
+	losetup := apitest.RequireTool(t, "losetup")
 	img := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(img, make([]byte, 8<<20), 0o600); err != nil {
 		t.Fatal(err)

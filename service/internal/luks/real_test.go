@@ -7,16 +7,16 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // realOnFiles returns a Cryptsetup running the real tool on image files in a temp dir, with
 // the fast KDF for the passphrase slot (argon2id would cost seconds and ~1 GiB per test).
 func realOnFiles(t *testing.T) (*Cryptsetup, string) {
 	t.Helper()
-	testenv.RequireRoot(t) // cryptsetup's locking directory /run/cryptsetup is root's
-	testenv.RequireTool(t, "cryptsetup")
+	apitest.RequireRoot(t) // cryptsetup's locking directory /run/cryptsetup is root's
+	apitest.RequireTool(t, "cryptsetup")
 	c, err := New(sysexec.Exec{})
 	if err != nil {
 		t.Fatal(err)

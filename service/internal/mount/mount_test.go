@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 func TestMountData(t *testing.T) {
@@ -91,7 +91,7 @@ func TestMountRefusesBeforeTouchingAnything(t *testing.T) {
 // at every boot comes out 0700; it is made 0711 without warning about it (the warning is for a
 // base someone else left with other permissions).
 func TestFreshBaseUnderRestrictiveUmask(t *testing.T) {
-	testenv.RequireRoot(t)
+	apitest.RequireRoot(t)
 	var logs strings.Builder
 	m := NewMounter(slog.New(slog.NewTextHandler(&logs, nil)))
 	base := t.TempDir() + "/base"

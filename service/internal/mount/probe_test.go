@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 // TestProbeFSTypeRealImages formats image files with the real mkfs tools and checks the probe
@@ -14,7 +14,7 @@ import (
 func TestProbeFSTypeRealImages(t *testing.T) {
 	dir := t.TempDir()
 	for _, fs := range []struct{ fstype, tool string }{{"btrfs", "mkfs.btrfs"}, {"ext4", "mkfs.ext4"}, {"xfs", "mkfs.xfs"}} {
-		tool := testenv.RequireTool(t, fs.tool)
+		tool := apitest.RequireTool(t, fs.tool)
 		img := filepath.Join(dir, fs.fstype+".img")
 		if err := os.WriteFile(img, nil, 0o600); err != nil {
 			t.Fatal(err)

@@ -14,14 +14,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 // loopImage makes a filesystem image of fstype and attaches it to a loop device.
 func loopImage(t *testing.T, fstype string) string {
 	t.Helper()
-	mkfs := testenv.RequireTool(t, "mkfs."+fstype)
-	losetup := testenv.RequireTool(t, "losetup")
+	mkfs := apitest.RequireTool(t, "mkfs."+fstype)
+	losetup := apitest.RequireTool(t, "losetup")
 	img := filepath.Join(t.TempDir(), fstype+".img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -43,7 +43,7 @@ func loopImage(t *testing.T, fstype string) string {
 
 func rootMounter(t *testing.T) (*Mounter, string) {
 	t.Helper()
-	testenv.RequireRoot(t)
+	apitest.RequireRoot(t)
 	m := NewMounter(nil)
 	base := filepath.Join(t.TempDir(), "plugvault")
 	if err := m.SetBase(base); err != nil {

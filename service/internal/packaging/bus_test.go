@@ -16,7 +16,6 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 const (
@@ -84,7 +83,7 @@ func dbusOutcome(f func() error) string {
 func stockPolicy(t *testing.T) string {
 	t.Helper()
 	data, err := os.ReadFile(systemConf)
-	testenv.Require(t, err == nil, systemConf+" is missing: install the Debian package dbus")
+	apitest.Require(t, err == nil, systemConf+" is missing: install the Debian package dbus")
 	var conf struct {
 		Policies []struct {
 			Attrs []xml.Attr `xml:",any,attr"`
@@ -117,8 +116,8 @@ func (fakeManager) ListDrives() ([]dbus.ObjectPath, *dbus.Error) { return []dbus
 // our policy file adds: root may own org.plugvault.PlugVault1, uid 65534 may call it but
 // not own it. The control runs prove each assertion depends on our file.
 func TestBusPolicy(t *testing.T) {
-	testenv.RequireRoot(t) // the helper runs as another uid
-	testenv.RequireTool(t, "dbus-daemon")
+	apitest.RequireRoot(t) // the helper runs as another uid
+	apitest.RequireTool(t, "dbus-daemon")
 	stock := stockPolicy(t)
 	ours, err := filepath.Abs(filepath.Join(repoRoot(t), "dbus-policy", api.BusName+".conf"))
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 const module = "github.com/plugvault/plugvault"
@@ -45,7 +45,7 @@ var unprivilegedRoots = []string{"./service/cmd/plugvault", "./tray/..."}
 // cases without touching the source tree.
 func goList(t *testing.T, overlay string, args ...string) map[string][]string {
 	t.Helper()
-	gobin := testenv.RequireTool(t, "go")
+	gobin := apitest.RequireTool(t, "go")
 	flags := []string{"list", "-e", "-f", "{{.ImportPath}} {{join .Imports \" \"}}{{if .Error}} ERROR:{{.Error}}{{end}}"}
 	if overlay != "" {
 		flags = append(flags, "-overlay", overlay)

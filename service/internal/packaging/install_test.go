@@ -9,14 +9,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 // TestMakeInstall runs `make install` into a DESTDIR with stub binaries and checks every file
 // lands where the unit, the activation file and the documentation say, with its mode, and
 // that an administrator's existing config.toml is left alone.
 func TestMakeInstall(t *testing.T) {
-	mk := testenv.RequireTool(t, "make")
+	mk := apitest.RequireTool(t, "make")
 	root := repoRoot(t)
 	bin := t.TempDir()
 	for _, name := range []string{"plugvaultd", "plugvault-engine", "plugvault", "plugvault-tray"} {

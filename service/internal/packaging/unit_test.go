@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 // daemonPath is where `make install` puts plugvaultd (LIBEXECDIR with PREFIX=/usr).
@@ -135,7 +135,7 @@ func TestBusActivationFile(t *testing.T) {
 // stub; everything else is the shipped file, and TestSystemdUnit pins the real path.
 // systemd-analyze reports most problems as warnings with exit status 0, so any output fails.
 func TestSystemdAnalyzeVerify(t *testing.T) {
-	bin := testenv.RequireTool(t, "systemd-analyze")
+	bin := apitest.RequireTool(t, "systemd-analyze")
 	data, err := os.ReadFile(filepath.Join(repoRoot(t), "service", "systemd", "plugvaultd.service"))
 	if err != nil {
 		t.Fatal(err)

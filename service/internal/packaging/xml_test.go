@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 // The DTDs as Debian installs them: libdbus-1-dev ships the dbus ones, polkitd policyconfig.
@@ -42,12 +42,12 @@ var busconfigAttrs = "\n<!ATTLIST allow" + busconfigAttrList + "<!ATTLIST deny" 
 func requireFile(t *testing.T, path, pkg string) {
 	t.Helper()
 	_, err := os.Stat(path)
-	testenv.Require(t, err == nil, path+" is missing: install the Debian package "+pkg)
+	apitest.Require(t, err == nil, path+" is missing: install the Debian package "+pkg)
 }
 
 func xmllint(t *testing.T, dtd, file string) {
 	t.Helper()
-	bin := testenv.RequireTool(t, "xmllint")
+	bin := apitest.RequireTool(t, "xmllint")
 	// --nonet: the DOCTYPE's http URL is never fetched; --dtdvalid names the local DTD.
 	out, err := exec.Command(bin, "--noout", "--nonet", "--dtdvalid", dtd, file).CombinedOutput()
 	if err != nil || len(out) > 0 {
@@ -78,7 +78,7 @@ func TestDBusPolicyIsValid(t *testing.T) {
 <busconfig><policy context="default"><allow send_destinaton="org.plugvault.PlugVault1"/></policy></busconfig>`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bin := testenv.RequireTool(t, "xmllint")
+	bin := apitest.RequireTool(t, "xmllint")
 	if out, err := exec.Command(bin, "--noout", "--nonet", "--dtdvalid", dtd, bad).CombinedOutput(); err == nil {
 		t.Fatalf("a misspelt attribute passed validation:\n%s", out)
 	}

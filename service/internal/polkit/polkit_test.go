@@ -10,11 +10,10 @@ import (
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/polkit"
 	"github.com/plugvault/plugvault/service/internal/testbus"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 func TestCheckOutcomes(t *testing.T) {
-	testenv.RequireTool(t, "dbus-daemon")
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 	fake := testbus.StartFakeAuthority(t, bus)
 	conn := bus.Conn(t)
@@ -68,7 +67,7 @@ func TestCheckOutcomes(t *testing.T) {
 
 // A check whose context ends is cancelled in polkitd (the dialog goes away) and denied.
 func TestCheckCancelled(t *testing.T) {
-	testenv.RequireTool(t, "dbus-daemon")
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 	fake := testbus.StartFakeAuthority(t, bus)
 	fake.SetOutcome(t, testbus.Hang)

@@ -10,15 +10,14 @@ import (
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/polkit"
 	"github.com/plugvault/plugvault/service/internal/testbus"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // Against the real polkitd (root level): the request is well formed, root is authorized, a
 // non-root subject without an active session gets a challenge (auth_admin), and an unknown
 // action is denied.
 func TestRealPolkitd(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireTool(t, "dbus-daemon")
+	apitest.RequireRoot(t)
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{Policy: testbus.RealPolkitBusPolicy})
 	testbus.StartPolkitd(t, bus, "../../../polkit/org.plugvault.policy")
 	conn := bus.Conn(t)

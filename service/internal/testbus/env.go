@@ -11,7 +11,6 @@ import (
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/polkit"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // Env is a running daemon on a private bus.
@@ -52,7 +51,7 @@ type EnvOptions struct {
 // name and returns a client on its own connection. Everything stops at cleanup.
 func Start(t testing.TB, o EnvOptions) *Env {
 	t.Helper()
-	testenv.RequireTool(t, "dbus-daemon")
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := o.Bus
 	if bus == nil {
 		bus = apitest.StartBus(t, apitest.BusOptions{})

@@ -13,7 +13,6 @@ import (
 
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/polkit"
-	"github.com/plugvault/plugvault/service/internal/testenv"
 )
 
 // PolkitdPath is where Debian installs the real polkit daemon.
@@ -31,14 +30,14 @@ const RealPolkitBusPolicy = `<policy context="default">
 // StartPolkitd runs the real polkitd on bus (started with RealPolkitBusPolicy), with the
 // policy file at policyFile as its only action definitions: in a private mount namespace, a
 // directory holding it is bind-mounted over /usr/share/polkit-1/actions, so the host is not
-// changed. It needs root (root level: testenv.RequireRoot) and stops at cleanup. It returns
+// changed. It needs root (root level: apitest.RequireRoot) and stops at cleanup. It returns
 // when polkitd owns org.freedesktop.PolicyKit1.
 func StartPolkitd(t testing.TB, bus *apitest.Bus, policyFile string) {
 	t.Helper()
-	testenv.RequireRoot(t)
-	unshare := testenv.RequireTool(t, "unshare")
+	apitest.RequireRoot(t)
+	unshare := apitest.RequireTool(t, "unshare")
 	_, err := os.Stat(PolkitdPath)
-	testenv.Require(t, err == nil, "polkitd is not installed at "+PolkitdPath)
+	apitest.Require(t, err == nil, "polkitd is not installed at "+PolkitdPath)
 	// polkitd connects as its own user: it must reach the socket in the bus's directory.
 	if err := os.Chmod(bus.Dir, 0o755); err != nil {
 		t.Fatal(err)

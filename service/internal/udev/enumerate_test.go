@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 // fakeTree builds a sysfs and udev database tree like a machine with a USB stick (sdb with one
@@ -95,7 +95,7 @@ func TestEnumerateErrors(t *testing.T) {
 func TestEnumerateRealSysfs(t *testing.T) {
 	// The host has /sys but (no udevd) no database: every device is skipped, without error.
 	_, err := os.Stat("/sys/class/block/loop0")
-	testenv.Require(t, err == nil, "needs sysfs with loop0")
+	apitest.Require(t, err == nil, "needs sysfs with loop0")
 	dbDir := t.TempDir()
 	evs, err := Enumerate(context.Background(), "/sys", dbDir)
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 // lockedBuffer collects log output from the monitor goroutine.
@@ -115,7 +115,7 @@ func sendAsChild() int {
 // with EPERM (no CAP_NET_ADMIN), which the test asserts; if a kernel ever allowed it, the
 // monitor would have to drop it and the test checks that instead.
 func TestMonitorSocket(t *testing.T) {
-	testenv.RequireRoot(t)
+	apitest.RequireRoot(t)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/testenv"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 const (
@@ -167,7 +167,7 @@ func TestPowerOffRealLoopIsNotSupported(t *testing.T) {
 	// On the real sysfs a loop device has neither a SCSI device nor a USB parent: refused
 	// before anything is touched.
 	_, err := os.Stat("/sys/devices/virtual/block/loop0/uevent")
-	testenv.Require(t, err == nil, "needs loop0 in sysfs")
+	apitest.Require(t, err == nil, "needs loop0 in sysfs")
 	if err := PowerOff(context.Background(), "/devices/virtual/block/loop0"); !errors.Is(err, ErrNotSupported) {
 		t.Errorf("loop0: %v", err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"github.com/plugvault/plugvault/service/api/apitest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/plugvault/plugvault/tray/internal/icons"
-	"github.com/plugvault/plugvault/tray/internal/traytest"
 )
 
 const desktopDir = "../../../desktop"
@@ -19,7 +19,7 @@ const desktopDir = "../../../desktop"
 // application entries, and checks that what they name exists: the binary this package builds
 // and the icon in every hicolor size.
 func TestDesktopFilesValidate(t *testing.T) {
-	validate := traytest.RequireTool(t, "desktop-file-validate")
+	validate := apitest.RequireTool(t, "desktop-file-validate")
 	for _, name := range []string{"plugvault-tray.desktop", "plugvault.desktop"} {
 		path := filepath.Join(desktopDir, name)
 		out, err := exec.Command(validate, path).CombinedOutput()
@@ -42,7 +42,7 @@ func TestDesktopFilesValidate(t *testing.T) {
 // TestInstallPlacesDesktopFiles: make install puts the autostart entry where XDG autostart
 // looks (/etc/xdg/autostart) and the application entry and icons under $(PREFIX)/share.
 func TestInstallPlacesDesktopFiles(t *testing.T) {
-	makeBin := traytest.RequireTool(t, "make")
+	makeBin := apitest.RequireTool(t, "make")
 	cmd := exec.Command(makeBin, "-n", "-C", "../../..", "install", "DESTDIR=/dest", "PREFIX=/usr", "SYSCONFDIR=/etc")
 	out, err := cmd.CombinedOutput()
 	if err != nil {

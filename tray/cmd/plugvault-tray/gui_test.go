@@ -324,9 +324,9 @@ func blueStatus(st api.State) api.DriveStatus {
 // bus (a fake panel watcher and notification daemon) and a private system bus carrying the fake
 // plugvaultd, and uses it through the StatusNotifierItem, the dbusmenu and the dialog window.
 func TestTrayAsAPersonWouldUseIt(t *testing.T) {
-	traytest.RequireTool(t, "dbus-daemon")
-	traytest.RequireTool(t, "xdotool")
-	traytest.RequireTool(t, "import")
+	apitest.RequireTool(t, "dbus-daemon")
+	apitest.RequireTool(t, "xdotool")
+	apitest.RequireTool(t, "import")
 	display := traytest.StartXvfb(t)
 	artifacts := traytest.ArtifactDir(t)
 

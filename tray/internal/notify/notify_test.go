@@ -11,7 +11,7 @@ import (
 // TestNotifyReplacesPerTag: each tag keeps one notification on screen (replaces_id), urgent
 // ones are critical, and the notification names the app.
 func TestNotifyReplacesPerTag(t *testing.T) {
-	traytest.RequireTool(t, "dbus-daemon")
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{Type: "session"})
 	server := traytest.StartNotifications(t, bus.Conn(t))
 	n := New(bus.Conn(t), "plugvault")
@@ -40,7 +40,7 @@ func TestNotifyReplacesPerTag(t *testing.T) {
 }
 
 func TestNotifyWithoutServer(t *testing.T) {
-	traytest.RequireTool(t, "dbus-daemon")
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{Type: "session"})
 	if err := New(bus.Conn(t), "plugvault").Notify(context.Background(), "a", "", "s", "b", false); err == nil {
 		t.Error("no error without a notification server")

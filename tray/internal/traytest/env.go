@@ -1,5 +1,4 @@
-// Package traytest is test support for the tray: the skip-or-fail rules of the project's test
-// levels (the tray cannot import service/internal/testenv), a private X server, and fakes of
+// Package traytest is test support for the tray: a private X server, and fakes of
 // the desktop's D-Bus services the tray talks to: the StatusNotifierWatcher of a panel and an
 // org.freedesktop.Notifications server. It starts programs, so it imports os/exec; it is never
 // linked into the tray binary (the dependency test checks that).
@@ -9,46 +8,18 @@ import (
 	"bufio"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
-
-// InCI reports whether the tests run under CI (CI=true).
-func InCI() bool { return os.Getenv("CI") == "true" }
-
-// Require skips t with why when ok is false, or fails it under CI, where a skipped test would
-// hide a regression.
-func Require(t testing.TB, ok bool, why string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if InCI() {
-		t.Fatalf("CI=true and this test cannot run: %s", why)
-	}
-	t.Skip(why)
-}
-
-// RequireTool gates on a program being installed and returns its path.
-func RequireTool(t testing.TB, name string) string {
-	t.Helper()
-	for _, dir := range filepath.SplitList(os.Getenv("PATH") + ":/usr/sbin:/sbin") {
-		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	Require(t, false, name+" is not installed")
-	return ""
-}
 
 // StartXvfb starts a private X server and returns its DISPLAY (":N"); it is stopped at
 // cleanup. Xvfb picks a free display number and writes it to fd 3 (-displayfd).
 func StartXvfb(t testing.TB) string {
 	t.Helper()
-	bin := RequireTool(t, "Xvfb")
+	bin := apitest.RequireTool(t, "Xvfb")
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/tray/internal/model"
-	"github.com/plugvault/plugvault/tray/internal/traytest"
 )
 
 func nextEvent(t *testing.T, c *controller) model.Event {
@@ -30,7 +29,7 @@ func nextEvent(t *testing.T, c *controller) model.Event {
 // connection itself drops (or cannot be made) it reports the service down and reconnects,
 // after which it reads the state afresh. Calls go out with interactive authorization.
 func TestWatchServiceReconnects(t *testing.T) {
-	traytest.RequireTool(t, "dbus-daemon")
+	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.Address)
 	svc := apitest.StartFakeService(t, bus)

@@ -1,7 +1,10 @@
-// Package testenv decides whether a test that needs something from the machine (root, a tool, a
-// bus daemon) runs. On a laptop a missing need skips the test; under CI=true it fails it, because
-// a test that should have run in CI and skipped hides a regression.
-package testenv
+package apitest
+
+// This file decides whether a test that needs something from the machine (root, a tool, a bus
+// daemon) runs. On a laptop a missing need skips the test; under CI=true it fails it, because a
+// test that should have run in CI and skipped hides a regression. It lives here, next to the
+// private bus, so that the service's tests and the tray's (which may not import
+// service/internal) share one rule.
 
 import (
 	"os"
