@@ -38,7 +38,9 @@ type Backend interface {
 	ListSnapshots(ctx context.Context, uuid string) ([]api.Snapshot, error)
 	Browse(ctx context.Context, uuid string, caller Caller) (string, error)
 	Restore(ctx context.Context, uuid string, req RestoreRequest) error
-	Verify(ctx context.Context, uuid, snapshot string) (checked uint64, problems []string, err error)
+	// Verify runs with the caller's credentials, like Restore: a user verifies what they may
+	// read, and the problems it lists (paths) never reveal other users' file names.
+	Verify(ctx context.Context, uuid, snapshot string, caller Caller) (checked uint64, problems []string, err error)
 }
 
 // EnrollRequest is a validated Manager.Enroll call.

@@ -160,7 +160,11 @@ func (dr *Drive) Verify(sender dbus.Sender, msg dbus.Message, snapshot string, o
 			return 0, nil, c.reply(err)
 		}
 	}
-	checked, problems, err := dr.d.currentBackend().Verify(c.ctx, dr.uuid, snapshot)
+	who, err := c.caller()
+	if err != nil {
+		return 0, nil, c.reply(err)
+	}
+	checked, problems, err := dr.d.currentBackend().Verify(c.ctx, dr.uuid, snapshot, who)
 	if err != nil {
 		return 0, nil, c.reply(err)
 	}

@@ -24,6 +24,6 @@ func (startingBackend) Browse(context.Context, string, Caller) (string, error) {
 	return "", errStarting
 }
 func (startingBackend) Restore(context.Context, string, RestoreRequest) error { return errStarting }
-func (startingBackend) Verify(context.Context, string, string) (uint64, []string, error) {
+func (startingBackend) Verify(context.Context, string, string, Caller) (uint64, []string, error) {
 	return 0, nil, errStarting
 }

@@ -254,7 +254,7 @@ func (m *Manager) Restore(ctx context.Context, uuid string, req daemon.RestoreRe
 // Verify re-reads a snapshot ("" = the newest complete one) and compares it with its
 // manifest, mounting the drive read-only for the time of the check unless it is open for
 // browsing.
-func (m *Manager) Verify(ctx context.Context, uuid, snapshot string) (checked uint64, problems []string, err error) {
+func (m *Manager) Verify(ctx context.Context, uuid, snapshot string, caller daemon.Caller) (checked uint64, problems []string, err error) {
 	reason := "Verifying snapshot " + snapshot
 	if snapshot == "" {
 		reason = "Verifying the latest snapshot"
@@ -265,7 +265,7 @@ func (m *Manager) Verify(ctx context.Context, uuid, snapshot string) (checked ui
 			return err
 		}
 		var verr error
-		checked, problems, verr = m.deps.Engine.Verify(ctx, target, m.host, name)
+		checked, problems, verr = m.deps.Engine.Verify(ctx, target, m.host, name, caller)
 		return verr
 	})
 	return checked, problems, err

@@ -106,7 +106,7 @@ type Result struct {
 type Engine interface {
 	Run(ctx context.Context, job Job, progress func(Progress)) (Result, error)
 	List(target, host string) ([]api.Snapshot, error)
-	Verify(ctx context.Context, target, host, snapshot string) (checked uint64, problems []string, err error)
+	Verify(ctx context.Context, target, host, snapshot string, caller daemon.Caller) (checked uint64, problems []string, err error)
 	Restore(ctx context.Context, target, host string, req daemon.RestoreRequest) error
 }
 

@@ -456,7 +456,7 @@ func (e *fakeEngine) List(target, host string) ([]api.Snapshot, error) {
 	return append([]api.Snapshot(nil), e.snapshots[target]...), nil
 }
 
-func (e *fakeEngine) Verify(ctx context.Context, target, host, snapshot string) (uint64, []string, error) {
+func (e *fakeEngine) Verify(ctx context.Context, target, host, snapshot string, _ daemon.Caller) (uint64, []string, error) {
 	if err := e.sys.enter(ctx, "verify", target); err != nil {
 		return 0, nil, err
 	}

@@ -862,14 +862,14 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	ctx := context.Background()
 
 	// Verify on a locked drive mounts read-only for the check and locks again.
-	checked, problems, err := h.m.Verify(ctx, uuidA, "snap1")
+	checked, problems, err := h.m.Verify(ctx, uuidA, "snap1", daemon.Caller{UID: 1000, GID: 1000, User: "alice"})
 	if err != nil || checked != 42 || len(problems) != 0 {
 		t.Fatalf("Verify = %d %v %v", checked, problems, err)
 	}
-	if _, _, err := h.m.Verify(ctx, uuidA, ""); err != nil {
+	if _, _, err := h.m.Verify(ctx, uuidA, "", daemon.Caller{UID: 1000, GID: 1000, User: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := h.m.Verify(ctx, uuidA, "snap9"); !errors.Is(err, api.ErrNotFound) {
+	if _, _, err := h.m.Verify(ctx, uuidA, "snap9", daemon.Caller{UID: 1000, GID: 1000, User: "alice"}); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("Verify of a snapshot that is not there = %v", err)
 	}
 	if err := h.m.Restore(ctx, uuidA, daemon.RestoreRequest{Snapshot: "snap9", Destination: "/tmp/x"}); !errors.Is(err, api.ErrNotFound) {
@@ -925,7 +925,7 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	if err := h.m.Restore(ctx, uuidA, daemon.RestoreRequest{Snapshot: "snap1"}); !errors.Is(err, api.ErrBusy) {
 		t.Errorf("Restore during a run = %v", err)
 	}
-	if _, _, err := h.m.Verify(ctx, uuidA, "snap1"); !errors.Is(err, api.ErrBusy) {
+	if _, _, err := h.m.Verify(ctx, uuidA, "snap1", daemon.Caller{UID: 1000, GID: 1000, User: "alice"}); !errors.Is(err, api.ErrBusy) {
 		t.Errorf("Verify during a run = %v", err)
 	}
 	n = len(h.pub.statuses(uuidA))
@@ -1211,7 +1211,7 @@ func TestRemovalDuringVerifyOfABrowsedDrive(t *testing.T) {
 	g := h.sys.block("verify", 1)
 	errc := make(chan error, 1)
 	go func() {
-		_, _, err := h.m.Verify(ctx, uuidA, "")
+		_, _, err := h.m.Verify(ctx, uuidA, "", daemon.Caller{UID: 1000, GID: 1000, User: "alice"})
 		errc <- err
 	}()
 	g.waitEntered(t)

@@ -54,7 +54,7 @@ func TestRandomSequences(t *testing.T) {
 				case 8:
 					h.m.Browse(ctx, uuidA, daemon.Caller{})
 				case 9:
-					h.m.Verify(ctx, uuidA, "")
+					h.m.Verify(ctx, uuidA, "", daemon.Caller{UID: 1000, GID: 1000, User: "alice"})
 				}
 			}
 			n := len(h.pub.statuses(uuidA))
@@ -126,7 +126,7 @@ func TestRandomInterleavings(t *testing.T) {
 				case 10:
 					call(func() { h.m.Browse(ctx, uuidA, daemon.Caller{}) })
 				case 11:
-					call(func() { h.m.Verify(ctx, uuidA, "") })
+					call(func() { h.m.Verify(ctx, uuidA, "", daemon.Caller{UID: 1000, GID: 1000, User: "alice"}) })
 				}
 			}
 			for _, g := range gates {

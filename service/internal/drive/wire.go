@@ -122,21 +122,27 @@ func (SystemEngine) List(target, host string) ([]api.Snapshot, error) {
 	return backup.List(target, host)
 }
 
-// Verify re-reads a snapshot in an engine child (as root: it only reads).
-func (e SystemEngine) Verify(ctx context.Context, target, host, snapshot string) (uint64, []string, error) {
-	return backup.SpawnVerify(ctx, e.Path, nil, target, host, snapshot)
+// Verify re-reads a snapshot in an engine child with the caller's credentials: a user verifies
+// what they may read, and the problems never name other users' files.
+func (e SystemEngine) Verify(ctx context.Context, target, host, snapshot string, caller daemon.Caller) (uint64, []string, error) {
+	return backup.SpawnVerify(ctx, e.Path, e.callerCredential(caller), target, host, snapshot)
 }
 
 // Restore copies a path out of a snapshot in an engine child with the caller's credentials, so
 // it writes only where the caller may write.
 func (e SystemEngine) Restore(ctx context.Context, target, host string, req daemon.RestoreRequest) error {
-	cred, err := e.lookup(req.Caller.User)
-	if err != nil || cred.Uid != req.Caller.UID {
-		// The name did not resolve to the caller (or there is none): use the ids the bus
-		// daemon reported, with no supplementary groups.
-		cred = &syscall.Credential{Uid: req.Caller.UID, Gid: req.Caller.GID}
+	return backup.SpawnRestore(ctx, e.Path, e.callerCredential(req.Caller), target, host, req.Snapshot, req.Path, req.Destination, req.Overwrite)
+}
+
+// callerCredential is the caller's identity for an engine child: uid and gid as the bus daemon
+// reported them, with the supplementary groups of the user of that name.
+func (e SystemEngine) callerCredential(c daemon.Caller) *syscall.Credential {
+	cred, err := e.lookup(c.User)
+	if err != nil || cred.Uid != c.UID {
+		// The name did not resolve to the caller (or there is none): no supplementary groups.
+		cred = &syscall.Credential{Uid: c.UID, Gid: c.GID}
 	}
-	return backup.SpawnRestore(ctx, e.Path, cred, target, host, req.Snapshot, req.Path, req.Destination, req.Overwrite)
+	return cred
 }
 
 func (e SystemEngine) lookup(name string) (*syscall.Credential, error) {

@@ -141,7 +141,7 @@ func (b *FakeBackend) Restore(_ context.Context, uuid string, req daemon.Restore
 }
 
 // Verify implements daemon.Backend.
-func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string) (uint64, []string, error) {
+func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string, _ daemon.Caller) (uint64, []string, error) {
 	if err := b.record("Verify", uuid, nil, snapshot); err != nil {
 		return 0, nil, err
 	}
