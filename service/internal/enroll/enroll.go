@@ -15,6 +15,8 @@ import (
 	"sync"
 	"unicode"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/daemon"
@@ -463,6 +465,13 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid s
 		}
 		hb := req.HeaderBackup
 		u.push("remove the header backup "+hb, func() error { return removeIfExists(hb) })
+		// It is the caller's copy: hand it over (cryptsetup wrote it as root, 0400). Lchown never
+		// follows a symlink swapped in meanwhile.
+		if c := req.Caller; c.UID != 0 {
+			if err := unix.Lchown(hb, int(c.UID), int(c.GID)); err != nil {
+				log.Warn("cannot give the header backup to its user", "path", hb, "uid", c.UID, "err", err)
+			}
+		}
 	}
 	if err := e.register(&u, newDrive(name, uuid, slot, req.Caller)); err != nil {
 		return formatted(err)

@@ -75,9 +75,16 @@ func TestEnroll(t *testing.T) {
 	hb := filepath.Join(t.TempDir(), "blue.header")
 	req := enrollReq()
 	req.HeaderBackup = hb
+	req.Caller = daemon.Caller{UID: 1000, GID: 1000, User: "alice", Home: "/home/alice"}
 	uuid, err := h.e.Enroll(t.Context(), req)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The header backup is the caller's (changing an owner needs root, as plugvaultd is).
+	if fi, err := os.Lstat(hb); err != nil {
+		t.Error(err)
+	} else if st := fi.Sys().(*syscall.Stat_t); os.Geteuid() == 0 && (st.Uid != 1000 || st.Gid != 1000) {
+		t.Errorf("header backup owned by %d:%d, want the caller 1000:1000", st.Uid, st.Gid)
 	}
 	if uuid != testUUID {
 		t.Errorf("uuid %q, want the one Format made", uuid)
