@@ -72,19 +72,10 @@ func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, pa
 			return "", c.reply(err)
 		}
 	}
-	enroller := m.d.currentEnroller()
-	if enroller == nil {
-		return "", c.reply(errNoEnroller)
-	}
-	if req.Caller, err = c.caller(); err != nil {
-		return "", c.reply(err)
-	}
-	uuid, err := enroller.Enroll(c.ctx, req)
-	if err != nil {
-		return "", c.reply(err)
-	}
-	m.d.log.Info("drive enrolled", "drive", uuid, "device", device, "sender", c.sender)
-	return api.DrivePath(uuid), c.reply(nil)
+	return m.register(c, "enrolled", device, func(e Enroller, caller Caller) (string, error) {
+		req.Caller = caller
+		return e.Enroll(c.ctx, req)
+	})
 }
 
 // Adopt registers a LUKS device prepared by hand (authorize, validate, then Enroller.Adopt).
@@ -114,18 +105,29 @@ func (m *Manager) Adopt(sender dbus.Sender, msg dbus.Message, device string, sec
 			return "", c.reply(err)
 		}
 	}
+	return m.register(c, "adopted", device, func(e Enroller, caller Caller) (string, error) {
+		req.Caller = caller
+		return e.Adopt(c.ctx, req)
+	})
+}
+
+// register is the common end of Enroll and Adopt once the request is valid: it needs an
+// Enroller and the caller's identity (the new drive backs up the caller's home), then hands
+// over and answers with the new Drive object.
+func (m *Manager) register(c *call, what, device string, do func(Enroller, Caller) (string, error)) (dbus.ObjectPath, *dbus.Error) {
 	enroller := m.d.currentEnroller()
 	if enroller == nil {
 		return "", c.reply(errNoEnroller)
 	}
-	if req.Caller, err = c.caller(); err != nil {
-		return "", c.reply(err)
-	}
-	uuid, err := enroller.Adopt(c.ctx, req)
+	caller, err := c.caller()
 	if err != nil {
 		return "", c.reply(err)
 	}
-	m.d.log.Info("drive adopted", "drive", uuid, "device", device, "sender", c.sender)
+	uuid, err := do(enroller, caller)
+	if err != nil {
+		return "", c.reply(err)
+	}
+	m.d.log.Info("drive "+what, "drive", uuid, "device", device, "sender", c.sender)
 	return api.DrivePath(uuid), c.reply(nil)
 }
 

@@ -323,23 +323,19 @@ func (s *fakeSys) Unmount(ctx context.Context, target string) error {
 	if err := s.enter(ctx, "unmount", target); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.mounts[target]
-	if m == nil {
-		return fmt.Errorf("umount: %s: not mounted", target)
-	}
-	delete(s.mounts, target)
-	if mp := s.mappings[filepath.Base(m.source)]; mp != nil && mp.deferred {
-		delete(s.mappings, filepath.Base(m.source))
-	}
-	return nil
+	return s.dropMount(target)
 }
 
 func (s *fakeSys) Detach(target string) error {
 	if err := s.enter(context.Background(), "detach", target); err != nil {
 		return err
 	}
+	return s.dropMount(target)
+}
+
+// dropMount removes a mount, and its mapping when that mapping's close was deferred (the
+// kernel removes a deferred mapping when its last user, the mount, goes).
+func (s *fakeSys) dropMount(target string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.mounts[target]
