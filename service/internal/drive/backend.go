@@ -171,15 +171,10 @@ func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 	d.act = nil
 	a.cancel(nil)
 	switch {
-	case d.dev == nil:
-		d.st.Present = false
-		m.setStateLocked(d, api.StateAbsent, "")
-		if terr != nil {
-			m.log.Error("cannot clean up after the removed drive; replugging may fail until the programs using it exit", "drive", d.cfg.Name, "err", terr)
+	case m.settleLocked(d, terr):
+		if d.dev != nil {
+			return fmt.Errorf("cannot eject %s: %w", d.cfg.Name, terr)
 		}
-	case terr != nil:
-		m.setStateLocked(d, api.StateFailed, "The drive is still in use and could not be locked — close the programs using it, then eject it")
-		return fmt.Errorf("cannot eject %s: %w", d.cfg.Name, terr)
 	case perr != nil:
 		m.log.Warn("cannot power off the drive", "drive", d.cfg.Name, "err", perr)
 		m.setStateLocked(d, api.StateSafeToRemove, "Safe to remove")

@@ -19,6 +19,9 @@ const (
 	maxUnlockDelay = 30 * time.Second
 )
 
+// stillInUse is the reason shown when teardown could not unmount or lock the drive.
+const stillInUse = "The drive is still in use and could not be locked — close the programs using it, then eject it"
+
 // userError is a failure with a reason for the user (StateReason).
 type userError struct {
 	reason string
@@ -431,7 +434,7 @@ func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr err
 		m.log.Error("cannot lock the drive", "drive", d.cfg.Name, "err", terr)
 		state, result = api.StateFailed, api.ResultFailed
 		d.st.LastResult = result
-		reason = "The drive is still in use and could not be locked — close the programs using it, then eject it"
+		reason = stillInUse
 	}
 	if d.ejecting && terr == nil && d.dev != nil {
 		// Eject reports safe-to-remove itself, once the device is powered off.
@@ -489,14 +492,7 @@ func (m *Manager) endActivity(d *drive, a *activity, prev *api.DriveStatus, terr
 	}
 	a.cancel(nil)
 	switch {
-	case d.dev == nil:
-		d.st.Present = false
-		m.setStateLocked(d, api.StateAbsent, "")
-		if terr != nil {
-			m.log.Error("cannot clean up after the removed drive; replugging may fail until the programs using it exit", "drive", d.cfg.Name, "err", terr)
-		}
-	case terr != nil:
-		m.setStateLocked(d, api.StateFailed, "The drive is still in use and could not be locked — close the programs using it, then eject it")
+	case m.settleLocked(d, terr):
 	case prev != nil:
 		m.setStateLocked(d, prev.State, prev.StateReason)
 	}
@@ -592,4 +588,23 @@ func capitalize(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// settleLocked publishes where a drive is after the teardown that ended an activity, when that
+// is decided by the teardown itself: absent when the stick is gone, failed when the drive could
+// not be locked. It reports whether it published.
+func (m *Manager) settleLocked(d *drive, terr error) bool {
+	switch {
+	case d.dev == nil:
+		d.st.Present = false
+		m.setStateLocked(d, api.StateAbsent, "")
+		if terr != nil {
+			m.log.Error("cannot clean up after the removed drive; replugging may fail until the programs using it exit", "drive", d.cfg.Name, "err", terr)
+		}
+		return true
+	case terr != nil:
+		m.setStateLocked(d, api.StateFailed, stillInUse)
+		return true
+	}
+	return false
 }
