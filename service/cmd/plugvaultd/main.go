@@ -120,7 +120,7 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 		return err
 	}
 	defer d.Close()
-	svc, err := newServices(logger, cfg, d) // publishes every configured drive
+	svc, err := newServices(logger, configPath, cfg, d) // publishes every configured drive
 	if err != nil {
 		return err
 	}

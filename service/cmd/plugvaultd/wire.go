@@ -40,7 +40,7 @@ func enginePath(logger *slog.Logger) string {
 
 // newServices subscribes to udev (before the manager enumerates, so nothing is missed) and
 // wires the state machine and the enroller to the real cryptsetup, mount, engine and sysfs.
-func newServices(logger *slog.Logger, cfg *config.Config, pub daemon.Publisher) (*services, error) {
+func newServices(logger *slog.Logger, configPath string, cfg *config.Config, pub daemon.Publisher) (*services, error) {
 	engine := enginePath(logger)
 	cs, err := luks.New(sysexec.Exec{})
 	if err != nil {
@@ -65,6 +65,9 @@ func newServices(logger *slog.Logger, cfg *config.Config, pub daemon.Publisher) 
 		Publisher: pub,
 		Logger:    logger,
 		Logind:    drive.NewLogind(logger),
+		RecordFingerprint: func(uuid, fp string) error {
+			return config.SetFingerprint(configPath, uuid, fp)
+		},
 	})
 	if err != nil {
 		mon.Close()

@@ -36,6 +36,10 @@ type Config struct {
 type Drive struct {
 	Name     string `toml:"name"`
 	LuksUUID string `toml:"luks_uuid"`
+	// Fingerprint identifies the drive by its LUKS UUID and volume-key digest
+	// (luks.Fingerprint), recorded at enroll or adopt, or at the first keyfile unlock of a
+	// drive registered before fingerprints existed. Empty: not recorded yet.
+	Fingerprint string `toml:"fingerprint"`
 	// Keyfile defaults to DefaultKeyDir/<luks_uuid>.key. An empty or missing keyfile means the
 	// drive is unlocked with a passphrase at every plug.
 	Keyfile string `toml:"keyfile"`

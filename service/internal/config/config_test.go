@@ -72,6 +72,7 @@ func TestLoadExample(t *testing.T) {
 		Drives: []config.Drive{{
 			Name:         "blue stick",
 			LuksUUID:     uuidA,
+			Fingerprint:  "v1:32e8220b0d088bb575037cdf4e8260417c40828dc7f8111c1679d2ed0297365b",
 			Keyfile:      "/etc/plugvault/keys/" + uuidA + ".key",
 			KeySlot:      1,
 			Sources:      []string{"/home/alice"},
@@ -208,7 +209,7 @@ func TestLoadBadFiles(t *testing.T) {
 	}, {
 		name: "unknown drive key",
 		file: head + goodDrive + "source = [\"/srv\"]\n",
-		want: "config.toml:7:1: drive.source: unknown key; check the spelling; known keys in [[drive]]: excludes, key_slot, keyfile, luks_uuid, mount_options, name, retention, run_as, sources",
+		want: "config.toml:7:1: drive.source: unknown key; check the spelling; known keys in [[drive]]: excludes, fingerprint, key_slot, keyfile, luks_uuid, mount_options, name, retention, run_as, sources",
 	}, {
 		name: "unknown retention key",
 		file: head + goodDrive + "[drive.retention]\nhourly = 3\n",
@@ -379,7 +380,7 @@ sizee = 3
 		path + `:10:1: drive "a": mount_options: "suid" is not allowed: the daemon always mounts nosuid,nodev,noexec: a backup drive must not run code`,
 		path + `:12:1: drive "a": retention.daily_days: -1 is out of range; use 0 to 3650 (0 means the default, 30)`,
 		path + `:15:1: drive "a": name: also the name of drive #1; give each drive its own name`,
-		path + `:17:1: drive.sizee: unknown key; check the spelling; known keys in [[drive]]: excludes, key_slot, keyfile, luks_uuid, mount_options, name, retention, run_as, sources`,
+		path + `:17:1: drive.sizee: unknown key; check the spelling; known keys in [[drive]]: excludes, fingerprint, key_slot, keyfile, luks_uuid, mount_options, name, retention, run_as, sources`,
 	}
 	if got := strings.Split(err.Error(), "\n"); !reflect.DeepEqual(got, want) {
 		t.Fatalf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -97,6 +97,55 @@ func RemoveDrive(path string, luksUUID string) error {
 	return writeAtomic(path, out)
 }
 
+// SetFingerprint records fp as the fingerprint of the [[drive]] whose luks_uuid is luksUUID,
+// replacing the one it has or adding the line below luks_uuid, and writes the file
+// atomically. Everything else stays as it was. It wraps ErrNoDrive if there is no such drive.
+func SetFingerprint(path, luksUUID, fp string) error {
+	editMu.Lock()
+	defer editMu.Unlock()
+	old, err := readForEdit(path)
+	if err != nil {
+		return err
+	}
+	if old == nil {
+		return fmt.Errorf("cannot record the fingerprint of drive %s: %s does not exist: %w", luksUUID, path, ErrNoDrive)
+	}
+	blocks, err := driveBlocks(old)
+	if err != nil {
+		return fmt.Errorf("cannot record the fingerprint of drive %s in %s: %w", luksUUID, path, err)
+	}
+	line := "fingerprint = " + tomlString(fp) + "\n"
+	for _, bl := range blocks {
+		if bl.uuid != luksUUID {
+			continue
+		}
+		var out []byte
+		if bl.fpEnd > 0 {
+			out = append(append(append([]byte{}, old[:bl.fpStart]...), line...), old[bl.fpEnd:]...)
+		} else {
+			at := bl.uuidLineEnd
+			out = append([]byte{}, old[:at]...)
+			if at > 0 && out[at-1] != '\n' {
+				out = append(out, '\n')
+			}
+			out = append(append(out, line...), old[at:]...)
+		}
+		if _, err := parse(path, out); err != nil {
+			return fmt.Errorf("cannot record the fingerprint of drive %s in %s:\n%w", luksUUID, path, err)
+		}
+		return writeAtomic(path, out)
+	}
+	return fmt.Errorf("cannot record the fingerprint of drive %s in %s: no [[drive]] has this luks_uuid: %w", luksUUID, path, ErrNoDrive)
+}
+
+// lineEnd returns the offset after the newline that ends the line holding off (or len(data)).
+func lineEnd(data []byte, off int) int {
+	if i := bytes.IndexByte(data[off:], '\n'); i >= 0 {
+		return off + i + 1
+	}
+	return len(data)
+}
+
 // readForEdit returns the file's contents, or nil if it does not exist. It refuses a symbolic
 // link: replacing it with a file would silently detach it from where the administrator
 // keeps the real file.
@@ -177,8 +226,10 @@ func writeAtomic(path string, data []byte) (err error) {
 
 // driveBlock is the byte range of one [[drive]] in the file.
 type driveBlock struct {
-	start, end int
-	uuid       string
+	start, end     int
+	uuid           string
+	uuidLineEnd    int // offset after the luks_uuid line's newline
+	fpStart, fpEnd int // the fingerprint line, newline included (0, 0: none)
 }
 
 // driveBlocks finds every [[drive]] with its sub-tables. A block starts at the comment lines
@@ -211,9 +262,22 @@ func driveBlocks(data []byte) ([]driveBlock, error) {
 			inDrive = isDrive || (sub && inDrive)
 		case unstable.KeyValue:
 			keys, _ := keyParts(e)
-			if inDrive && len(keys) == 1 && keys[0] == "luks_uuid" {
-				if v := e.Value(); v != nil && v.Kind == unstable.String {
-					blocks[len(blocks)-1].uuid = string(v.Data)
+			if !inDrive || len(keys) != 1 {
+				break
+			}
+			b := &blocks[len(blocks)-1]
+			v := e.Value()
+			switch keys[0] {
+			case "luks_uuid":
+				if v != nil && v.Kind == unstable.String {
+					b.uuid = string(v.Data)
+					b.uuidLineEnd = lineEnd(data, p.Shape(v.Raw).End.Offset)
+				}
+			case "fingerprint":
+				if v != nil {
+					_, first := keyParts(e)
+					b.fpStart = lineStart(data, p.Shape(first.Raw).Start.Offset)
+					b.fpEnd = lineEnd(data, p.Shape(v.Raw).End.Offset)
 				}
 			}
 		}
@@ -288,6 +352,9 @@ func renderDrive(b *bytes.Buffer, d Drive) {
 	b.WriteString("[[drive]]\n")
 	fmt.Fprintf(b, "name = %s\n", tomlString(d.Name))
 	fmt.Fprintf(b, "luks_uuid = %s\n", tomlString(d.LuksUUID))
+	if d.Fingerprint != "" {
+		fmt.Fprintf(b, "fingerprint = %s\n", tomlString(d.Fingerprint))
+	}
 	if d.Keyfile != "" {
 		fmt.Fprintf(b, "keyfile = %s\n", tomlString(d.Keyfile))
 	}

@@ -194,3 +194,51 @@ func TestEditRefusesSymlink(t *testing.T) {
 		t.Fatalf("the symlink was replaced")
 	}
 }
+
+func TestSetFingerprintKeepsTheRest(t *testing.T) {
+	fakeUsers(t)
+	path := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(path, []byte(commented), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	red := config.Drive{Name: "red", LuksUUID: uuidB, KeySlot: -1}
+	if err := config.AppendDrive(path, red); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(path)
+	fp1 := "v1:" + strings.Repeat("ab", 32)
+	fp2 := "v1:" + strings.Repeat("cd", 32)
+	if err := config.SetFingerprint(path, uuidA, fp1); err != nil {
+		t.Fatalf("SetFingerprint: %v", err)
+	}
+	data, _ := os.ReadFile(path)
+	wantText := strings.Replace(string(before), `luks_uuid = "`+uuidA+`"`+"\n", `luks_uuid = "`+uuidA+`"`+"\nfingerprint = \""+fp1+"\"\n", 1)
+	if string(data) != wantText {
+		t.Fatalf("after SetFingerprint:\n%s\nwant:\n%s", data, wantText)
+	}
+	// Replacing it changes that line only.
+	if err := config.SetFingerprint(path, uuidA, fp2); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = os.ReadFile(path)
+	if want := strings.Replace(wantText, fp1, fp2, 1); string(data) != want {
+		t.Fatalf("after the second SetFingerprint:\n%s\nwant:\n%s", data, want)
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Drives[0].Fingerprint != fp2 || c.Drives[1].Fingerprint != "" {
+		t.Errorf("fingerprints %q, %q; want %q and none", c.Drives[0].Fingerprint, c.Drives[1].Fingerprint, fp2)
+	}
+	if err := config.SetFingerprint(path, "00000000-0000-4000-8000-000000000000", fp1); !errors.Is(err, config.ErrNoDrive) {
+		t.Errorf("unknown drive: %v, want ErrNoDrive", err)
+	}
+	// A malformed fingerprint is never written.
+	if err := config.SetFingerprint(path, uuidB, "v1:nope"); err == nil {
+		t.Error("a malformed fingerprint was written")
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(data) {
+		t.Error("a refused SetFingerprint changed the file")
+	}
+}

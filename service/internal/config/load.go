@@ -25,6 +25,7 @@ type fileConfig struct {
 type fileDrive struct {
 	Name         string    `toml:"name"`
 	LuksUUID     string    `toml:"luks_uuid"`
+	Fingerprint  string    `toml:"fingerprint"`
 	Keyfile      string    `toml:"keyfile"`
 	KeySlot      *int      `toml:"key_slot"`
 	Sources      []string  `toml:"sources"`
@@ -43,6 +44,7 @@ var keyTypes = map[string]string{
 	"drive":                            "a list of [[drive]] tables",
 	"drive.name":                       `a string, like "blue stick"`,
 	"drive.luks_uuid":                  `a string, like "0b5d1f57-9b4e-4d8e-a1c1-6f2f3c6d2e10"`,
+	"drive.fingerprint":                `a string written by plugvault, like "v1:" and 64 hex digits`,
 	"drive.keyfile":                    `an absolute path in quotes, like "/etc/plugvault/keys/<uuid>.key"`,
 	"drive.key_slot":                   "an integer from -1 to 31",
 	"drive.sources":                    `a list of absolute paths, like ["/home/alice"]`,
@@ -150,6 +152,7 @@ func fromFile(fc *fileConfig) *Config {
 		d := Drive{
 			Name:         fd.Name,
 			LuksUUID:     fd.LuksUUID,
+			Fingerprint:  fd.Fingerprint,
 			Keyfile:      fd.Keyfile,
 			KeySlot:      -1,
 			Sources:      fd.Sources,

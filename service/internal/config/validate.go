@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/plugvault/plugvault/service/internal/luks"
+
 	"errors"
 	"fmt"
 	"os/user"
@@ -141,6 +143,10 @@ func (c *Config) validate() []problem {
 			} else {
 				uuids[d.LuksUUID] = i
 			}
+		}
+		// fingerprint
+		if d.Fingerprint != "" && !luks.FingerprintRE.MatchString(d.Fingerprint) {
+			add("fingerprint", "%q is not a drive fingerprint; remove the line and plug the drive in with its keyfile, or adopt it again, to record it", d.Fingerprint)
 		}
 		// keyfile
 		if d.Keyfile != "" {

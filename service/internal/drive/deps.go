@@ -38,6 +38,8 @@ type Source interface {
 type LUKS interface {
 	IsLuks(ctx context.Context, device string) (bool, error)
 	UUID(ctx context.Context, device string) (string, error)
+	// Fingerprint identifies the header by its UUID and volume-key digest (luks.Fingerprint).
+	Fingerprint(ctx context.Context, device string) (string, error)
 	TestKey(ctx context.Context, device string, key []byte, slot int) error
 	Open(ctx context.Context, device, name string, key []byte, slot int, readOnly bool) error
 	Close(ctx context.Context, name string, deferred bool) error
@@ -138,6 +140,9 @@ type Deps struct {
 	// permissions; errors wrap fs.ErrNotExist when the keyfile is missing. Nil means
 	// config.ReadKeyfile, which checks the opened file itself so it cannot be swapped.
 	ReadKeyfile func(path string) ([]byte, error)
+	// RecordFingerprint keeps a drive's fingerprint in the configuration file (taken at the
+	// first keyfile unlock of a drive registered without one). Nil: kept in memory only.
+	RecordFingerprint func(luksUUID, fingerprint string) error
 	// Logind defaults to no inhibitor and no sleep signal.
 	Logind Logind
 	// Mappings lists the active mapping names starting with "plugvault-" (restart

@@ -3,6 +3,8 @@ package drive_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -77,7 +79,18 @@ func (s *fakeSys) release(name string) {
 
 type fakeDevice struct {
 	uuid string
+	fp   string // its fingerprint (volume-key digest and UUID)
 	keys [][]byte
+}
+
+// genuineFP is the fingerprint of the real drive uuid; impostorFP that of a stick that only
+// copied its UUID.
+func genuineFP(uuid string) string  { return fakeFP("genuine " + uuid) }
+func impostorFP(uuid string) string { return fakeFP("impostor " + uuid) }
+
+func fakeFP(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return "v1:" + hex.EncodeToString(sum[:])
 }
 
 type fakeMapping struct {
@@ -103,11 +116,17 @@ func newFakeSys(t *testing.T) *fakeSys {
 	}
 }
 
-// insert makes devname a LUKS device that opens with any of keys.
+// insert makes devname the LUKS drive uuid, opening with any of keys.
 func (s *fakeSys) insert(devname, uuid string, keys ...[]byte) {
+	s.insertWithFP(devname, uuid, genuineFP(uuid), keys...)
+}
+
+// insertWithFP makes devname a LUKS device with UUID uuid and fingerprint fp that opens with
+// any of keys (an impostor: another fingerprint and its own keys).
+func (s *fakeSys) insertWithFP(devname, uuid, fp string, keys ...[]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.devices[devname] = &fakeDevice{uuid: uuid, keys: keys}
+	s.devices[devname] = &fakeDevice{uuid: uuid, fp: fp, keys: keys}
 }
 
 // block returns a gate on the nth (1-based) call of op.
@@ -229,6 +248,19 @@ func (s *fakeSys) UUID(ctx context.Context, device string) (string, error) {
 		return "", fmt.Errorf("cryptsetup: %s is not a LUKS device", device)
 	}
 	return d.uuid, nil
+}
+
+func (s *fakeSys) Fingerprint(ctx context.Context, device string) (string, error) {
+	if err := s.enter(ctx, "fingerprint", device); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.devices[device]
+	if !ok {
+		return "", fmt.Errorf("cryptsetup: %s is not a LUKS device", device)
+	}
+	return d.fp, nil
 }
 
 func (s *fakeSys) TestKey(ctx context.Context, device string, key []byte, slot int) error {

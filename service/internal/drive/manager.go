@@ -43,6 +43,10 @@ const (
 // Every other cause (cancel, eject, suspend, shutdown) lets it stop at a safe point first.
 var ErrRemoved = errors.New("the drive was removed")
 
+// errImpostor: a stick carries an enrolled drive's LUKS UUID but not its fingerprint, and the
+// drive's keyfile does not open it.
+var errImpostor = errors.New("the stick carries the drive's LUKS UUID but not its volume key")
+
 // Why an activity's context was cancelled (context.Cause).
 var (
 	errEjected    = fmt.Errorf("the drive is being ejected: %w", api.ErrCancelled)

@@ -49,6 +49,8 @@ type harness struct {
 	// after replaces Deps.After when set; by default the fake clock jumps over the wait.
 	after  func(time.Duration) <-chan time.Time
 	afters []time.Duration // every wait asked for, guarded by powerMu
+	// recorded lists the fingerprints the manager recorded (uuid + " " + fp), guarded by powerMu.
+	recorded []string
 
 	m       *drive.Manager
 	handled chan drive.Event
@@ -84,7 +86,7 @@ func (h *harness) addDrive(name, uuid string, key []byte) {
 		}
 	}
 	h.cfg.Drives = append(h.cfg.Drives, config.Drive{
-		Name: name, LuksUUID: uuid, Keyfile: kf, KeySlot: 1,
+		Name: name, LuksUUID: uuid, Fingerprint: genuineFP(uuid), Keyfile: kf, KeySlot: 1,
 		Sources: []string{"/home/u"}, Excludes: []string{"*.tmp"}, RunAs: "u",
 	})
 }
@@ -115,7 +117,13 @@ func (h *harness) start() {
 			}
 			return os.ReadFile(path)
 		},
-		Logind:   h.logind,
+		Logind: h.logind,
+		RecordFingerprint: func(uuid, fp string) error {
+			h.powerMu.Lock()
+			defer h.powerMu.Unlock()
+			h.recorded = append(h.recorded, uuid+" "+fp)
+			return nil
+		},
 		Mappings: h.sys.Mappings,
 		Hostname: func() (string, error) { return "testhost", nil },
 		After: func(d time.Duration) <-chan time.Time {

@@ -156,8 +156,16 @@ func (m *Manager) stopped(ctx context.Context, err error) error {
 	return err
 }
 
-// unlockWithKeyfile confirms the LUKS UUID and opens the mapping with the keyfile. A non-empty
-// problem (lower case, fit for the user) says why the keyfile cannot unlock the drive.
+// unlockWithKeyfile checks that the plugged stick is the drive and opens the mapping with the
+// keyfile. A non-empty problem (lower case, fit for the user) says why the keyfile cannot
+// unlock a stick that is the drive: only then may its passphrase be asked for.
+//
+// The LUKS UUID only picked the config entry; anyone can copy it. The stick is the drive when
+// its header carries the drive's fingerprint (its volume-key digest, recorded at enroll or
+// adopt) and it opens: cryptsetup checks the key against that very digest. A stick without the
+// fingerprint that the keyfile does not open is an impostor, refused without a prompt. One
+// that the keyfile opens holds the drive's key: its fingerprint is recorded (a drive
+// registered before fingerprints existed) or recorded anew (a re-encrypted drive).
 func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, readOnly bool) (problem string, err error) {
 	got, err := m.deps.LUKS.UUID(ctx, dv.DevName)
 	if err != nil {
@@ -170,22 +178,83 @@ func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, re
 			notIO:  true,
 		}
 	}
+	fp, err := m.deps.LUKS.Fingerprint(ctx, dv.DevName)
+	if err != nil {
+		return "", failf(err, "The drive's encryption header cannot be used: %v", err)
+	}
+	m.mu.Lock()
+	pinned := d.cfg.Fingerprint
+	m.mu.Unlock()
+	ours := pinned != "" && fp == pinned
+
 	path := d.cfg.KeyfilePath()
 	key, problem := m.readKeyfile(path)
 	if problem != "" {
 		m.log.Info("keyfile unusable", "drive", d.cfg.Name, "problem", problem)
+		if !ours {
+			return "", m.notTheDrive(d, dv, pinned, problem)
+		}
 		return problem, nil
 	}
 	defer clear(key)
 	err = m.open(ctx, d, dv, key, d.cfg.KeySlot, readOnly)
 	if errors.Is(err, api.ErrBadPassphrase) {
+		problem = fmt.Sprintf("the keyfile %s was not accepted by the drive", path)
+		if !ours {
+			return "", m.notTheDrive(d, dv, pinned, problem)
+		}
 		m.log.Warn("the drive refused the keyfile", "drive", d.cfg.Name, "keyfile", path)
-		return fmt.Sprintf("the keyfile %s was not accepted by the drive", path), nil
+		return problem, nil
 	}
 	if err != nil {
 		return "", failf(err, "The drive cannot be unlocked: %v", err)
 	}
+	if !ours {
+		m.recordFingerprint(d, pinned, fp)
+	}
 	return "", nil
+}
+
+// notTheDrive is the refusal of a stick that carries d's LUKS UUID but not its fingerprint,
+// and that the keyfile cannot open (problem says why). Nothing was mapped or mounted.
+func (m *Manager) notTheDrive(d *drive, dv device, pinned, problem string) error {
+	if pinned == "" {
+		m.log.Warn("cannot tell whether the stick is the drive: its fingerprint was never recorded and the keyfile cannot open it",
+			"drive", d.cfg.Name, "device", dv.DevName, "serial", dv.Serial, "model", dv.Model, "vendor", dv.Vendor, "problem", problem)
+		return &userError{
+			reason: d.cfg.Name + "'s identity has not been recorded yet, so a passphrase cannot prove that this stick is the drive (" + problem +
+				") — plug it in once with its keyfile, or register it again with plugvault adopt",
+			err:   fmt.Errorf("cannot unlock %s: no fingerprint recorded and %s", d.cfg.Name, problem),
+			notIO: true,
+		}
+	}
+	m.log.Warn("impostor stick: it carries the drive's LUKS UUID but not its volume key; refused",
+		"drive", d.cfg.Name, "device", dv.DevName, "serial", dv.Serial, "model", dv.Model, "vendor", dv.Vendor, "problem", problem)
+	return &userError{
+		reason: "This stick claims to be " + d.cfg.Name + " but is not: its encryption header is not the drive's and the drive's keyfile does not open it; it was left alone",
+		err:    fmt.Errorf("cannot unlock %s: %w", d.cfg.Name, errImpostor),
+		notIO:  true,
+	}
+}
+
+// recordFingerprint keeps fp, the fingerprint of a stick the keyfile has just opened, as d's
+// (in memory and, through Deps.RecordFingerprint, in the configuration file).
+func (m *Manager) recordFingerprint(d *drive, pinned, fp string) {
+	if pinned == "" {
+		m.log.Info("recording the drive's fingerprint", "drive", d.cfg.Name, "fingerprint", fp)
+	} else {
+		m.log.Warn("the drive's volume key changed (re-encrypted?); its keyfile opens it, so its new fingerprint is recorded",
+			"drive", d.cfg.Name, "old", pinned, "fingerprint", fp)
+	}
+	m.mu.Lock()
+	d.cfg.Fingerprint = fp
+	m.mu.Unlock()
+	if m.deps.RecordFingerprint == nil {
+		return
+	}
+	if err := m.deps.RecordFingerprint(d.uuid, fp); err != nil {
+		m.log.Error("cannot record the drive's fingerprint in the configuration; it is kept until the service restarts", "drive", d.cfg.Name, "err", err)
+	}
 }
 
 // readKeyfile reads d's key through the ReadKeyfile dependency and turns a refusal into the
