@@ -37,6 +37,8 @@ type LUKS interface {
 	KillSlot(ctx context.Context, device string, slot int, authKey []byte) error
 	TestKey(ctx context.Context, device string, key []byte, slot int) error
 	UUID(ctx context.Context, device string) (string, error)
+	// Fingerprint identifies the drive by its UUID and volume-key digest (luks.Fingerprint).
+	Fingerprint(ctx context.Context, device string) (string, error)
 	Open(ctx context.Context, device, name string, key []byte, slot int, readOnly bool) error
 	Close(ctx context.Context, name string, deferred bool) error
 }
@@ -343,7 +345,14 @@ func newDrive(name, uuid string, slot int, caller daemon.Caller) config.Drive {
 	return d
 }
 
-func (e *Enroller) register(u *undoStack, d config.Drive) error {
+// The drive's fingerprint is taken from device now, after its key was proven: from then on
+// only a stick with this volume key is the drive.
+func (e *Enroller) register(ctx context.Context, u *undoStack, device string, d config.Drive) error {
+	fp, err := e.d.LUKS.Fingerprint(ctx, device)
+	if err != nil {
+		return fmt.Errorf("cannot record the drive's fingerprint: %w", err)
+	}
+	d.Fingerprint = fp
 	if err := e.d.AppendDrive(e.d.ConfigPath, d); err != nil {
 		return fmt.Errorf("cannot add the drive to %s: %w", e.d.ConfigPath, err)
 	}
@@ -473,7 +482,7 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid s
 			}
 		}
 	}
-	if err := e.register(&u, newDrive(name, uuid, slot, req.Caller)); err != nil {
+	if err := e.register(ctx, &u, dev.Path, newDrive(name, uuid, slot, req.Caller)); err != nil {
 		return formatted(err)
 	}
 	e.replayEvent(ctx, dev.Path, udevadm)
@@ -619,7 +628,7 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
 		return fail(err)
 	}
-	if err := e.register(&u, newDrive(name, uuid, slot, req.Caller)); err != nil {
+	if err := e.register(ctx, &u, dev.Path, newDrive(name, uuid, slot, req.Caller)); err != nil {
 		return fail(err)
 	}
 	e.replayEvent(ctx, dev.Path, udevadm)

@@ -96,6 +96,7 @@ func TestEnroll(t *testing.T) {
 		"AddKey[/dev/sdb 64 true]",
 		"Open[/dev/sdb plugvault-" + testUUID + " 1 false]",
 		"Close[plugvault-" + testUUID + " false]",
+		"Fingerprint[/dev/sdb]", // recorded with the drive
 	}
 	if !slices.Equal(h.luks.calls, wantCalls) {
 		t.Errorf("LUKS calls\n%q\nwant\n%q", h.luks.calls, wantCalls)
@@ -135,7 +136,7 @@ SUBSYSTEM=="block", ENV{DM_NAME}=="plugvault-5e1f0c3a-8b2d-4c6e-9f10-a1b2c3d4e5f
 		t.Errorf("udev rule\n%s\nwant\n%s", rule, wantRule)
 	}
 	assertMode(t, h.rulePath(), 0o644)
-	want := config.Drive{Name: "blue", LuksUUID: testUUID, KeySlot: 1}
+	want := config.Drive{Name: "blue", LuksUUID: testUUID, Fingerprint: fakeFingerprint, KeySlot: 1}
 	if len(h.cfg.drives) != 1 || !driveEqual(h.cfg.drives[0], want) || !driveEqual(h.reg.drives[testUUID], want) {
 		t.Errorf("config %+v, registry %+v; want %+v", h.cfg.drives, h.reg.drives, want)
 	}
@@ -353,7 +354,7 @@ func TestAdopt(t *testing.T) {
 				}
 				assertMode(t, h.keyPath(), 0o400)
 			}
-			want := config.Drive{Name: "hand", LuksUUID: testUUID, KeySlot: tc.wantSlot}
+			want := config.Drive{Name: "hand", LuksUUID: testUUID, Fingerprint: fakeFingerprint, KeySlot: tc.wantSlot}
 			if len(h.cfg.drives) != 1 || !driveEqual(h.cfg.drives[0], want) || !driveEqual(h.reg.drives[testUUID], want) {
 				t.Errorf("config %+v registry %+v; want %+v", h.cfg.drives, h.reg.drives, want)
 			}

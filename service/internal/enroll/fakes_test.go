@@ -123,6 +123,16 @@ func (f *fakeLUKS) UUID(ctx context.Context, device string) (string, error) {
 	return f.uuid, nil
 }
 
+func (f *fakeLUKS) Fingerprint(ctx context.Context, device string) (string, error) {
+	if err := f.record("Fingerprint", device); err != nil {
+		return "", err
+	}
+	return fakeFingerprint, nil
+}
+
+// fakeFingerprint is what the fake's Fingerprint reports for its one device.
+var fakeFingerprint = "v1:" + strings.Repeat("f", 64)
+
 func (f *fakeLUKS) Open(ctx context.Context, device, name string, key []byte, slot int, readOnly bool) error {
 	if err := f.record("Open", device, name, slot, readOnly); err != nil {
 		return err
