@@ -38,6 +38,8 @@ var stickPlans = []StickPlan{
 	{Spec: StickSpec{Name: "tutorial", Tutorial: true}},                          // TestAdopt: adopt as is
 	{Spec: StickSpec{Name: "tutorial-fast", Tutorial: true}},                     // TestAdopt: adopt --add-keyfile-slot
 	{Spec: StickSpec{Name: "mounted", Plain: true, FS: "ext4"}},                  // TestEnrollRefusals: mounted in the guest
+	{Spec: StickSpec{Name: "trusted"}, Enrolled: true, Key: true},                // TestImpostor: the real drive
+	{Spec: StickSpec{Name: "impostor", Blank: true}},                             // TestImpostor: formatted in the guest with trusted's UUID
 }
 
 var (

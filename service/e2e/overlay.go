@@ -141,6 +141,9 @@ func writeConfig(overlay string, drives []ConfDrive) error {
 	for _, d := range drives {
 		fmt.Fprintf(&b, "\n[[drive]]\nname = %q\nluks_uuid = %q\nkey_slot = 0\nsources = [%q]\nrun_as = \"alice\"\n",
 			d.Stick.Name, d.Stick.UUID, SourceDir)
+		if d.Stick.Fingerprint != "" {
+			fmt.Fprintf(&b, "fingerprint = %q\n", d.Stick.Fingerprint)
+		}
 		if d.InstallKey {
 			if err := os.WriteFile(filepath.Join(keys, d.Stick.UUID+".key"), d.Stick.Key, 0o400); err != nil {
 				return err

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/plugvault/plugvault/service/internal/luks"
 )
 
 // StickSize is the size of a test stick (a sparse file on the host).
@@ -39,15 +41,17 @@ type StickSpec struct {
 
 // Stick is a test stick: an image file the VM can plug as a USB mass-storage device.
 type Stick struct {
-	Name       string
-	Path       string
-	Serial     string
-	FS         string
-	Label      string
-	LUKS       bool
-	UUID       string // LUKS UUID (or filesystem UUID of a plain stick)
-	Key        []byte // the keyfile slot's key (slot 0, PBKDF2 1000 iterations; Tutorial: slot 1, argon2id)
-	Passphrase []byte // the passphrase slot's secret (slot 1, argon2id 32 MiB)
+	Name   string
+	Path   string
+	Serial string
+	FS     string
+	Label  string
+	LUKS   bool
+	UUID   string // LUKS UUID (or filesystem UUID of a plain stick)
+	// Fingerprint is the LUKS stick's identity as plugvault records it (luks.Fingerprint).
+	Fingerprint string
+	Key         []byte // the keyfile slot's key (slot 0, PBKDF2 1000 iterations; Tutorial: slot 1, argon2id)
+	Passphrase  []byte // the passphrase slot's secret (slot 1, argon2id 32 MiB)
 
 	node, dev string // QMP names while plugged
 }
@@ -142,7 +146,23 @@ func MakeStick(dir string, spec StickSpec) (*Stick, error) {
 		return nil, err
 	}
 	s.UUID = strings.TrimSpace(out)
+	if s.Fingerprint, err = fingerprint(s.Path, s.UUID); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// fingerprint computes what plugvault records as the identity of the LUKS image at path.
+func fingerprint(path, uuid string) (string, error) {
+	out, err := run(nil, "cryptsetup", "luksDump", "--dump-json-metadata", path)
+	if err != nil {
+		return "", err
+	}
+	h, err := luks.ParseDump([]byte(out))
+	if err != nil {
+		return "", err
+	}
+	return luks.Fingerprint(uuid, h)
 }
 
 // makeTutorialStick formats s like the classic tutorial: cryptsetup luksFormat with a

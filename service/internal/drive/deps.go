@@ -37,9 +37,9 @@ type Source interface {
 // wrap api.ErrBadPassphrase when the key is wrong and api.ErrBusy when the mapping exists.
 type LUKS interface {
 	IsLuks(ctx context.Context, device string) (bool, error)
-	UUID(ctx context.Context, device string) (string, error)
-	// Fingerprint identifies the header by its UUID and volume-key digest (luks.Fingerprint).
-	Fingerprint(ctx context.Context, device string) (string, error)
+	// Identify returns the header's LUKS UUID and its fingerprint (the UUID and volume-key
+	// digest: luks.Fingerprint).
+	Identify(ctx context.Context, device string) (uuid, fingerprint string, err error)
 	TestKey(ctx context.Context, device string, key []byte, slot int) error
 	Open(ctx context.Context, device, name string, key []byte, slot int, readOnly bool) error
 	Close(ctx context.Context, name string, deferred bool) error

@@ -237,30 +237,17 @@ func (s *fakeSys) IsLuks(ctx context.Context, device string) (bool, error) {
 	return ok, nil
 }
 
-func (s *fakeSys) UUID(ctx context.Context, device string) (string, error) {
+func (s *fakeSys) Identify(ctx context.Context, device string) (uuid, fp string, err error) {
 	if err := s.enter(ctx, "uuid", device); err != nil {
-		return "", err
+		return "", "", err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.devices[device]
 	if !ok {
-		return "", fmt.Errorf("cryptsetup: %s is not a LUKS device", device)
+		return "", "", fmt.Errorf("cryptsetup: %s is not a LUKS device", device)
 	}
-	return d.uuid, nil
-}
-
-func (s *fakeSys) Fingerprint(ctx context.Context, device string) (string, error) {
-	if err := s.enter(ctx, "fingerprint", device); err != nil {
-		return "", err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	d, ok := s.devices[device]
-	if !ok {
-		return "", fmt.Errorf("cryptsetup: %s is not a LUKS device", device)
-	}
-	return d.fp, nil
+	return d.uuid, d.fp, nil
 }
 
 func (s *fakeSys) TestKey(ctx context.Context, device string, key []byte, slot int) error {

@@ -167,7 +167,7 @@ func (m *Manager) stopped(ctx context.Context, err error) error {
 // that the keyfile opens holds the drive's key: its fingerprint is recorded (a drive
 // registered before fingerprints existed) or recorded anew (a re-encrypted drive).
 func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, readOnly bool) (problem string, err error) {
-	got, err := m.deps.LUKS.UUID(ctx, dv.DevName)
+	got, fp, err := m.deps.LUKS.Identify(ctx, dv.DevName)
 	if err != nil {
 		return "", failf(err, "The drive's encryption header cannot be read: %v", err)
 	}
@@ -177,10 +177,6 @@ func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, re
 			err:    fmt.Errorf("cannot unlock %s: %s has LUKS UUID %s", d.cfg.Name, dv.DevName, got),
 			notIO:  true,
 		}
-	}
-	fp, err := m.deps.LUKS.Fingerprint(ctx, dv.DevName)
-	if err != nil {
-		return "", failf(err, "The drive's encryption header cannot be used: %v", err)
 	}
 	m.mu.Lock()
 	pinned := d.cfg.Fingerprint

@@ -37,8 +37,9 @@ type LUKS interface {
 	KillSlot(ctx context.Context, device string, slot int, authKey []byte) error
 	TestKey(ctx context.Context, device string, key []byte, slot int) error
 	UUID(ctx context.Context, device string) (string, error)
-	// Fingerprint identifies the drive by its UUID and volume-key digest (luks.Fingerprint).
-	Fingerprint(ctx context.Context, device string) (string, error)
+	// Identify returns the header's UUID and its fingerprint (UUID and volume-key digest:
+	// luks.Fingerprint).
+	Identify(ctx context.Context, device string) (uuid, fingerprint string, err error)
 	Open(ctx context.Context, device, name string, key []byte, slot int, readOnly bool) error
 	Close(ctx context.Context, name string, deferred bool) error
 }
@@ -348,9 +349,12 @@ func newDrive(name, uuid string, slot int, caller daemon.Caller) config.Drive {
 // The drive's fingerprint is taken from device now, after its key was proven: from then on
 // only a stick with this volume key is the drive.
 func (e *Enroller) register(ctx context.Context, u *undoStack, device string, d config.Drive) error {
-	fp, err := e.d.LUKS.Fingerprint(ctx, device)
+	uuid, fp, err := e.d.LUKS.Identify(ctx, device)
 	if err != nil {
 		return fmt.Errorf("cannot record the drive's fingerprint: %w", err)
+	}
+	if uuid != d.LuksUUID {
+		return fmt.Errorf("cannot record the drive's fingerprint: %s now has LUKS UUID %s, not %s", device, uuid, d.LuksUUID)
 	}
 	d.Fingerprint = fp
 	if err := e.d.AppendDrive(e.d.ConfigPath, d); err != nil {

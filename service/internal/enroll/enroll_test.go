@@ -96,7 +96,7 @@ func TestEnroll(t *testing.T) {
 		"AddKey[/dev/sdb 64 true]",
 		"Open[/dev/sdb plugvault-" + testUUID + " 1 false]",
 		"Close[plugvault-" + testUUID + " false]",
-		"Fingerprint[/dev/sdb]", // recorded with the drive
+		"Identify[/dev/sdb]", // its fingerprint is recorded with the drive
 	}
 	if !slices.Equal(h.luks.calls, wantCalls) {
 		t.Errorf("LUKS calls\n%q\nwant\n%q", h.luks.calls, wantCalls)

@@ -123,14 +123,14 @@ func (f *fakeLUKS) UUID(ctx context.Context, device string) (string, error) {
 	return f.uuid, nil
 }
 
-func (f *fakeLUKS) Fingerprint(ctx context.Context, device string) (string, error) {
-	if err := f.record("Fingerprint", device); err != nil {
-		return "", err
+func (f *fakeLUKS) Identify(ctx context.Context, device string) (uuid, fp string, err error) {
+	if err := f.record("Identify", device); err != nil {
+		return "", "", err
 	}
-	return fakeFingerprint, nil
+	return f.uuid, fakeFingerprint, nil
 }
 
-// fakeFingerprint is what the fake's Fingerprint reports for its one device.
+// fakeFingerprint is what the fake's Identify reports for its one device.
 var fakeFingerprint = "v1:" + strings.Repeat("f", 64)
 
 func (f *fakeLUKS) Open(ctx context.Context, device, name string, key []byte, slot int, readOnly bool) error {

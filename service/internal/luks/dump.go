@@ -40,6 +40,15 @@ func (h Header) SlotNumbers() []int {
 	return s
 }
 
+// ParseDump reads what `cryptsetup luksDump` prints: the JSON metadata of a LUKS2 header
+// (--dump-json-metadata) or the text dump of a LUKS1 header.
+func ParseDump(b []byte) (Header, error) {
+	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '{' {
+		return parseJSONDump(b)
+	}
+	return parseTextDump(b)
+}
+
 // parseJSONDump reads luksDump --dump-json-metadata (LUKS2). Numbers that can exceed 2^53 are
 // JSON strings in LUKS2 (offsets, sizes); the ones read here are plain numbers.
 func parseJSONDump(b []byte) (Header, error) {

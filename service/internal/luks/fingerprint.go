@@ -60,16 +60,16 @@ func Fingerprint(uuid string, h Header) (string, error) {
 	return fingerprintVersion + ":" + hex.EncodeToString(sum[:]), nil
 }
 
-// Fingerprint reads device's LUKS UUID and header and returns its fingerprint (see the
-// package function Fingerprint).
-func (c *Cryptsetup) Fingerprint(ctx context.Context, device string) (string, error) {
-	uuid, err := c.UUID(ctx, device)
-	if err != nil {
-		return "", err
+// Identify reads device's LUKS UUID and header and returns both the UUID and the header's
+// fingerprint (see the package function Fingerprint).
+func (c *Cryptsetup) Identify(ctx context.Context, device string) (uuid, fingerprint string, err error) {
+	if uuid, err = c.UUID(ctx, device); err != nil {
+		return "", "", err
 	}
 	h, err := c.Dump(ctx, device)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	return Fingerprint(uuid, h)
+	fingerprint, err = Fingerprint(uuid, h)
+	return uuid, fingerprint, err
 }

@@ -126,9 +126,12 @@ func TestRealFingerprint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp, err := c.Fingerprint(ctx, ours)
+	gotUUID, fp, err := c.Identify(ctx, ours)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if gotUUID != uuid {
+		t.Errorf("Identify: UUID %q, want %q", gotUUID, uuid)
 	}
 	if !FingerprintRE.MatchString(fp) {
 		t.Fatalf("fingerprint %q", fp)
@@ -136,7 +139,7 @@ func TestRealFingerprint(t *testing.T) {
 	if _, err := c.AddKey(ctx, ours, []byte("ours"), []byte("another key"), true); err != nil {
 		t.Fatal(err)
 	}
-	if fp2, err := c.Fingerprint(ctx, ours); err != nil || fp2 != fp {
+	if _, fp2, err := c.Identify(ctx, ours); err != nil || fp2 != fp {
 		t.Errorf("after luksAddKey: %q, %v; want %q", fp2, err, fp)
 	}
 
@@ -150,7 +153,7 @@ func TestRealFingerprint(t *testing.T) {
 		if got, err := c.UUID(ctx, fake); err != nil || got != uuid {
 			t.Fatalf("%s impostor UUID %q, %v; want %q", typ, got, err, uuid)
 		}
-		fp2, err := c.Fingerprint(ctx, fake)
+		_, fp2, err := c.Identify(ctx, fake)
 		if err != nil {
 			t.Fatalf("%s: %v", typ, err)
 		}
