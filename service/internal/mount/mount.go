@@ -1,6 +1,8 @@
 package mount
 
 import (
+	"github.com/plugvault/plugvault/service/internal/config"
+
 	"context"
 	"errors"
 	"fmt"
@@ -123,27 +125,12 @@ func checkSource(source string) error {
 	return nil
 }
 
-// allowedTypes are the filesystems plugvault backs up to.
-var allowedTypes = map[string]bool{"btrfs": true, "ext4": true, "xfs": true}
-
-// allowedOptions are the extra mount options an admin may configure, per filesystem type.
-// Everything that could weaken the fixed flags (suid, dev, exec, user_xattr games, subvol
-// selection, device= for btrfs) is absent on purpose.
-var allowedOptions = map[string]*regexp.Regexp{
-	"btrfs": regexp.MustCompile(`^(compress(-force)?=(zstd(:([1-9]|1[0-5]))?|lzo|zlib(:[1-9])?|no)|autodefrag|noautodefrag|discard(=async|=sync)?|nodiscard|ssd|nossd|commit=[1-9][0-9]{0,3}|space_cache=v2|flushoncommit|noflushoncommit)$`),
-	"ext4":  regexp.MustCompile(`^(discard|nodiscard|commit=[1-9][0-9]{0,3}|errors=(remount-ro|continue)|data=(ordered|journal)|journal_checksum|auto_da_alloc|noauto_da_alloc)$`),
-	"xfs":   regexp.MustCompile(`^(discard|nodiscard|inode64|largeio|nolargeio)$`),
-}
-
-// mountData validates fstype and the extra options and returns the data string for mount(2).
+// mountData validates fstype and the extra options against the one allow-list that
+// config.toml is checked against too (config.CheckMountOptions), and returns the data string
+// for mount(2).
 func mountData(fstype string, extra []string) (string, error) {
-	if !allowedTypes[fstype] {
-		return "", fmt.Errorf("cannot mount filesystem type %q: want btrfs, ext4 or xfs", fstype)
-	}
-	for _, o := range extra {
-		if !allowedOptions[fstype].MatchString(o) {
-			return "", fmt.Errorf("cannot use mount option %q for %s: not on the allow-list", o, fstype)
-		}
+	if err := config.CheckMountOptions(fstype, extra); err != nil {
+		return "", err
 	}
 	return strings.Join(extra, ","), nil
 }

@@ -19,8 +19,8 @@ func TestMountData(t *testing.T) {
 		want  string
 	}{
 		{"btrfs", nil, ""},
-		{"btrfs", []string{"compress=zstd:3", "space_cache=v2"}, "compress=zstd:3,space_cache=v2"},
-		{"ext4", []string{"errors=remount-ro", "commit=30"}, "errors=remount-ro,commit=30"},
+		{"btrfs", []string{"compress=zstd:3", "ssd_spread"}, "compress=zstd:3,ssd_spread"},
+		{"ext4", []string{"data=journal", "commit=30"}, "data=journal,commit=30"},
 		{"xfs", []string{"discard"}, "discard"},
 	} {
 		got, err := mountData(ok.fs, ok.extra)
@@ -36,7 +36,7 @@ func TestMountData(t *testing.T) {
 		{"btrfs", []string{"suid"}}, {"btrfs", []string{"exec"}}, {"btrfs", []string{"dev"}},
 		{"btrfs", []string{"subvol=/etc"}}, {"btrfs", []string{"device=/dev/sda"}},
 		{"ext4", []string{"compress=zstd"}}, {"ext4", []string{"commit=30,suid"}},
-		{"ext4", []string{"errors=panic"}}, {"xfs", []string{""}},
+		{"ext4", []string{"errors=panic"}}, {"xfs", []string{""}}, {"btrfs", []string{"space_cache=v2"}},
 	} {
 		if _, err := mountData(bad.fs, bad.extra); err == nil {
 			t.Errorf("mountData(%q, %q) accepted", bad.fs, bad.extra)
