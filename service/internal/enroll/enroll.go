@@ -459,11 +459,12 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (daemon
 	if err := e.makeFilesystem(ctx, dev.Path, uuid, key, slot, mkfs, fstype, label); err != nil {
 		return formatted(err)
 	}
+	// The header backup and the fingerprint are read from the device: still ours?
+	if err := e.d.System.same(dev); err != nil {
+		return formatted(err)
+	}
 	var header []byte
 	if req.HeaderBackup {
-		if err := e.d.System.same(dev); err != nil {
-			return formatted(err)
-		}
 		if header, err = e.headerBackup(ctx, cryptsetup, dev.Path); err != nil {
 			return formatted(err)
 		}
@@ -616,6 +617,10 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 		}
 	}
 	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
+		return fail(err)
+	}
+	// The fingerprint is read from the device: still the one checked?
+	if err := e.d.System.same(dev); err != nil {
 		return fail(err)
 	}
 	if err := e.register(ctx, &u, dev.Path, newDrive(name, uuid, slot, req.Caller)); err != nil {
