@@ -136,11 +136,11 @@ func (c *Client) DriveStatus(ctx context.Context, drive dbus.ObjectPath) (DriveS
 	return st, err
 }
 
-// Enroll formats device as a new backup drive (destroying its contents).
-func (c *Client) Enroll(ctx context.Context, device string, passphrase []byte, opts Options) (dbus.ObjectPath, error) {
-	var drive dbus.ObjectPath
-	err := c.call(ctx, ManagerPath, ManagerInterface, MethodEnroll, []any{&drive}, device, passphrase, c.options(opts))
-	return drive, err
+// Enroll formats device as a new backup drive (destroying its contents). headerBackup is the
+// LUKS header backup when opts set OptHeaderBackup, else empty; storing it is the caller's job.
+func (c *Client) Enroll(ctx context.Context, device string, passphrase []byte, opts Options) (drive dbus.ObjectPath, headerBackup []byte, err error) {
+	err = c.call(ctx, ManagerPath, ManagerInterface, MethodEnroll, []any{&drive, &headerBackup}, device, passphrase, c.options(opts))
+	return drive, headerBackup, err
 }
 
 // Adopt registers a LUKS device that was prepared by hand.

@@ -76,7 +76,7 @@ const (
 	OptName               = "name"                     // s, Enroll, Adopt
 	OptLabel              = "label"                    // s, Enroll
 	OptFilesystem         = "filesystem"               // s, Enroll
-	OptHeaderBackup       = "header_backup"            // s, Enroll
+	OptHeaderBackup       = "header_backup"            // b, Enroll
 	OptSecretIsPassphrase = "secret_is_passphrase"     // b, Adopt
 	OptAddKeyfileSlot     = "add_keyfile_slot"         // b, Adopt
 	OptRemoveKeyslot      = "remove_keyslot"           // b, Forget

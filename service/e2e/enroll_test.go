@@ -230,7 +230,11 @@ func TestEnroll(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res := runCLI(t, ctx, env, AliceUID, []byte(enrollPass), "enroll", dev, "--yes", "--passphrase-stdin", "--name", enrolledName)
+		// alice asks for a header backup: the CLI writes it as her, plugvaultd only returns it.
+		headerFile := "/tmp/" + enrolledName + ".luksheader"
+		t.Cleanup(func() { env.VM.Exec(context.Background(), "rm", "-f", headerFile) })
+		res := runCLI(t, ctx, env, AliceUID, []byte(enrollPass), "enroll", dev, "--yes", "--passphrase-stdin", "--name", enrolledName,
+			"--header-backup", headerFile)
 		tl.Add(fmt.Sprintf("alice: plugvault enroll %s exit %d (%.1fs)", dev, res.Exit, res.Took.Seconds()), time.Now())
 		if res.Exit != 0 {
 			t.Fatalf("plugvault enroll: exit %d\nstdout: %s\nstderr: %s", res.Exit, res.Stdout, res.Stderr)
@@ -243,6 +247,22 @@ func TestEnroll(t *testing.T) {
 		s.UUID, s.LUKS, s.FS = strings.TrimSpace(out), true, "btrfs"
 		if !strings.Contains(res.Stdout, drivePath(s)) {
 			t.Errorf("enroll's output does not name the new drive %s: %q", drivePath(s), res.Stdout)
+		}
+
+		// The header backup: alice's own file, 0600, the new drive's LUKS header (its UUID,
+		// byte for byte the stick's header area).
+		if out, err := env.VM.Exec(ctx, "stat", "-c", "%F %a %U:%G %s", headerFile); err != nil {
+			t.Errorf("no header backup %s: %v", headerFile, err)
+		} else if f := strings.Fields(out); len(f) != 5 || strings.Join(f[:4], " ") != "regular file 600 alice:alice" {
+			t.Errorf("the header backup is %q, want a regular file, 600, alice's", strings.TrimSpace(out))
+		} else {
+			if out, err := env.VM.Exec(ctx, "cryptsetup", "luksUUID", headerFile); err != nil || strings.TrimSpace(out) != s.UUID {
+				t.Errorf("cryptsetup luksUUID of the header backup: %q %v, want %s", strings.TrimSpace(out), err, s.UUID)
+			}
+			if _, err := env.VM.Shell(ctx, "head -c "+f[4]+" "+dev+" | cmp - "+headerFile); err != nil {
+				t.Errorf("the header backup (%s bytes) is not the stick's header area: %v", f[4], err)
+			}
+			tl.Note("header backup %s: %s bytes, alice's, 0600, the stick's LUKS header", headerFile, f[4])
 		}
 
 		// The Drive object: DriveAdded, and ListDrives has it.

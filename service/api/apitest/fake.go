@@ -21,6 +21,10 @@ type Call struct {
 	Interactive bool   // the caller allowed interactive authorization
 }
 
+// FakeHeaderBackup is what the fakes return for Enroll's header backup when the
+// header_backup option is true (a real one is a LUKS header, 16 MiB by default).
+var FakeHeaderBackup = []byte("LUKS\xba\xbe fake header backup")
+
 // FakeService stands for plugvaultd in client tests: it owns org.plugvault.PlugVault1 on a
 // private bus, serves the contract's objects with the real introspection XML, records every
 // call, answers with scripted errors, and lets the test change drive properties (which emits
@@ -166,7 +170,9 @@ func (f *FakeService) FailNext(method string, err error) {
 }
 
 // SetResult sets the return values of a method that returns something (ListSnapshots: a
-// []api.Snapshot; Browse: a string; Verify: uint64 and []string; Enroll/Adopt: an ObjectPath).
+// []api.Snapshot; Browse: a string; Verify: uint64 and []string; Enroll: an ObjectPath and
+// the header backup []byte (default: FakeHeaderBackup when the header_backup option is true);
+// Adopt: an ObjectPath).
 func (f *FakeService) SetResult(method string, values ...any) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -217,11 +223,16 @@ func (f *FakeService) managerMethods() map[string]any {
 			defer f.mu.Unlock()
 			return f.drivePathsLocked(), nil
 		},
-		api.MethodEnroll: func(msg dbus.Message, device string, pass []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
+		api.MethodEnroll: func(msg dbus.Message, device string, pass []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, []byte, *dbus.Error) {
 			if err := f.record(p, api.MethodEnroll, msg, device, append([]byte(nil), pass...), opts); err != nil {
-				return "", err
+				return "", nil, err
 			}
-			return f.result(api.MethodEnroll, 0, api.DrivePath("enrolled")).(dbus.ObjectPath), nil
+			var header []byte
+			if v, ok := opts[api.OptHeaderBackup]; ok && v.Value() == true {
+				header = FakeHeaderBackup
+			}
+			return f.result(api.MethodEnroll, 0, api.DrivePath("enrolled")).(dbus.ObjectPath),
+				f.result(api.MethodEnroll, 1, header).([]byte), nil
 		},
 		api.MethodAdopt: func(msg dbus.Message, device string, secret []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
 			if err := f.record(p, api.MethodAdopt, msg, device, append([]byte(nil), secret...), opts); err != nil {

@@ -30,6 +30,15 @@ func runEnroll(ctx context.Context, a *app, args []string) error {
 	default:
 		return usagef("--filesystem must be btrfs or ext4, not %q", a.o.filesystem)
 	}
+	var headerPath string
+	if a.o.headerBackup != "" {
+		if headerPath, err = filepath.Abs(a.o.headerBackup); err != nil {
+			return fmt.Errorf("cannot resolve %s: %w", a.o.headerBackup, err)
+		}
+		if err := checkNewHeaderFile(headerPath); err != nil {
+			return err
+		}
+	}
 	name := filepath.Base(dev)
 	info, err := a.readDiskInfo(name)
 	if err != nil {
@@ -69,21 +78,33 @@ func runEnroll(ctx context.Context, a *app, args []string) error {
 	if a.o.filesystem != "" {
 		o[api.OptFilesystem] = a.o.filesystem
 	}
-	if a.o.headerBackup != "" {
-		hb, err := filepath.Abs(a.o.headerBackup)
-		if err != nil {
-			return fmt.Errorf("cannot resolve %s: %w", a.o.headerBackup, err)
+	var hf *headerFile
+	if headerPath != "" {
+		o[api.OptHeaderBackup] = true
+		if hf, err = createHeaderFile(headerPath); err != nil {
+			return err
 		}
-		o[api.OptHeaderBackup] = hb
 	}
 	if !a.o.json {
 		fmt.Fprintf(a.stderr, "Formatting %s; this takes a minute…\n", dev)
 	}
 	lctx, cancel := a.longCtx(ctx)
 	defer cancel()
-	path, err := a.client.Enroll(lctx, dev, pass, a.options(o))
+	path, header, err := a.client.Enroll(lctx, dev, pass, a.options(o))
 	if err != nil {
+		if hf != nil {
+			hf.discard()
+		}
 		return callErr(err, "cannot enroll %s", dev)
+	}
+	if hf != nil {
+		if err := hf.commit(header); err != nil {
+			// The drive is enrolled all the same; say so, and how to make the backup.
+			return fmt.Errorf("%w (%s is enrolled as a backup drive all the same, %s; make a header backup with: sudo cryptsetup luksHeaderBackup %s --header-backup-file FILE)", err, dev, path, dev)
+		}
+		if !a.o.json {
+			fmt.Fprintf(a.stderr, "The LUKS header backup is in %s; keep it somewhere safe.\n", headerPath)
+		}
 	}
 	if a.o.json {
 		return a.printJSON(driveDoc{Drive: string(path)})

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 func TestEnrollScripted(t *testing.T) {
@@ -23,7 +28,7 @@ func TestEnrollScripted(t *testing.T) {
 	if c.Args[0] != dev || string(c.Args[1].([]byte)) != "pass phrase" || c.Interactive {
 		t.Errorf("Enroll call %v (interactive %v)", c, c.Interactive)
 	}
-	want := map[string]any{api.OptName: "blue", api.OptLabel: "BLUE", api.OptFilesystem: "ext4", api.OptHeaderBackup: hb, api.OptNoUserInteraction: true}
+	want := map[string]any{api.OptName: "blue", api.OptLabel: "BLUE", api.OptFilesystem: "ext4", api.OptHeaderBackup: true, api.OptNoUserInteraction: true}
 	got := callOpts(t, c)
 	for k, v := range want {
 		if got[k] != v {
@@ -36,6 +41,13 @@ func TestEnrollScripted(t *testing.T) {
 	var doc driveDoc
 	if json.Unmarshal([]byte(out), &doc) != nil || doc.Drive != string(api.DrivePath("enrolled")) {
 		t.Errorf("enroll --json = %q", out)
+	}
+	// The CLI stores the header backup that came back, in a new file of its own.
+	if b, err := os.ReadFile(hb); err != nil || !bytes.Equal(b, apitest.FakeHeaderBackup) {
+		t.Errorf("header backup file holds %q, %v; want %q", b, err, apitest.FakeHeaderBackup)
+	}
+	if fi, err := os.Lstat(hb); err != nil || fi.Mode() != 0o600 || int(fi.Sys().(*syscall.Stat_t).Uid) != os.Getuid() {
+		t.Errorf("header backup file %v, %v; want a regular file of ours, 0600", fi, err)
 	}
 	// What will be destroyed, read from sysfs and the udev database.
 	for _, s := range []string{"DESTROYS everything on " + dev, "SanDisk Ultra", "serial 4C530001", "28.6 GiB", "USB", "removable",
@@ -269,5 +281,64 @@ func TestAdoptAsksAboutAFastSlotOnTerminal(t *testing.T) {
 		if c := e.lastCall(api.MethodAdopt); callOpts(t, c)[api.OptAddKeyfileSlot] != tc.want || !c.Interactive {
 			t.Errorf("answer %q: options %v interactive=%v", tc.answer, callOpts(t, c), c.Interactive)
 		}
+	}
+}
+
+// --header-backup never touches what is already there: an existing file, a symlink to one or
+// a dangling symlink is refused before the daemon is called, and stays as it was. When
+// Enroll fails, the file the CLI created is removed again.
+func TestEnrollHeaderBackupFile(t *testing.T) {
+	e := newEnv(t)
+	dev := e.addFakeDisk("sdz", true, "usb")
+	dir := t.TempDir()
+	existing := filepath.Join(dir, "existing")
+	if err := os.WriteFile(existing, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	toExisting := filepath.Join(dir, "to-existing")
+	dangling := filepath.Join(dir, "dangling")
+	for link, target := range map[string]string{toExisting: existing, dangling: filepath.Join(dir, "nowhere")} {
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := len(e.fake.Calls())
+	for _, path := range []string{existing, toExisting, dangling} {
+		code, _, errOut := e.run("pw\n", "enroll", dev, "--yes", "--passphrase-stdin", "--header-backup", path)
+		if code != exitUsage || !strings.Contains(errOut, "already exists") {
+			t.Errorf("%s: exit %d, %q; want a usage error saying it exists", path, code, errOut)
+		}
+	}
+	for _, c := range e.fake.Calls()[n:] {
+		if c.Method == api.MethodEnroll {
+			t.Errorf("a refused enroll reached the daemon: %v", c)
+		}
+	}
+	if b, err := os.ReadFile(existing); err != nil || string(b) != "keep" {
+		t.Errorf("the existing file now holds %q, %v", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "nowhere")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the dangling symlink was followed: %v", err)
+	}
+
+	// The name is taken between the first check and the creation: O_EXCL|O_NOFOLLOW.
+	for _, path := range []string{existing, toExisting, dangling} {
+		if hf, err := createHeaderFile(path); err == nil || hf != nil {
+			t.Errorf("%s: created over what exists", path)
+		}
+	}
+	if b, err := os.ReadFile(existing); err != nil || string(b) != "keep" {
+		t.Errorf("the existing file now holds %q, %v", b, err)
+	}
+
+	// Enroll fails: no empty file is left behind.
+	e.fake.FailNext(api.MethodEnroll, fmt.Errorf("cannot enroll: %w", api.ErrBusy))
+	defer e.fake.FailNext(api.MethodEnroll, nil)
+	hb := filepath.Join(dir, "new.header")
+	if code, _, errOut := e.run("pw\n", "enroll", dev, "--yes", "--passphrase-stdin", "--header-backup", hb); code == 0 {
+		t.Errorf("exit 0 despite the failure: %s", errOut)
+	}
+	if _, err := os.Lstat(hb); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the header backup file is left after a failed enroll: %v", err)
 	}
 }

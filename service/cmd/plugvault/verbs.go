@@ -153,15 +153,21 @@ you to type the device name to confirm; --yes skips that, for scripts. The passp
 asked twice on the terminal, or read once from stdin with --passphrase-stdin (one trailing
 newline removed). Needs administrator authentication (polkit).
 
+--header-backup FILE also saves a LUKS header backup of the new drive to FILE, a new file
+that plugvault creates as you (mode 0600) before anything is formatted; an existing file or a
+symlink is refused. With the backup, a drive whose header got damaged can be repaired
+(cryptsetup luksHeaderRestore); keep it as safe as the drive.
+
 Examples:
   plugvault enroll /dev/sdb --name blue
+  plugvault enroll /dev/sdb --name blue --header-backup ~/blue.luksheader
   plugvault enroll /dev/disk/by-id/usb-SanDisk_Ultra_4C53-0:0 --filesystem ext4
   printf '%s' "$PASS" | plugvault enroll /dev/sdb --name blue --yes --passphrase-stdin`,
 			flags: func(fs *flag.FlagSet, o *opts) {
 				fs.StringVar(&o.name, "name", "", "the drive's `NAME` (default: the label)")
 				fs.StringVar(&o.label, "label", "", "the filesystem `LABEL` (default: plugvault)")
 				fs.StringVar(&o.filesystem, "filesystem", "", "the `FILESYSTEM`: btrfs (default) or ext4")
-				fs.StringVar(&o.headerBackup, "header-backup", "", "also write a LUKS header backup to this new `FILE` (root-owned)")
+				fs.StringVar(&o.headerBackup, "header-backup", "", "also write a LUKS header backup to this new `FILE` (yours, mode 0600)")
 				fs.BoolVar(&o.yes, "yes", false, "do not ask for confirmation (scripts)")
 				fs.BoolVar(&o.passphraseStdin, "passphrase-stdin", false, "read the passphrase from stdin (one trailing newline is removed)")
 			},

@@ -45,12 +45,14 @@ type Backend interface {
 
 // EnrollRequest is a validated Manager.Enroll call.
 type EnrollRequest struct {
-	Device       string // canonical, under /dev
-	Passphrase   []byte // zeroed by the daemon after the call returns
-	Name         string
-	Label        string
-	Filesystem   string // "btrfs" or "ext4"
-	HeaderBackup string // absolute path or ""
+	Device     string // canonical, under /dev
+	Passphrase []byte // zeroed by the daemon after the call returns
+	Name       string
+	Label      string
+	Filesystem string // "btrfs" or "ext4"
+	// HeaderBackup asks for a LUKS header backup of the new drive, returned in
+	// EnrollResult (never written to a path the caller names: root would write it).
+	HeaderBackup bool
 	// Caller enrolls the drive; unless it is root, the new drive backs up the caller's home
 	// as the caller (sources and run_as in the configuration).
 	Caller Caller
@@ -66,10 +68,18 @@ type AdoptRequest struct {
 	Caller             Caller // as in EnrollRequest
 }
 
-// Enroller implements the Manager's configuration methods (the cli-enroll issue). It returns the
-// LUKS UUID of the new drive, after which it calls Publisher.AddDrive itself.
+// EnrollResult is what a successful Enroll made.
+type EnrollResult struct {
+	UUID string // the new drive's LUKS UUID
+	// HeaderBackup is the LUKS header backup (cryptsetup luksHeaderBackup) when the request
+	// asked for one, else nil. The daemon hands it to the caller, who stores it.
+	HeaderBackup []byte
+}
+
+// Enroller implements the Manager's configuration methods. Enroll and Adopt return the LUKS
+// UUID of the new drive, after which they call Publisher.AddDrive themselves.
 type Enroller interface {
-	Enroll(ctx context.Context, req EnrollRequest) (uuid string, err error)
+	Enroll(ctx context.Context, req EnrollRequest) (EnrollResult, error)
 	Adopt(ctx context.Context, req AdoptRequest) (uuid string, err error)
 	Forget(ctx context.Context, uuid string, removeKeyslot bool) error
 }

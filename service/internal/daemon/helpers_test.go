@@ -51,7 +51,7 @@ func mutatingMethods(t *testing.T) []mutating {
 	dev := blockDevice(t)
 	return []mutating{
 		{api.ManagerInterface, api.MethodEnroll, func(ctx context.Context, c *api.Client, _ dbus.ObjectPath, o api.Options) error {
-			_, err := c.Enroll(ctx, dev, []byte("correct horse"), o)
+			_, _, err := c.Enroll(ctx, dev, []byte("correct horse"), o)
 			return err
 		}},
 		{api.ManagerInterface, api.MethodAdopt, func(ctx context.Context, c *api.Client, _ dbus.ObjectPath, o api.Options) error {

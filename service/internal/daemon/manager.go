@@ -40,42 +40,49 @@ func (m *Manager) beginDevice(sender dbus.Sender, msg dbus.Message, method, devi
 }
 
 // Enroll formats device as a new backup drive (authorize, validate, then Enroller.Enroll).
-func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, passphrase []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
+// A header backup asked for comes back in the reply: root never writes it to a path the
+// caller chose.
+func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, passphrase []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, []byte, *dbus.Error) {
 	defer zero(msg.Body, passphrase)
 	c, o, err := m.beginDevice(sender, msg, api.MethodEnroll, device, opts,
 		"Authentication is required to format %s as a backup drive (everything on it will be erased)")
 	if err != nil {
-		return "", c.reply(err)
+		return "", nil, c.reply(err)
 	}
 	if len(passphrase) == 0 || len(passphrase) > maxPassphrase {
-		return "", c.reply(invalid("cannot enroll: the passphrase must be 1 to %d bytes", maxPassphrase))
+		return "", nil, c.reply(invalid("cannot enroll: the passphrase must be 1 to %d bytes", maxPassphrase))
 	}
 	req := EnrollRequest{
 		Device:       device,
 		Passphrase:   passphrase,
 		Label:        o.string(api.OptLabel, "plugvault"),
 		Filesystem:   o.string(api.OptFilesystem, "btrfs"),
-		HeaderBackup: o.string(api.OptHeaderBackup, ""),
+		HeaderBackup: o.bool(api.OptHeaderBackup, false),
 	}
 	req.Name = o.string(api.OptName, req.Label)
 	if err := validText("name", req.Name, maxName); err != nil {
-		return "", c.reply(err)
+		return "", nil, c.reply(err)
 	}
 	if err := validText("label", req.Label, maxLabel); err != nil {
-		return "", c.reply(err)
+		return "", nil, c.reply(err)
 	}
 	if req.Filesystem != "btrfs" && req.Filesystem != "ext4" {
-		return "", c.reply(invalid("cannot enroll: filesystem must be \"btrfs\" or \"ext4\", not %q", req.Filesystem))
+		return "", nil, c.reply(invalid("cannot enroll: filesystem must be \"btrfs\" or \"ext4\", not %q", req.Filesystem))
 	}
-	if req.HeaderBackup != "" {
-		if err := validAbsPath("header backup", req.HeaderBackup); err != nil {
-			return "", c.reply(err)
-		}
-	}
-	return m.register(c, "enrolled", device, func(e Enroller, caller Caller) (string, error) {
+	var header []byte
+	path, derr := m.register(c, "enrolled", device, func(e Enroller, caller Caller) (string, error) {
 		req.Caller = caller
-		return e.Enroll(c.ctx, req)
+		res, err := e.Enroll(c.ctx, req)
+		header = res.HeaderBackup
+		return res.UUID, err
 	})
+	if derr != nil {
+		return "", nil, derr
+	}
+	if header == nil {
+		header = []byte{}
+	}
+	return path, header, nil
 }
 
 // Adopt registers a LUKS device prepared by hand (authorize, validate, then Enroller.Adopt).

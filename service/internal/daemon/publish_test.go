@@ -97,7 +97,7 @@ func TestEnrollAndForgetAnnounce(t *testing.T) {
 	env := startEnv(t, testbus.EnvOptions{})
 	ctx := ctxT(t)
 	events := watch(t, ctx, env)
-	path, err := env.Client.Enroll(ctx, blockDevice(t), []byte("pw"), api.Options{api.OptName: "travel"})
+	path, _, err := env.Client.Enroll(ctx, blockDevice(t), []byte("pw"), api.Options{api.OptName: "travel"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ var displayablePattern = regexp.MustCompile(`^/dev/[A-Za-z0-9._/:-]+$`)
 // options are ignored (the contract says so); known ones of the wrong type are rejected.
 var optionTypes = map[string]map[string]string{
 	api.MethodListDrives:    {},
-	api.MethodEnroll:        {api.OptName: "s", api.OptLabel: "s", api.OptFilesystem: "s", api.OptHeaderBackup: "s"},
+	api.MethodEnroll:        {api.OptName: "s", api.OptLabel: "s", api.OptFilesystem: "s", api.OptHeaderBackup: "b"},
 	api.MethodAdopt:         {api.OptName: "s", api.OptSecretIsPassphrase: "b", api.OptAddKeyfileSlot: "b"},
 	api.MethodForget:        {api.OptRemoveKeyslot: "b"},
 	api.MethodUnlock:        {},

@@ -79,21 +79,17 @@ func TestArgumentValidation(t *testing.T) {
 		{"restore unclean destination", func() error { return c.Restore(ctx, drive, "20261126T083100Z", "", "/tmp/../etc", nil) }, api.ErrInvalidArgument},
 		{"verify bad snapshot", func() error { _, _, err := c.Verify(ctx, drive, "latest/..", nil); return err }, api.ErrInvalidArgument},
 		{"unlock empty passphrase", func() error { return c.Unlock(ctx, drive, nil, nil) }, api.ErrInvalidArgument},
-		{"enroll outside /dev", func() error { _, err := c.Enroll(ctx, "/tmp/disk.img", []byte("p"), nil); return err }, api.ErrInvalidArgument},
-		{"enroll dotdot", func() error { _, err := c.Enroll(ctx, root+"/../etc/passwd", []byte("p"), nil); return err }, api.ErrInvalidArgument},
-		{"enroll symlink", func() error { _, err := c.Enroll(ctx, link, []byte("p"), nil); return err }, api.ErrInvalidArgument},
+		{"enroll outside /dev", func() error { _, _, err := c.Enroll(ctx, "/tmp/disk.img", []byte("p"), nil); return err }, api.ErrInvalidArgument},
+		{"enroll dotdot", func() error { _, _, err := c.Enroll(ctx, root+"/../etc/passwd", []byte("p"), nil); return err }, api.ErrInvalidArgument},
+		{"enroll symlink", func() error { _, _, err := c.Enroll(ctx, link, []byte("p"), nil); return err }, api.ErrInvalidArgument},
 		{"adopt directory", func() error { _, err := c.Adopt(ctx, root+"/dir", []byte("p"), nil); return err }, api.ErrInvalidArgument},
-		{"enroll missing device", func() error { _, err := c.Enroll(ctx, root+"/missing", []byte("p"), nil); return err }, api.ErrNotFound},
+		{"enroll missing device", func() error { _, _, err := c.Enroll(ctx, root+"/missing", []byte("p"), nil); return err }, api.ErrNotFound},
 		{"enroll bad filesystem", func() error {
-			_, err := c.Enroll(ctx, dev, []byte("p"), api.Options{api.OptFilesystem: "vfat"})
-			return err
-		}, api.ErrInvalidArgument},
-		{"enroll relative header backup", func() error {
-			_, err := c.Enroll(ctx, dev, []byte("p"), api.Options{api.OptHeaderBackup: "hdr.img"})
+			_, _, err := c.Enroll(ctx, dev, []byte("p"), api.Options{api.OptFilesystem: "vfat"})
 			return err
 		}, api.ErrInvalidArgument},
 		{"enroll control character in name", func() error {
-			_, err := c.Enroll(ctx, dev, []byte("p"), api.Options{api.OptName: "a\nb"})
+			_, _, err := c.Enroll(ctx, dev, []byte("p"), api.Options{api.OptName: "a\nb"})
 			return err
 		}, api.ErrInvalidArgument},
 		{"adopt empty secret", func() error { _, err := c.Adopt(ctx, dev, nil, nil); return err }, api.ErrInvalidArgument},

@@ -59,13 +59,18 @@ func statDevNum(path string) (devNum, error) {
 	return devNum{unix.Major(st.Rdev), unix.Minor(st.Rdev)}, nil
 }
 
-// blockDev is a block device as sysfs shows it.
+// blockDev is a block device as sysfs shows it when it was checked.
 type blockDev struct {
 	Path      string // the device node the caller named
 	Name      string // kernel name (sdb, sdb1)
+	Num       devNum // the device number Path had
 	SysDir    string // resolved sysfs directory
 	DiskDir   string // sysfs directory of the whole disk (SysDir for a disk)
 	Partition bool
+	// DiskSeq is the whole disk's sequence number (sysfs diskseq, Linux 5.15 and later): the
+	// kernel never gives it to another disk, even one that gets the same name and device
+	// number after the first was pulled. "" when the kernel has none.
+	DiskSeq string
 }
 
 // sysDir resolves /sys/dev/block/MAJ:MIN to the device's sysfs directory.
@@ -186,13 +191,14 @@ func (s System) checkDevice(device string, allowPartition bool) (blockDev, error
 	if err != nil {
 		return blockDev{}, err
 	}
-	d := blockDev{Path: device, Name: filepath.Base(dir), SysDir: dir, DiskDir: dir, Partition: isPartition(dir)}
+	d := blockDev{Path: device, Name: filepath.Base(dir), Num: n, SysDir: dir, DiskDir: dir, Partition: isPartition(dir)}
 	if d.Partition {
 		if !allowPartition {
 			return d, fmt.Errorf("%s is a partition; name the whole disk: %w", device, api.ErrInvalidArgument)
 		}
 		d.DiskDir = filepath.Dir(dir)
 	}
+	d.DiskSeq = readAttr(d.DiskDir, "diskseq")
 	if readAttr(d.DiskDir, "removable") != "1" && s.udevProps(d.DiskDir)["ID_BUS"] != "usb" {
 		return d, fmt.Errorf("%s is not a removable USB disk: %w", device, api.ErrInvalidArgument)
 	}
@@ -291,4 +297,44 @@ func (s System) checkSwap(device string, own map[devNum]string) error {
 		}
 	}
 	return sc.Err()
+}
+
+// same refuses when the device that d.Path names now is not the one that was checked: its
+// device number, its place in sysfs or its disk sequence number changed (a stick was pulled
+// and another one took its name). Wraps api.ErrNotPresent.
+//
+// Why the path is checked again rather than the device held open: an exclusive open
+// (O_EXCL) would make cryptsetup's own exclusive open and device-mapper's claim fail, and a
+// plain open buys nothing, because the cryptsetup CLI opens a path (a /proc/self/fd link
+// reopens the device node, that is the device number, which the new stick may have taken).
+// So every destructive step is preceded by this check, and a changed device stops the
+// enrollment before anything else is written to it.
+func (s System) same(d blockDev) error {
+	changed := func(what string) error {
+		return fmt.Errorf("%s changed since it was checked (%s); was the drive replaced? Nothing more was written to it: %w", d.Path, what, api.ErrNotPresent)
+	}
+	n, err := s.DevNumber(d.Path)
+	if err != nil {
+		return changed(err.Error())
+	}
+	if n != d.Num {
+		return changed(fmt.Sprintf("device number %s, was %s", n, d.Num))
+	}
+	dir, err := s.sysDir(n)
+	if err != nil || dir != d.SysDir {
+		return changed("it is another device in sysfs")
+	}
+	if seq := readAttr(d.DiskDir, "diskseq"); seq != d.DiskSeq {
+		return changed(fmt.Sprintf("disk sequence number %q, was %q", seq, d.DiskSeq))
+	}
+	return nil
+}
+
+// recheck runs the whole check of d again (still not mounted, not in use, not the system
+// disk) and refuses unless it finds the very device that was checked (see same).
+func (s System) recheck(d blockDev) error {
+	if _, err := s.checkDevice(d.Path, d.Partition); err != nil {
+		return err
+	}
+	return s.same(d)
 }

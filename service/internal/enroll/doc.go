@@ -12,8 +12,14 @@
 // (a random key needs no stretching; see luks.Cryptsetup.AddKey); the key is written to
 // /etc/plugvault/keys/UUID.key (0400, the directory 0700, owned by the daemon's user, root); a
 // filesystem (btrfs or ext4, with a label) is made inside the opened mapping; optionally a LUKS
-// header backup; the [[drive]] entry in config.toml (atomic write); and finally the Registry
+// header backup, made in a private temporary directory and returned to the caller (never
+// written to a path the caller names); the [[drive]] entry in config.toml (atomic write); and finally the Registry
 // (the drive state machine and the D-Bus objects) learns about it.
+// The device is pinned when it is checked (device number, sysfs place, and the kernel's disk
+// sequence number, which no other disk ever gets): it is checked in full again right before
+// luksFormat, and its identity before every later step that writes to it, so a stick swapped
+// for another under the same name is refused (System.same says why the path is checked again
+// rather than the device held open).
 // Every step that succeeded is undone in reverse order when a later one fails, so there is never
 // a half-registered drive or a key without a drive. (The LUKS format itself cannot be undone:
 // the stick is then formatted but not registered, which the error says.)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,8 +13,6 @@ import (
 	"strings"
 	"sync"
 	"unicode"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
@@ -79,8 +76,11 @@ type Deps struct {
 	// ReadKeyfile reads a drive's keyfile (Forget's removeKeyslot authorizes with it); nil
 	// means config.ReadKeyfile, the reader plugvaultd unlocks drives with.
 	ReadKeyfile func(path string) ([]byte, error)
-	Logger      *slog.Logger
-	Rand        io.Reader // crypto/rand when nil
+	// TempDir is where a header backup is made, in a new private directory that is removed
+	// again (os.TempDir when "").
+	TempDir string
+	Logger  *slog.Logger
+	Rand    io.Reader // crypto/rand when nil
 
 	ConfigPath string // config.DefaultPath when ""
 	KeyDir     string // config.DefaultKeyDir when ""
@@ -213,23 +213,6 @@ func validName(name string) error {
 		if !unicode.IsPrint(r) {
 			return fmt.Errorf("the drive name %q has a character that is not printable: %w", name, api.ErrInvalidArgument)
 		}
-	}
-	return nil
-}
-
-// checkHeaderBackup checks the header backup target before anything is formatted: an absolute
-// path in an existing directory reached without symlinks, and no file there yet.
-func checkHeaderBackup(path string) error {
-	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
-		return fmt.Errorf("the header backup path %q must be absolute and clean: %w", path, api.ErrInvalidArgument)
-	}
-	dir := filepath.Dir(path)
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil || real != dir {
-		return fmt.Errorf("the header backup directory %s must exist and have no symlinks in its path: %w", dir, api.ErrInvalidArgument)
-	}
-	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("the header backup file %s already exists: %w", path, api.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -368,9 +351,9 @@ func (e *Enroller) register(ctx context.Context, u *undoStack, device string, d 
 }
 
 // Enroll formats req.Device as a new backup drive; see the package documentation.
-func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid string, err error) {
+func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (daemon.EnrollResult, error) {
 	if err := e.lock("enroll"); err != nil {
-		return "", err
+		return daemon.EnrollResult{}, err
 	}
 	defer e.mu.Unlock()
 	fstype := req.Filesystem
@@ -378,76 +361,76 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid s
 		fstype = "btrfs"
 	}
 	if fstype != "btrfs" && fstype != "ext4" {
-		return "", fmt.Errorf("cannot enroll: the filesystem must be btrfs or ext4, not %q: %w", fstype, api.ErrInvalidArgument)
+		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: the filesystem must be btrfs or ext4, not %q: %w", fstype, api.ErrInvalidArgument)
 	}
 	label := req.Label
 	if label == "" {
 		label = "plugvault"
 	}
 	if !labelPattern.MatchString(label) {
-		return "", fmt.Errorf("cannot enroll: the label %q must be 1 to 16 letters, digits, '.', '_' or '-': %w", label, api.ErrInvalidArgument)
+		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: the label %q must be 1 to 16 letters, digits, '.', '_' or '-': %w", label, api.ErrInvalidArgument)
 	}
 	name := req.Name
 	if name == "" {
 		name = label
 	}
 	if err := validName(name); err != nil {
-		return "", fmt.Errorf("cannot enroll: %w", err)
+		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
 	}
 	if len(req.Passphrase) == 0 {
-		return "", fmt.Errorf("cannot enroll: the passphrase is empty: %w", api.ErrInvalidArgument)
-	}
-	if req.HeaderBackup != "" {
-		if err := checkHeaderBackup(req.HeaderBackup); err != nil {
-			return "", fmt.Errorf("cannot enroll: %w", err)
-		}
+		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: the passphrase is empty: %w", api.ErrInvalidArgument)
 	}
 	dev, err := e.d.System.checkDevice(req.Device, false)
 	if err != nil {
-		return "", fmt.Errorf("cannot enroll: %w", err)
+		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
 	}
 	// Find every tool before anything is destroyed.
 	mkfsName, err := mkfsTool(fstype)
 	if err != nil {
-		return "", err
+		return daemon.EnrollResult{}, err
 	}
 	mkfs, err := e.tool(mkfsName)
 	if err != nil {
-		return "", fmt.Errorf("cannot enroll: %w", err)
+		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
 	}
 	udevadm, err := e.tool("udevadm")
 	if err != nil {
-		return "", fmt.Errorf("cannot enroll: %w", err)
+		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
 	}
 	var cryptsetup string
-	if req.HeaderBackup != "" {
+	if req.HeaderBackup {
 		if cryptsetup, err = e.tool("cryptsetup"); err != nil {
-			return "", fmt.Errorf("cannot enroll: %w", err)
+			return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
 		}
 	}
 	// Formatting an enrolled drive would leave its registration dangling: forget it first.
 	if old, err := e.d.LUKS.UUID(ctx, dev.Path); err == nil && checkUUID(old) == nil {
 		if err := e.alreadyEnrolled(old); err != nil {
-			return "", fmt.Errorf("cannot enroll %s: forget the drive first: %w", dev.Path, err)
+			return daemon.EnrollResult{}, fmt.Errorf("cannot enroll %s: forget the drive first: %w", dev.Path, err)
 		}
 	}
 	key, err := e.newKey()
 	if err != nil {
-		return "", err
+		return daemon.EnrollResult{}, err
 	}
 	defer clear(key)
 	log := e.d.Logger.With("device", dev.Path)
 	log.Info("enrolling: formatting", "filesystem", fstype, "label", label)
 
 	var u undoStack
-	fail := func(err error) (string, error) {
-		return "", e.rollback(&u, err)
+	fail := func(err error) (daemon.EnrollResult, error) {
+		return daemon.EnrollResult{}, e.rollback(&u, err)
 	}
-	uuid, err = e.d.LUKS.Format(ctx, dev.Path, req.Passphrase, label)
+	// The device is checked again right before it is formatted: a stick swapped for another
+	// one under the same name since the first check is refused.
+	if err := e.d.System.recheck(dev); err != nil {
+		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
+	}
+	uuid, err := e.d.LUKS.Format(ctx, dev.Path, req.Passphrase, label)
 	if err != nil {
-		return "", fmt.Errorf("cannot enroll %s: cannot format it: %w", dev.Path, err)
+		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll %s: cannot format it: %w", dev.Path, err)
 	}
-	formatted := func(err error) (string, error) {
+	formatted := func(err error) (daemon.EnrollResult, error) {
 		return fail(fmt.Errorf("cannot enroll %s (it is now formatted but not registered; enroll it again): %w", dev.Path, err))
 	}
 	if err := checkUUID(uuid); err != nil {
@@ -460,6 +443,9 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid s
 	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
 		return formatted(err)
 	}
+	if err := e.d.System.same(dev); err != nil {
+		return formatted(err)
+	}
 	slot, err := e.d.LUKS.AddKey(ctx, dev.Path, req.Passphrase, key, true)
 	if err != nil {
 		return formatted(fmt.Errorf("cannot add the keyfile slot: %w", err))
@@ -467,23 +453,20 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid s
 	if err := e.storeKey(&u, uuid, key); err != nil {
 		return formatted(err)
 	}
+	if err := e.d.System.same(dev); err != nil {
+		return formatted(err)
+	}
 	if err := e.makeFilesystem(ctx, dev.Path, uuid, key, slot, mkfs, fstype, label); err != nil {
 		return formatted(err)
 	}
-	if req.HeaderBackup != "" {
-		if err := e.run(ctx, cryptsetup, headerBackupArgs(dev.Path, req.HeaderBackup)); err != nil {
-			// cryptsetup creates the file exclusively: whatever is there now is its own.
-			_ = removeIfExists(req.HeaderBackup)
-			return formatted(fmt.Errorf("cannot write the LUKS header backup: %w", err))
-		}
-		hb := req.HeaderBackup
-		u.push("remove the header backup "+hb, func() error { return removeIfExists(hb) })
-		// It is the caller's copy: hand it over (cryptsetup wrote it as root, 0400). Lchown never
-		// follows a symlink swapped in meanwhile.
-		if c := req.Caller; c.UID != 0 {
-			if err := unix.Lchown(hb, int(c.UID), int(c.GID)); err != nil {
-				log.Warn("cannot give the header backup to its user", "path", hb, "uid", c.UID, "err", err)
-			}
+	// The header backup and the fingerprint are read from the device: still ours?
+	if err := e.d.System.same(dev); err != nil {
+		return formatted(err)
+	}
+	var header []byte
+	if req.HeaderBackup {
+		if header, err = e.headerBackup(ctx, cryptsetup, dev.Path); err != nil {
+			return formatted(err)
 		}
 	}
 	if err := e.register(ctx, &u, dev.Path, newDrive(name, uuid, slot, req.Caller)); err != nil {
@@ -491,7 +474,7 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (uuid s
 	}
 	e.replayEvent(ctx, dev.Path, udevadm)
 	log.Info("enrolled", "name", name, "key_slot", slot)
-	return uuid, nil
+	return daemon.EnrollResult{UUID: uuid, HeaderBackup: header}, nil
 }
 
 // makeFilesystem opens the new LUKS device with the key, makes the filesystem and closes it
@@ -597,6 +580,10 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 		return "", fmt.Errorf("cannot adopt %s: %w", dev.Path, err)
 	}
 
+	// Still the device that was checked and whose key was tested (see System.same)?
+	if err := e.d.System.recheck(dev); err != nil {
+		return "", fmt.Errorf("cannot adopt: %w", err)
+	}
 	var u undoStack
 	fail := func(err error) (string, error) {
 		return "", e.rollback(&u, fmt.Errorf("cannot adopt %s: %w", dev.Path, err))
@@ -630,6 +617,10 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 		}
 	}
 	if err := e.installRule(ctx, &u, uuid, udevadm); err != nil {
+		return fail(err)
+	}
+	// The fingerprint is read from the device: still the one checked?
+	if err := e.d.System.same(dev); err != nil {
 		return fail(err)
 	}
 	if err := e.register(ctx, &u, dev.Path, newDrive(name, uuid, slot, req.Caller)); err != nil {

@@ -31,6 +31,9 @@ type fakeLUKS struct {
 	pbkdf  map[int]string      // the PBKDF of each slot
 	uuid   string              // what Format creates and UUID reports
 	opened map[string]struct{} // active mappings
+	// before, when set, runs at the start of each call with the method's name (a test swaps
+	// the device there).
+	before func(method string)
 }
 
 func newFakeLUKS() *fakeLUKS {
@@ -38,6 +41,9 @@ func newFakeLUKS() *fakeLUKS {
 }
 
 func (f *fakeLUKS) record(method string, args ...any) error {
+	if f.before != nil {
+		f.before(method)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, fmt.Sprintf("%s%v", method, args))
@@ -163,11 +169,18 @@ func (f *fakeLUKS) keyslots(ctx context.Context, device string) (map[int]Keyslot
 	return m, nil
 }
 
+// fakeHeader is what the fake cryptsetup luksHeaderBackup writes.
+var fakeHeader = []byte("LUKS\xba\xbe\x00\x02 header backup")
+
 // fakeRunner stands for sysexec.Exec: it records argv and fails the tools a test names.
 type fakeRunner struct {
 	mu   sync.Mutex
 	runs [][]string
 	fail map[string]error // tool base name (or "udevadm control") -> error
+	// headerSize, when set, is the size of the header backup the fake cryptsetup writes
+	// (sparse); headerDir is what it found in the directory it writes to.
+	headerSize int64
+	headerDir  os.FileInfo
 }
 
 func (r *fakeRunner) Run(ctx context.Context, c sysexec.Cmd) (sysexec.Result, error) {
@@ -176,6 +189,9 @@ func (r *fakeRunner) Run(ctx context.Context, c sysexec.Cmd) (sysexec.Result, er
 	argv := append([]string{c.Path}, c.Args...)
 	r.runs = append(r.runs, argv)
 	tool := filepath.Base(c.Path)
+	if tool == "cryptsetup" && c.Args[0] == "luksHeaderBackup" && len(c.Args) > 3 {
+		r.headerDir, _ = os.Lstat(filepath.Dir(c.Args[3]))
+	}
 	if err := r.fail[tool+" "+c.Args[0]]; err != nil {
 		return sysexec.Result{}, err
 	}
@@ -183,10 +199,24 @@ func (r *fakeRunner) Run(ctx context.Context, c sysexec.Cmd) (sysexec.Result, er
 		return sysexec.Result{}, err
 	}
 	if tool == "cryptsetup" && c.Args[0] == "luksHeaderBackup" {
-		// cryptsetup creates the file (0400).
+		// cryptsetup creates the file exclusively (0400).
 		for i, a := range c.Args {
 			if a == "--header-backup-file" {
-				_ = os.WriteFile(c.Args[i+1], []byte("header"), 0o400)
+				f, err := os.OpenFile(c.Args[i+1], os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
+				if err != nil {
+					return sysexec.Result{}, err
+				}
+				if r.headerSize > 0 {
+					err = f.Truncate(r.headerSize)
+				} else {
+					_, err = f.Write(fakeHeader)
+				}
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					return sysexec.Result{}, err
+				}
 			}
 		}
 	}
@@ -281,6 +311,7 @@ type fakeSys struct {
 	root string
 	sys  System
 	devs map[string]devNum
+	seq  int // the last disk sequence number given
 }
 
 func newFakeSys(t *testing.T) *fakeSys {
@@ -350,6 +381,8 @@ func (f *fakeSys) disk(name string, major, minor uint32, removable bool, bus, pa
 	}
 	f.write(dir+"/dev", fmt.Sprintf("%d:%d\n", major, minor))
 	f.write(dir+"/removable", rem+"\n")
+	f.seq++
+	f.write(dir+"/diskseq", fmt.Sprintf("%d\n", f.seq))
 	f.mkdir(dir + "/holders")
 	f.link(fmt.Sprintf("sys/dev/block/%d:%d", major, minor), "../../devices/"+parent+"/block/"+name)
 	f.write(fmt.Sprintf("udev/b%d:%d", major, minor), "E:ID_BUS="+bus+"\nE:DEVTYPE=disk\n")
@@ -398,6 +431,7 @@ type harness struct {
 	sys      *fakeSys
 	keyDir   string
 	rulesDir string
+	tmpDir   string // Deps.TempDir
 }
 
 func newHarness(t *testing.T) *harness {
@@ -405,7 +439,11 @@ func newHarness(t *testing.T) *harness {
 	dir := t.TempDir()
 	h := &harness{t: t, luks: newFakeLUKS(), runner: &fakeRunner{fail: map[string]error{}}, cfg: &fakeConfig{},
 		reg: &fakeRegistry{drives: map[string]config.Drive{}}, sys: newFakeSys(t),
-		keyDir: filepath.Join(dir, "etc", "plugvault", "keys"), rulesDir: filepath.Join(dir, "etc", "udev", "rules.d")}
+		keyDir: filepath.Join(dir, "etc", "plugvault", "keys"), rulesDir: filepath.Join(dir, "etc", "udev", "rules.d"),
+		tmpDir: filepath.Join(dir, "tmp")}
+	if err := os.Mkdir(h.tmpDir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
 	e, err := New(Deps{
 		LUKS: h.luks, Keyslots: h.luks.keyslots, Registry: h.reg,
 		LoadConfig: h.cfg.load, AppendDrive: h.cfg.append, RemoveDrive: h.cfg.remove,
@@ -415,7 +453,7 @@ func newHarness(t *testing.T) *harness {
 		// config.ReadKeyfile wants root's files; the tests also run as a user.
 		ReadKeyfile: os.ReadFile,
 		ConfigPath:  filepath.Join(dir, "etc", "plugvault", "config.toml"),
-		KeyDir:      h.keyDir, RulesDir: h.rulesDir, System: h.sys.sys,
+		KeyDir:      h.keyDir, RulesDir: h.rulesDir, System: h.sys.sys, TempDir: h.tmpDir,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -457,4 +495,24 @@ func (h *harness) assertNothingLeft(step string) {
 	for _, e := range entries {
 		h.t.Errorf("%s: %s left in the key directory", step, e.Name())
 	}
+	h.assertTempDirEmpty(step)
+}
+
+// assertTempDirEmpty checks that the header backup's private directory is gone.
+func (h *harness) assertTempDirEmpty(step string) {
+	h.t.Helper()
+	entries, err := os.ReadDir(h.tmpDir)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, e := range entries {
+		h.t.Errorf("%s: %s left in the temporary directory", step, e.Name())
+	}
+}
+
+// replaceDisk makes the disk name (a fake sysfs disk) look like another stick that got the
+// same name and device number: the kernel gave it a new disk sequence number.
+func (f *fakeSys) replaceDisk(name string) {
+	f.seq++
+	f.write(f.diskDir(name)+"/diskseq", fmt.Sprintf("%d\n", f.seq))
 }

@@ -1,6 +1,7 @@
 package enroll
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
+	"github.com/plugvault/plugvault/service/internal/sysexec"
 )
 
 // TestRealSysfs runs the device checks against this machine's own /sys, /proc and /dev: a loop
@@ -42,7 +44,65 @@ func TestRealSysfs(t *testing.T) {
 	if d.Name != filepath.Base(loop) || d.Partition {
 		t.Errorf("sysfs resolved %s to %+v", loop, d)
 	}
+	// The device is pinned by its number and the kernel's disk sequence number.
+	if b, err := os.ReadFile("/sys/class/block/" + filepath.Base(loop) + "/diskseq"); err == nil {
+		if d.DiskSeq == "" || d.DiskSeq != strings.TrimSpace(string(b)) {
+			t.Errorf("diskseq %q, sysfs says %q", d.DiskSeq, b)
+		}
+	}
+	if n, err := statDevNum(loop); err != nil || n != d.Num {
+		t.Errorf("device number %v, stat says %v (%v)", d.Num, n, err)
+	}
+	if err := e.d.System.same(d); err != nil {
+		t.Errorf("the same loop device: %v", err)
+	}
 	if _, err := statDevNum(img); !errors.Is(err, api.ErrInvalidArgument) {
 		t.Errorf("a regular file passed as a block device: %v", err)
+	}
+}
+
+// TestRealHeaderBackup makes a header backup of a LUKS2 image file with the real cryptsetup:
+// the bytes that come back are the device's header area (what luksHeaderRestore puts back),
+// they fit a D-Bus reply, and the private directory is gone afterwards.
+func TestRealHeaderBackup(t *testing.T) {
+	apitest.RequireRoot(t)
+	cryptsetup := apitest.RequireTool(t, "cryptsetup")
+	img := filepath.Join(t.TempDir(), "stick.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 40<<20); err != nil {
+		t.Fatal(err)
+	}
+	format := exec.Command(cryptsetup, "luksFormat", "--batch-mode", "--type=luks2",
+		"--pbkdf=pbkdf2", "--pbkdf-force-iterations=1000", "--key-file=-", img)
+	format.Stdin = strings.NewReader("pw")
+	if out, err := format.CombinedOutput(); err != nil {
+		t.Fatalf("luksFormat: %v\n%s", err, out)
+	}
+	tmp := t.TempDir()
+	e, err := New(Deps{LUKS: newFakeLUKS(), Keyslots: newFakeLUKS().keyslots, Registry: &fakeRegistry{},
+		LoadConfig: (&fakeConfig{}).load, AppendDrive: (&fakeConfig{}).append, RemoveDrive: (&fakeConfig{}).remove,
+		Runner: sysexec.Exec{}, TempDir: tmp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	header, err := e.headerBackup(t.Context(), cryptsetup, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(header) == 0 || len(header) > maxHeaderBackup || !bytes.Equal(header, dev[:len(header)]) {
+		t.Errorf("the header backup (%d bytes) is not the image's header area", len(header))
+	}
+	if !bytes.HasPrefix(header, []byte("LUKS\xba\xbe")) {
+		t.Errorf("the header backup starts with %q, want the LUKS magic", header[:6])
+	}
+	t.Logf("a default LUKS2 header backup is %d bytes", len(header))
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Errorf("left in the temporary directory: %v", entries)
 	}
 }

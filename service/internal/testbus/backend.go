@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/daemon"
 )
 
@@ -149,11 +150,19 @@ func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string, _ daemon.
 }
 
 // Enroll implements daemon.Enroller.
-func (b *FakeBackend) Enroll(_ context.Context, req daemon.EnrollRequest) (string, error) {
+func (b *FakeBackend) Enroll(_ context.Context, req daemon.EnrollRequest) (daemon.EnrollResult, error) {
 	if err := b.record("Enroll", "", req.Passphrase, req); err != nil {
-		return "", err
+		return daemon.EnrollResult{}, err
 	}
-	return b.added(req.Name)
+	uuid, err := b.added(req.Name)
+	if err != nil {
+		return daemon.EnrollResult{}, err
+	}
+	res := daemon.EnrollResult{UUID: uuid}
+	if req.HeaderBackup {
+		res.HeaderBackup = apitest.FakeHeaderBackup
+	}
+	return res, nil
 }
 
 // Adopt implements daemon.Enroller.
