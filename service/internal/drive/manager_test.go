@@ -42,6 +42,7 @@ type harness struct {
 	logind   *fakeLogind
 	powerMu  sync.Mutex
 	powerOff []string
+	powerErr error // what PowerOff returns
 	powerAt  []int // number of statuses of drive A published at each power-off
 	keyDir   string
 	cfg      *config.Config
@@ -104,7 +105,7 @@ func (h *harness) start() {
 			defer h.powerMu.Unlock()
 			h.powerOff = append(h.powerOff, devPath)
 			h.powerAt = append(h.powerAt, len(h.pub.statuses(uuidA)))
-			return nil
+			return h.powerErr
 		},
 		Publisher: h.pub,
 		Logger:    slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
