@@ -11,10 +11,13 @@ import (
 type Caller struct {
 	BusName string // unique name, the polkit subject
 	UID     uint32
-	GID     uint32 // primary group of UID
-	PID     uint32
-	User    string // login name of UID
-	Home    string // home directory of UID
+	GID     uint32 // primary group of UID (NSS)
+	// Groups are the calling process's groups as the bus daemon reported them
+	// (UnixGroupIDs); when the bus does not report them, the groups NSS lists for User.
+	Groups []uint32
+	PID    uint32
+	User   string // login name of UID (NSS)
+	Home   string // home directory of UID (NSS)
 }
 
 // RestoreRequest is a validated Drive.Restore call.

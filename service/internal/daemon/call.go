@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/user"
 	"strconv"
 
 	"github.com/godbus/dbus/v5"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/users"
 )
 
 // userError is an error whose text is written for the user and which wraps one of the api
@@ -47,6 +47,7 @@ type call struct {
 	iface  string
 	method string
 	opts   map[string]dbus.Variant
+	who    *Caller // see caller
 }
 
 // newCall derives the call's context from the daemon's root context (godbus gives handlers
@@ -114,9 +115,15 @@ func (c *call) reply(err error) *dbus.Error {
 	return api.ToDBusError(err)
 }
 
-// caller asks the bus daemon who the sender is: its uid and pid come from SO_PEERCRED, so the
-// caller cannot lie about them. The primary group comes from the user database.
+// caller asks the bus daemon who the sender is: its uid, groups and pid come from the
+// kernel (SO_PEERCRED, SO_PEERGROUPS), so the caller cannot lie about them. Name, primary
+// group and home come from NSS (getent: LDAP users count). dbus-daemon reports UnixGroupIDs
+// since 1.11; from an older bus the groups are those NSS lists for the user. The answer is
+// kept for the rest of the call.
 func (c *call) caller() (Caller, error) {
+	if c.who != nil {
+		return *c.who, nil
+	}
 	var creds map[string]dbus.Variant
 	err := c.d.conn.BusObject().CallWithContext(c.ctx, "org.freedesktop.DBus.GetConnectionCredentials", 0, c.sender).Store(&creds)
 	if err != nil {
@@ -127,7 +134,7 @@ func (c *call) caller() (Caller, error) {
 		return Caller{}, failed("cannot identify the caller: the bus did not report its user")
 	}
 	pid, _ := creds["ProcessID"].Value().(uint32)
-	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	u, err := users.Default.LookupID(c.ctx, uid)
 	if err != nil {
 		return Caller{}, failed("cannot identify the caller: cannot look up uid %d: %v", uid, err)
 	}
@@ -135,7 +142,18 @@ func (c *call) caller() (Caller, error) {
 	if err != nil {
 		return Caller{}, failed("cannot identify the caller: uid %d has the group %q", uid, u.Gid)
 	}
-	return Caller{BusName: c.sender, UID: uid, GID: uint32(gid), PID: pid, User: u.Username, Home: u.HomeDir}, nil
+	who := Caller{BusName: c.sender, UID: uid, GID: uint32(gid), PID: pid, User: u.Username, Home: u.HomeDir}
+	if v, ok := creds["UnixGroupIDs"]; ok {
+		groups, isList := v.Value().([]uint32)
+		if !isList {
+			return Caller{}, failed("cannot identify the caller: the bus reported its groups as %s", v.Signature())
+		}
+		who.Groups = append([]uint32{}, groups...)
+	} else if who.Groups, err = users.Default.GroupIDs(c.ctx, u.Username, who.GID); err != nil {
+		return Caller{}, failed("cannot identify the caller: %v", err)
+	}
+	c.who = &who
+	return who, nil
 }
 
 // driveDetails names the drive in the polkit dialog.

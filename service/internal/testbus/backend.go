@@ -19,7 +19,7 @@ type BackendCall struct {
 	// SecretRef is the slice the daemon passed; it must be all zeros once the call returned.
 	SecretRef []byte
 	// Args holds the rest: a bool (Eject's power_off, Forget's remove_keyslot), a
-	// daemon.Caller (Browse), a daemon.RestoreRequest, a snapshot name (Verify), a
+	// daemon.Caller (Browse), a daemon.RestoreRequest, a snapshot name and a daemon.Caller (Verify), a
 	// daemon.EnrollRequest or daemon.AdoptRequest (secrets in them are the passed slices).
 	Args []any
 }
@@ -142,8 +142,8 @@ func (b *FakeBackend) Restore(_ context.Context, uuid string, req daemon.Restore
 }
 
 // Verify implements daemon.Backend.
-func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string, _ daemon.Caller) (uint64, []string, error) {
-	if err := b.record("Verify", uuid, nil, snapshot); err != nil {
+func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string, caller daemon.Caller) (uint64, []string, error) {
+	if err := b.record("Verify", uuid, nil, snapshot, caller); err != nil {
 		return 0, nil, err
 	}
 	return 42, []string{}, nil
