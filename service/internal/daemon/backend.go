@@ -44,6 +44,10 @@ type Backend interface {
 	// Verify runs with the caller's credentials, like Restore: a user verifies what they may
 	// read, and the problems it lists (paths) never reveal other users' file names.
 	Verify(ctx context.Context, uuid, snapshot string, caller Caller) (checked uint64, problems []string, err error)
+	// RunAs returns the user whose backups the drive holds and as whom they run (config
+	// run_as; "" or "root" means root). Callers who are someone else need
+	// api.ActionManageOtherUsersDrive for the methods in api.OtherUserActions.
+	RunAs(ctx context.Context, uuid string) (string, error)
 }
 
 // EnrollRequest is a validated Manager.Enroll call.

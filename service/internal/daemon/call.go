@@ -79,6 +79,11 @@ func (c *call) authorize(details map[string]string) error {
 	if !ok {
 		return fmt.Errorf("internal error: no polkit action for %s.%s: %w", c.iface, c.method, api.ErrNotAuthorized)
 	}
+	return c.authorizeAction(action, details)
+}
+
+// authorizeAction asks polkit whether the caller may do action.
+func (c *call) authorizeAction(action string, details map[string]string) error {
 	interactive := c.interactive()
 	timeout := c.d.opts.AuthTimeout
 	if interactive {

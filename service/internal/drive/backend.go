@@ -195,6 +195,17 @@ func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 	return nil
 }
 
+// RunAs returns the drive's run_as user ("" when it has none).
+func (m *Manager) RunAs(ctx context.Context, uuid string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, err := m.lookupLocked(uuid)
+	if err != nil {
+		return "", err
+	}
+	return d.cfg.RunAs, nil
+}
+
 // ListSnapshots returns the snapshot list read the last time the drive was mounted; it never
 // touches the drive.
 func (m *Manager) ListSnapshots(ctx context.Context, uuid string) ([]api.Snapshot, error) {

@@ -3,6 +3,7 @@ package testbus
 import (
 	"context"
 	"fmt"
+	"os/user"
 	"sync"
 
 	"github.com/plugvault/plugvault/service/api"
@@ -33,6 +34,7 @@ type FakeBackend struct {
 	uuid   string // what Enroll and Adopt return
 	snaps  []api.Snapshot
 	browse string
+	runAs  *string // nil: the user running the test
 	// Publisher, when set, receives AddDrive after Enroll/Adopt like the real enroller does.
 	Publisher daemon.Publisher
 }
@@ -63,6 +65,28 @@ func (b *FakeBackend) SetEnrollUUID(uuid string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.uuid = uuid
+}
+
+// SetRunAs sets the run_as user RunAs reports for every drive.
+func (b *FakeBackend) SetRunAs(name string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.runAs = &name
+}
+
+// RunAs implements daemon.Backend: the name set by SetRunAs, by default the user running the
+// test (so the caller owns every drive). It is not recorded as a call.
+func (b *FakeBackend) RunAs(context.Context, string) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.runAs != nil {
+		return *b.runAs, nil
+	}
+	u, err := user.Current()
+	if err != nil {
+		return "", fmt.Errorf("cannot tell who runs the test: %w", err)
+	}
+	return u.Username, nil
 }
 
 // SetSnapshots sets what ListSnapshots returns.
