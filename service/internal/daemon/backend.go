@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/logging"
 )
 
 // Caller is who made an authorized call, from the bus daemon's SO_PEERCRED-based
@@ -52,8 +53,8 @@ type Backend interface {
 
 // EnrollRequest is a validated Manager.Enroll call.
 type EnrollRequest struct {
-	Device     string // canonical, under /dev
-	Passphrase []byte // zeroed by the daemon after the call returns
+	Device     string         // canonical, under /dev
+	Passphrase logging.Secret // zeroed by the daemon after the call returns; prints as [redacted]
 	Name       string
 	Label      string
 	Filesystem string // "btrfs" or "ext4"
@@ -68,7 +69,7 @@ type EnrollRequest struct {
 // AdoptRequest is a validated Manager.Adopt call.
 type AdoptRequest struct {
 	Device             string
-	Secret             []byte // zeroed by the daemon after the call returns
+	Secret             logging.Secret // zeroed by the daemon after the call returns; prints as [redacted]
 	SecretIsPassphrase bool
 	AddKeyfileSlot     bool
 	Name               string
