@@ -320,7 +320,7 @@ func (s *fakeSys) Active(ctx context.Context, name string) (bool, error) {
 
 // Mounter
 
-func (s *fakeSys) Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string) error {
+func (s *fakeSys) Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string, runAs string) error {
 	s.mu.Lock()
 	var err error
 	switch {

@@ -57,9 +57,17 @@ type SystemMounter struct {
 	M *mount.Mounter
 }
 
-// Mount mounts source (an opened mapping) at target.
-func (s SystemMounter) Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string) error {
-	return s.M.Mount(ctx, source, target, fstype, readOnly, extra)
+// Mount mounts source (an opened mapping) at target, for root and the user runAs only.
+func (s SystemMounter) Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string, runAs string) error {
+	var uid uint32
+	if runAs != "" && runAs != "root" {
+		cred, err := UserCredential(ctx, runAs)
+		if err != nil {
+			return fmt.Errorf("cannot mount the drive for %q: %w", runAs, err)
+		}
+		uid = cred.Uid
+	}
+	return s.M.Mount(ctx, source, target, fstype, readOnly, extra, uid)
 }
 
 // Unmount unmounts target, retrying while it is busy; a mount that stays busy is an error
