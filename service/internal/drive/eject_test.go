@@ -3,6 +3,7 @@ package drive_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -19,6 +20,10 @@ func TestEjectDoesNotSaySafeWhileTheStickIsInUse(t *testing.T) {
 	h.start()
 	h.plug(sdb, uuidA, 10, keyA)
 	_, n := h.waitState(uuidA, 0, api.StateSafeToRemove)
+	// The backup mounted the drive for its run_as user (only they may reach the mount).
+	if log := h.sys.callLog(); !slices.Contains(log, "mount "+base+"/"+uuidA+"/drive ro=false for=u") {
+		t.Errorf("calls %q, want the mount for run_as u", log)
+	}
 	h.powerMu.Lock()
 	h.powerErr = &usbpower.InUseError{Disk: "sdb", Uses: []string{"sdb2 is mounted at /media/alice/STICK"}}
 	h.powerMu.Unlock()
