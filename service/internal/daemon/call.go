@@ -47,7 +47,8 @@ type call struct {
 	iface  string
 	method string
 	opts   map[string]dbus.Variant
-	who    *Caller // see caller
+	// busCreds is GetConnectionCredentials' answer about sender (see creds).
+	busCreds map[string]dbus.Variant
 }
 
 // newCall derives the call's context from the daemon's root context (godbus gives handlers
@@ -120,24 +121,43 @@ func (c *call) reply(err error) *dbus.Error {
 	return api.ToDBusError(err)
 }
 
-// caller asks the bus daemon who the sender is: its uid, groups and pid come from the
-// kernel (SO_PEERCRED, SO_PEERGROUPS), so the caller cannot lie about them. Name, primary
-// group and home come from NSS (getent: LDAP users count). dbus-daemon reports UnixGroupIDs
-// since 1.11; from an older bus the groups are those NSS lists for the user. The answer is
-// kept for the rest of the call.
-func (c *call) caller() (Caller, error) {
-	if c.who != nil {
-		return *c.who, nil
+// creds asks the bus daemon about the sender (GetConnectionCredentials): its uid, groups and
+// pid come from the kernel (SO_PEERCRED, SO_PEERGROUPS), so the caller cannot lie about them.
+// The answer is kept for the rest of the call.
+func (c *call) creds() (map[string]dbus.Variant, error) {
+	if c.busCreds != nil {
+		return c.busCreds, nil
 	}
 	var creds map[string]dbus.Variant
 	err := c.d.conn.BusObject().CallWithContext(c.ctx, "org.freedesktop.DBus.GetConnectionCredentials", 0, c.sender).Store(&creds)
 	if err != nil {
-		return Caller{}, failed("cannot identify the caller: %v", err)
+		return nil, failed("cannot identify the caller: %v", err)
 	}
-	uid, ok := creds["UnixUserID"].Value().(uint32)
-	if !ok {
-		return Caller{}, failed("cannot identify the caller: the bus did not report its user")
+	if _, ok := creds["UnixUserID"].Value().(uint32); !ok {
+		return nil, failed("cannot identify the caller: the bus did not report its user")
 	}
+	c.busCreds = creds
+	return creds, nil
+}
+
+// uid is the caller's uid, from the bus daemon.
+func (c *call) uid() (uint32, error) {
+	creds, err := c.creds()
+	if err != nil {
+		return 0, err
+	}
+	return creds["UnixUserID"].Value().(uint32), nil
+}
+
+// caller is who the sender is: uid, groups and pid from the bus daemon (see creds); name,
+// primary group and home from NSS (getent: LDAP users count). dbus-daemon reports
+// UnixGroupIDs since 1.11; from an older bus the groups are those NSS lists for the user.
+func (c *call) caller() (Caller, error) {
+	creds, err := c.creds()
+	if err != nil {
+		return Caller{}, err
+	}
+	uid := creds["UnixUserID"].Value().(uint32)
 	pid, _ := creds["ProcessID"].Value().(uint32)
 	u, err := users.Default.LookupID(c.ctx, uid)
 	if err != nil {
@@ -157,7 +177,6 @@ func (c *call) caller() (Caller, error) {
 	} else if who.Groups, err = users.Default.GroupIDs(c.ctx, u.Username, who.GID); err != nil {
 		return Caller{}, failed("cannot identify the caller: %v", err)
 	}
-	c.who = &who
 	return who, nil
 }
 

@@ -64,14 +64,14 @@ func (dr *Drive) authorizeOtherUser(c *call, st api.DriveStatus, method, action 
 	if err != nil {
 		return err
 	}
-	who, err := c.caller()
+	caller, err := c.uid()
 	if err != nil {
 		return err
 	}
 	if runAs == "" {
 		runAs = "root"
 	}
-	if uid, ok := dr.d.uidOf(c.ctx, runAs); ok && uid == who.UID {
+	if uid, ok := dr.d.uidOf(c.ctx, runAs); ok && uid == caller {
 		return nil
 	}
 	details := driveDetails(st, otherUserMessages[method])
