@@ -219,8 +219,8 @@ func (m *Manager) ListSnapshots(ctx context.Context, uuid string) ([]api.Snapsho
 }
 
 // Browse unlocks the drive with its keyfile and mounts it read-only at
-// <mount_base>/<luks_uuid>/drive, which it returns (only root and run_as can reach it). The drive then stays present (not safe to remove)
-// until Eject, a backup run or its removal.
+// <mount_base>/<luks_uuid>/drive, which it returns (only root and run_as can reach it). The
+// drive then stays present (not safe to remove) until Eject, a backup run or its removal.
 func (m *Manager) Browse(ctx context.Context, uuid string, caller daemon.Caller) (string, error) {
 	m.mu.Lock()
 	d, err := m.lookupLocked(uuid)
