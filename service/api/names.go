@@ -92,6 +92,9 @@ const (
 	ActionEnroll    = "org.plugvault.enroll"
 	ActionConfigure = "org.plugvault.configure"
 	ActionForget    = "org.plugvault.forget"
+	// ActionManageOtherUsersDrive is checked in addition to a method's own action when the
+	// caller is not the drive's run_as user (see OtherUserActions).
+	ActionManageOtherUsersDrive = "org.plugvault.manage-other-users-drive"
 )
 
 // MethodActions maps every authorized method (interface.member) to its polkit action. Methods
@@ -107,6 +110,18 @@ var MethodActions = map[string]string{
 	DriveInterface + "." + MethodBrowse:    ActionBrowse,
 	DriveInterface + "." + MethodRestore:   ActionRestore,
 	DriveInterface + "." + MethodVerify:    ActionBrowse,
+}
+
+// OtherUserActions maps the Drive methods that reach a drive's backups or its user's running
+// backup to the second action they need when the caller is not the drive's run_as user (root
+// passes it: polkit authorizes root): browsing, restoring and verifying read another user's
+// files, and cancelling or ejecting stops their backup or takes their open drive away.
+var OtherUserActions = map[string]string{
+	DriveInterface + "." + MethodBrowse:  ActionManageOtherUsersDrive,
+	DriveInterface + "." + MethodRestore: ActionManageOtherUsersDrive,
+	DriveInterface + "." + MethodVerify:  ActionManageOtherUsersDrive,
+	DriveInterface + "." + MethodCancel:  ActionManageOtherUsersDrive,
+	DriveInterface + "." + MethodEject:   ActionManageOtherUsersDrive,
 }
 
 // DrivePath returns the object path of the drive with the given LUKS UUID: every byte that is

@@ -175,7 +175,9 @@ func TestPassphrase(t *testing.T) {
 }
 
 // TestPolkit is scenario e: bob, an unprivileged user, cannot unlock, back up or eject until a
-// polkit rule grants him those actions; then he can.
+// polkit rule grants him those actions; then he can. The drive is alice's (run_as), so
+// browsing or ejecting it also needs org.plugvault.manage-other-users-drive, and the mount
+// alice opens for browsing is closed to bob.
 func TestPolkit(t *testing.T) {
 	env := vmEnv(t)
 	tl, ctx := scenario(t, env)
@@ -204,15 +206,22 @@ func TestPolkit(t *testing.T) {
 
 	// polkitd reads rules at start: restart it rather than wait for its file watch.
 	grant := `polkit.addRule(function(action, subject) {
-    if (subject.user == "bob" && ["org.plugvault.unlock", "org.plugvault.backup", "org.plugvault.eject"].indexOf(action.id) >= 0) {
+    if (subject.user == "bob" && ["org.plugvault.unlock", "org.plugvault.backup", "org.plugvault.eject", "org.plugvault.browse"].indexOf(action.id) >= 0) {
+        return polkit.Result.YES;
+    }
+    if (subject.user == "alice" && action.id == "org.plugvault.browse") {
         return polkit.Result.YES;
     }
 });
 `
-	if _, err := env.VM.ExecAs(ctx, 0, []byte(grant), "/bin/sh", "-ec", "cat > "+rule+" && systemctl restart polkit.service"); err != nil {
-		t.Fatal(err)
+	setRule := func(js string) {
+		t.Helper()
+		if _, err := env.VM.ExecAs(ctx, 0, []byte(js), "/bin/sh", "-ec", "cat > "+rule+" && systemctl restart polkit.service"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	tl.Add("polkit rule grants bob unlock, backup, eject", time.Now())
+	setRule(grant)
+	tl.Add("polkit rule grants bob unlock, backup, eject, browse and alice browse", time.Now())
 	if res := call(t, ctx, env, BobUID, api.MethodUnlock, s, s.Passphrase, nil); res.Err != nil {
 		t.Fatalf("bob Unlock with a grant: %v", res.Err)
 	}
@@ -233,6 +242,36 @@ func TestPolkit(t *testing.T) {
 	completeCycle(t, ctx, env, tl, mark, s, nil)
 	checkAllSnapshots(t, ctx, env, tl, s, 2)
 
+	// The drive is alice's (run_as): bob's grants for the verbs are not enough to browse or
+	// eject it, and the mount alice opens is hers alone.
+	for _, m := range []string{api.MethodBrowse, api.MethodEject} {
+		res := call(t, ctx, env, BobUID, m, s, nil, nil)
+		tl.Add(fmt.Sprintf("bob %s of alice's drive without manage-other-users-drive: %s", m, res.ErrorName), time.Now())
+		if !isNotAuthorized(res) {
+			t.Errorf("bob %s of alice's drive: %q %v, want NotAuthorized", m, res.ErrorName, res.Err)
+		}
+	}
+	var path string
+	if res := call(t, ctx, env, AliceUID, api.MethodBrowse, s, nil, &path); res.Err != nil {
+		t.Fatalf("alice Browse: %v", res.Err)
+	}
+	tl.Add("alice Browse: "+path, time.Now())
+	if out, err := env.VM.ExecAs(ctx, AliceUID, nil, "ls", path); err != nil || !strings.Contains(out, "plugvault") {
+		t.Errorf("alice cannot list her mount %s: %v: %q", path, err, out)
+	}
+	if out, err := env.VM.ExecAs(ctx, BobUID, nil, "ls", path); err == nil {
+		t.Errorf("bob lists alice's mount %s: %q", path, out)
+	}
+	if _, err := env.VM.ExecAs(ctx, BobUID, nil, "/bin/sh", "-c", "cd "+path); err == nil {
+		t.Errorf("bob can enter alice's mount %s", path)
+	}
+	tl.Add("bob cannot enter alice's mount", time.Now())
+	if st := status(t, ctx, env, s); st.State != api.StatePresent {
+		t.Errorf("after bob's refused Eject the drive is %s, want still present (open for alice)", st.State)
+	}
+
+	setRule(strings.Replace(grant, `"org.plugvault.browse"]`, `"org.plugvault.browse", "org.plugvault.manage-other-users-drive"]`, 1))
+	tl.Add("polkit rule grants bob manage-other-users-drive too", time.Now())
 	if res := call(t, ctx, env, BobUID, api.MethodEject, s, nil, nil); res.Err != nil {
 		t.Fatalf("bob Eject with a grant: %v", res.Err)
 	}

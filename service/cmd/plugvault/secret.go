@@ -81,12 +81,31 @@ func readStdinPassphrase(r io.Reader) ([]byte, error) {
 	return b, nil
 }
 
-// readSecret reads r to EOF, refusing more than maxSecret bytes.
+// readSecret reads r to EOF, refusing more than maxSecret bytes. Unlike io.ReadAll it zeroes
+// each buffer it outgrows, so no partial copy of the secret is left behind for the garbage
+// collector; the caller zeroes the result.
 func readSecret(r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxSecret+1))
-	if err != nil {
-		clear(b)
-		return nil, fmt.Errorf("cannot read the secret: %w", err)
+	b := make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			if len(b) > maxSecret {
+				clear(b)
+				return nil, usagef("the secret is longer than %d bytes", maxSecret)
+			}
+			grown := make([]byte, len(b), 2*cap(b))
+			copy(grown, b)
+			clear(b)
+			b = grown
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			clear(b)
+			return nil, fmt.Errorf("cannot read the secret: %w", err)
+		}
 	}
 	if len(b) > maxSecret {
 		clear(b)

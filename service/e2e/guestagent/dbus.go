@@ -140,6 +140,8 @@ func dispatch(ctx context.Context, c *api.Client, req agentproto.Request) (any, 
 		return nil, c.Cancel(ctx, drive, opts)
 	case api.MethodEject:
 		return nil, c.Eject(ctx, drive, opts)
+	case api.MethodBrowse:
+		return c.Browse(ctx, drive, opts)
 	case api.MethodUnlock:
 		pass := append([]byte(nil), req.Args...)
 		defer clear(pass)

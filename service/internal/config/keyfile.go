@@ -66,14 +66,22 @@ func ReadKeyfile(path string) ([]byte, error) {
 	if err := checkKeyfileInfo(path, fi); err != nil {
 		return nil, err
 	}
-	key, err := io.ReadAll(io.LimitReader(f, MaxKeyfileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("cannot read keyfile %s: %w", path, err)
-	}
-	if len(key) > MaxKeyfileSize {
-		clear(key)
+	if fi.Size() > MaxKeyfileSize {
 		return nil, fmt.Errorf("cannot use keyfile %s: larger than %d bytes", path, MaxKeyfileSize)
 	}
+	// One buffer of the file's size, and a byte more to notice a file that grew: io.ReadAll
+	// would leave partial copies of the key in every buffer it outgrows.
+	key := make([]byte, fi.Size()+1)
+	n, err := io.ReadFull(f, key)
+	switch {
+	case err == nil:
+		clear(key)
+		return nil, fmt.Errorf("cannot use keyfile %s: it changed while it was read", path)
+	case !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
+		clear(key)
+		return nil, fmt.Errorf("cannot read keyfile %s: %w", path, err)
+	}
+	key = key[:n]
 	if len(key) == 0 {
 		return nil, fmt.Errorf("cannot use keyfile %s: it is empty", path)
 	}

@@ -1,11 +1,13 @@
 package config_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -217,5 +219,31 @@ func TestCheckKeyfileOwnerRoot(t *testing.T) {
 	want = fmtPath("cannot use keyfile %[1]s: its directory %[2]s is owned by uid 65534, not root; run: chown root:root %[2]s", p)
 	if err := config.CheckKeyfile(p); err == nil || err.Error() != want {
 		t.Fatalf("directory owned by nobody: %v\nwant: %s", err, want)
+	}
+}
+
+// ReadKeyfile reads the key into one buffer of its size: a reader that grows its buffer
+// (io.ReadAll) would leave partial copies of the key behind, unzeroed. Measured as the bytes
+// allocated while reading a key of the largest size allowed.
+func TestReadKeyfileAllocatesOneBuffer(t *testing.T) {
+	config.SetKeyOwner(t, uint32(os.Geteuid()))
+	p := filepath.Join(keyDir(t), "k")
+	key := make([]byte, config.MaxKeyfileSize)
+	for i := range key {
+		key[i] = byte(i%251 + 1)
+	}
+	if err := os.WriteFile(p, key, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	got, err := config.ReadKeyfile(p)
+	runtime.ReadMemStats(&after)
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("ReadKeyfile = %d bytes, %v", len(got), err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 3*uint64(len(key))/2 {
+		t.Errorf("reading a %d-byte key allocated %d bytes: the key was copied between buffers", len(key), n)
 	}
 }

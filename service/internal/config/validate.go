@@ -2,6 +2,7 @@ package config
 
 import (
 	"github.com/plugvault/plugvault/service/internal/luks"
+	"github.com/plugvault/plugvault/service/internal/users"
 
 	"errors"
 	"fmt"
@@ -14,8 +15,9 @@ import (
 	"unicode/utf8"
 )
 
-// lookupUser resolves run_as; tests replace it so that they do not depend on /etc/passwd.
-var lookupUser = user.Lookup
+// lookupUser resolves run_as through NSS (getent), so users from LDAP or SSSD count; tests
+// replace it so that they do not depend on the machine's users.
+var lookupUser = users.Lookup
 
 // Limits of the values Validate accepts.
 const (

@@ -3,13 +3,25 @@ package daemon_test
 import (
 	"context"
 	"errors"
+	"os"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/testbus"
 )
+
+// outcomeErrors is the error a call gets for each polkit outcome.
+var outcomeErrors = map[testbus.Outcome]error{
+	testbus.Allow:     nil,
+	testbus.Deny:      api.ErrNotAuthorized,
+	testbus.Challenge: api.ErrNotAuthorizedCanObtain,
+	testbus.Dismissed: api.ErrNotAuthorizedDismissed,
+	testbus.Error:     api.ErrNotAuthorized,
+	testbus.Absent:    api.ErrNotAuthorized,
+}
 
 // Every mutating method x every polkit outcome: the right error, exactly one check with the
 // method's action and the caller as subject, the backend reached only when allowed, and no
@@ -19,14 +31,7 @@ func TestEveryMethodEveryPolkitOutcome(t *testing.T) {
 	ctx := ctxT(t)
 	drive := api.DrivePath(uuidOne)
 	caller := env.ClientBus.Names()[0]
-	want := map[testbus.Outcome]error{
-		testbus.Allow:     nil,
-		testbus.Deny:      api.ErrNotAuthorized,
-		testbus.Challenge: api.ErrNotAuthorizedCanObtain,
-		testbus.Dismissed: api.ErrNotAuthorizedDismissed,
-		testbus.Error:     api.ErrNotAuthorized,
-		testbus.Absent:    api.ErrNotAuthorized,
-	}
+	want := outcomeErrors
 	for _, m := range mutatingMethods(t) {
 		for _, outcome := range testbus.Outcomes {
 			name := m.method + "/" + string(outcome)
@@ -252,5 +257,76 @@ func TestBrokenAuthorizerDenies(t *testing.T) {
 	}
 	if calls := env.Backend.Calls(); len(calls) != 0 {
 		t.Errorf("backend got %v", calls)
+	}
+}
+
+// A drive's backups belong to its run_as user: Browse, Restore, Verify, Cancel and Eject by
+// anyone else need org.plugvault.manage-other-users-drive as well (a second check, after the
+// method's own action allowed the call, naming the drive and its user); the other methods
+// do not. The run_as user (here the user running the test) needs only the method's action.
+func TestOtherUsersDriveNeedsTheSecondAction(t *testing.T) {
+	env := startEnv(t, testbus.EnvOptions{})
+	ctx := ctxT(t)
+	drive := api.DrivePath(uuidOne)
+	for _, owner := range []string{"plugvault-test-no-such-user", "root", ""} {
+		env.Backend.SetRunAs(owner)
+		if owner != "plugvault-test-no-such-user" && os.Getuid() == 0 {
+			continue // root owns these drives
+		}
+		for _, m := range mutatingMethods(t) {
+			other, needs := api.OtherUserActions[m.iface+"."+m.method]
+			for outcome, wantErr := range outcomeErrors {
+				if outcome == testbus.Absent {
+					continue // polkitd is there or not for both checks
+				}
+				name := owner + "/" + m.method + "/" + string(outcome)
+				env.Polkit.SetActionOutcome(api.ActionManageOtherUsersDrive, outcome)
+				env.Polkit.Reset()
+				env.Backend.Reset()
+				err := m.call(ctx, env.Client, drive, nil)
+				env.Daemon.RemoveDrive(env.Backend.EnrollUUID())
+				if m.method == api.MethodForget && err == nil {
+					if err := env.Daemon.AddDrive(uuidOne, testbus.SampleDrive(uuidOne, "work")); err != nil {
+						t.Fatal(err)
+					}
+				}
+				checks := env.Polkit.Checks()
+				if !needs {
+					if err != nil || len(checks) != 1 {
+						t.Errorf("%s: %v after %d checks, want success after 1", name, err, len(checks))
+					}
+					continue
+				}
+				if !errors.Is(err, wantErr) || wantErr == nil && err != nil {
+					t.Errorf("%s: %v, want %v", name, err, wantErr)
+				}
+				if len(checks) != 2 || checks[0].Action != api.MethodActions[m.iface+"."+m.method] || checks[1].Action != other {
+					t.Errorf("%s: checks %+v, want the method's action, then %s", name, checks, other)
+					continue
+				}
+				wantUser := owner
+				if owner == "" {
+					wantUser = "root"
+				}
+				if d := checks[1].Details; d["drive.uuid"] != uuidOne || d["drive.user"] != wantUser || !strings.Contains(d["polkit.message"], "another user") {
+					t.Errorf("%s: details %v", name, d)
+				}
+				if calls := env.Backend.Calls(); (outcome == testbus.Allow) != (len(calls) == 1) {
+					t.Errorf("%s: backend calls %v", name, calls)
+				}
+			}
+		}
+	}
+	env.Polkit.ClearActionOutcomes()
+
+	// When the method's own action is refused, nobody asks for the second one.
+	env.Backend.SetRunAs("plugvault-test-no-such-user")
+	env.Polkit.SetOutcome(t, testbus.Deny)
+	env.Polkit.Reset()
+	if _, err := env.Client.Browse(ctx, drive, nil); !errors.Is(err, api.ErrNotAuthorized) {
+		t.Errorf("Browse: %v", err)
+	}
+	if checks := env.Polkit.Checks(); len(checks) != 1 || checks[0].Action != api.ActionBrowse {
+		t.Errorf("checks %+v, want only %s", checks, api.ActionBrowse)
 	}
 }

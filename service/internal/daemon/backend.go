@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/logging"
 )
 
 // Caller is who made an authorized call, from the bus daemon's SO_PEERCRED-based
@@ -11,10 +12,13 @@ import (
 type Caller struct {
 	BusName string // unique name, the polkit subject
 	UID     uint32
-	GID     uint32 // primary group of UID
-	PID     uint32
-	User    string // login name of UID
-	Home    string // home directory of UID
+	GID     uint32 // primary group of UID (NSS)
+	// Groups are the calling process's groups as the bus daemon reported them
+	// (UnixGroupIDs); when the bus does not report them, the groups NSS lists for User.
+	Groups []uint32
+	PID    uint32
+	User   string // login name of UID (NSS)
+	Home   string // home directory of UID (NSS)
 }
 
 // RestoreRequest is a validated Drive.Restore call.
@@ -41,12 +45,16 @@ type Backend interface {
 	// Verify runs with the caller's credentials, like Restore: a user verifies what they may
 	// read, and the problems it lists (paths) never reveal other users' file names.
 	Verify(ctx context.Context, uuid, snapshot string, caller Caller) (checked uint64, problems []string, err error)
+	// RunAs returns the user whose backups the drive holds and as whom they run (config
+	// run_as; "" or "root" means root). Callers who are someone else need
+	// api.ActionManageOtherUsersDrive for the methods in api.OtherUserActions.
+	RunAs(ctx context.Context, uuid string) (string, error)
 }
 
 // EnrollRequest is a validated Manager.Enroll call.
 type EnrollRequest struct {
-	Device     string // canonical, under /dev
-	Passphrase []byte // zeroed by the daemon after the call returns
+	Device     string         // canonical, under /dev
+	Passphrase logging.Secret // zeroed by the daemon after the call returns; prints as [redacted]
 	Name       string
 	Label      string
 	Filesystem string // "btrfs" or "ext4"
@@ -61,7 +69,7 @@ type EnrollRequest struct {
 // AdoptRequest is a validated Manager.Adopt call.
 type AdoptRequest struct {
 	Device             string
-	Secret             []byte // zeroed by the daemon after the call returns
+	Secret             logging.Secret // zeroed by the daemon after the call returns; prints as [redacted]
 	SecretIsPassphrase bool
 	AddKeyfileSlot     bool
 	Name               string

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -35,11 +36,14 @@ func SystemBusAddress() string {
 // ("ah", "a{sh}"): its decoder builds a []UnixFDIndex and appends a UnixFD to it. CloseUnixFDs
 // is installed as well, as a second line should fds ever arrive.
 //
+// Once godbus has decoded a message, the raw bytes it read from the socket are zeroed: they
+// hold the passphrases and keyfiles of Unlock, Enroll and Adopt, and godbus would leave them
+// in its garbage (the decoded copies are zeroed by the handlers).
+//
 // ctx bounds the connection handshake (authentication and Hello), which is also limited to
 // HandshakeTimeout: a bus that accepts the socket but never answers must not hang the
 // daemon's start, where SIGTERM only cancels ctx.
 func ConnectBus(ctx context.Context, address string, opts ...dbus.ConnOption) (*dbus.Conn, error) {
-	opts = append(opts, dbus.WithIncomingInterceptor(CloseUnixFDs))
 	var errs []error
 	for _, a := range strings.Split(address, ";") {
 		if a == "" {
@@ -79,7 +83,12 @@ func handshake(ctx context.Context, c net.Conn, opts []dbus.ConnOption) (*dbus.C
 	defer stop()
 	// Hiding the *net.UnixConn makes godbus use its generic stream transport, which does
 	// not offer fd passing during authentication.
-	conn, err := dbus.NewConn(stream{c}, opts...)
+	s := &stream{ReadWriteCloser: c}
+	opts = append(opts, dbus.WithIncomingInterceptor(func(msg *dbus.Message) {
+		CloseUnixFDs(msg)
+		s.clearReads()
+	}))
+	conn, err := dbus.NewConn(s, opts...)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -100,8 +109,39 @@ func handshake(ctx context.Context, c net.Conn, opts []dbus.ConnOption) (*dbus.C
 	return conn, nil
 }
 
-// stream is a net.Conn seen only as an io.ReadWriteCloser.
-type stream struct{ io.ReadWriteCloser }
+// stream is a net.Conn seen only as an io.ReadWriteCloser. It remembers the buffers godbus
+// reads into until clearReads zeroes them.
+//
+// godbus's generic transport reads each message with exact-length reads into buffers of its
+// own (no read-ahead) and calls the incoming interceptor on the same goroutine once the
+// message is decoded, before it reads the next one; the decoded values are copies. So what
+// was read before the interceptor runs is exactly the raw message, dead by then.
+type stream struct {
+	io.ReadWriteCloser
+	mu    sync.Mutex
+	reads [][]byte
+}
+
+func (s *stream) Read(p []byte) (int, error) {
+	n, err := s.ReadWriteCloser.Read(p)
+	if n > 0 {
+		s.mu.Lock()
+		s.reads = append(s.reads, p[:n])
+		s.mu.Unlock()
+	}
+	return n, err
+}
+
+// clearReads zeroes every buffer read into since the last call.
+func (s *stream) clearReads() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range s.reads {
+		clear(b)
+	}
+	clear(s.reads)
+	s.reads = s.reads[:0]
+}
 
 // unixSocket returns the socket of one unix: address ("@name" for an abstract socket).
 func unixSocket(addr string) (string, error) {

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/user"
 	"strconv"
 
 	"github.com/godbus/dbus/v5"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/users"
 )
 
 // userError is an error whose text is written for the user and which wraps one of the api
@@ -47,6 +47,8 @@ type call struct {
 	iface  string
 	method string
 	opts   map[string]dbus.Variant
+	// busCreds is GetConnectionCredentials' answer about sender (see creds).
+	busCreds map[string]dbus.Variant
 }
 
 // newCall derives the call's context from the daemon's root context (godbus gives handlers
@@ -78,6 +80,11 @@ func (c *call) authorize(details map[string]string) error {
 	if !ok {
 		return fmt.Errorf("internal error: no polkit action for %s.%s: %w", c.iface, c.method, api.ErrNotAuthorized)
 	}
+	return c.authorizeAction(action, details)
+}
+
+// authorizeAction asks polkit whether the caller may do action.
+func (c *call) authorizeAction(action string, details map[string]string) error {
 	interactive := c.interactive()
 	timeout := c.d.opts.AuthTimeout
 	if interactive {
@@ -114,20 +121,45 @@ func (c *call) reply(err error) *dbus.Error {
 	return api.ToDBusError(err)
 }
 
-// caller asks the bus daemon who the sender is: its uid and pid come from SO_PEERCRED, so the
-// caller cannot lie about them. The primary group comes from the user database.
-func (c *call) caller() (Caller, error) {
+// creds asks the bus daemon about the sender (GetConnectionCredentials): its uid, groups and
+// pid come from the kernel (SO_PEERCRED, SO_PEERGROUPS), so the caller cannot lie about them.
+// The answer is kept for the rest of the call.
+func (c *call) creds() (map[string]dbus.Variant, error) {
+	if c.busCreds != nil {
+		return c.busCreds, nil
+	}
 	var creds map[string]dbus.Variant
 	err := c.d.conn.BusObject().CallWithContext(c.ctx, "org.freedesktop.DBus.GetConnectionCredentials", 0, c.sender).Store(&creds)
 	if err != nil {
-		return Caller{}, failed("cannot identify the caller: %v", err)
+		return nil, failed("cannot identify the caller: %v", err)
 	}
-	uid, ok := creds["UnixUserID"].Value().(uint32)
-	if !ok {
-		return Caller{}, failed("cannot identify the caller: the bus did not report its user")
+	if _, ok := creds["UnixUserID"].Value().(uint32); !ok {
+		return nil, failed("cannot identify the caller: the bus did not report its user")
 	}
+	c.busCreds = creds
+	return creds, nil
+}
+
+// uid is the caller's uid, from the bus daemon.
+func (c *call) uid() (uint32, error) {
+	creds, err := c.creds()
+	if err != nil {
+		return 0, err
+	}
+	return creds["UnixUserID"].Value().(uint32), nil
+}
+
+// caller is who the sender is: uid, groups and pid from the bus daemon (see creds); name,
+// primary group and home from NSS (getent: LDAP users count). dbus-daemon reports
+// UnixGroupIDs since 1.11; from an older bus the groups are those NSS lists for the user.
+func (c *call) caller() (Caller, error) {
+	creds, err := c.creds()
+	if err != nil {
+		return Caller{}, err
+	}
+	uid := creds["UnixUserID"].Value().(uint32)
 	pid, _ := creds["ProcessID"].Value().(uint32)
-	u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+	u, err := users.Default.LookupID(c.ctx, uid)
 	if err != nil {
 		return Caller{}, failed("cannot identify the caller: cannot look up uid %d: %v", uid, err)
 	}
@@ -135,7 +167,17 @@ func (c *call) caller() (Caller, error) {
 	if err != nil {
 		return Caller{}, failed("cannot identify the caller: uid %d has the group %q", uid, u.Gid)
 	}
-	return Caller{BusName: c.sender, UID: uid, GID: uint32(gid), PID: pid, User: u.Username, Home: u.HomeDir}, nil
+	who := Caller{BusName: c.sender, UID: uid, GID: uint32(gid), PID: pid, User: u.Username, Home: u.HomeDir}
+	if v, ok := creds["UnixGroupIDs"]; ok {
+		groups, isList := v.Value().([]uint32)
+		if !isList {
+			return Caller{}, failed("cannot identify the caller: the bus reported its groups as %s", v.Signature())
+		}
+		who.Groups = append([]uint32{}, groups...)
+	} else if who.Groups, err = users.Default.GroupIDs(c.ctx, u.Username, who.GID); err != nil {
+		return Caller{}, failed("cannot identify the caller: %v", err)
+	}
+	return who, nil
 }
 
 // driveDetails names the drive in the polkit dialog.

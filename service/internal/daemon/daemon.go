@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/polkit"
+	"github.com/plugvault/plugvault/service/internal/users"
 )
 
 // Standard D-Bus interfaces every object serves.
@@ -319,6 +321,21 @@ func (d *Daemon) driveByPath(path dbus.ObjectPath) (string, api.DriveStatus, boo
 		}
 	}
 	return "", api.DriveStatus{}, false
+}
+
+// uidOf resolves a run_as user name to its uid through NSS; false when it cannot (an unknown
+// user is nobody's drive: only the second polkit check lets anyone at it).
+func (d *Daemon) uidOf(ctx context.Context, name string) (uint32, bool) {
+	if name == "root" {
+		return 0, true
+	}
+	u, err := users.Default.Lookup(ctx, name)
+	if err != nil {
+		d.log.Warn("cannot resolve a drive's run_as user", "user", name, "error", err)
+		return 0, false
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	return uint32(uid), err == nil
 }
 
 // callContext is the context of a call that needs no authorization.

@@ -39,8 +39,44 @@ func (dr *Drive) begin(sender dbus.Sender, msg dbus.Message, method string, opts
 	if !known {
 		return c, nil, notFound("cannot %s: the drive %s is no longer known", verbOf(method), dr.uuid)
 	}
+	if action, ok := api.OtherUserActions[api.DriveInterface+"."+method]; ok {
+		if err := dr.authorizeOtherUser(c, st, method, action); err != nil {
+			return c, nil, err
+		}
+	}
 	o, err := checkOptions(method, opts)
 	return c, o, err
+}
+
+// polkit messages of the second check when the drive belongs to another user, by method.
+var otherUserMessages = map[string]string{
+	api.MethodCancel:  "Authentication is required to cancel another user's backup to the drive %s",
+	api.MethodEject:   "Authentication is required to eject the backup drive %s of another user",
+	api.MethodBrowse:  "Authentication is required to browse another user's backups on the drive %s",
+	api.MethodRestore: "Authentication is required to restore files from another user's backups on the drive %s",
+	api.MethodVerify:  "Authentication is required to verify another user's backups on the drive %s",
+}
+
+// authorizeOtherUser asks polkit for action as well unless the caller is the drive's run_as
+// user: the backups on a drive are its user's files, and the drive their backup.
+func (dr *Drive) authorizeOtherUser(c *call, st api.DriveStatus, method, action string) error {
+	runAs, err := dr.d.currentBackend().RunAs(c.ctx, dr.uuid)
+	if err != nil {
+		return err
+	}
+	caller, err := c.uid()
+	if err != nil {
+		return err
+	}
+	if runAs == "" {
+		runAs = "root"
+	}
+	if uid, ok := dr.d.uidOf(c.ctx, runAs); ok && uid == caller {
+		return nil
+	}
+	details := driveDetails(st, otherUserMessages[method])
+	details["drive.user"] = runAs
+	return c.authorizeAction(action, details)
 }
 
 // Unlock unlocks a drive that awaits its passphrase.

@@ -27,3 +27,4 @@ func (startingBackend) Restore(context.Context, string, RestoreRequest) error { 
 func (startingBackend) Verify(context.Context, string, string, Caller) (uint64, []string, error) {
 	return 0, nil, errStarting
 }
+func (startingBackend) RunAs(context.Context, string) (string, error) { return "", errStarting }

@@ -113,7 +113,10 @@ func (m *Manager) Cancel(ctx context.Context, uuid string) error {
 }
 
 // Eject stops any activity, unmounts and locks the drive, powers the USB device off if asked,
-// and returns once the drive is safe to remove.
+// and returns once the drive is safe to remove. When something else still uses the stick (a
+// filesystem of another partition is mounted, another mapping sits on it), the drive stays
+// locked but is not powered off, its state is present with a reason naming the users, and the
+// error wraps api.ErrBusy.
 func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 	m.mu.Lock()
 	d, err := m.lookupLocked(uuid)
@@ -164,6 +167,9 @@ func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 	if terr == nil && powerOff && m.deps.PowerOff != nil {
 		perr = m.deps.PowerOff(ctx, dv.diskDevPath())
 	}
+	// What else uses the stick, when that kept it from being powered off
+	// (usbpower.InUseError).
+	var inUse interface{ InUse() []string }
 	m.mu.Lock()
 	defer close(a.done)
 	defer m.mu.Unlock()
@@ -175,6 +181,11 @@ func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 		if d.dev != nil {
 			return fmt.Errorf("cannot eject %s: %w", d.cfg.Name, terr)
 		}
+	case errors.As(perr, &inUse):
+		// Ours is locked, but pulling the stick would hurt whatever else is on it: not safe.
+		uses := strings.Join(inUse.InUse(), ", ")
+		m.setStateLocked(d, api.StatePresent, "Locked, but not powered off: the stick is still in use ("+uses+"); unmount that before you pull the stick")
+		return fmt.Errorf("cannot power off %s: it is locked, but the stick is still in use: %s: %w", d.cfg.Name, uses, api.ErrBusy)
 	case perr != nil:
 		m.log.Warn("cannot power off the drive", "drive", d.cfg.Name, "err", perr)
 		m.setStateLocked(d, api.StateSafeToRemove, "Safe to remove")
@@ -182,6 +193,17 @@ func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 		m.setStateLocked(d, api.StateSafeToRemove, "Safe to remove")
 	}
 	return nil
+}
+
+// RunAs returns the drive's run_as user ("" when it has none).
+func (m *Manager) RunAs(ctx context.Context, uuid string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, err := m.lookupLocked(uuid)
+	if err != nil {
+		return "", err
+	}
+	return d.cfg.RunAs, nil
 }
 
 // ListSnapshots returns the snapshot list read the last time the drive was mounted; it never
@@ -197,8 +219,8 @@ func (m *Manager) ListSnapshots(ctx context.Context, uuid string) ([]api.Snapsho
 }
 
 // Browse unlocks the drive with its keyfile and mounts it read-only at
-// <mount_base>/<luks_uuid>, which it returns. The drive then stays present (not safe to remove)
-// until Eject, a backup run or its removal.
+// <mount_base>/<luks_uuid>/drive, which it returns (only root and run_as can reach it). The
+// drive then stays present (not safe to remove) until Eject, a backup run or its removal.
 func (m *Manager) Browse(ctx context.Context, uuid string, caller daemon.Caller) (string, error) {
 	m.mu.Lock()
 	d, err := m.lookupLocked(uuid)

@@ -57,7 +57,9 @@ type MountInfo struct {
 // engine's Job and the mount call; it is not in the agreed mount API, so the daemon's adapter
 // supplies it, from a superblock probe or from udev's ID_FS_TYPE of the dm device).
 type Mounter interface {
-	Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string) error
+	// Mount mounts source at target (<base>/<uuid>/drive), reachable only by root and the
+	// user runAs ("" or "root": root only).
+	Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string, runAs string) error
 	// Unmount retries while target is busy and then fails with an error wrapping
 	// api.ErrBusy that names the programs holding it.
 	Unmount(ctx context.Context, target string) error

@@ -35,7 +35,7 @@
 // of a drive whose stick is plugged in, and the run continues from there) and cleans the rest.
 //
 // Browsing: Browse unlocks with the keyfile and mounts the drive read-only at
-// <mount_base>/<luks_uuid>. While it is open for browsing the drive's State is present (it is
+// <mount_base>/<luks_uuid>/drive, which only root and the drive's run_as user can reach. While it is open for browsing the drive's State is present (it is
 // not safe to remove) and StateReason names the mount point; Eject, a removal or the next
 // backup run closes it.
 package drive

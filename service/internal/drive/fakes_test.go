@@ -320,7 +320,7 @@ func (s *fakeSys) Active(ctx context.Context, name string) (bool, error) {
 
 // Mounter
 
-func (s *fakeSys) Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string) error {
+func (s *fakeSys) Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string, runAs string) error {
 	s.mu.Lock()
 	var err error
 	switch {
@@ -332,7 +332,7 @@ func (s *fakeSys) Mount(ctx context.Context, source, target, fstype string, read
 		s.mounts[target] = &fakeMount{source: source, fstype: fstype, readOnly: readOnly}
 	}
 	s.mu.Unlock()
-	if gerr := s.enter(ctx, "mount", fmt.Sprint(target, " ro=", readOnly)); gerr != nil {
+	if gerr := s.enter(ctx, "mount", fmt.Sprint(target, " ro=", readOnly, " for=", runAs)); gerr != nil {
 		return gerr
 	}
 	return err

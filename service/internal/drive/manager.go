@@ -259,7 +259,7 @@ func validUUID(s string) bool {
 
 func (m *Manager) mappingName(d *drive) string { return MappingPrefix + d.uuid }
 func (m *Manager) mapperPath(d *drive) string  { return filepath.Join(m.mapper, m.mappingName(d)) }
-func (m *Manager) target(d *drive) string      { return filepath.Join(m.base, d.uuid) }
+func (m *Manager) target(d *drive) string      { return filepath.Join(m.base, d.uuid, "drive") }
 
 // publishLocked sends d's complete status.
 func (m *Manager) publishLocked(d *drive) {
@@ -569,9 +569,9 @@ func (m *Manager) reconcile(ctx context.Context, cold []Event) {
 	// Deepest first, so nested leftovers come off before their parents.
 	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i].Target) > len(mounts[j].Target) })
 	for _, mi := range mounts {
-		if filepath.Dir(mi.Target) == m.base {
-			d := drives[filepath.Base(mi.Target)]
-			if d != nil && mappedDrive[m.mappingName(d)] == d && m.mountOfMapping(mi, d) {
+		if gate := filepath.Dir(mi.Target); filepath.Dir(gate) == m.base {
+			d := drives[filepath.Base(gate)]
+			if d != nil && mi.Target == m.target(d) && mappedDrive[m.mappingName(d)] == d && m.mountOfMapping(mi, d) {
 				m.log.Info("adopting the mount of a plugged-in drive", "drive", d.cfg.Name, "target", mi.Target)
 				m.mu.Lock()
 				d.mountTried, d.mounted = true, true

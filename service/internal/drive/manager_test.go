@@ -42,6 +42,7 @@ type harness struct {
 	logind   *fakeLogind
 	powerMu  sync.Mutex
 	powerOff []string
+	powerErr error // what PowerOff returns
 	powerAt  []int // number of statuses of drive A published at each power-off
 	keyDir   string
 	cfg      *config.Config
@@ -104,7 +105,7 @@ func (h *harness) start() {
 			defer h.powerMu.Unlock()
 			h.powerOff = append(h.powerOff, devPath)
 			h.powerAt = append(h.powerAt, len(h.pub.statuses(uuidA)))
-			return nil
+			return h.powerErr
 		},
 		Publisher: h.pub,
 		Logger:    slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -256,7 +257,7 @@ func TestHappyPath(t *testing.T) {
 	h.eng.mu.Lock()
 	job := h.eng.jobs[0]
 	h.eng.mu.Unlock()
-	want := drive.Job{Sources: []string{"/home/u"}, Excludes: []string{"*.tmp"}, Target: base + "/" + uuidA, Host: "testhost", FSType: "btrfs", RunAs: "u"}
+	want := drive.Job{Sources: []string{"/home/u"}, Excludes: []string{"*.tmp"}, Target: base + "/" + uuidA + "/drive", Host: "testhost", FSType: "btrfs", RunAs: "u"}
 	if job.Target != want.Target || job.Host != want.Host || job.FSType != want.FSType || job.RunAs != want.RunAs ||
 		!slices.Equal(job.Sources, want.Sources) || !slices.Equal(job.Excludes, want.Excludes) || job.Dev == 0 {
 		t.Errorf("job = %+v", job)
@@ -713,7 +714,7 @@ func TestRestartReconciliation(t *testing.T) {
 		h := newHarness(t)
 		h.addDrive("A", uuidA, keyA)
 		h.sys.mappings["plugvault-"+uuidA] = &fakeMapping{device: "(null)"}
-		h.sys.mounts[base+"/"+uuidA] = &fakeMount{source: "/dev/mapper/plugvault-" + uuidA, fstype: "btrfs"}
+		h.sys.mounts[base+"/"+uuidA+"/drive"] = &fakeMount{source: "/dev/mapper/plugvault-" + uuidA, fstype: "btrfs"}
 		h.sys.mappings["plugvault-"+uuidB] = &fakeMapping{device: "(null)"} // no longer configured
 		h.sys.mounts[base+"/stray"] = &fakeMount{source: "/dev/sdz", fstype: "ext4"}
 		h.sys.mappings["cryptroot"] = &fakeMapping{device: "/dev/nvme0n1p3"} // not ours
@@ -732,7 +733,7 @@ func TestRestartReconciliation(t *testing.T) {
 		h.addDrive("A", uuidA, keyA)
 		h.sys.insert("/dev/sdb", uuidA, keyA)
 		h.sys.mappings["plugvault-"+uuidA] = &fakeMapping{device: "/dev/sdb"}
-		h.sys.mounts[base+"/"+uuidA] = &fakeMount{source: "/dev/mapper/plugvault-" + uuidA, fstype: "btrfs"}
+		h.sys.mounts[base+"/"+uuidA+"/drive"] = &fakeMount{source: "/dev/mapper/plugvault-" + uuidA, fstype: "btrfs"}
 		h.src.cold = []drive.Event{stick("add", sdb, uuidA, 0)}
 		h.start()
 		st, _ := h.waitState(uuidA, 0, api.StateSafeToRemove)
@@ -741,6 +742,20 @@ func TestRestartReconciliation(t *testing.T) {
 		}
 		if h.sys.count("open") != 0 || h.sys.count("mount") != 0 {
 			t.Errorf("adoption opened %d and mounted %d times", h.sys.count("open"), h.sys.count("mount"))
+		}
+		h.sys.assertClean(t)
+	})
+	t.Run("stick present, mounted where older versions mounted: mounted again behind its gate", func(t *testing.T) {
+		h := newHarness(t)
+		h.addDrive("A", uuidA, keyA)
+		h.sys.insert("/dev/sdb", uuidA, keyA)
+		h.sys.mappings["plugvault-"+uuidA] = &fakeMapping{device: "/dev/sdb"}
+		h.sys.mounts[base+"/"+uuidA] = &fakeMount{source: "/dev/mapper/plugvault-" + uuidA, fstype: "btrfs"}
+		h.src.cold = []drive.Event{stick("add", sdb, uuidA, 0)}
+		h.start()
+		st, _ := h.waitState(uuidA, 0, api.StateSafeToRemove)
+		if st.LastResult != api.ResultSuccess || h.sys.count("mount") != 1 {
+			t.Errorf("final %+v, %d mounts", st, h.sys.count("mount"))
 		}
 		h.sys.assertClean(t)
 	})
@@ -895,7 +910,7 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	}
 
 	path, err := h.m.Browse(ctx, uuidA, daemon.Caller{UID: 1000})
-	if err != nil || path != base+"/"+uuidA {
+	if err != nil || path != base+"/"+uuidA+"/drive" {
 		t.Fatalf("Browse = %q, %v", path, err)
 	}
 	h.sys.mu.Lock()
@@ -1248,7 +1263,7 @@ func TestBusyMountIsNeverDetachedWhilePlugged(t *testing.T) {
 	}
 	name := "plugvault-" + uuidA
 	got := h.sys.leftovers()
-	if !slices.Equal(got, []string{"mapping " + name, "mount " + filepath.Join(h.cfg.MountBase, uuidA)}) {
+	if !slices.Equal(got, []string{"mapping " + name, "mount " + filepath.Join(h.cfg.MountBase, uuidA, "drive")}) {
 		t.Fatalf("left: %v (want the mount and its mapping kept, nothing detached)", got)
 	}
 	for _, c := range h.sys.callLog() {

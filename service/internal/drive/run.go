@@ -352,7 +352,7 @@ func (m *Manager) mount(ctx context.Context, d *drive, readOnly bool) (fstype st
 	d.mountTried = true
 	m.mu.Unlock()
 	if !mounted {
-		if err := m.deps.Mounter.Mount(ctx, src, m.target(d), fstype, readOnly, d.cfg.MountOptions); err != nil {
+		if err := m.deps.Mounter.Mount(ctx, src, m.target(d), fstype, readOnly, d.cfg.MountOptions, d.cfg.RunAs); err != nil {
 			return "", 0, failf(err, "The drive cannot be mounted: %v", err)
 		}
 		m.mu.Lock()

@@ -3,7 +3,6 @@ package drive
 import (
 	"context"
 	"fmt"
-	"os/user"
 	"strconv"
 	"syscall"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/mount"
 	"github.com/plugvault/plugvault/service/internal/udev"
+	"github.com/plugvault/plugvault/service/internal/users"
 )
 
 // This file adapts the real OS layers to the state machine's small interfaces. It only converts
@@ -57,9 +57,17 @@ type SystemMounter struct {
 	M *mount.Mounter
 }
 
-// Mount mounts source (an opened mapping) at target.
-func (s SystemMounter) Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string) error {
-	return s.M.Mount(ctx, source, target, fstype, readOnly, extra)
+// Mount mounts source (an opened mapping) at target, for root and the user runAs only.
+func (s SystemMounter) Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string, runAs string) error {
+	var uid uint32
+	if runAs != "" && runAs != "root" {
+		cred, err := UserCredential(ctx, runAs)
+		if err != nil {
+			return fmt.Errorf("cannot mount the drive for %q: %w", runAs, err)
+		}
+		uid = cred.Uid
+	}
+	return s.M.Mount(ctx, source, target, fstype, readOnly, extra, uid)
 }
 
 // Unmount unmounts target, retrying while it is busy; a mount that stays busy is an error
@@ -92,7 +100,7 @@ func (SystemMounter) Mounts(base string) ([]MountInfo, error) {
 type SystemEngine struct {
 	// Path is the engine binary.
 	Path string
-	// LookupUser returns the credentials of a user (nil: the user database via os/user).
+	// LookupUser returns the credentials of a user (nil: UserCredential, through NSS).
 	LookupUser func(name string) (*syscall.Credential, error)
 }
 
@@ -102,7 +110,7 @@ func (e SystemEngine) Run(ctx context.Context, job Job, progress func(Progress))
 	var cred *syscall.Credential
 	if job.RunAs != "" && job.RunAs != "root" {
 		var err error
-		if cred, err = e.lookup(job.RunAs); err != nil {
+		if cred, err = e.lookup(ctx, job.RunAs); err != nil {
 			return Result{}, err
 		}
 	}
@@ -125,36 +133,39 @@ func (SystemEngine) List(target, host string) ([]api.Snapshot, error) {
 // Verify re-reads a snapshot in an engine child with the caller's credentials: a user verifies
 // what they may read, and the problems never name other users' files.
 func (e SystemEngine) Verify(ctx context.Context, target, host, snapshot string, caller daemon.Caller) (uint64, []string, error) {
-	return backup.SpawnVerify(ctx, e.Path, e.callerCredential(caller), target, host, snapshot)
+	return backup.SpawnVerify(ctx, e.Path, callerCredential(caller), target, host, snapshot)
 }
 
 // Restore copies a path out of a snapshot in an engine child with the caller's credentials, so
 // it writes only where the caller may write.
 func (e SystemEngine) Restore(ctx context.Context, target, host string, req daemon.RestoreRequest) error {
-	return backup.SpawnRestore(ctx, e.Path, e.callerCredential(req.Caller), target, host, req.Snapshot, req.Path, req.Destination, req.Overwrite)
+	return backup.SpawnRestore(ctx, e.Path, callerCredential(req.Caller), target, host, req.Snapshot, req.Path, req.Destination, req.Overwrite)
 }
 
-// callerCredential is the caller's identity for an engine child: uid and gid as the bus daemon
-// reported them, with the supplementary groups of the user of that name.
-func (e SystemEngine) callerCredential(c daemon.Caller) *syscall.Credential {
-	cred, err := e.lookup(c.User)
-	if err != nil || cred.Uid != c.UID {
-		// The name did not resolve to the caller (or there is none): no supplementary groups.
-		cred = &syscall.Credential{Uid: c.UID, Gid: c.GID}
+// callerCredential is the caller's identity for an engine child: the uid and groups of the
+// calling process as the bus daemon reported them, never what a user database says about a
+// name.
+func callerCredential(c daemon.Caller) *syscall.Credential {
+	cred := &syscall.Credential{Uid: c.UID, Gid: c.GID, Groups: []uint32{}}
+	for _, g := range c.Groups {
+		if g != c.GID {
+			cred.Groups = append(cred.Groups, g)
+		}
 	}
 	return cred
 }
 
-func (e SystemEngine) lookup(name string) (*syscall.Credential, error) {
+func (e SystemEngine) lookup(ctx context.Context, name string) (*syscall.Credential, error) {
 	if e.LookupUser != nil {
 		return e.LookupUser(name)
 	}
-	return UserCredential(name)
+	return UserCredential(ctx, name)
 }
 
-// UserCredential returns the uid, primary gid and supplementary groups of the user name.
-func UserCredential(name string) (*syscall.Credential, error) {
-	u, err := user.Lookup(name)
+// UserCredential returns the uid, primary gid and supplementary groups of the user name, as
+// NSS knows them (service/internal/users: getent, so LDAP users work).
+func UserCredential(ctx context.Context, name string) (*syscall.Credential, error) {
+	u, err := users.Default.Lookup(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("cannot run the backup as %q: %w", name, err)
 	}
@@ -163,12 +174,14 @@ func UserCredential(name string) (*syscall.Credential, error) {
 	if err1 != nil || err2 != nil {
 		return nil, fmt.Errorf("cannot run the backup as %q: unusable uid %q or gid %q", name, u.Uid, u.Gid)
 	}
-	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	if ids, err := u.GroupIds(); err == nil {
-		for _, id := range ids {
-			if g, err := strconv.ParseUint(id, 10, 32); err == nil && uint32(g) != cred.Gid {
-				cred.Groups = append(cred.Groups, uint32(g))
-			}
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	groups, err := users.Default.GroupIDs(ctx, name, cred.Gid)
+	if err != nil {
+		return nil, fmt.Errorf("cannot run the backup as %q: %w", name, err)
+	}
+	for _, g := range groups {
+		if g != cred.Gid {
+			cred.Groups = append(cred.Groups, g)
 		}
 	}
 	return cred, nil

@@ -1,7 +1,7 @@
 package drive
 
 import (
-	"errors"
+	"context"
 	"slices"
 	"syscall"
 	"testing"
@@ -9,40 +9,31 @@ import (
 	"github.com/plugvault/plugvault/service/internal/daemon"
 )
 
+// Restore and Verify run with the calling process's ids and groups as the bus reported them;
+// the caller's user name is never looked up (it could name someone else's entry).
 func TestCallerCredential(t *testing.T) {
-	users := map[string]*syscall.Credential{
-		"alice": {Uid: 1000, Gid: 1000, Groups: []uint32{24, 100}},
-		"bob":   {Uid: 1001, Gid: 1001},
-	}
-	e := SystemEngine{LookupUser: func(name string) (*syscall.Credential, error) {
-		if c, ok := users[name]; ok {
-			return c, nil
-		}
-		return nil, errors.New("no such user")
-	}}
 	for _, c := range []struct {
 		name   string
 		caller daemon.Caller
 		want   syscall.Credential
 	}{
-		{"known user: their groups too", daemon.Caller{UID: 1000, GID: 1000, User: "alice"}, syscall.Credential{Uid: 1000, Gid: 1000, Groups: []uint32{24, 100}}},
-		// The name resolves to someone else: trust only the bus daemon's ids.
-		{"name of another uid", daemon.Caller{UID: 1002, GID: 1002, User: "bob"}, syscall.Credential{Uid: 1002, Gid: 1002}},
-		{"unknown name", daemon.Caller{UID: 1003, GID: 50, User: "ghost"}, syscall.Credential{Uid: 1003, Gid: 50}},
+		{"groups from the bus", daemon.Caller{UID: 1000, GID: 1000, Groups: []uint32{1000, 24, 100}, User: "alice"}, syscall.Credential{Uid: 1000, Gid: 1000, Groups: []uint32{24, 100}}},
+		{"the name is not looked up", daemon.Caller{UID: 1002, GID: 1002, User: "root"}, syscall.Credential{Uid: 1002, Gid: 1002, Groups: []uint32{}}},
+		{"no groups", daemon.Caller{UID: 1003, GID: 50}, syscall.Credential{Uid: 1003, Gid: 50, Groups: []uint32{}}},
 	} {
-		got := e.callerCredential(c.caller)
-		if got.Uid != c.want.Uid || got.Gid != c.want.Gid || !slices.Equal(got.Groups, c.want.Groups) {
+		got := callerCredential(c.caller)
+		if got.Uid != c.want.Uid || got.Gid != c.want.Gid || !slices.Equal(got.Groups, c.want.Groups) || got.Groups == nil {
 			t.Errorf("%s: %+v, want %+v", c.name, *got, c.want)
 		}
 	}
 }
 
 func TestUserCredentialRoot(t *testing.T) {
-	cred, err := UserCredential("root")
+	cred, err := UserCredential(context.Background(), "root")
 	if err != nil || cred.Uid != 0 || cred.Gid != 0 {
 		t.Errorf("UserCredential(root) = %+v, %v", cred, err)
 	}
-	if _, err := UserCredential("no-such-user-plugvault"); err == nil {
+	if _, err := UserCredential(context.Background(), "no-such-user-plugvault"); err == nil {
 		t.Error("an unknown user must be an error")
 	}
 }

@@ -4,12 +4,15 @@
 // pulled and the mount is gone, the mount point is an empty directory on the internal disk;
 // writing there would silently fill the wrong disk, so the engine must stop instead.
 //
-// Mount points live in a base directory (default /run/plugvault: root-owned, 0711, created if
-// missing, refused if it is a symlink or owned by anyone else), one level below it. The base is
-// traversable but not listable: the engine child, which runs as the drive's user, and a user
-// browsing the read-only backups must reach <base>/<uuid> by name; what they then see is the
-// drive's own permissions (plugvault/<host>/ belongs to the drive's user, every snapshot keeps
-// the source's modes).
+// Mount points live two levels below a base directory (default /run/plugvault: root-owned,
+// 0711, created if missing, refused if it is a symlink or owned by anyone else), at
+// <base>/<uuid>/drive. The base is traversable but not listable. <base>/<uuid> is the gate: root's,
+// 0700, with a POSIX ACL that lets in only the drive's user (udisks' /run/media/<user> works
+// the same way), because the mode of a mount point itself is hidden by the filesystem mounted
+// on it. So the engine child, which runs as the drive's user, and that user browsing the
+// read-only backups reach the mount, and what they then see is the drive's own permissions;
+// nobody else can enter it, and so nobody else can keep it mounted by sitting in it.
+// Unmount and Detach also accept <base>/<name>, where older versions mounted.
 // Mounts are always nosuid,nodev,noexec,noatime; the filesystem type and every extra option
 // come from an allow-list.
 //

@@ -29,7 +29,8 @@ func DeviceNumber(path string) (uint64, error) {
 // Guard returns nil only if target is, right now, the root of a mount of the block device
 // dev (see DeviceNumber). The backup engine calls it before every batch of writes, so nothing
 // is ever written into an empty mount point on the internal disk after a stick is pulled.
-// The caller needs search permission on the base (0711) and read permission on the root
+// The caller needs search permission on the base (0711) and the gate (see Mount) and read
+// permission on the root
 // directory of the mounted filesystem, which it opens.
 func Guard(target string, dev uint64) error { return guard(defaultEnv, target, dev) }
 

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -25,10 +26,11 @@ func TestMain(m *testing.M) {
 }
 
 // TestRootGuardAsUser runs Guard as an unprivileged user, as the engine child does, on btrfs
-// and ext4 mounted by the Mounter below a 0711 base whose ancestors are only searchable: it
-// passes for the right device and refuses another one.
+// and ext4 mounted by the Mounter for that user below a 0711 base whose ancestors are only
+// searchable: it passes for the right device and refuses another one. Any other user cannot
+// even reach the mount (so cannot keep it busy by sitting in it).
 func TestRootGuardAsUser(t *testing.T) {
-	const nobody = 65534
+	const nobody, other = 65534, 65533
 	for _, fstype := range []string{"btrfs", "ext4"} {
 		t.Run(fstype, func(t *testing.T) {
 			m, base := rootMounter(t)
@@ -38,8 +40,8 @@ func TestRootGuardAsUser(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			target := base + "/drive"
-			if err := m.Mount(context.Background(), dev, target, fstype, false, nil); err != nil {
+			target := base + "/6e1f0c0a-7d2b-4c55-9a8e-0f1e2d3c4b5a/drive"
+			if err := m.Mount(context.Background(), dev, target, fstype, false, nil, nobody); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = m.Unmount(context.Background(), target) })
@@ -55,11 +57,15 @@ func TestRootGuardAsUser(t *testing.T) {
 			if err := os.WriteFile(bin, data, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			guardAs := func(d uint64) (string, error) {
+			guardAs := func(d uint64, uid ...uint32) (string, error) {
+				as := uint32(nobody)
+				if len(uid) > 0 {
+					as = uid[0]
+				}
 				cmd := exec.Command(bin)
 				cmd.Dir = "/"
 				cmd.Env = []string{"PLUGVAULT_TEST_GUARD_TARGET=" + target, "PLUGVAULT_TEST_GUARD_DEV=" + strconv.FormatUint(d, 10)}
-				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: as, Gid: as, Groups: []uint32{}}}
 				out, err := cmd.CombinedOutput()
 				return string(out), err
 			}
@@ -68,6 +74,9 @@ func TestRootGuardAsUser(t *testing.T) {
 			}
 			if _, err := guardAs(mustDev(t, dev) + 1); err == nil {
 				t.Errorf("Guard as uid %d accepted another device", nobody)
+			}
+			if out, err := guardAs(mustDev(t, dev), other); err == nil || !strings.Contains(out, "permission denied") {
+				t.Errorf("uid %d reached the mount of uid %d: %v: %s", other, nobody, err, out)
 			}
 		})
 	}

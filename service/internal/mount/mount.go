@@ -4,6 +4,7 @@ import (
 	"github.com/plugvault/plugvault/service/internal/config"
 
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -106,10 +107,14 @@ func (m *Mounter) ensureBase() error {
 // nameRe is a mount point name below the base: one path element, no dot files.
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-// checkTarget accepts only base/<name>.
-func (m *Mounter) checkTarget(target string) error {
-	if filepath.Clean(target) != target || filepath.Dir(target) != m.base || !nameRe.MatchString(filepath.Base(target)) {
-		return fmt.Errorf("cannot use mount point %q: want %s/<name>", target, m.base)
+// checkTarget accepts only base/<gate>/<name> (see Mount), and with legacy also base/<name>,
+// where older versions mounted: Unmount and Detach still clean those up.
+func (m *Mounter) checkTarget(target string, legacy bool) error {
+	gate := filepath.Dir(target)
+	ok := filepath.Clean(target) == target && nameRe.MatchString(filepath.Base(target)) &&
+		(filepath.Dir(gate) == m.base && nameRe.MatchString(filepath.Base(gate)) || legacy && gate == m.base)
+	if !ok {
+		return fmt.Errorf("cannot use mount point %q: want %s/<name>/<name>", target, m.base)
 	}
 	return nil
 }
@@ -136,14 +141,21 @@ func mountData(fstype string, extra []string) (string, error) {
 }
 
 // Mount mounts source (a block device, e.g. /dev/mapper/plugvault-<uuid>) on target
-// (base/<name>, created 0700 if missing) with nosuid,nodev,noexec,noatime, read-only if asked.
-// After mounting it checks Guard, and undoes the mount if that fails.
-func (m *Mounter) Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string) error {
+// (base/<gate>/<name>) with nosuid,nodev,noexec,noatime, read-only if asked. After mounting it
+// checks Guard, and undoes the mount if that fails.
+//
+// The gate directory base/<gate> is what keeps everybody but root and the user uid out of the
+// mount (a mount point's own mode is hidden by what is mounted on it, so the check has to be
+// one level up): it is root's, mode 0700, with a POSIX ACL that lets uid search and list it
+// (uid 0: no ACL, root only), as udisks does for /run/media/<user>. Nobody else can so much as
+// enter the mount, and so nobody else can keep it busy. The target below it is created 0700.
+// Both are root's, so no user can swap them for a symlink.
+func (m *Mounter) Mount(ctx context.Context, source, target, fstype string, readOnly bool, extra []string, uid uint32) error {
 	data, err := mountData(fstype, extra)
 	if err != nil {
 		return err
 	}
-	if err := m.checkTarget(target); err != nil {
+	if err := m.checkTarget(target, false); err != nil {
 		return err
 	}
 	if err := checkSource(source); err != nil {
@@ -157,6 +169,9 @@ func (m *Mounter) Mount(ctx context.Context, source, target, fstype string, read
 		return err
 	}
 	if err := m.ensureBase(); err != nil {
+		return err
+	}
+	if err := m.prepareGate(filepath.Dir(target), uid); err != nil {
 		return err
 	}
 	if err := m.prepareTarget(target); err != nil {
@@ -178,6 +193,67 @@ func (m *Mounter) Mount(ctx context.Context, source, target, fstype string, read
 	}
 	m.logger.Info("mounted", "source", source, "target", target, "fstype", fstype, "readonly", readOnly)
 	return nil
+}
+
+// prepareGate creates the gate directory 0700 (or accepts an existing root-owned directory,
+// not a symlink), sets its mode to 0700 and its ACL to let uid in (none for root).
+func (m *Mounter) prepareGate(gate string, uid uint32) error {
+	if err := os.Mkdir(gate, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("cannot create %s: %w", gate, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(gate, &st); err != nil {
+		return fmt.Errorf("cannot use %s: %w", gate, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != 0 {
+		return fmt.Errorf("cannot use %s: not a root-owned directory", gate)
+	}
+	if err := unix.Fchmodat(unix.AT_FDCWD, gate, 0o700, 0); err != nil {
+		return fmt.Errorf("cannot set the permissions of %s: %w", gate, err)
+	}
+	if uid == 0 {
+		if err := unix.Lremovexattr(gate, aclXattr); err != nil && !errors.Is(err, unix.ENODATA) && !errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("cannot remove the ACL of %s: %w", gate, err)
+		}
+		return nil
+	}
+	if err := unix.Lsetxattr(gate, aclXattr, userACL(uid), 0); err != nil {
+		return fmt.Errorf("cannot let uid %d reach %s (does the filesystem of the mount base support POSIX ACLs?): %w", uid, gate, err)
+	}
+	return nil
+}
+
+// aclXattr holds a file's access ACL in the kernel's binary format (linux/posix_acl_xattr.h).
+const aclXattr = "system.posix_acl_access"
+
+// userACL is the access ACL "user::rwx, user:<uid>:r-x, group::---, mask::r-x, other::---":
+// a little-endian version (2), then (tag u16, perm u16, id u32) entries sorted by tag.
+func userACL(uid uint32) []byte {
+	const (
+		tagUserObj  = 0x01
+		tagUser     = 0x02
+		tagGroupObj = 0x04
+		tagMask     = 0x10
+		tagOther    = 0x20
+		undefinedID = 0xffffffff
+	)
+	entries := []struct {
+		tag, perm uint16
+		id        uint32
+	}{
+		{tagUserObj, 7, undefinedID},
+		{tagUser, 5, uid},
+		{tagGroupObj, 0, undefinedID},
+		{tagMask, 5, undefinedID},
+		{tagOther, 0, undefinedID},
+	}
+	b := binary.LittleEndian.AppendUint32(nil, 2)
+	for _, e := range entries {
+		b = binary.LittleEndian.AppendUint16(b, e.tag)
+		b = binary.LittleEndian.AppendUint16(b, e.perm)
+		b = binary.LittleEndian.AppendUint32(b, e.id)
+	}
+	return b
 }
 
 // prepareTarget creates target 0700, or accepts an existing root-owned directory (not a
@@ -239,7 +315,7 @@ func (e *BusyError) Unwrap() error { return api.ErrBusy }
 // the processes that hold it (errors.Is(err, api.ErrBusy)). A target that is not mounted is not
 // an error. It never unmounts lazily: see Detach.
 func (m *Mounter) Unmount(ctx context.Context, target string) error {
-	if err := m.checkTarget(target); err != nil {
+	if err := m.checkTarget(target, true); err != nil {
 		return err
 	}
 	delay := m.retryDelay
@@ -285,7 +361,7 @@ func (m *Mounter) Unmount(ctx context.Context, target string) error {
 // unmount (MNT_DETACH) that hides the mount now and lets the kernel drop it when its last user
 // is gone. It logs the holders, because the mapping stays busy until they exit.
 func (m *Mounter) Detach(target string) error {
-	if err := m.checkTarget(target); err != nil {
+	if err := m.checkTarget(target, true); err != nil {
 		return err
 	}
 	holders, _ := findHolders(m.env.procRoot, target)
@@ -300,10 +376,17 @@ func (m *Mounter) Detach(target string) error {
 	return nil
 }
 
-// removeMountPoint removes the (now empty) mount point directory. A non-empty directory is
-// left alone: something wrote into it while it was not mounted, and that is not ours to delete.
+// removeMountPoint removes the (now empty) mount point directory and its gate. A non-empty
+// directory is left alone: something wrote into it while it was not mounted, and that is not
+// ours to delete.
 func (m *Mounter) removeMountPoint(target string) {
 	if err := unix.Rmdir(target); err != nil && !errors.Is(err, syscall.ENOENT) {
 		m.logger.Warn("cannot remove mount point", "target", target, "error", err)
+		return
+	}
+	if gate := filepath.Dir(target); gate != m.base {
+		if err := unix.Rmdir(gate); err != nil && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENOTEMPTY) {
+			m.logger.Warn("cannot remove mount point", "target", gate, "error", err)
+		}
 	}
 }

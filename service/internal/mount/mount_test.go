@@ -1,6 +1,7 @@
 package mount
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -44,24 +45,48 @@ func TestMountData(t *testing.T) {
 	}
 }
 
-func TestTargetMustBeOneLevelBelowBase(t *testing.T) {
+func TestTargetMustBeTwoLevelsBelowBase(t *testing.T) {
 	m := NewMounter(nil)
 	if err := m.SetBase("/run/plugvault"); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.checkTarget("/run/plugvault/2f8c6bd5-7a0e-4c7e-9a55-0c1d3e9f7b21"); err != nil {
+	const uuid = "2f8c6bd5-7a0e-4c7e-9a55-0c1d3e9f7b21"
+	if err := m.checkTarget("/run/plugvault/"+uuid+"/drive", false); err != nil {
 		t.Error(err)
 	}
-	for _, bad := range []string{"/run/plugvault", "/run/plugvault/", "/run/plugvault/a/b", "/run/plugvault/../etc", "/run/plugvault/.hidden",
-		"/tmp/x", "run/plugvault/x", "/run/plugvault/-x", "/run/plugvault/a b"} {
-		if err := m.checkTarget(bad); err == nil {
-			t.Errorf("checkTarget(%q) accepted", bad)
+	// One level below is where older versions mounted: only cleaning up accepts it.
+	if err := m.checkTarget("/run/plugvault/"+uuid, true); err != nil {
+		t.Error(err)
+	}
+	if err := m.checkTarget("/run/plugvault/"+uuid, false); err == nil {
+		t.Error("a mount point without a gate was accepted for mounting")
+	}
+	for _, bad := range []string{"/run/plugvault", "/run/plugvault/", "/run/plugvault/a/b/c", "/run/plugvault/../etc", "/run/plugvault/.hidden/x",
+		"/run/plugvault/a/.x", "/tmp/x/y", "run/plugvault/x/y", "/run/plugvault/-x/y", "/run/plugvault/a b/y", "/run/plugvault/a/../b"} {
+		for _, legacy := range []bool{false, true} {
+			if err := m.checkTarget(bad, legacy); err == nil {
+				t.Errorf("checkTarget(%q, %v) accepted", bad, legacy)
+			}
 		}
 	}
 	for _, bad := range []string{"", "relative", "/", "/run/plugvault/"} {
 		if err := m.SetBase(bad); err == nil {
 			t.Errorf("SetBase(%q) accepted", bad)
 		}
+	}
+}
+
+// The gate's ACL lets exactly one user search and list it: user::rwx, user:<uid>:r-x,
+// group::---, mask::r-x, other::--- (the layout of linux/posix_acl_xattr.h).
+func TestUserACL(t *testing.T) {
+	want := []byte{2, 0, 0, 0,
+		1, 0, 7, 0, 0xff, 0xff, 0xff, 0xff,
+		2, 0, 5, 0, 0xe8, 0x03, 0, 0,
+		4, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
+		0x10, 0, 5, 0, 0xff, 0xff, 0xff, 0xff,
+		0x20, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}
+	if got := userACL(1000); !bytes.Equal(got, want) {
+		t.Errorf("userACL(1000) = %v, want %v", got, want)
 	}
 }
 
@@ -75,7 +100,7 @@ func TestMountRefusesBeforeTouchingAnything(t *testing.T) {
 	for _, c := range []struct{ source, fs string }{
 		{"/etc/passwd", "ext4"}, {"/dev/null", "ext4"}, {"/dev/../etc/passwd", "ext4"}, {"/dev/sdz9", "ext4"}, {"/dev/loop0", "vfat"},
 	} {
-		if err := m.Mount(ctx, c.source, base+"/x", c.fs, false, nil); err == nil {
+		if err := m.Mount(ctx, c.source, base+"/g/x", c.fs, false, nil, 1000); err == nil {
 			t.Errorf("Mount(%s, %s) accepted", c.source, c.fs)
 		}
 	}

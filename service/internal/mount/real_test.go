@@ -66,13 +66,13 @@ func TestRealMountGuardUnmount(t *testing.T) {
 	m, base := rootMounter(t)
 	ctx := context.Background()
 	btrfsDev, ext4Dev := loopImage(t, "btrfs"), loopImage(t, "ext4")
-	bt, et := base+"/bt", base+"/et"
+	bt, et := base+"/bt/drive", base+"/et/drive"
 	t.Cleanup(func() { _ = unix.Unmount(bt, unix.MNT_DETACH); _ = unix.Unmount(et, unix.MNT_DETACH) })
 
-	if err := m.Mount(ctx, btrfsDev, bt, "btrfs", false, []string{"compress=zstd"}); err != nil {
+	if err := m.Mount(ctx, btrfsDev, bt, "btrfs", false, []string{"compress=zstd"}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Mount(ctx, ext4Dev, et, "ext4", true, nil); err != nil {
+	if err := m.Mount(ctx, ext4Dev, et, "ext4", true, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	var st unix.Stat_t
@@ -137,7 +137,7 @@ func TestRealMountGuardUnmount(t *testing.T) {
 		t.Error("Guard accepted a path inside the mount")
 	}
 	// Mounting twice on the same point is refused.
-	if err := m.Mount(ctx, btrfsDev, bt, "btrfs", false, nil); !errors.Is(err, api.ErrBusy) {
+	if err := m.Mount(ctx, btrfsDev, bt, "btrfs", false, nil, 0); !errors.Is(err, api.ErrBusy) {
 		t.Errorf("second mount on %s: %v", bt, err)
 	}
 
@@ -213,7 +213,7 @@ func TestRealBaseChecks(t *testing.T) {
 	if err := os.Symlink(real, base); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Mount(ctx, dev, base+"/x", "ext4", false, nil); err == nil || !strings.Contains(err.Error(), "symlink") {
+	if err := m.Mount(ctx, dev, base+"/g/x", "ext4", false, nil, 0); err == nil || !strings.Contains(err.Error(), "symlink") {
 		t.Errorf("symlink base: %v", err)
 	}
 	if err := os.Remove(base); err != nil {
@@ -226,7 +226,7 @@ func TestRealBaseChecks(t *testing.T) {
 	if err := os.Chown(base, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Mount(ctx, dev, base+"/x", "ext4", false, nil); err == nil || !strings.Contains(err.Error(), "not root") {
+	if err := m.Mount(ctx, dev, base+"/g/x", "ext4", false, nil, 0); err == nil || !strings.Contains(err.Error(), "not root") {
 		t.Errorf("foreign base: %v", err)
 	}
 	// A lax root-owned base is set to 0711 (traversable, not listable) and used.
@@ -236,17 +236,17 @@ func TestRealBaseChecks(t *testing.T) {
 	if err := os.Chmod(base, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = unix.Unmount(base+"/x", unix.MNT_DETACH) })
-	if err := m.Mount(ctx, dev, base+"/x", "ext4", false, nil); err != nil {
+	t.Cleanup(func() { _ = unix.Unmount(base+"/g/x", unix.MNT_DETACH) })
+	if err := m.Mount(ctx, dev, base+"/g/x", "ext4", false, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(base); err != nil || fi.Mode().Perm() != 0o711 {
 		t.Errorf("base mode %v, %v", fi.Mode(), err)
 	}
-	if fi, err := os.Stat(base + "/x"); err != nil || !fi.IsDir() {
+	if fi, err := os.Stat(base + "/g/x"); err != nil || !fi.IsDir() {
 		t.Errorf("mount point: %v", err)
 	}
-	if err := m.Unmount(ctx, base+"/x"); err != nil {
+	if err := m.Unmount(ctx, base+"/g/x"); err != nil {
 		t.Fatal(err)
 	}
 }

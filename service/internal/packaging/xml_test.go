@@ -2,6 +2,7 @@ package packaging
 
 import (
 	"encoding/xml"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,7 +95,7 @@ func TestPolkitPolicyIsValid(t *testing.T) {
 	policy := filepath.Join(repoRoot(t), "polkit", "org.plugvault.policy")
 	xmllint(t, polkitDTD, policy)
 
-	// The actions are exactly those the daemon checks (api.MethodActions), each with a
+	// The actions are exactly those the daemon checks (api.MethodActions, api.OtherUserActions), each with a
 	// message and explicit defaults.
 	data, err := os.ReadFile(policy)
 	if err != nil {
@@ -119,7 +120,7 @@ func TestPolkitPolicyIsValid(t *testing.T) {
 			t.Errorf("action %s has no message", a.ID)
 		}
 	}
-	for _, id := range api.MethodActions {
+	for _, id := range append(slices.Collect(maps.Values(api.MethodActions)), slices.Collect(maps.Values(api.OtherUserActions))...) {
 		if !slices.Contains(want, id) {
 			want = append(want, id)
 		}
@@ -151,7 +152,7 @@ func TestPolkitDefaults(t *testing.T) {
 	if err := xml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
 	}
-	admin := map[string]bool{api.ActionEnroll: true, api.ActionConfigure: true, api.ActionForget: true}
+	admin := map[string]bool{api.ActionEnroll: true, api.ActionConfigure: true, api.ActionForget: true, api.ActionManageOtherUsersDrive: true}
 	for _, a := range doc.Actions {
 		want := [3]string{"auth_admin", "auth_admin", "yes"}
 		if admin[a.ID] {

@@ -3,6 +3,7 @@ package testbus
 import (
 	"context"
 	"fmt"
+	"os/user"
 	"sync"
 
 	"github.com/plugvault/plugvault/service/api"
@@ -19,7 +20,7 @@ type BackendCall struct {
 	// SecretRef is the slice the daemon passed; it must be all zeros once the call returned.
 	SecretRef []byte
 	// Args holds the rest: a bool (Eject's power_off, Forget's remove_keyslot), a
-	// daemon.Caller (Browse), a daemon.RestoreRequest, a snapshot name (Verify), a
+	// daemon.Caller (Browse), a daemon.RestoreRequest, a snapshot name and a daemon.Caller (Verify), a
 	// daemon.EnrollRequest or daemon.AdoptRequest (secrets in them are the passed slices).
 	Args []any
 }
@@ -33,6 +34,7 @@ type FakeBackend struct {
 	uuid   string // what Enroll and Adopt return
 	snaps  []api.Snapshot
 	browse string
+	runAs  *string // nil: the user running the test
 	// Publisher, when set, receives AddDrive after Enroll/Adopt like the real enroller does.
 	Publisher daemon.Publisher
 }
@@ -63,6 +65,28 @@ func (b *FakeBackend) SetEnrollUUID(uuid string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.uuid = uuid
+}
+
+// SetRunAs sets the run_as user RunAs reports for every drive.
+func (b *FakeBackend) SetRunAs(name string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.runAs = &name
+}
+
+// RunAs implements daemon.Backend: the name set by SetRunAs, by default the user running the
+// test (so the caller owns every drive). It is not recorded as a call.
+func (b *FakeBackend) RunAs(context.Context, string) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.runAs != nil {
+		return *b.runAs, nil
+	}
+	u, err := user.Current()
+	if err != nil {
+		return "", fmt.Errorf("cannot tell who runs the test: %w", err)
+	}
+	return u.Username, nil
 }
 
 // SetSnapshots sets what ListSnapshots returns.
@@ -142,8 +166,8 @@ func (b *FakeBackend) Restore(_ context.Context, uuid string, req daemon.Restore
 }
 
 // Verify implements daemon.Backend.
-func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string, _ daemon.Caller) (uint64, []string, error) {
-	if err := b.record("Verify", uuid, nil, snapshot); err != nil {
+func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string, caller daemon.Caller) (uint64, []string, error) {
+	if err := b.record("Verify", uuid, nil, snapshot, caller); err != nil {
 		return 0, nil, err
 	}
 	return 42, []string{}, nil

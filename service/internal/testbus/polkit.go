@@ -62,6 +62,7 @@ type FakeAuthority struct {
 
 	mu        sync.Mutex
 	outcome   Outcome
+	byAction  map[string]Outcome // overrides outcome for some actions
 	checks    []Check
 	cancelled []string
 	pending   map[string]chan struct{}
@@ -120,6 +121,24 @@ func (a *FakeAuthority) SetOutcome(t testing.TB, o Outcome) {
 	}
 }
 
+// SetActionOutcome answers checks of action with o (Allow, Deny, Challenge, Dismissed or
+// Error), whatever SetOutcome says; Reset does not clear it, ClearActionOutcomes does.
+func (a *FakeAuthority) SetActionOutcome(action string, o Outcome) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.byAction == nil {
+		a.byAction = map[string]Outcome{}
+	}
+	a.byAction[action] = o
+}
+
+// ClearActionOutcomes undoes every SetActionOutcome.
+func (a *FakeAuthority) ClearActionOutcomes() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.byAction = nil
+}
+
 // Checks returns every check received so far.
 func (a *FakeAuthority) Checks() []Check {
 	a.mu.Lock()
@@ -155,6 +174,9 @@ func (o authorityObject) CheckAuthorization(subject polkit.Subject, action strin
 	a.mu.Lock()
 	a.checks = append(a.checks, c)
 	outcome := a.outcome
+	if o, ok := a.byAction[action]; ok {
+		outcome = o
+	}
 	var wait chan struct{}
 	if outcome == Hang {
 		wait = make(chan struct{})

@@ -8,8 +8,10 @@
 // 253e05724f92 "USB: add a 'remove' hub port attribute").
 //
 // What PowerOff does, and why it differs:
-//  0. Refuse (api.ErrBusy) while anything is stacked on the disk or a partition (sysfs
-//     "holders", e.g. our LUKS mapping still open): pulling it away would lose data.
+//  0. Refuse (*InUseError, api.ErrBusy) while anything is stacked on the disk or a partition
+//     (sysfs "holders", e.g. our LUKS mapping still open, LVM) or a filesystem is mounted from
+//     either (mountinfo, matched by device number or source: a second partition of the stick
+//     that the desktop mounted): pulling it away would lose data.
 //  1. fsync every partition's device node and then the disk's (each has its own block device
 //     cache; fsync also issues a cache flush to the drive).
 //  2. Resolve the USB device ancestor first: once the SCSI device is gone, the disk's sysfs

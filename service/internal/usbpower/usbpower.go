@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/mount"
 )
 
 // Errors callers may branch on.
@@ -22,14 +24,32 @@ var (
 	ErrNoPowerControl = errors.New("the disk was detached but its USB port cannot be switched off")
 )
 
+// InUseError says why a disk was not powered off: something still uses it or one of its
+// partitions. It wraps api.ErrBusy.
+type InUseError struct {
+	Disk string   // "sdb"
+	Uses []string // "sdb2 is mounted at /media/alice/STICK", "sdb1 is still in use by dm-3"
+}
+
+func (e *InUseError) Error() string {
+	return fmt.Sprintf("cannot power off %s: %s", e.Disk, strings.Join(e.Uses, ", "))
+}
+
+// Unwrap makes errors.Is(err, api.ErrBusy) true.
+func (e *InUseError) Unwrap() error { return api.ErrBusy }
+
+// InUse lists what uses the disk (so a caller can word it without importing this package).
+func (e *InUseError) InUse() []string { return e.Uses }
+
 // Roots are the filesystem roots PowerOff reads and writes.
 type Roots struct {
-	Sys string // "/sys"
-	Dev string // "/dev"
+	Sys       string // "/sys"
+	Dev       string // "/dev"
+	Mountinfo string // "/proc/self/mountinfo"
 }
 
 // DefaultRoots are the real roots.
-var DefaultRoots = Roots{Sys: "/sys", Dev: "/dev"}
+var DefaultRoots = Roots{Sys: "/sys", Dev: "/dev", Mountinfo: "/proc/self/mountinfo"}
 
 // PowerOff syncs, detaches and powers off the disk whose udev DEVPATH is devPath (the whole
 // disk, e.g. /devices/.../block/sdb). See the package comment for the steps.
@@ -63,7 +83,7 @@ func PowerOffAt(ctx context.Context, roots Roots, devPath string) error {
 	// lose data if the disk went away under it.
 	for _, d := range append([]string{dir}, parts...) {
 		if h := holders(d); len(h) > 0 {
-			return fmt.Errorf("cannot power off %s: %s is still in use by %s: %w", devPath, filepath.Base(d), strings.Join(h, ", "), api.ErrBusy)
+			return &InUseError{Disk: name, Uses: []string{fmt.Sprintf("%s is still in use by %s", filepath.Base(d), strings.Join(h, ", "))}}
 		}
 	}
 
@@ -76,6 +96,13 @@ func PowerOffAt(ctx context.Context, roots Roots, devPath string) error {
 	}
 	if !hasSCSI && usbDev == "" {
 		return fmt.Errorf("cannot power off %s: %w", devPath, ErrNotSupported)
+	}
+	// A filesystem mounted straight from the disk or another partition (a second
+	// partition of the stick that the desktop mounted, say) would lose data as well.
+	if m, err := mountedFrom(roots, append([]string{dir}, parts...)); err != nil {
+		return fmt.Errorf("cannot power off %s: %w", devPath, err)
+	} else if len(m) > 0 {
+		return &InUseError{Disk: name, Uses: m}
 	}
 
 	// Each partition has its own block device cache; flush them and then the disk.
@@ -210,6 +237,40 @@ func partitions(dir string) ([]string, error) {
 		}
 	}
 	return parts, nil
+}
+
+// mountedFrom lists the mounts of the given disk and partition directories (sysfs), as
+// "sdb2 is mounted at /media/x". A mount is matched by the device number of its superblock
+// (major:minor in mountinfo) or by its source being the device node: btrfs reports an
+// anonymous device number there, never the block device's.
+func mountedFrom(roots Roots, dirs []string) ([]string, error) {
+	b, err := os.ReadFile(roots.Mountinfo)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the mount table: %w", err)
+	}
+	entries, err := mount.ParseMountinfo(b)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, d := range dirs {
+		u, err := readUevent(d)
+		if err != nil {
+			return nil, err
+		}
+		name := u["DEVNAME"]
+		maj, err1 := strconv.ParseUint(u["MAJOR"], 10, 32)
+		min, err2 := strconv.ParseUint(u["MINOR"], 10, 32)
+		if name == "" || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("cannot tell which device %s is", filepath.Base(d))
+		}
+		for _, e := range entries {
+			if uint64(e.Major) == maj && uint64(e.Minor) == min || e.Source == "/dev/"+name {
+				out = append(out, fmt.Sprintf("%s is mounted at %s", name, e.MountPoint))
+			}
+		}
+	}
+	return out, nil
 }
 
 // holders lists the block devices stacked on a disk or partition (sysfs "holders").

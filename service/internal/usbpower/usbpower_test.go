@@ -45,6 +45,17 @@ func (tr tree) link(target, rel string) {
 	}
 }
 
+// mountinfoRoot is a mount table with nothing on the stick.
+const mountinfoRoot = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n" +
+	"25 22 0:22 / /run rw,nosuid shared:5 - tmpfs tmpfs rw,mode=755\n"
+
+func (tr tree) mountinfo(s string) {
+	tr.t.Helper()
+	if err := os.WriteFile(tr.roots.Mountinfo, []byte(s), 0o644); err != nil {
+		tr.t.Fatal(err)
+	}
+}
+
 func (tr tree) read(rel string) string {
 	tr.t.Helper()
 	b, err := os.ReadFile(filepath.Join(tr.roots.Sys, rel))
@@ -60,7 +71,8 @@ func (tr tree) read(rel string) string {
 // attributes the "kernel" offers.
 func fakeUSBStick(t *testing.T, withRemove, withPort bool) tree {
 	root := t.TempDir()
-	tr := tree{roots: Roots{Sys: filepath.Join(root, "sys"), Dev: filepath.Join(root, "dev")}, t: t}
+	tr := tree{roots: Roots{Sys: filepath.Join(root, "sys"), Dev: filepath.Join(root, "dev"), Mountinfo: filepath.Join(root, "mountinfo")}, t: t}
+	tr.mountinfo(mountinfoRoot)
 	if err := os.MkdirAll(filepath.Join(tr.roots.Sys, "bus/usb"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -197,5 +209,45 @@ func TestPowerOffRefusesADiskInUse(t *testing.T) {
 	}
 	if got := tr.read(scsiDevPath + "/delete"); got != "" {
 		t.Errorf("detached although a partition could not be synced: %q", got)
+	}
+}
+
+// A filesystem mounted from another partition of the stick (or from the disk itself) keeps it
+// powered: the error names the partition and where it is mounted, and nothing is detached.
+// btrfs shows an anonymous device number in mountinfo, so the source counts too.
+func TestPowerOffRefusesWhileAnotherPartitionIsMounted(t *testing.T) {
+	for _, c := range []struct{ name, line, want string }{
+		{"partition by number", "40 25 8:17 / /media/alice/STICK rw,nosuid - vfat /dev/sdb1 rw", "sdb1 is mounted at /media/alice/STICK"},
+		{"btrfs by source", "41 25 0:57 / /mnt/b rw - btrfs /dev/sdb1 rw", "sdb1 is mounted at /mnt/b"},
+		{"whole disk", "42 25 8:16 / /mnt/disk rw - ext4 /dev/sdb rw", "sdb is mounted at /mnt/disk"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tr := fakeUSBStick(t, true, true)
+			tr.mountinfo(mountinfoRoot + c.line + "\n")
+			err := PowerOffAt(context.Background(), tr.roots, diskDevPath)
+			if !errors.Is(err, api.ErrBusy) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want busy saying %q, got %v", c.want, err)
+			}
+			if got := tr.read(scsiDevPath+"/delete") + tr.read(usbDevPath+"/remove"); got != "" {
+				t.Errorf("something was written: %q", got)
+			}
+		})
+	}
+	// Another disk's mounts do not matter.
+	tr := fakeUSBStick(t, true, true)
+	tr.mountinfo(mountinfoRoot + "43 25 8:33 / /mnt/other rw - ext4 /dev/sdc1 rw\n")
+	if err := PowerOffAt(context.Background(), tr.roots, diskDevPath); err != nil {
+		t.Fatalf("a mount of another disk stopped the power off: %v", err)
+	}
+	// An unreadable mount table is no licence to power off.
+	tr = fakeUSBStick(t, true, true)
+	if err := os.Remove(tr.roots.Mountinfo); err != nil {
+		t.Fatal(err)
+	}
+	if err := PowerOffAt(context.Background(), tr.roots, diskDevPath); err == nil {
+		t.Fatal("powered off without reading the mount table")
+	}
+	if got := tr.read(scsiDevPath + "/delete"); got != "" {
+		t.Errorf("detached without reading the mount table: %q", got)
 	}
 }
