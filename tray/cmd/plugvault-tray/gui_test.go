@@ -327,6 +327,11 @@ func windowShot(t *testing.T, display, title, path string) int {
 			return false, "no such window: " + out
 		}
 		id := strings.Fields(out)[0]
+		// Without a window manager windows overlap as they were mapped, and a screenshot of a
+		// window shows whatever covers it: raise it first.
+		if out, err := xdotool(t, display, "windowraise", id); err != nil {
+			return false, fmt.Sprintf("xdotool windowraise: %v %s", err, out)
+		}
 		cmd := exec.Command("import", "-display", display, "-window", id, path)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return false, fmt.Sprintf("import: %v %s", err, out)
@@ -336,6 +341,22 @@ func windowShot(t *testing.T, display, title, path string) int {
 		return colours >= minColours && black*50 < all, fmt.Sprintf("%d colours, %d of %d pixels black in %s", colours, black, all, path)
 	})
 	return colours
+}
+
+// unmapWindow takes the visible window titled title off the screen, so that it cannot show
+// through in a later window's screenshot (without a window manager nothing clears the pixels
+// a window leaves behind, and a window that draws nothing would show them).
+func unmapWindow(t *testing.T, display, title string) {
+	t.Helper()
+	out, err := xdotool(t, display, "search", "--onlyvisible", "--name", title)
+	if err != nil {
+		return
+	}
+	for _, id := range strings.Fields(out) {
+		if out, err := xdotool(t, display, "windowunmap", "--sync", id); err != nil {
+			t.Errorf("xdotool windowunmap %s: %v %s", id, err, out)
+		}
+	}
 }
 
 // minColours: a window with anti-aliased text has dozens of colours; an undrawn one has one.
@@ -724,6 +745,7 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 			t.Errorf("Restore options %v: nothing was in the way, so nothing may be overwritten", c.Args[3])
 		}
 		windowShot(t, display, title, filepath.Join(artifacts, "restore-done.png"))
+		unmapWindow(t, display, title)
 	})
 
 	t.Run("show log", func(t *testing.T) {
@@ -733,6 +755,7 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 			t.Fatalf("no log window: %v %s", err, out)
 		}
 		windowShot(t, display, "plugvault log: Blue stick", filepath.Join(artifacts, "log.png"))
+		unmapWindow(t, display, "plugvault log: Blue stick")
 	})
 
 	t.Run("about", func(t *testing.T) {
@@ -751,6 +774,26 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 			t.Fatalf("no About window: %v %s", err, out)
 		}
 		windowShot(t, display, "About "+model.AppName, filepath.Join(artifacts, "about.png"))
+		unmapWindow(t, display, "About "+model.AppName)
+	})
+
+	t.Run("set up a new drive", func(t *testing.T) {
+		s.t = t
+		var setup entry
+		for _, e := range s.layout() {
+			if e.Label == "Set up a new drive…" {
+				setup = e
+			}
+		}
+		if setup.ID == 0 || !setup.Enabled {
+			t.Fatalf("no Set up item: %+v", s.layout())
+		}
+		s.click(setup.ID)
+		const title = "Set up a new backup drive - " + model.AppName
+		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title); err != nil {
+			t.Fatalf("no setup window: %v %s", err, out)
+		}
+		windowShot(t, display, title, filepath.Join(artifacts, "setup.png"))
 	})
 
 	t.Run("one tray per session", func(t *testing.T) {

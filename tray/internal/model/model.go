@@ -432,6 +432,8 @@ func (m *Model) clicked(k MenuKey) []Action {
 		return []Action{Quit{}}
 	case ItemAbout:
 		return []Action{m.about()}
+	case ItemSetup:
+		return []Action{OpenSetup{Title: "Set up a new backup drive - " + AppName}}
 	case ItemBackupNow:
 		return []Action{Call{Drive: k.Drive, Method: api.MethodBackupNow}}
 	case ItemCancel:
@@ -642,10 +644,11 @@ func (m *Model) view() view {
 	}
 	if len(paths) == 0 {
 		v.menu = append(v.menu,
-			MenuItem{Key: MenuKey{Kind: ItemService}, Label: "No backup drives set up (plugvault enroll)"},
+			MenuItem{Key: MenuKey{Kind: ItemService}, Label: "No backup drives set up yet"},
 			MenuItem{Key: MenuKey{Kind: ItemSeparator}})
 		lines = []string{"plugvault: no backup drives set up"}
 	}
+	v.menu = append(v.menu, MenuItem{Key: MenuKey{Kind: ItemSetup}, Label: "Set up a new drive…", Enabled: true})
 	v.menu = append(v.menu, appItems()...)
 	v.tooltip = strings.Join(lines, "\n")
 	switch {
@@ -732,4 +735,22 @@ func earliest(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// PassphraseHint rates a new drive's passphrase for the setup window: ok is false when it is
+// too short to accept (under 8 characters); the hint says how strong it is in words.
+func PassphraseHint(p string) (hint string, ok bool) {
+	n := len([]rune(p))
+	words := len(strings.Fields(p))
+	switch {
+	case n == 0:
+		return "", false
+	case n < 8:
+		return "Too short: use at least 8 characters, better a few words", false
+	case n >= 20 || words >= 4:
+		return "Strong", true
+	case n >= 12:
+		return "Good; a few more words make it strong", true
+	}
+	return "Weak: several words are easier to remember and much harder to guess", true
 }

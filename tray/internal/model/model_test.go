@@ -123,7 +123,7 @@ func checkMenu(t *testing.T, s api.State, menu []MenuItem) {
 				t.Errorf("%s: item %d is not drawn as a separator", s, i)
 			}
 			continue
-		case ItemQuit, ItemAbout:
+		case ItemQuit, ItemAbout, ItemSetup:
 			if !it.Enabled || it.Key.Drive != "" {
 				t.Errorf("%s: %q enabled=%v drive=%q", s, it.Label, it.Enabled, it.Key.Drive)
 			}
@@ -149,7 +149,7 @@ func checkMenu(t *testing.T, s api.State, menu []MenuItem) {
 			t.Errorf("%s: menu lacks item kind %d", s, k)
 		}
 	}
-	for _, k := range []ItemKind{ItemStatus, ItemHeadSeparator, ItemShowLog, ItemSeparator, ItemAbout, ItemQuit} {
+	for _, k := range []ItemKind{ItemStatus, ItemHeadSeparator, ItemShowLog, ItemSeparator, ItemSetup, ItemAbout, ItemQuit} {
 		if !kinds[k] {
 			t.Errorf("%s: menu lacks item kind %d", s, k)
 		}
@@ -365,7 +365,7 @@ func TestDriveRemovedAndAdded(t *testing.T) {
 		up(m, t0, status(s))
 		m.Update(t0, DriveRemoved{Path: drivePath})
 		_, tip, menu := m.View()
-		if !strings.Contains(tip, "no backup drives") || len(menu) != 4 {
+		if !strings.Contains(tip, "no backup drives") || len(menu) != 5 {
 			t.Errorf("%s: after removal: %q %+v", s, tip, menu)
 		}
 		acts := m.Update(t0, DriveAdded{Path: drivePath, Status: status(s)})
@@ -457,8 +457,9 @@ func TestSeveralDrives(t *testing.T) {
 	if strings.Count(tip, "\n") != 2 || !strings.Contains(tip, "Red stick") || !strings.Contains(tip, "Backing up to Blue stick") {
 		t.Errorf("tooltip %q", tip)
 	}
-	// Each drive: status line, separator, the actions of its state, separator; then About, Quit.
-	want := 2
+	// Each drive: status line, separator, the actions of its state, separator; then Set up,
+	// About, Quit.
+	want := 3
 	for _, st := range []api.DriveStatus{a, b, c} {
 		want += 3
 		for _, on := range wantEnabled[st.State] {
@@ -704,5 +705,22 @@ func TestRestoreCheck(t *testing.T) {
 	up(m, t0, st)
 	if _, ok := find[OpenRestore](m.Update(t0, MenuClicked{Key: MenuKey{drivePath, ItemRestore}})); !ok {
 		t.Error("the Restore item does not open the Restore window")
+	}
+}
+
+func TestSetupItemAndPassphraseHint(t *testing.T) {
+	m := New()
+	up(m, t0)
+	if a, ok := find[OpenSetup](m.Update(t0, MenuClicked{Key: MenuKey{Kind: ItemSetup}})); !ok || !strings.Contains(a.Title, "Set up") {
+		t.Errorf("Set up a new drive: %+v (%v)", a, ok)
+	}
+	for p, wantOK := range map[string]bool{"": false, "short": false, "abcdefgh": true, "correct horse battery staple": true} {
+		hint, ok := PassphraseHint(p)
+		if ok != wantOK || (p != "" && hint == "") {
+			t.Errorf("PassphraseHint(%q) = %q, %v", p, hint, ok)
+		}
+	}
+	if h, _ := PassphraseHint("correct horse battery staple"); h != "Strong" {
+		t.Errorf("four words: %q", h)
 	}
 }

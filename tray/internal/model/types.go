@@ -159,6 +159,7 @@ const (
 	ItemHeadSeparator                     // the separator under a drive's status line
 	ItemAbout                             // About Plugvault
 	ItemRestore                           // Restore files…
+	ItemSetup                             // Set up a new drive…
 )
 
 // MenuKey identifies a menu item across updates.
@@ -242,6 +243,9 @@ type PromptRestoreCheck struct {
 // SaveRestoreChecks asks the tray to keep when each drive's restore check was last prompted.
 type SaveRestoreChecks struct{ Checked map[string]time.Time }
 
+// OpenSetup opens the "Set up a new drive" window.
+type OpenSetup struct{ Title string }
+
 // ShowAbout opens the About window.
 type ShowAbout struct {
 	Title string
@@ -264,6 +268,7 @@ func (Call) isAction()               {}
 func (OpenFolder) isAction()         {}
 func (ShowLog) isAction()            {}
 func (ShowAbout) isAction()          {}
+func (OpenSetup) isAction()          {}
 func (OpenRestore) isAction()        {}
 func (PromptRestoreCheck) isAction() {}
 func (SaveRestoreChecks) isAction()  {}

@@ -115,7 +115,8 @@ type controller struct {
 	about    *aboutWindow
 	restores map[dbus.ObjectPath]*restoreWindow // used on the fyne thread only
 	check    *checkPrompt
-	checks   string // the file of restore-check times, "" if it cannot be known
+	setup    *setupWindow // used on the fyne thread only
+	checks   string       // the file of restore-check times, "" if it cannot be known
 	notifier *notify.Notifier
 	client   clientRef
 }
@@ -179,6 +180,9 @@ func (c *controller) apply(ctx context.Context, acts []model.Action) {
 					c.log.Warn("cannot save the restore-check times", "err", err)
 				}
 			}
+		case model.OpenSetup:
+			c.log.Info("setup window")
+			fyne.Do(func() { c.openSetup(a) })
 		case model.OpenRestore:
 			c.log.Info("restore window", "drive", a.Drive, "title", a.Title)
 			fyne.Do(func() { c.openRestore(a) })

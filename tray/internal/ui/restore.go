@@ -62,6 +62,7 @@ func (c *controller) openRestore(a model.OpenRestore) {
 	c.restores[a.Drive] = r
 	r.build(a.Title)
 	r.w.Show()
+	repaintSoon(r.w)
 	r.load()
 }
 
