@@ -97,7 +97,13 @@ func (r *restoreWindow) build(title string) {
 
 	r.searchEntry = newShortcutEntry(r.shortcut)
 	r.searchEntry.SetPlaceHolder("Search by name")
-	r.searchEntry.OnChanged = func(string) { r.runSearch(false) }
+	// A search walks the whole snapshot: it runs on Return, not at every key; clearing the
+	// field brings the tree back.
+	r.searchEntry.OnChanged = func(text string) {
+		if text == "" {
+			r.runSearch(false)
+		}
+	}
 	r.searchEntry.OnSubmitted = func(string) { r.runSearch(true) }
 
 	r.versionList = widget.NewList(func() int { return len(r.vers) },
@@ -376,7 +382,7 @@ func (r *restoreWindow) restore(ctx context.Context, snap, rel, dir string, over
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp)
+	defer os.RemoveAll(tmp) // the user's own new folder: empty after the move, partial after a failure
 	if err := cl.Restore(ctx, r.drive, snap, rel, tmp, nil); err != nil {
 		return err
 	}
