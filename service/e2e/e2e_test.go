@@ -35,8 +35,9 @@ var stickPlans = []StickPlan{
 	{Spec: StickSpec{Name: "power"}, Enrolled: true, Key: true},                  // g
 	{Spec: StickSpec{Name: "eject"}, Enrolled: true, Key: true},                  // h
 	{Spec: StickSpec{Name: "blank", Blank: true}},                                // TestEnroll: plugvault enroll formats it
-	{Spec: StickSpec{Name: "tutorial", Tutorial: true}},                          // TestAdopt: adopt as is
-	{Spec: StickSpec{Name: "tutorial-fast", Tutorial: true}},                     // TestAdopt: adopt --add-keyfile-slot
+	{Spec: StickSpec{Name: "tutorial", Tutorial: true}},                          // TestAdopt: adopt --keep-slot
+	{Spec: StickSpec{Name: "tutorial-fast", Tutorial: true}},                     // TestAdopt: adopt adds a fast slot
+	{Spec: StickSpec{Name: "seed", Blank: true}},                                 // TestAdopt: the seed's recipe, made in the guest
 	{Spec: StickSpec{Name: "mounted", Plain: true, FS: "ext4"}},                  // TestEnrollRefusals: mounted in the guest
 	{Spec: StickSpec{Name: "trusted"}, Enrolled: true, Key: true},                // TestImpostor: the real drive
 	{Spec: StickSpec{Name: "impostor", Blank: true}},                             // TestImpostor: formatted in the guest with trusted's UUID

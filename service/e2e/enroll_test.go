@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -418,33 +419,40 @@ func checkMappingIgnored(t *testing.T, ctx context.Context, env *Env, tl *Timeli
 	tl.Note("%d udev change event(s) of the mapping plugvault-%s, checked for UDISKS_IGNORE=1", seen, s.UUID)
 }
 
-// TestAdopt adopts sticks made the way the classic cryptsetup tutorial makes them (luksFormat
-// with a passphrase, luksAddKey with a keyfile, ext4 inside) with `plugvault adopt --key-file`
-// as alice: once keeping the tutorial's argon2id keyfile slot, once with --add-keyfile-slot,
-// which must add a PBKDF2 slot for a new key. Each is backed up at once (it is plugged) and
-// again on its next plug.
+// TestAdopt adopts hand-prepared sticks with `plugvault adopt --key-file` as alice, without
+// extra flags unless said: the classic tutorial's stick (luksFormat with a passphrase,
+// luksAddKey with a keyfile, ext4 inside; argon2id with a small cost) once with --keep-slot,
+// which keeps its argon2id keyfile slot, and once as is, which must add a PBKDF2 slot for a
+// new key; and the seed's recipe followed exactly in the guest (luksFormat with cryptsetup's
+// benchmarked argon2id defaults, a 1 MiB keyfile from dd, luksAddKey), which must be adopted in
+// one step the same way. Each is backed up at once (it is plugged) and again on its next plug.
 func TestAdopt(t *testing.T) {
 	env := vmEnv(t)
 	for _, tc := range []struct {
 		stick   string
 		addSlot bool
-	}{{"tutorial", false}, {"tutorial-fast", true}} {
+		flags   []string
+	}{{"tutorial", false, []string{"--keep-slot"}}, {"tutorial-fast", true, nil}, {"seed", true, nil}} {
 		t.Run(tc.stick, func(t *testing.T) {
 			tl, ctx := scenario(t, env)
 			needDaemon(t, ctx, env, tl)
 			grantAlice(t, ctx, env, tl, api.ActionConfigure)
 			s := env.Sticks[tc.stick]
 			dev := plugAndFind(t, ctx, env, tl, s)
+			if tc.stick == "seed" {
+				seedRecipe(t, ctx, env, tl, s, dev)
+			}
 
 			// The tutorial's last step, which needs device-mapper: open, mkfs, close.
+			start := time.Now()
 			if _, err := env.VM.ExecAs(ctx, 0, s.Key, "/bin/sh", "-ec", "cryptsetup open --key-file=- "+dev+
 				" tutorial && mkfs.ext4 -q -L backup /dev/mapper/tutorial && cryptsetup close tutorial"); err != nil {
 				t.Fatal(err)
 			}
-			tl.Add("tutorial: cryptsetup open, mkfs.ext4, close", time.Now())
+			tl.Add(fmt.Sprintf("tutorial: cryptsetup open, mkfs.ext4, close (%.1fs)", time.Since(start).Seconds()), time.Now())
 			before := keyslots(t, ctx, env, dev)
 			if before["1"].Type != "argon2id" || len(before) != 2 {
-				t.Fatalf("the tutorial stick's keyslots are %+v, want 0 and 1 argon2id", before)
+				t.Fatalf("the stick's keyslots are %+v, want 0 and 1 argon2id", before)
 			}
 
 			// alice keeps the keyfile where she can read it and the backup does not.
@@ -452,10 +460,7 @@ func TestAdopt(t *testing.T) {
 			if _, err := env.VM.ExecAs(ctx, AliceUID, s.Key, "/bin/sh", "-ec", "umask 077 && cat > "+keyFile); err != nil {
 				t.Fatal(err)
 			}
-			args := []string{"adopt", dev, "--key-file", keyFile, "--name", tc.stick}
-			if tc.addSlot {
-				args = append(args, "--add-keyfile-slot")
-			}
+			args := append([]string{"adopt", dev, "--key-file", keyFile, "--name", tc.stick}, tc.flags...)
 			mark, err := env.VM.Mark(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -477,9 +482,13 @@ func TestAdopt(t *testing.T) {
 				t.Errorf("the [[drive]] entry is %+v, want name %q, run_as alice, sources [%s]", d, tc.stick, SourceDir)
 			}
 			stored := checkKeyFile(t, ctx, env, s.UUID)
+			announced := strings.Contains(res.Stderr, "adds a fast keyfile slot")
+			if announced != tc.addSlot {
+				t.Errorf("adopt %v: the fast slot announced: %v, want %v; stderr: %s", tc.flags, announced, tc.addSlot, res.Stderr)
+			}
 			if tc.addSlot {
 				if len(after) != 3 {
-					t.Errorf("keyslots after adopt --add-keyfile-slot: %+v, want a third", after)
+					t.Errorf("keyslots after adopt: %+v, want a third", after)
 				}
 				kdf := after[fmt.Sprint(*d.KeySlot)]
 				if *d.KeySlot < 2 || kdf.Type != "pbkdf2" || kdf.Iterations != 1000 {
@@ -491,7 +500,8 @@ func TestAdopt(t *testing.T) {
 				if _, err := env.VM.ExecAs(ctx, 0, stored, "cryptsetup", "open", "--test-passphrase", "--key-slot", fmt.Sprint(*d.KeySlot), "--key-file=-", dev); err != nil {
 					t.Errorf("the stored key does not open slot %d: %v", *d.KeySlot, err)
 				}
-				tl.Note("--add-keyfile-slot: slot %d pbkdf2 (%d iterations) added; slots 0 and 1 stay %s, %s", *d.KeySlot, kdf.Iterations, after["0"].Type, after["1"].Type)
+				tl.Note("adopt: slot %d pbkdf2 (%d iterations) added for a new key; slots 0 and 1 stay %s (%d KiB, %d iterations), %s",
+					*d.KeySlot, kdf.Iterations, after["0"].Type, after["0"].Memory, after["0"].Time, after["1"].Type)
 			} else {
 				if len(after) != len(before) || *d.KeySlot != 1 {
 					t.Errorf("keyslots after adopt: %+v (key_slot %d), want the tutorial's two, key_slot 1", after, *d.KeySlot)
@@ -512,6 +522,44 @@ func TestAdopt(t *testing.T) {
 			env.VM.Exec(ctx, "rm", "-f", keyFile)
 		})
 	}
+}
+
+// seedRecipe prepares the blank stick s (at dev in the guest) exactly as the seed's recipe
+// says, in the guest and with cryptsetup's own benchmark: luksFormat (argon2id, benchmarked;
+// the passphrase piped in), a 1 MiB keyfile from /dev/urandom, luksAddKey DEV KEY. The keyfile
+// becomes s.Key and the passphrase s.Passphrase.
+func seedRecipe(t *testing.T, ctx context.Context, env *Env, tl *Timeline, s *Stick, dev string) {
+	t.Helper()
+	pass := "seed recipe passphrase"
+	start := time.Now()
+	if _, err := env.VM.ExecAs(ctx, 0, []byte(pass+"\n"), "cryptsetup", "luksFormat", "--batch-mode", dev); err != nil {
+		t.Fatal(err)
+	}
+	tl.Add(fmt.Sprintf("seed recipe: cryptsetup luksFormat %s (%.1fs)", dev, time.Since(start).Seconds()), time.Now())
+	start = time.Now()
+	if _, err := env.VM.Exec(ctx, "dd", "if=/dev/urandom", "bs=1M", "count=1", "of=/root/seed.key", "status=none"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.VM.ExecAs(ctx, 0, []byte(pass+"\n"), "cryptsetup", "luksAddKey", dev, "/root/seed.key"); err != nil {
+		t.Fatal(err)
+	}
+	tl.Add(fmt.Sprintf("seed recipe: dd bs=1M count=1 of=KEY, cryptsetup luksAddKey %s KEY (%.1fs)", dev, time.Since(start).Seconds()), time.Now())
+	key, err := env.VM.Exec(ctx, "/bin/sh", "-ec", "base64 -w0 /root/seed.key && rm /root/seed.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Key, err = base64.StdEncoding.DecodeString(key); err != nil || len(s.Key) != 1<<20 {
+		t.Fatalf("the seed keyfile: %d bytes, %v; want 1 MiB", len(s.Key), err)
+	}
+	s.Passphrase = []byte(pass)
+	uuid, err := env.VM.Exec(ctx, "cryptsetup", "luksUUID", dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.UUID, s.LUKS = strings.TrimSpace(uuid), true
+	ks := keyslots(t, ctx, env, dev)
+	tl.Note("seed recipe: slot 0 %s (%d KiB, %d iterations), slot 1 %s (%d KiB, %d iterations), as cryptsetup benchmarked them in the guest",
+		ks["0"].Type, ks["0"].Memory, ks["0"].Time, ks["1"].Type, ks["1"].Memory, ks["1"].Time)
 }
 
 // TestEnrollRefusals proves that enroll refuses, with the documented exit code and without

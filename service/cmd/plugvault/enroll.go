@@ -147,18 +147,19 @@ func runAdopt(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer clear(secret)
-	addSlot := a.o.addKeyfileSlot
-	if !a.o.addKeyfileSlot && !a.o.keepSlot && isTerminal(a.stdin) && a.o.keyFile != "-" && !a.o.passphraseStdin {
-		q := "If the keyfile's slot uses argon2 (cryptsetup's default), every plug costs seconds and up to\n" +
-			"1 GiB of memory; plugvault can add a fast keyfile slot for itself. Add one if needed? [Y/n] "
-		if a.o.passphrase {
-			q = "Add a keyfile slot so the drive unlocks without the passphrase? [Y/n] "
-		}
-		answer, err := a.ask(q)
+	// A keyfile's slow (argon2) slot gets a fast one beside it unless --keep-slot says no;
+	// plugvaultd only adds it when the keyfile's slot is slow.
+	addSlot := a.o.addKeyfileSlot || (!a.o.passphrase && !a.o.keepSlot)
+	if a.o.passphrase && !a.o.addKeyfileSlot && !a.o.keepSlot && isTerminal(a.stdin) && !a.o.passphraseStdin {
+		answer, err := a.ask("Add a keyfile slot so the drive unlocks without the passphrase? [Y/n] ")
 		if err != nil {
 			return err
 		}
 		addSlot = answer == "" || strings.HasPrefix(strings.ToLower(answer), "y")
+	}
+	if addSlot && !a.o.passphrase && !a.o.json {
+		fmt.Fprintf(a.stderr, "If the keyfile's slot uses argon2 (cryptsetup's default, seconds and up to 1 GiB at every plug),\n"+
+			"plugvaultd adds a fast keyfile slot (PBKDF2) for itself; your keyfile and its slot stay as they are.\n")
 	}
 	o := api.Options{api.OptSecretIsPassphrase: a.o.passphrase, api.OptAddKeyfileSlot: addSlot}
 	if a.o.name != "" {

@@ -168,9 +168,11 @@ func TestAdopt(t *testing.T) {
 		isPass bool
 		add    bool
 	}{
-		{"", []string{"adopt", dev + "1", "--key-file", key, "--name", "blue"}, string(keyBytes), false, false},
+		{"", []string{"adopt", dev + "1", "--key-file", key, "--name", "blue"}, string(keyBytes), false, true},
 		{"", []string{"adopt", dev + "1", "--key-file", key, "--add-keyfile-slot"}, string(keyBytes), false, true},
-		{"raw\nkey\n", []string{"adopt", dev, "--key-file", "-"}, "raw\nkey\n", false, false},
+		{"", []string{"adopt", dev + "1", "--key-file", key, "--keep-slot"}, string(keyBytes), false, false},
+		{"raw\nkey\n", []string{"adopt", dev, "--key-file", "-"}, "raw\nkey\n", false, true},
+		{"my pass\n", []string{"adopt", dev, "--passphrase", "--passphrase-stdin"}, "my pass", true, false},
 		{"my pass\n", []string{"adopt", dev, "--passphrase", "--passphrase-stdin", "--add-keyfile-slot"}, "my pass", true, true},
 	} {
 		code, out, errOut := e.run(tc.stdin, append(tc.args, "--json")...)
@@ -256,7 +258,9 @@ func TestForgetConfirmation(t *testing.T) {
 	}
 }
 
-func TestAdoptAsksAboutAFastSlotOnTerminal(t *testing.T) {
+// On a terminal, a keyfile adopt asks nothing (a slow slot gets a fast one, and the output
+// says so); a passphrase adopt asks whether to add a keyfile slot.
+func TestAdoptOnTerminal(t *testing.T) {
 	e := newEnv(t)
 	dev := e.addFakeDisk("sdz", true, "usb")
 	key := filepath.Join(t.TempDir(), "stick.key")
@@ -264,14 +268,30 @@ func TestAdoptAsksAboutAFastSlotOnTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	master, slave := openPTY(t)
+	stderr := newSyncBuffer()
+	var stdout strings.Builder
+	done := e.runAsync(t.Context(), slave, &stdout, stderr, "adopt", dev, "--key-file", key)
+	if code := waitCode(t, done); code != 0 {
+		t.Fatalf("keyfile adopt: exit %d: %s", code, stderr.String())
+	}
+	if c := e.lastCall(api.MethodAdopt); callOpts(t, c)[api.OptAddKeyfileSlot] != true || !c.Interactive {
+		t.Errorf("keyfile adopt: options %v interactive=%v", callOpts(t, c), c.Interactive)
+	}
+	if !strings.Contains(stderr.String(), "adds a fast keyfile slot") || strings.Contains(stderr.String(), "[Y/n]") {
+		t.Errorf("keyfile adopt output %q: want the fast slot announced and no question", stderr.String())
+	}
 	for _, tc := range []struct {
 		answer string
 		want   bool
 	}{{"\n", true}, {"y\n", true}, {"n\n", false}} {
 		stderr := newSyncBuffer()
 		var stdout strings.Builder
-		done := e.runAsync(t.Context(), slave, &stdout, stderr, "adopt", dev, "--key-file", key)
-		stderr.waitFor(t, "Add one if needed? [Y/n] ", 1)
+		done := e.runAsync(t.Context(), slave, &stdout, stderr, "adopt", dev, "--passphrase")
+		stderr.waitFor(t, "Passphrase of ", 1)
+		if _, err := master.Write([]byte("my pass\n")); err != nil {
+			t.Fatal(err)
+		}
+		stderr.waitFor(t, "without the passphrase? [Y/n] ", 1)
 		if _, err := master.Write([]byte(tc.answer)); err != nil {
 			t.Fatal(err)
 		}

@@ -178,11 +178,12 @@ Examples:
 with --key-file (read with your permissions and sent to plugvaultd, which checks that it opens
 the drive and keeps a root-only copy), or --passphrase to adopt it with a passphrase only.
 
-A keyfile slot made with cryptsetup's defaults uses argon2id, which costs seconds and up to
-1 GiB of memory at every plug. With --add-keyfile-slot plugvaultd adds a fast keyfile slot
-(a random key, PBKDF2 with 1000 iterations) when the existing slot uses argon2; on a terminal
-you are asked. With --passphrase, --add-keyfile-slot adds a keyfile slot so the drive unlocks
-without the passphrase. --keep-slot never adds one.
+A keyfile may be up to 8 MiB (cryptsetup's own limit). A keyfile slot made with cryptsetup's
+defaults uses argon2id, which costs seconds and up to 1 GiB of memory at every plug, so when
+the keyfile's slot uses argon2 plugvaultd adds a fast keyfile slot of its own (a random key,
+PBKDF2 with 1000 iterations) and keeps that key; your keyfile and its slot stay as they are.
+--keep-slot never adds one. With --passphrase, --add-keyfile-slot adds a keyfile slot so the
+drive unlocks without the passphrase; on a terminal you are asked.
 
 Examples:
   plugvault adopt /dev/sdb1 --key-file ~/stick.key --name blue
@@ -192,7 +193,7 @@ Examples:
 				fs.StringVar(&o.keyFile, "key-file", "", "the keyfile that opens the drive (`FILE`; \"-\" reads stdin to end of file, byte-exact)")
 				fs.BoolVar(&o.passphrase, "passphrase", false, "adopt with a passphrase instead of a keyfile")
 				fs.BoolVar(&o.passphraseStdin, "passphrase-stdin", false, "with --passphrase: read it from stdin (one trailing newline is removed)")
-				fs.BoolVar(&o.addKeyfileSlot, "add-keyfile-slot", false, "add a fast keyfile slot where useful (see above)")
+				fs.BoolVar(&o.addKeyfileSlot, "add-keyfile-slot", false, "with --passphrase: add a keyfile slot (a keyfile's slow slot gets one anyway)")
 				fs.BoolVar(&o.keepSlot, "keep-slot", false, "never add a keyfile slot")
 			},
 			run: runAdopt},

@@ -17,9 +17,9 @@ import (
 // set it to their own uid to exercise the mode and type checks.
 var keyOwnerUID uint32 = 0
 
-// MaxKeyfileSize bounds what ReadKeyfile reads. plugvault writes 4 KiB keys; cryptsetup's own
-// limit is 8 MiB, far more than a key needs.
-const MaxKeyfileSize = 64 << 10
+// MaxKeyfileSize bounds what ReadKeyfile reads: cryptsetup's own default limit (8 MiB), so
+// that every keyfile cryptsetup accepts, such as the 1 MiB ones made by hand with dd, works.
+const MaxKeyfileSize = 8 << 20
 
 // CheckKeyfile checks that path is safe to use as a LUKS key: a regular file (never a symbolic
 // link, which is not followed), owned by root, mode 0400 or 0600, in a root-owned directory of

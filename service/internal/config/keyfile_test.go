@@ -189,6 +189,33 @@ func TestReadKeyfileRefusesEmpty(t *testing.T) {
 	}
 }
 
+// A keyfile made by hand with dd bs=1M count=1 is read whole; one byte over cryptsetup's own
+// limit (8 MiB) is refused.
+func TestReadKeyfileSizes(t *testing.T) {
+	config.SetKeyOwner(t, uint32(os.Geteuid()))
+	dir := keyDir(t)
+	for _, tc := range []struct {
+		size int
+		ok   bool
+	}{{1 << 20, true}, {config.MaxKeyfileSize, true}, {config.MaxKeyfileSize + 1, false}} {
+		p := filepath.Join(dir, fmt.Sprintf("%d.key", tc.size))
+		key := make([]byte, tc.size)
+		for i := range key {
+			key[i] = byte(i * 31)
+		}
+		if err := os.WriteFile(p, key, 0o400); err != nil {
+			t.Fatal(err)
+		}
+		got, err := config.ReadKeyfile(p)
+		if tc.ok && (err != nil || string(got) != string(key)) {
+			t.Errorf("%d bytes: read %d bytes, %v", tc.size, len(got), err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "larger than")) {
+			t.Errorf("%d bytes: %d bytes read, error %v; want a refusal", tc.size, len(got), err)
+		}
+	}
+}
+
 // TestCheckKeyfileOwnerRoot checks ownership with real files: root-owned passes, a key or a
 // directory owned by another user is refused.
 func TestCheckKeyfileOwnerRoot(t *testing.T) {

@@ -93,12 +93,15 @@ func (m *Manager) Adopt(sender dbus.Sender, msg dbus.Message, device string, sec
 	if err != nil {
 		return "", c.reply(err)
 	}
+	isPass := o.bool(api.OptSecretIsPassphrase, false)
 	req := AdoptRequest{
 		Device:             device,
 		Secret:             secret,
-		SecretIsPassphrase: o.bool(api.OptSecretIsPassphrase, false),
-		AddKeyfileSlot:     o.bool(api.OptAddKeyfileSlot, false),
-		Name:               o.string(api.OptName, ""),
+		SecretIsPassphrase: isPass,
+		// A keyfile gets a fast slot of its own unless the caller says no (it is only added
+		// when the keyfile's slot is slow); a passphrase gets a keyfile slot only on request.
+		AddKeyfileSlot: o.bool(api.OptAddKeyfileSlot, !isPass),
+		Name:           o.string(api.OptName, ""),
 	}
 	limit := maxKeyfile
 	if req.SecretIsPassphrase {

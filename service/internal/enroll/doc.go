@@ -26,9 +26,9 @@
 //
 // Adopt registers a LUKS device prepared by hand, without formatting: the secret must open it
 // (cryptsetup open --test-passphrase); a keyfile is copied into the key directory; when the
-// keyfile's own slot uses argon2 and the caller asked for it (add_keyfile_slot), a fast keyfile
-// slot with a new random key is added and that key is stored instead. A keyfile larger than
-// config.MaxKeyfileSize (what plugvaultd reads at plug-in) is only adopted with a new slot.
+// keyfile's own slot uses argon2 and the caller did not refuse it (add_keyfile_slot, which the
+// daemon defaults to true for keyfiles), a fast keyfile slot with a new random key is added and
+// that key is stored instead. Keyfiles of up to config.MaxKeyfileSize (cryptsetup's 8 MiB) work.
 //
 // The [[drive]] entry of a drive that a user (not root) enrolls or adopts backs up that user's
 // home directory as that user (sources and run_as); root's gets no sources.

@@ -561,14 +561,6 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 	}
 	log := e.d.Logger.With("device", dev.Path, "uuid", uuid)
 
-	// plugvaultd reads at most config.MaxKeyfileSize bytes of a keyfile at plug-in: a longer
-	// one would be stored and then refused at every plug. A new slot gets a short key.
-	tooLong := !req.SecretIsPassphrase && len(req.Secret) > config.MaxKeyfileSize
-	if tooLong && !req.AddKeyfileSlot {
-		return "", fmt.Errorf("cannot adopt %s: the keyfile is %d bytes and plugvaultd reads keyfiles of at most %d bytes; adopt it with --add-keyfile-slot, which stores a new short key in a slot of its own: %w",
-			dev.Path, len(req.Secret), config.MaxKeyfileSize, api.ErrInvalidArgument)
-	}
-
 	// Which slot the secret opens (proving that it opens this device at all).
 	var slot int
 	var ks Keyslot
@@ -589,7 +581,9 @@ func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, 
 		return "", e.rollback(&u, fmt.Errorf("cannot adopt %s: %w", dev.Path, err))
 	}
 	key := req.Secret
-	addSlot := req.AddKeyfileSlot && (req.SecretIsPassphrase || tooLong || strings.HasPrefix(ks.PBKDF, "argon2"))
+	// An argon2 slot (cryptsetup's default, benchmarked to up to 1 GiB and seconds) would be
+	// paid at every plug: a random key needs no stretching, so it gets a PBKDF2 slot.
+	addSlot := req.AddKeyfileSlot && (req.SecretIsPassphrase || strings.HasPrefix(ks.PBKDF, "argon2"))
 	switch {
 	case addSlot:
 		newKey, err := e.newKey()

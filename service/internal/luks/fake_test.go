@@ -1,6 +1,7 @@
 package luks
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -202,9 +203,10 @@ func dumpWith(slots ...string) []byte {
 	return []byte(`{"keyslots":{` + strings.Join(parts, ",") + `}}`)
 }
 
-func TestAddKeySendsNewKeyOnFd3(t *testing.T) {
+// newAddKeyFake returns a fake cryptsetup whose header has slot 0, and slot 1 after luksAddKey.
+func newAddKeyFake(t *testing.T) (*Cryptsetup, *recordingRunner) {
 	added := false
-	c, r := newFake(t, func(args []string) (sysexec.Result, error) {
+	return newFake(t, func(args []string) (sysexec.Result, error) {
 		switch args[0] {
 		case "luksDump":
 			if added {
@@ -216,6 +218,10 @@ func TestAddKeySendsNewKeyOnFd3(t *testing.T) {
 		}
 		return sysexec.Result{}, nil
 	})
+}
+
+func TestAddKeySendsNewKeyOnFd3(t *testing.T) {
+	c, r := newAddKeyFake(t)
 	slot, err := c.AddKey(context.Background(), "/dev/sdb", []byte("old pass"), []byte("NEWKEY\x00\xffbytes"), true)
 	if err != nil || slot != 1 {
 		t.Fatalf("slot %d, %v", slot, err)
@@ -233,6 +239,51 @@ func TestAddKeySendsNewKeyOnFd3(t *testing.T) {
 		t.Errorf("stdin %q fds %q", add.stdin, add.fds)
 	}
 	assertNoKeyInArgv(t, r, "old pass", "NEWKEY")
+}
+
+// A keyfile made with dd bs=1M count=1 is far larger than a pipe's buffer: both keys must
+// reach cryptsetup whole (the existing one on stdin, the new one on fd 3).
+func TestAddKeyTakesMebibyteKeys(t *testing.T) {
+	c, r := newAddKeyFake(t)
+	existing := bytes.Repeat([]byte("old key\x00"), (1<<20)/8)
+	newKey := bytes.Repeat([]byte("NEW\xff"), (1<<20)/4+1)
+	slot, err := c.AddKey(context.Background(), "/dev/sdb", existing, newKey, true)
+	if err != nil || slot != 1 {
+		t.Fatalf("slot %d, %v", slot, err)
+	}
+	add := r.calls[len(r.calls)-2]
+	if add.args[0] != "luksAddKey" || !bytes.Equal(add.stdin, existing) || len(add.fds) != 1 || !bytes.Equal(add.fds[0], newKey) {
+		t.Errorf("%v: stdin %d bytes, fds %d; want %d and one of %d", add.args, len(add.stdin), len(add.fds), len(existing), len(newKey))
+	}
+	if err := c.TestKey(context.Background(), "/dev/sdb", make([]byte, maxKeySize), 0); err != nil {
+		t.Errorf("a key of cryptsetup's limit (%d bytes) refused: %v", maxKeySize, err)
+	}
+}
+
+// A cryptsetup that fails before reading fd 3 must not leave AddKey blocked on a full pipe.
+func TestAddKeyReturnsWhenTheNewKeyIsNotRead(t *testing.T) {
+	c, _ := newFake(t, func(args []string) (sysexec.Result, error) {
+		switch args[0] {
+		case "luksDump":
+			return sysexec.Result{Stdout: dumpWith("0")}, nil
+		case "luksAddKey":
+			return sysexec.Result{}, exit(2, "No key available with this passphrase.")
+		}
+		return sysexec.Result{}, nil
+	})
+	c.run = unreadFds{c.run}
+	if _, err := c.AddKey(context.Background(), "/dev/sdb", []byte("wrong"), make([]byte, 1<<20), true); !errors.Is(err, ErrBadKey) {
+		t.Errorf("error %v, want ErrBadKey", err)
+	}
+}
+
+// unreadFds passes a command on with its inherited fds unread, as a cryptsetup that exits
+// before reading its new key.
+type unreadFds struct{ next sysexec.Runner }
+
+func (u unreadFds) Run(ctx context.Context, c sysexec.Cmd) (sysexec.Result, error) {
+	c.ExtraFiles = nil
+	return u.next.Run(ctx, c)
 }
 
 func TestKillSlotChecksTheKeyAgainstOtherSlots(t *testing.T) {

@@ -36,9 +36,11 @@ const (
 	quickTimeout = 30 * time.Second
 )
 
-// maxKeySize bounds a key: a keyfile is 4 KiB, a passphrase far less; 64 KiB fits a pipe's
-// default buffer, so the second key can be written before cryptsetup starts.
-const maxKeySize = 64 << 10
+// maxKeySize bounds a key: cryptsetup's own default limit for a keyfile (8 MiB). plugvault's
+// keys are 64 bytes, but a stick prepared by hand may carry a 1 MiB keyfile (dd bs=1M count=1).
+// Keys go to cryptsetup through pipes, which hold 64 KiB: every key is written while
+// cryptsetup reads (sysexec streams stdin; AddKey writes the second key concurrently).
+const maxKeySize = 8 << 20
 
 // Cryptsetup runs the cryptsetup tool. It is safe for concurrent use.
 type Cryptsetup struct {
@@ -421,17 +423,25 @@ func (c *Cryptsetup) AddKey(ctx context.Context, device string, existingKey, new
 	if err != nil {
 		return -1, fmt.Errorf("cannot add a key to %s: %w", device, err)
 	}
-	defer r.Close()
-	// The key fits the pipe buffer (maxKeySize), so this cannot block; closing w gives EOF.
-	_, werr := w.Write(newKey)
-	if cerr := w.Close(); werr == nil {
-		werr = cerr
+	// A key larger than the pipe's buffer blocks the writer until cryptsetup reads it, so it
+	// is written concurrently; closing w gives EOF. Once cryptsetup has exited and r is closed
+	// here too, a write still blocked fails with EPIPE, so the writer always ends.
+	written := make(chan error, 1)
+	go func() {
+		_, werr := w.Write(newKey)
+		if cerr := w.Close(); werr == nil {
+			werr = cerr
+		}
+		written <- werr
+	}()
+	_, err = c.exec(ctx, "add a key to "+device, addKeyArgs(device, p), existingKey, []*os.File{r}, keyTimeout)
+	r.Close()
+	werr := <-written
+	if err != nil {
+		return -1, err
 	}
 	if werr != nil {
-		return -1, fmt.Errorf("cannot add a key to %s: %w", device, werr)
-	}
-	if _, err := c.exec(ctx, "add a key to "+device, addKeyArgs(device, p), existingKey, []*os.File{r}, keyTimeout); err != nil {
-		return -1, err
+		return -1, fmt.Errorf("cannot add a key to %s: cannot hand over the new key: %w", device, werr)
 	}
 	after, err := c.Dump(ctx, device)
 	if err != nil {

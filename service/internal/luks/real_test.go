@@ -99,6 +99,27 @@ func TestRealHeaderOperations(t *testing.T) {
 	if err := c.TestKey(ctx, img, keyfile, 0); !errors.Is(err, ErrBadKey) {
 		t.Errorf("the keyfile opens the passphrase slot: %v", err)
 	}
+	// A 1 MiB keyfile (dd bs=1M count=1), as hand-prepared sticks have: added and tested.
+	big := make([]byte, 1<<20)
+	for i := range big {
+		big[i] = byte(i*13 + i>>9)
+	}
+	bigSlot, err := c.AddKey(ctx, img, keyfile, big, true)
+	if err != nil {
+		t.Fatalf("adding a 1 MiB key: %v", err)
+	}
+	if err := c.TestKey(ctx, img, big, bigSlot); err != nil {
+		t.Errorf("the 1 MiB key does not open its slot: %v", err)
+	}
+	if err := c.TestKey(ctx, img, big[:len(big)-1], bigSlot); !errors.Is(err, ErrBadKey) {
+		t.Errorf("the 1 MiB key without its last byte: want ErrBadKey, got %v", err)
+	}
+	if err := c.KillSlot(ctx, img, bigSlot, big); !errors.Is(err, ErrBadKey) {
+		t.Errorf("KillSlot with the key of the slot itself: want ErrBadKey, got %v", err)
+	}
+	if err := c.KillSlot(ctx, img, bigSlot, pass); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.AddKey(ctx, img, []byte("wrong"), []byte("x"), true); !errors.Is(err, ErrBadKey) {
 		t.Errorf("AddKey with a wrong key: want ErrBadKey, got %v", err)
 	}

@@ -227,19 +227,29 @@ func (s *sni) layout() []entry {
 	return out
 }
 
-// section returns the menu items of the drive whose status line contains name, by label.
+// section returns the menu items of the drive whose status line contains name, by label. A
+// section is the status line, a separator, the drive's items and a separator; a status line
+// that is not followed by a separator is reported as an item under the key "" so that the
+// caller sees the defect.
 func (s *sni) section(name string) (status entry, items map[string]entry) {
 	items = map[string]entry{}
-	in := false
-	for _, e := range s.layout() {
-		switch {
-		case !in && strings.Contains(e.Label, name) && !e.Separator:
-			in, status = true, e
-		case in && e.Separator:
+	layout := s.layout()
+	for i, e := range layout {
+		if e.Separator || !strings.Contains(e.Label, name) {
+			continue
+		}
+		status = e
+		if i+1 >= len(layout) || !layout[i+1].Separator {
+			items[""] = e
 			return status, items
-		case in:
+		}
+		for _, e := range layout[i+2:] {
+			if e.Separator {
+				break
+			}
 			items[e.Label] = e
 		}
+		return status, items
 	}
 	return status, items
 }
@@ -305,11 +315,101 @@ func xdotool(t *testing.T, display string, args ...string) (string, error) {
 	return string(out), err
 }
 
-func screenshot(t *testing.T, display, path string) {
+// windowShot waits until the visible window titled title shows content (not one flat colour,
+// as a window whose first frame is not drawn yet), saves that screenshot of the window to path
+// and returns how many colours it has. The content, not the file, is what the test checks.
+func windowShot(t *testing.T, display, title, path string) int {
 	t.Helper()
-	cmd := exec.Command("import", "-display", display, "-window", "root", path)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("screenshot %s: %v\n%s", path, err, out)
+	var colours int
+	waitFor(t, "content in the window "+title, func() (bool, string) {
+		out, err := xdotool(t, display, "search", "--onlyvisible", "--name", title)
+		if err != nil {
+			return false, "no such window: " + out
+		}
+		id := strings.Fields(out)[0]
+		// Without a window manager windows overlap as they were mapped, and a screenshot of a
+		// window shows whatever covers it: raise it first.
+		if out, err := xdotool(t, display, "windowraise", id); err != nil {
+			return false, fmt.Sprintf("xdotool windowraise: %v %s", err, out)
+		}
+		cmd := exec.Command("import", "-display", display, "-window", id, path)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return false, fmt.Sprintf("import: %v %s", err, out)
+		}
+		colours = countColours(t, path)
+		black, all := blackPixels(t, path)
+		return colours >= minColours && black*50 < all, fmt.Sprintf("%d colours, %d of %d pixels black in %s", colours, black, all, path)
+	})
+	return colours
+}
+
+// unmapWindow takes the visible window titled title off the screen, so that it cannot show
+// through in a later window's screenshot (without a window manager nothing clears the pixels
+// a window leaves behind, and a window that draws nothing would show them).
+func unmapWindow(t *testing.T, display, title string) {
+	t.Helper()
+	out, err := xdotool(t, display, "search", "--onlyvisible", "--name", title)
+	if err != nil {
+		return
+	}
+	for _, id := range strings.Fields(out) {
+		if out, err := xdotool(t, display, "windowunmap", "--sync", id); err != nil {
+			t.Errorf("xdotool windowunmap %s: %v %s", id, err, out)
+		}
+	}
+}
+
+// minColours: a window with anti-aliased text has dozens of colours; an undrawn one has one.
+// Undrawn parts of a window are pure black, which no theme colour is: at most 2% may be.
+const minColours = 16
+
+// blackPixels counts the pure black pixels of the PNG at path, and all of them.
+func blackPixels(t *testing.T, path string) (black, all int) {
+	t.Helper()
+	eachPixel(t, path, func(r, g, b, _ uint8) {
+		all++
+		if r == 0 && g == 0 && b == 0 {
+			black++
+		}
+	})
+	return black, all
+}
+
+// redPixels counts clearly red pixels (the theme's error colour) in the PNG at path.
+func redPixels(t *testing.T, path string) int {
+	t.Helper()
+	n := 0
+	eachPixel(t, path, func(r, g, b, _ uint8) {
+		if r > 180 && g < 110 && b < 110 {
+			n++
+		}
+	})
+	return n
+}
+
+func countColours(t *testing.T, path string) int {
+	t.Helper()
+	seen := map[[4]uint8]bool{}
+	eachPixel(t, path, func(r, g, b, a uint8) { seen[[4]uint8{r, g, b, a}] = true })
+	return len(seen)
+}
+
+func eachPixel(t *testing.T, path string, visit func(r, g, b, a uint8)) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	r := img.Bounds()
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			cr, cg, cb, ca := img.At(x, y).RGBA()
+			visit(uint8(cr>>8), uint8(cg>>8), uint8(cb>>8), uint8(ca>>8))
+		}
 	}
 }
 
@@ -407,8 +507,10 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.menu = panel.Object(name, menuPath)
-	if title := s.prop("Title").Value(); title != "plugvault" {
-		t.Errorf("Title %v", title)
+	// The panel shows Title as the item's name: the application entry's Name, capitalised.
+	appName := readEntry(t, filepath.Join(desktopDir, "plugvault.desktop"))["Name"]
+	if title := s.prop("Title").Value(); title != appName || appName != model.AppName {
+		t.Errorf("Title %v; the application entry's Name %q; model.AppName %q", title, appName, model.AppName)
 	}
 
 	t.Run("idle and reminders", func(t *testing.T) {
@@ -423,12 +525,11 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		if status.Label != "Blue stick: Last backup 2 hours ago" {
 			t.Errorf("first menu line %q", status.Label)
 		}
-		for label, want := range map[string]bool{"Enter passphrase…": false, "Back up now": false, "Cancel backup": false,
-			"Eject": false, "Browse backups": false, "Show log": true} {
-			if e, ok := items[label]; !ok || e.Enabled != want {
-				t.Errorf("absent drive: %q = %+v, want enabled=%v", label, e, want)
-			}
+		// What cannot apply to an absent drive is left out, not greyed.
+		if len(items) != 1 || !items["Show log"].Enabled || status.Enabled {
+			t.Errorf("absent drive: status %+v, items %+v; want only Show log", status, items)
 		}
+
 		n := waitNotification(t, notes, "No backup to Red stick for 10 days")
 		if n.AppName != "plugvault" {
 			t.Errorf("notification %+v", n)
@@ -453,8 +554,8 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		s.saveIcon(filepath.Join(artifacts, "icon-working.png"))
 		waitNotification(t, notes, "Backing up to Blue stick")
 		_, items := s.section("Backing up to Blue stick")
-		if items["Back up now"].Enabled || items["Browse backups"].Enabled || !items["Eject"].Enabled {
-			t.Errorf("menu while backing up: %+v", items)
+		if len(items) != 3 || !items["Cancel backup"].Enabled || !items["Eject"].Enabled || !items["Show log"].Enabled {
+			t.Errorf("menu while backing up: %+v; want Cancel backup, Eject, Show log", items)
 		}
 		s.clickItem("Backing up to Blue stick", "Cancel backup")
 		if c := waitCall(t, svc, blue, api.MethodCancel); !c.Interactive {
@@ -507,7 +608,7 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title, "windowfocus", "--sync"); err != nil {
 			t.Fatalf("no dialog window: %v %s", err, out)
 		}
-		screenshot(t, display, filepath.Join(artifacts, "dialog.png"))
+		windowShot(t, display, title, filepath.Join(artifacts, "dialog.png"))
 
 		svc.FailNext(api.MethodUnlock, fmt.Errorf("the passphrase does not unlock the drive: %w", api.ErrBadPassphrase))
 		const wrong = "not my passphrase"
@@ -527,8 +628,13 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		if out, err := xdotool(t, display, "search", "--onlyvisible", "--name", title); err != nil {
 			t.Errorf("the dialog closed after a wrong passphrase: %v %s", err, out)
 		}
-		time.Sleep(300 * time.Millisecond) // let the frame with the message be drawn for the artifact
-		screenshot(t, display, filepath.Join(artifacts, "dialog-wrong-passphrase.png"))
+		// The inline message is drawn in the theme's error colour (red).
+		waitFor(t, "the red message in the dialog", func() (bool, string) {
+			path := filepath.Join(artifacts, "dialog-wrong-passphrase.png")
+			windowShot(t, display, title, path)
+			n := redPixels(t, path)
+			return n >= 20, fmt.Sprintf("%d red pixels", n)
+		})
 
 		svc.FailNext(api.MethodUnlock, nil)
 		const right = "correct horse: battery staple!"
@@ -586,14 +692,108 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		waitCall(t, svc, blue, api.MethodBackupNow)
 	})
 
+	t.Run("restore a file", func(t *testing.T) {
+		s.t = t
+		// The file's original folder, writable by the tray's user; the drive's read-only
+		// mount holds two snapshots of it under its absolute path.
+		orig, err := os.MkdirTemp("", "pvrestore")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(orig) })
+		mount := filepath.Join(orig, "mount")
+		rel := strings.TrimPrefix(orig, "/") + "/Quarterly report.txt"
+		snaps := []api.Snapshot{
+			{Name: "20261125T080000Z", Created: time.Now().Add(-48 * time.Hour).Unix(), Files: 3, Bytes: 2048, Status: api.SnapshotComplete},
+			{Name: "20261126T083100Z", Created: time.Now().Add(-24 * time.Hour).Unix(), Files: 3, Bytes: 4096, Status: api.SnapshotComplete},
+		}
+		for i, sn := range snaps {
+			p := filepath.Join(mount, "plugvault", "testhost", sn.Name, rel)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(strings.Repeat("v", i+1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chmod(orig, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		svc.SetResult(api.MethodListSnapshots, snaps)
+		svc.SetResult(api.MethodBrowse, mount)
+		s.clickItem("Blue stick: Plugged in", "Restore files…")
+		const title = "Restore from Blue stick - " + model.AppName
+		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title, "windowfocus", "--sync"); err != nil {
+			t.Fatalf("no Restore window: %v %s", err, out)
+		}
+		waitFor(t, "the backups listed", func() (bool, string) {
+			return strings.Contains(stderr.String(), "restore window: backups listed"), "not yet"
+		})
+		windowShot(t, display, title, filepath.Join(artifacts, "restore.png"))
+		// As a person would: type a part of the name in the search field, Return picks the
+		// first match, Ctrl+R restores it to where it came from.
+		for _, args := range [][]string{{"type", "--delay", "15", "quarterly"}, {"key", "Return"}, {"key", "ctrl+r"}} {
+			if out, err := xdotool(t, display, args...); err != nil {
+				t.Fatalf("xdotool %v: %v %s", args, err, out)
+			}
+		}
+		c := waitCall(t, svc, blue, api.MethodRestore)
+		if len(c.Args) != 4 || c.Args[0] != snaps[1].Name || c.Args[1] != rel || c.Args[2] != orig || !c.Interactive {
+			t.Errorf("Restore got %v (interactive %v); want the newest snapshot, %q into %q", c.Args, c.Interactive, rel, orig)
+		}
+		if o, _ := c.Args[3].(map[string]dbus.Variant); o[api.OptOverwrite].Value() != false {
+			t.Errorf("Restore options %v: nothing was in the way, so nothing may be overwritten", c.Args[3])
+		}
+		windowShot(t, display, title, filepath.Join(artifacts, "restore-done.png"))
+		unmapWindow(t, display, title)
+	})
+
 	t.Run("show log", func(t *testing.T) {
 		s.t = t
 		s.clickItem("Blue stick: Plugged in", "Show log")
 		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", "plugvault log: Blue stick", "windowfocus", "--sync"); err != nil {
 			t.Fatalf("no log window: %v %s", err, out)
 		}
-		time.Sleep(time.Second) // let the first frame be drawn for the artifact
-		screenshot(t, display, filepath.Join(artifacts, "log.png"))
+		windowShot(t, display, "plugvault log: Blue stick", filepath.Join(artifacts, "log.png"))
+		unmapWindow(t, display, "plugvault log: Blue stick")
+	})
+
+	t.Run("about", func(t *testing.T) {
+		s.t = t
+		var about entry
+		for _, e := range s.layout() {
+			if e.Label == "About "+model.AppName {
+				about = e
+			}
+		}
+		if about.ID == 0 || !about.Enabled {
+			t.Fatalf("no About item: %+v", s.layout())
+		}
+		s.click(about.ID)
+		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", "About "+model.AppName); err != nil {
+			t.Fatalf("no About window: %v %s", err, out)
+		}
+		windowShot(t, display, "About "+model.AppName, filepath.Join(artifacts, "about.png"))
+		unmapWindow(t, display, "About "+model.AppName)
+	})
+
+	t.Run("set up a new drive", func(t *testing.T) {
+		s.t = t
+		var setup entry
+		for _, e := range s.layout() {
+			if e.Label == "Set up a new drive…" {
+				setup = e
+			}
+		}
+		if setup.ID == 0 || !setup.Enabled {
+			t.Fatalf("no Set up item: %+v", s.layout())
+		}
+		s.click(setup.ID)
+		const title = "Set up a new backup drive - " + model.AppName
+		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title); err != nil {
+			t.Fatalf("no setup window: %v %s", err, out)
+		}
+		windowShot(t, display, title, filepath.Join(artifacts, "setup.png"))
 	})
 
 	t.Run("one tray per session", func(t *testing.T) {

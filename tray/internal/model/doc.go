@@ -16,6 +16,10 @@
 //   - A reminder ("No backup to DRIVE for N days") is sent once per drive and last-backup time
 //     per tray session (so at least once per login), never while the drive is being backed up,
 //     and never for a drive that has never been backed up (its age is unknown).
+//   - Menu items that cannot apply in a drive's state are left out, not greyed.
+//   - The monthly "check that you can restore" prompt comes when a drive with backups is
+//     plugged in and idle, once per 30 days; the first sight of a drive starts its clock. The
+//     times are loaded from and saved by the tray (RestoreChecksLoaded, SaveRestoreChecks).
 //   - The next wake-up (a reminder falling due, or a relative time such as "2 hours ago" in a
 //     label changing) is one timer, re-armed after every event: the tray never polls.
 package model

@@ -21,12 +21,17 @@ type Model struct {
 	now          time.Time
 	up           bool
 	reminderDays uint32
+	version      string // plugvaultd's, "" while it is not running
 	drives       map[dbus.ObjectPath]*drive
 
 	dialog        dbus.ObjectPath // drive whose passphrase dialog is open, or ""
 	dialogMessage string
 	dialogBusy    bool
 	logOpen       dbus.ObjectPath // drive whose log window is open, or ""
+
+	// restoreChecked: when each drive (by LUKS UUID) was last prompted for a restore check;
+	// nil until RestoreChecksLoaded.
+	restoreChecked map[string]time.Time
 
 	shown   view // what the tray shows now, to send only changes
 	started bool
@@ -101,15 +106,21 @@ func (m *Model) Update(now time.Time, ev Event) []Action {
 		acts = m.callDone(ev)
 	case LogClosed:
 		m.logOpen = ""
+	case RestoreChecksLoaded:
+		m.restoreChecked = map[string]time.Time{}
+		for k, v := range ev.Checked {
+			m.restoreChecked[k] = v
+		}
 	}
 	acts = append(acts, m.reminders()...)
+	acts = append(acts, m.restoreChecks()...)
 	return append(acts, m.refresh()...)
 }
 
 func (m *Model) serviceUp(ev ServiceUp) []Action {
 	old := m.drives
 	m.up = true
-	m.reminderDays = ev.ReminderDays
+	m.reminderDays, m.version = ev.ReminderDays, ev.Version
 	m.drives = map[dbus.ObjectPath]*drive{}
 	var acts []Action
 	for _, s := range ev.Drives {
@@ -419,6 +430,10 @@ func (m *Model) clicked(k MenuKey) []Action {
 	switch k.Kind {
 	case ItemQuit:
 		return []Action{Quit{}}
+	case ItemAbout:
+		return []Action{m.about()}
+	case ItemSetup:
+		return []Action{OpenSetup{Title: "Set up a new backup drive - " + AppName}}
 	case ItemBackupNow:
 		return []Action{Call{Drive: k.Drive, Method: api.MethodBackupNow}}
 	case ItemCancel:
@@ -427,6 +442,8 @@ func (m *Model) clicked(k MenuKey) []Action {
 		return []Action{Call{Drive: k.Drive, Method: api.MethodEject}}
 	case ItemBrowse:
 		return []Action{Call{Drive: k.Drive, Method: api.MethodBrowse}}
+	case ItemRestore:
+		return []Action{m.openRestore(k.Drive)}
 	case ItemUnlock:
 		d := m.drives[k.Drive]
 		d.dismissed = false
@@ -437,6 +454,29 @@ func (m *Model) clicked(k MenuKey) []Action {
 		return []Action{m.showLog()}
 	}
 	return nil
+}
+
+func (m *Model) openRestore(p dbus.ObjectPath) OpenRestore {
+	name := DriveName(m.drives[p].st)
+	m.logf(p, "restore window opened")
+	return OpenRestore{Drive: p, Title: "Restore from " + name + " - " + AppName, Name: name}
+}
+
+// AppName is the product's name as the desktop shows it (the SNI Title, window titles, the
+// application entry's Name).
+const AppName = "Plugvault"
+
+func (m *Model) about() ShowAbout {
+	service := "The backup service (plugvaultd) is not running."
+	if m.up {
+		service = "Backup service: plugvaultd " + m.version
+	}
+	return ShowAbout{Title: "About " + AppName, Lines: []string{
+		AppName + ": backups to your own encrypted USB drives",
+		"Plug in your drive: it is unlocked, backed up, locked and safe to remove.",
+		service,
+		"Licensed under the terms in /usr/share/doc/plugvault.",
+	}}
 }
 
 func (m *Model) showLog() ShowLog {
@@ -464,6 +504,52 @@ func (m *Model) reminders() []Action {
 			Body: "Plug " + name + " in to back up.", IconName: IconAttention.Name()}))
 	}
 	return acts
+}
+
+// RestoreCheckEvery is how often the user is asked to check that a restore works, as backup
+// guides advise: a backup that was never restored from is a hope, not a backup.
+const RestoreCheckEvery = 30 * 24 * time.Hour
+
+// restoreChecks prompts for the restore checks that are due. A drive is asked about when it is
+// plugged in, idle and has backups; the first time the tray sees such a drive starts its clock.
+func (m *Model) restoreChecks() []Action {
+	if !m.up || m.restoreChecked == nil {
+		return nil
+	}
+	var acts []Action
+	changed := false
+	for _, p := range m.paths() {
+		st := m.drives[p].st
+		if !restoreCheckable(st) {
+			continue
+		}
+		last, seen := m.restoreChecked[st.LuksUUID]
+		if seen && m.now.Sub(last) < RestoreCheckEvery {
+			continue
+		}
+		m.restoreChecked[st.LuksUUID], changed = m.now, true
+		if !seen {
+			continue
+		}
+		name := DriveName(st)
+		m.logf(p, "asked to check a restore")
+		acts = append(acts, PromptRestoreCheck{Drive: p, Title: "Check your backups on " + name + " - " + AppName,
+			Text: "It has been a month: check that you can get a file back from " + name +
+				". Open the Restore window, pick a file you know and restore it to another folder."})
+	}
+	if changed {
+		saved := map[string]time.Time{}
+		for k, v := range m.restoreChecked {
+			saved[k] = v
+		}
+		acts = append(acts, SaveRestoreChecks{Checked: saved})
+	}
+	return acts
+}
+
+// restoreCheckable: plugged in, idle (the Restore window can open it) and with backups.
+func restoreCheckable(st api.DriveStatus) bool {
+	return st.Present && st.LastBackup != 0 && (st.State == api.StatePresent || st.State == api.StateSafeToRemove)
 }
 
 // reminderDue returns when d's reminder falls due, if one is pending.
@@ -518,11 +604,10 @@ func (m *Model) view() view {
 	if !m.up {
 		v.icon = SetIcon{Icon: IconOffline, Step: -1}
 		v.tooltip = "plugvault: the backup service is not running"
-		v.menu = []MenuItem{
+		v.menu = append([]MenuItem{
 			{Key: MenuKey{Kind: ItemService}, Label: "Backup service not running"},
 			{Key: MenuKey{Kind: ItemSeparator}},
-			{Key: MenuKey{Kind: ItemQuit}, Label: "Quit", Enabled: true},
-		}
+		}, appItems()...)
 		return v
 	}
 	paths := m.paths()
@@ -546,31 +631,25 @@ func (m *Model) view() view {
 		case st.State == api.StateSafeToRemove:
 			safe = true
 		}
-		idle := st.Present && (st.State == api.StatePresent || st.State == api.StateSafeToRemove || st.State == api.StateFailed)
-		v.menu = append(v.menu,
-			MenuItem{Key: MenuKey{p, ItemStatus}, Label: line},
-			MenuItem{Key: MenuKey{p, ItemUnlock}, Label: "Enter passphrase…", Enabled: st.State == api.StateAwaitingPassphrase},
-			MenuItem{Key: MenuKey{p, ItemBackupNow}, Label: "Back up now", Enabled: idle},
-			MenuItem{Key: MenuKey{p, ItemCancel}, Label: "Cancel backup", Enabled: cancellable(st.State)},
-			MenuItem{Key: MenuKey{p, ItemEject}, Label: "Eject", Enabled: st.Present && ejectable(st.State)},
-			MenuItem{Key: MenuKey{p, ItemBrowse}, Label: "Browse backups", Enabled: idle},
-			MenuItem{Key: MenuKey{p, ItemShowLog}, Label: "Show log", Enabled: true},
-			MenuItem{Key: MenuKey{p, ItemSeparator}},
-		)
+		v.menu = append(v.menu, driveItems(p, st, line)...)
 		if st.LastBackup != 0 {
 			v.timer = earliest(v.timer, nextAgeChange(m.now, time.Unix(int64(st.LastBackup), 0)))
 		}
 		if due, ok := m.reminderDue(m.drives[p]); ok {
 			v.timer = earliest(v.timer, due)
 		}
+		if last, ok := m.restoreChecked[st.LuksUUID]; ok && restoreCheckable(st) {
+			v.timer = earliest(v.timer, last.Add(RestoreCheckEvery))
+		}
 	}
 	if len(paths) == 0 {
 		v.menu = append(v.menu,
-			MenuItem{Key: MenuKey{Kind: ItemService}, Label: "No backup drives set up (plugvault enroll)"},
+			MenuItem{Key: MenuKey{Kind: ItemService}, Label: "No backup drives set up yet"},
 			MenuItem{Key: MenuKey{Kind: ItemSeparator}})
 		lines = []string{"plugvault: no backup drives set up"}
 	}
-	v.menu = append(v.menu, MenuItem{Key: MenuKey{Kind: ItemQuit}, Label: "Quit", Enabled: true})
+	v.menu = append(v.menu, MenuItem{Key: MenuKey{Kind: ItemSetup}, Label: "Set up a new drive…", Enabled: true})
+	v.menu = append(v.menu, appItems()...)
 	v.tooltip = strings.Join(lines, "\n")
 	switch {
 	case attention:
@@ -586,6 +665,40 @@ func (m *Model) view() view {
 		v.icon = SetIcon{Icon: IconIdle, Step: -1}
 	}
 	return v
+}
+
+// driveItems is a drive's section of the menu: its status line (informational), a separator,
+// the actions that apply in its state, Show log and a separator. Actions that cannot apply are
+// left out rather than greyed, as desktop menus do.
+func driveItems(p dbus.ObjectPath, st api.DriveStatus, line string) []MenuItem {
+	idle := st.Present && (st.State == api.StatePresent || st.State == api.StateSafeToRemove || st.State == api.StateFailed)
+	items := []MenuItem{{Key: MenuKey{p, ItemStatus}, Label: line}, {Key: MenuKey{p, ItemHeadSeparator}}}
+	for _, a := range []struct {
+		kind  ItemKind
+		label string
+		ok    bool
+	}{
+		{ItemUnlock, "Enter passphrase…", st.State == api.StateAwaitingPassphrase},
+		{ItemBackupNow, "Back up now", idle},
+		{ItemCancel, "Cancel backup", cancellable(st.State)},
+		{ItemEject, "Eject", st.Present && ejectable(st.State)},
+		{ItemBrowse, "Browse backups", idle},
+		{ItemRestore, "Restore files…", idle},
+		{ItemShowLog, "Show log", true},
+	} {
+		if a.ok {
+			items = append(items, MenuItem{Key: MenuKey{p, a.kind}, Label: a.label, Enabled: true})
+		}
+	}
+	return append(items, MenuItem{Key: MenuKey{p, ItemSeparator}})
+}
+
+// appItems ends every menu.
+func appItems() []MenuItem {
+	return []MenuItem{
+		{Key: MenuKey{Kind: ItemAbout}, Label: "About " + AppName, Enabled: true},
+		{Key: MenuKey{Kind: ItemQuit}, Label: "Quit", Enabled: true},
+	}
 }
 
 func progressStep(p float64) int {
@@ -622,4 +735,22 @@ func earliest(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// PassphraseHint rates a new drive's passphrase for the setup window: ok is false when it is
+// too short to accept (under 8 characters); the hint says how strong it is in words.
+func PassphraseHint(p string) (hint string, ok bool) {
+	n := len([]rune(p))
+	words := len(strings.Fields(p))
+	switch {
+	case n == 0:
+		return "", false
+	case n < 8:
+		return "Too short: use at least 8 characters, better a few words", false
+	case n >= 20 || words >= 4:
+		return "Strong", true
+	case n >= 12:
+		return "Good; a few more words make it strong", true
+	}
+	return "Weak: several words are easier to remember and much harder to guess", true
 }

@@ -66,7 +66,7 @@ func all[T Action](acts []Action) []T {
 // is present in every state but absent).
 var wantEnabled = map[api.State]map[ItemKind]bool{
 	api.StateAbsent:             {ItemShowLog: true},
-	api.StatePresent:            {ItemBackupNow: true, ItemEject: true, ItemBrowse: true, ItemShowLog: true},
+	api.StatePresent:            {ItemBackupNow: true, ItemEject: true, ItemBrowse: true, ItemRestore: true, ItemShowLog: true},
 	api.StateUnlocking:          {ItemCancel: true, ItemEject: true, ItemShowLog: true},
 	api.StateAwaitingPassphrase: {ItemUnlock: true, ItemCancel: true, ItemEject: true, ItemShowLog: true},
 	api.StateMounting:           {ItemCancel: true, ItemEject: true, ItemShowLog: true},
@@ -74,8 +74,8 @@ var wantEnabled = map[api.State]map[ItemKind]bool{
 	api.StateFinishing:          {ItemEject: true, ItemShowLog: true},
 	api.StateUnmounting:         {ItemShowLog: true},
 	api.StateLocking:            {ItemShowLog: true},
-	api.StateSafeToRemove:       {ItemBackupNow: true, ItemEject: true, ItemBrowse: true, ItemShowLog: true},
-	api.StateFailed:             {ItemBackupNow: true, ItemEject: true, ItemBrowse: true, ItemShowLog: true},
+	api.StateSafeToRemove:       {ItemBackupNow: true, ItemEject: true, ItemBrowse: true, ItemRestore: true, ItemShowLog: true},
+	api.StateFailed:             {ItemBackupNow: true, ItemEject: true, ItemBrowse: true, ItemRestore: true, ItemShowLog: true},
 }
 
 var wantIcon = map[api.State]Icon{
@@ -109,33 +109,53 @@ func TestSpecCoversEveryState(t *testing.T) {
 	}
 }
 
+// checkMenu checks a one-drive menu in state s: the status line, a separator under it, exactly
+// the actions of the specification (enabled; the others left out, not greyed), Show log, a
+// separator, then About and Quit.
 func checkMenu(t *testing.T, s api.State, menu []MenuItem) {
 	t.Helper()
 	kinds := map[ItemKind]bool{}
-	for _, it := range menu {
+	for i, it := range menu {
 		kinds[it.Key.Kind] = true
 		switch it.Key.Kind {
-		case ItemSeparator, ItemQuit:
-			if it.Key.Kind == ItemQuit && !it.Enabled {
-				t.Errorf("%s: Quit disabled", s)
+		case ItemSeparator, ItemHeadSeparator:
+			if !it.Separator() {
+				t.Errorf("%s: item %d is not drawn as a separator", s, i)
+			}
+			continue
+		case ItemQuit, ItemAbout, ItemSetup:
+			if !it.Enabled || it.Key.Drive != "" {
+				t.Errorf("%s: %q enabled=%v drive=%q", s, it.Label, it.Enabled, it.Key.Drive)
 			}
 			continue
 		case ItemStatus:
-			if !strings.Contains(it.Label, wantLine[s]) {
-				t.Errorf("%s: status line %q does not contain %q", s, it.Label, wantLine[s])
+			if !strings.Contains(it.Label, wantLine[s]) || it.Enabled {
+				t.Errorf("%s: status line %q (enabled %v) does not contain %q", s, it.Label, it.Enabled, wantLine[s])
 			}
-		}
-		if want := wantEnabled[s][it.Key.Kind]; it.Enabled != want {
-			t.Errorf("%s: item %q enabled=%v, want %v", s, it.Label, it.Enabled, want)
+			if i+1 >= len(menu) || menu[i+1].Key.Kind != ItemHeadSeparator {
+				t.Errorf("%s: no separator under the status line", s)
+			}
+		default:
+			if !wantEnabled[s][it.Key.Kind] || !it.Enabled {
+				t.Errorf("%s: item %q shown (enabled=%v); it does not apply", s, it.Label, it.Enabled)
+			}
 		}
 		if it.Key.Drive != drivePath {
 			t.Errorf("%s: item %q belongs to %q", s, it.Label, it.Key.Drive)
 		}
 	}
-	for _, k := range []ItemKind{ItemStatus, ItemUnlock, ItemBackupNow, ItemCancel, ItemEject, ItemBrowse, ItemShowLog, ItemSeparator, ItemQuit} {
+	for k, want := range wantEnabled[s] {
+		if want && !kinds[k] {
+			t.Errorf("%s: menu lacks item kind %d", s, k)
+		}
+	}
+	for _, k := range []ItemKind{ItemStatus, ItemHeadSeparator, ItemShowLog, ItemSeparator, ItemSetup, ItemAbout, ItemQuit} {
 		if !kinds[k] {
 			t.Errorf("%s: menu lacks item kind %d", s, k)
 		}
+	}
+	if n := len(menu); n < 2 || menu[n-2].Key.Kind != ItemAbout || menu[n-1].Key.Kind != ItemQuit {
+		t.Errorf("%s: the menu does not end with About, Quit: %+v", s, menu)
 	}
 }
 
@@ -261,7 +281,7 @@ func TestEveryClick(t *testing.T) {
 	method := map[ItemKind]string{ItemBackupNow: api.MethodBackupNow, ItemCancel: api.MethodCancel,
 		ItemEject: api.MethodEject, ItemBrowse: api.MethodBrowse}
 	for _, s := range api.States {
-		for _, k := range []ItemKind{ItemStatus, ItemUnlock, ItemBackupNow, ItemCancel, ItemEject, ItemBrowse, ItemShowLog} {
+		for _, k := range []ItemKind{ItemStatus, ItemUnlock, ItemBackupNow, ItemCancel, ItemEject, ItemBrowse, ItemRestore, ItemShowLog} {
 			m := New()
 			up(m, t0, status(s))
 			if s == api.StateAwaitingPassphrase {
@@ -271,6 +291,7 @@ func TestEveryClick(t *testing.T) {
 			call, called := find[Call](acts)
 			dlg, dialog := find[ShowDialog](acts)
 			lg, logShown := find[ShowLog](acts)
+			rs, restore := find[OpenRestore](acts)
 			enabled := wantEnabled[s][k]
 			switch {
 			case method[k] != "":
@@ -281,12 +302,16 @@ func TestEveryClick(t *testing.T) {
 				if dialog != enabled || (dialog && dlg.Drive != drivePath) {
 					t.Errorf("%s: Enter passphrase: dialog %v, enabled %v", s, dialog, enabled)
 				}
+			case k == ItemRestore:
+				if restore != enabled || (restore && (rs.Drive != drivePath || !strings.Contains(rs.Title, "Blue stick"))) {
+					t.Errorf("%s: Restore files: %+v (opened %v), enabled %v", s, rs, restore, enabled)
+				}
 			case k == ItemShowLog:
 				if !logShown || lg.Drive != drivePath || len(lg.Lines) == 0 {
 					t.Errorf("%s: Show log: %+v", s, lg)
 				}
 			default:
-				if called || dialog || logShown {
+				if called || dialog || logShown || restore {
 					t.Errorf("%s: informational item did something: %+v", s, acts)
 				}
 			}
@@ -312,7 +337,7 @@ func TestServiceDownAndBack(t *testing.T) {
 			t.Errorf("%s: down shows %v %q", s, icon.Icon, tip)
 		}
 		for _, it := range menu {
-			if it.Enabled != (it.Key.Kind == ItemQuit) {
+			if it.Enabled != (it.Key.Kind == ItemQuit || it.Key.Kind == ItemAbout) {
 				t.Errorf("%s: down: item %q enabled=%v", s, it.Label, it.Enabled)
 			}
 		}
@@ -340,7 +365,7 @@ func TestDriveRemovedAndAdded(t *testing.T) {
 		up(m, t0, status(s))
 		m.Update(t0, DriveRemoved{Path: drivePath})
 		_, tip, menu := m.View()
-		if !strings.Contains(tip, "no backup drives") || len(menu) != 3 {
+		if !strings.Contains(tip, "no backup drives") || len(menu) != 5 {
 			t.Errorf("%s: after removal: %q %+v", s, tip, menu)
 		}
 		acts := m.Update(t0, DriveAdded{Path: drivePath, Status: status(s)})
@@ -432,8 +457,19 @@ func TestSeveralDrives(t *testing.T) {
 	if strings.Count(tip, "\n") != 2 || !strings.Contains(tip, "Red stick") || !strings.Contains(tip, "Backing up to Blue stick") {
 		t.Errorf("tooltip %q", tip)
 	}
-	if len(menu) != 3*8+1 {
-		t.Errorf("menu has %d items", len(menu))
+	// Each drive: status line, separator, the actions of its state, separator; then Set up,
+	// About, Quit.
+	want := 3
+	for _, st := range []api.DriveStatus{a, b, c} {
+		want += 3
+		for _, on := range wantEnabled[st.State] {
+			if on {
+				want++
+			}
+		}
+	}
+	if len(menu) != want {
+		t.Errorf("menu has %d items, want %d", len(menu), want)
 	}
 	dialogs := all[ShowDialog](acts)
 	if len(dialogs) != 1 || len(all[Notify](acts)) != 2 {
@@ -604,5 +640,87 @@ func TestFirstUpdateSendsEverything(t *testing.T) {
 	}
 	if acts := m.Update(t0, ServiceDown{}); len(acts) != 0 {
 		t.Errorf("nothing changed but %+v", acts)
+	}
+}
+
+// TestAbout: About names the product and the service's version, or says that it is not running.
+func TestAbout(t *testing.T) {
+	m := New()
+	m.Update(t0, ServiceDown{})
+	a, ok := find[ShowAbout](m.Update(t0, MenuClicked{Key: MenuKey{Kind: ItemAbout}}))
+	if !ok || a.Title != "About "+AppName || !strings.Contains(strings.Join(a.Lines, "\n"), "not running") {
+		t.Errorf("About while the service is down: %+v (shown %v)", a, ok)
+	}
+	m.Update(t0, ServiceUp{Version: "1.2.3"})
+	a, ok = find[ShowAbout](m.Update(t0, MenuClicked{Key: MenuKey{Kind: ItemAbout}}))
+	if !ok || !strings.Contains(strings.Join(a.Lines, "\n"), "plugvaultd 1.2.3") {
+		t.Errorf("About: %+v (shown %v)", a, ok)
+	}
+}
+
+// TestRestoreCheck: a drive with backups that is plugged in and idle starts its monthly clock
+// the first time; a month later the user is asked to check a restore, once, and the time is
+// saved. Nothing is asked before the saved times are loaded, or for a drive that is busy.
+func TestRestoreCheck(t *testing.T) {
+	m := New()
+	st := status(api.StateSafeToRemove)
+	if acts := up(m, t0, st); len(all[PromptRestoreCheck](acts))+len(all[SaveRestoreChecks](acts)) != 0 {
+		t.Fatalf("prompted before the saved times were loaded: %+v", acts)
+	}
+	acts := m.Update(t0, RestoreChecksLoaded{})
+	saves := all[SaveRestoreChecks](acts)
+	if len(all[PromptRestoreCheck](acts)) != 0 || len(saves) != 1 || !saves[0].Checked[st.LuksUUID].Equal(t0) {
+		t.Fatalf("first sight: %+v; want the clock started and saved, no prompt", acts)
+	}
+	later := t0.Add(RestoreCheckEvery - time.Minute)
+	if acts := m.Update(later, TimerFired{}); len(all[PromptRestoreCheck](acts)) != 0 {
+		t.Errorf("prompted before a month: %+v", acts)
+	}
+	if m.view().timer.After(t0.Add(RestoreCheckEvery)) {
+		t.Errorf("the timer %v is after the check falls due", m.view().timer)
+	}
+	due := t0.Add(RestoreCheckEvery)
+	acts = m.Update(due, TimerFired{})
+	prompts := all[PromptRestoreCheck](acts)
+	if len(prompts) != 1 || prompts[0].Drive != drivePath || !strings.Contains(prompts[0].Text, "Blue stick") {
+		t.Fatalf("a month later: %+v", acts)
+	}
+	if saves := all[SaveRestoreChecks](acts); len(saves) != 1 || !saves[0].Checked[st.LuksUUID].Equal(due) {
+		t.Errorf("the prompt's time is not saved: %+v", acts)
+	}
+	if acts := m.Update(due.Add(time.Hour), TimerFired{}); len(all[PromptRestoreCheck](acts)) != 0 {
+		t.Errorf("asked twice: %+v", acts)
+	}
+	// Busy or unplugged: not asked, even when due.
+	for _, s := range []api.State{api.StateBackingUp, api.StateAbsent} {
+		m := New()
+		up(m, t0, status(s))
+		acts := m.Update(t0.Add(2*RestoreCheckEvery), RestoreChecksLoaded{Checked: map[string]time.Time{st.LuksUUID: t0}})
+		if len(all[PromptRestoreCheck](acts)) != 0 {
+			t.Errorf("%s: prompted: %+v", s, acts)
+		}
+	}
+	// The prompt's button is the drive's Restore item.
+	m = New()
+	up(m, t0, st)
+	if _, ok := find[OpenRestore](m.Update(t0, MenuClicked{Key: MenuKey{drivePath, ItemRestore}})); !ok {
+		t.Error("the Restore item does not open the Restore window")
+	}
+}
+
+func TestSetupItemAndPassphraseHint(t *testing.T) {
+	m := New()
+	up(m, t0)
+	if a, ok := find[OpenSetup](m.Update(t0, MenuClicked{Key: MenuKey{Kind: ItemSetup}})); !ok || !strings.Contains(a.Title, "Set up") {
+		t.Errorf("Set up a new drive: %+v (%v)", a, ok)
+	}
+	for p, wantOK := range map[string]bool{"": false, "short": false, "abcdefgh": true, "correct horse battery staple": true} {
+		hint, ok := PassphraseHint(p)
+		if ok != wantOK || (p != "" && hint == "") {
+			t.Errorf("PassphraseHint(%q) = %q, %v", p, hint, ok)
+		}
+	}
+	if h, _ := PassphraseHint("correct horse battery staple"); h != "Strong" {
+		t.Errorf("four words: %q", h)
 	}
 }

@@ -22,6 +22,7 @@ type DriveSnapshot struct {
 type ServiceUp struct {
 	Drives       []DriveSnapshot
 	ReminderDays uint32
+	Version      string // plugvaultd's version, for About
 }
 
 // ServiceDown says the service stopped (or the bus connection dropped).
@@ -72,22 +73,27 @@ type CallDone struct {
 	Err    error
 }
 
+// RestoreChecksLoaded carries when the user was last asked to check a restore from each drive
+// (by LUKS UUID), as the tray saved it; until it arrives no such prompt is made.
+type RestoreChecksLoaded struct{ Checked map[string]time.Time }
+
 // LogClosed says the user closed the log window.
 type LogClosed struct{}
 
-func (ServiceUp) isEvent()       {}
-func (ServiceDown) isEvent()     {}
-func (DriveChanged) isEvent()    {}
-func (DriveAdded) isEvent()      {}
-func (DriveRemoved) isEvent()    {}
-func (ManagerChanged) isEvent()  {}
-func (TimerFired) isEvent()      {}
-func (MenuClicked) isEvent()     {}
-func (DialogSubmitted) isEvent() {}
-func (DialogCancelled) isEvent() {}
-func (UnlockDone) isEvent()      {}
-func (CallDone) isEvent()        {}
-func (LogClosed) isEvent()       {}
+func (ServiceUp) isEvent()           {}
+func (ServiceDown) isEvent()         {}
+func (DriveChanged) isEvent()        {}
+func (DriveAdded) isEvent()          {}
+func (DriveRemoved) isEvent()        {}
+func (ManagerChanged) isEvent()      {}
+func (TimerFired) isEvent()          {}
+func (MenuClicked) isEvent()         {}
+func (DialogSubmitted) isEvent()     {}
+func (DialogCancelled) isEvent()     {}
+func (UnlockDone) isEvent()          {}
+func (CallDone) isEvent()            {}
+func (LogClosed) isEvent()           {}
+func (RestoreChecksLoaded) isEvent() {}
 
 // Action is something the tray must do.
 type Action interface{ isAction() }
@@ -140,16 +146,20 @@ type ItemKind int
 
 // The menu items. Per-drive items carry the drive's path in their MenuKey.
 const (
-	ItemStatus    ItemKind = iota + 1 // the drive's status line (informational)
-	ItemUnlock                        // Enter passphrase…
-	ItemBackupNow                     // Back up now
-	ItemCancel                        // Cancel backup
-	ItemEject                         // Eject
-	ItemBrowse                        // Browse backups
-	ItemShowLog                       // Show log
-	ItemSeparator                     // a separator after a drive's section
-	ItemService                       // the line shown when the service is down or there are no drives
-	ItemQuit                          // Quit
+	ItemStatus        ItemKind = iota + 1 // the drive's status line (informational)
+	ItemUnlock                            // Enter passphrase…
+	ItemBackupNow                         // Back up now
+	ItemCancel                            // Cancel backup
+	ItemEject                             // Eject
+	ItemBrowse                            // Browse backups
+	ItemShowLog                           // Show log
+	ItemSeparator                         // a separator after a drive's section
+	ItemService                           // the line shown when the service is down or there are no drives
+	ItemQuit                              // Quit
+	ItemHeadSeparator                     // the separator under a drive's status line
+	ItemAbout                             // About Plugvault
+	ItemRestore                           // Restore files…
+	ItemSetup                             // Set up a new drive…
 )
 
 // MenuKey identifies a menu item across updates.
@@ -166,7 +176,9 @@ type MenuItem struct {
 }
 
 // Separator reports whether the item is a separator.
-func (m MenuItem) Separator() bool { return m.Key.Kind == ItemSeparator }
+func (m MenuItem) Separator() bool {
+	return m.Key.Kind == ItemSeparator || m.Key.Kind == ItemHeadSeparator
+}
 
 // SetMenu replaces the menu (the tray keeps items with the same keys and updates them).
 type SetMenu struct{ Items []MenuItem }
@@ -211,20 +223,54 @@ type ShowLog struct {
 	Lines []string
 }
 
+// OpenRestore opens (or raises) the Restore window of Drive. The window works on its own
+// through the client: it lists the snapshots, opens the drive read-only (Browse) to show their
+// files, and restores with the caller's credentials (Restore).
+type OpenRestore struct {
+	Drive dbus.ObjectPath
+	Title string // window title
+	Name  string // the drive's name
+}
+
+// PromptRestoreCheck asks the user to check that they can get a file back from Drive; its
+// button opens the Restore window (MenuClicked of the drive's ItemRestore).
+type PromptRestoreCheck struct {
+	Drive dbus.ObjectPath
+	Title string
+	Text  string
+}
+
+// SaveRestoreChecks asks the tray to keep when each drive's restore check was last prompted.
+type SaveRestoreChecks struct{ Checked map[string]time.Time }
+
+// OpenSetup opens the "Set up a new drive" window.
+type OpenSetup struct{ Title string }
+
+// ShowAbout opens the About window.
+type ShowAbout struct {
+	Title string
+	Lines []string
+}
+
 // SetTimer asks for a TimerFired at At; a zero At cancels the timer.
 type SetTimer struct{ At time.Time }
 
 // Quit ends the tray.
 type Quit struct{}
 
-func (SetIcon) isAction()    {}
-func (SetTooltip) isAction() {}
-func (SetMenu) isAction()    {}
-func (Notify) isAction()     {}
-func (ShowDialog) isAction() {}
-func (HideDialog) isAction() {}
-func (Call) isAction()       {}
-func (OpenFolder) isAction() {}
-func (ShowLog) isAction()    {}
-func (SetTimer) isAction()   {}
-func (Quit) isAction()       {}
+func (SetIcon) isAction()            {}
+func (SetTooltip) isAction()         {}
+func (SetMenu) isAction()            {}
+func (Notify) isAction()             {}
+func (ShowDialog) isAction()         {}
+func (HideDialog) isAction()         {}
+func (Call) isAction()               {}
+func (OpenFolder) isAction()         {}
+func (ShowLog) isAction()            {}
+func (ShowAbout) isAction()          {}
+func (OpenSetup) isAction()          {}
+func (OpenRestore) isAction()        {}
+func (PromptRestoreCheck) isAction() {}
+func (SaveRestoreChecks) isAction()  {}
+func (SetTimer) isAction()           {}
+func (Quit) isAction()               {}

@@ -73,8 +73,11 @@ func Run(ctx context.Context, opts Options) error {
 	c.menu = newMenu(c.post)
 	c.dialog = newPassDialog(a, c)
 	c.logWin = newLogWindow(a, func() { c.post(model.LogClosed{}) })
+	c.about = &aboutWindow{app: a}
+	c.restores = map[dbus.ObjectPath]*restoreWindow{}
+	c.check = &checkPrompt{c: c}
 
-	systray.SetTitle("plugvault")
+	systray.SetTitle(model.AppName)
 	start, end := systray.RunWithExternalLoop(nil, nil)
 	start()
 	defer end()
@@ -83,6 +86,7 @@ func Run(ctx context.Context, opts Options) error {
 	c.ctx = ctx
 	go c.watchService(ctx)
 	go c.loop(ctx)
+	go c.loadChecks()
 	runDone := make(chan struct{})
 	go func() {
 		select {
@@ -108,6 +112,11 @@ type controller struct {
 	menu     *menu
 	dialog   *passDialog
 	logWin   *logWindow
+	about    *aboutWindow
+	restores map[dbus.ObjectPath]*restoreWindow // used on the fyne thread only
+	check    *checkPrompt
+	setup    *setupWindow // used on the fyne thread only
+	checks   string       // the file of restore-check times, "" if it cannot be known
 	notifier *notify.Notifier
 	client   clientRef
 }
@@ -159,6 +168,24 @@ func (c *controller) apply(ctx context.Context, acts []model.Action) {
 		case model.ShowLog:
 			c.log.Info("log window", "drive", a.Drive, "title", a.Title, "lines", len(a.Lines))
 			fyne.Do(func() { c.logWin.show(a) })
+		case model.ShowAbout:
+			c.log.Info("about window", "title", a.Title)
+			fyne.Do(func() { c.about.show(a) })
+		case model.PromptRestoreCheck:
+			c.log.Info("restore check prompt", "drive", a.Drive)
+			fyne.Do(func() { c.check.show(a) })
+		case model.SaveRestoreChecks:
+			if c.checks != "" {
+				if err := saveChecks(c.checks, a.Checked); err != nil {
+					c.log.Warn("cannot save the restore-check times", "err", err)
+				}
+			}
+		case model.OpenSetup:
+			c.log.Info("setup window")
+			fyne.Do(func() { c.openSetup(a) })
+		case model.OpenRestore:
+			c.log.Info("restore window", "drive", a.Drive, "title", a.Title)
+			fyne.Do(func() { c.openRestore(a) })
 		case model.Call:
 			go c.call(ctx, a)
 		case model.OpenFolder:
@@ -221,4 +248,21 @@ func (c *controller) unlock(ctx context.Context, drive dbus.ObjectPath, pass []b
 		cancel()
 	}
 	c.post(done)
+}
+
+// loadChecks reads when the restore checks were last prompted and hands them to the model.
+// Without the file's place (no home) nothing is ever prompted, rather than every start.
+func (c *controller) loadChecks() {
+	path, err := checksFile()
+	if err != nil {
+		c.log.Warn("cannot keep restore-check times; no monthly restore check", "err", err)
+		return
+	}
+	checked, err := loadChecks(path)
+	if err != nil {
+		c.log.Warn("cannot read the restore-check times; starting afresh", "err", err)
+		checked = map[string]time.Time{}
+	}
+	c.checks = path
+	c.post(model.RestoreChecksLoaded{Checked: checked})
 }

@@ -123,6 +123,9 @@ func readState(ctx context.Context, cl *api.Client) (model.ServiceUp, error) {
 		return up, err
 	}
 	up.ReminderDays = days
+	if up.Version, err = cl.Version(ctx); err != nil {
+		return up, err
+	}
 	paths, err := cl.ListDrives(ctx)
 	if err != nil {
 		return up, err

@@ -78,6 +78,9 @@ func (d *passDialog) show(a model.ShowDialog) {
 		d.entry.Enable()
 		d.unlock.Enable()
 	}
+	// Size the window for its content before it is shown: a window that grows after it was
+	// first drawn shows a black area until something redraws it (seen under Xvfb).
+	d.w.Resize(d.w.Content().MinSize().Max(fyne.NewSize(440, 0)))
 	d.w.Show()
 	d.w.RequestFocus()
 	if !a.Busy {

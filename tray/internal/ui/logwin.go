@@ -46,4 +46,5 @@ func (l *logWindow) show(a model.ShowLog) {
 	l.text.SetText(text)
 	l.scroll.ScrollToBottom()
 	l.w.Show()
+	repaintSoon(l.w)
 }
