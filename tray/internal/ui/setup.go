@@ -186,7 +186,7 @@ func (s *setupWindow) confirmEnroll() {
 		s.run("Formatting "+d.Dev+" (LUKS2 with your passphrase and a key slot for this computer), then making the filesystem… this takes a minute or two.",
 			func(ctx context.Context, cl *api.Client) (string, error) {
 				defer clear(pass)
-				p, err := cl.Enroll(ctx, d.Dev, pass, opts)
+				p, _, err := cl.Enroll(ctx, d.Dev, pass, opts) // no header backup asked for
 				return string(p), err
 			})
 	}, s.w)
