@@ -31,6 +31,7 @@ type FakeBackend struct {
 	calls  []BackendCall
 	errs   map[string]error
 	uuid   string // what Enroll and Adopt return
+	header []byte // what Enroll returns as the header backup (default apitest.FakeHeaderBackup)
 	snaps  []api.Snapshot
 	browse string
 	// Publisher, when set, receives AddDrive after Enroll/Adopt like the real enroller does.
@@ -56,6 +57,13 @@ func (b *FakeBackend) Fail(method string, err error) {
 	} else {
 		b.errs[method] = err
 	}
+}
+
+// SetHeaderBackup sets the header backup that Enroll returns when asked for one.
+func (b *FakeBackend) SetHeaderBackup(header []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.header = header
 }
 
 // SetEnrollUUID sets the LUKS UUID that Enroll and Adopt report.
@@ -160,7 +168,12 @@ func (b *FakeBackend) Enroll(_ context.Context, req daemon.EnrollRequest) (daemo
 	}
 	res := daemon.EnrollResult{UUID: uuid}
 	if req.HeaderBackup {
-		res.HeaderBackup = apitest.FakeHeaderBackup
+		b.mu.Lock()
+		res.HeaderBackup = b.header
+		b.mu.Unlock()
+		if res.HeaderBackup == nil {
+			res.HeaderBackup = apitest.FakeHeaderBackup
+		}
 	}
 	return res, nil
 }
