@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"reflect"
 	"sort"
@@ -139,8 +140,14 @@ func (c *Client) DriveStatus(ctx context.Context, drive dbus.ObjectPath) (DriveS
 // Enroll formats device as a new backup drive (destroying its contents). headerBackup is the
 // LUKS header backup when opts set OptHeaderBackup, else empty; storing it is the caller's job.
 func (c *Client) Enroll(ctx context.Context, device string, passphrase []byte, opts Options) (drive dbus.ObjectPath, headerBackup []byte, err error) {
-	err = c.call(ctx, ManagerPath, ManagerInterface, MethodEnroll, []any{&drive, &headerBackup}, device, passphrase, c.options(opts))
-	return drive, headerBackup, err
+	var encoded string
+	if err = c.call(ctx, ManagerPath, ManagerInterface, MethodEnroll, []any{&drive, &encoded}, device, passphrase, c.options(opts)); err != nil {
+		return drive, nil, err
+	}
+	if headerBackup, err = base64.StdEncoding.DecodeString(encoded); err != nil {
+		return drive, nil, fmt.Errorf("cannot read the header backup plugvaultd returned: %w", err)
+	}
+	return drive, headerBackup, nil
 }
 
 // Adopt registers a LUKS device that was prepared by hand.

@@ -1,6 +1,7 @@
 package apitest
 
 import (
+	"encoding/base64"
 	"fmt"
 	"sort"
 	"sync"
@@ -223,16 +224,16 @@ func (f *FakeService) managerMethods() map[string]any {
 			defer f.mu.Unlock()
 			return f.drivePathsLocked(), nil
 		},
-		api.MethodEnroll: func(msg dbus.Message, device string, pass []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, []byte, *dbus.Error) {
+		api.MethodEnroll: func(msg dbus.Message, device string, pass []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, string, *dbus.Error) {
 			if err := f.record(p, api.MethodEnroll, msg, device, append([]byte(nil), pass...), opts); err != nil {
-				return "", nil, err
+				return "", "", err
 			}
 			var header []byte
 			if v, ok := opts[api.OptHeaderBackup]; ok && v.Value() == true {
 				header = FakeHeaderBackup
 			}
 			return f.result(api.MethodEnroll, 0, api.DrivePath("enrolled")).(dbus.ObjectPath),
-				f.result(api.MethodEnroll, 1, header).([]byte), nil
+				base64.StdEncoding.EncodeToString(f.result(api.MethodEnroll, 1, header).([]byte)), nil
 		},
 		api.MethodAdopt: func(msg dbus.Message, device string, secret []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
 			if err := f.record(p, api.MethodAdopt, msg, device, append([]byte(nil), secret...), opts); err != nil {

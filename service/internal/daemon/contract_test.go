@@ -124,7 +124,7 @@ func TestBusctlIntrospect(t *testing.T) {
 	for _, want := range [][]string{
 		{api.ManagerInterface, "interface"},
 		{"." + api.MethodListDrives, "method", "a{sv}", "ao"},
-		{"." + api.MethodEnroll, "method", "saya{sv}", "oay"},
+		{"." + api.MethodEnroll, "method", "saya{sv}", "os"},
 		{"." + api.MethodAdopt, "method", "saya{sv}", "o"},
 		{"." + api.MethodForget, "method", "oa{sv}", "-"},
 		{"." + api.PropVersion, "property", "s", `"0.1.0-test"`},

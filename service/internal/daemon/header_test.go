@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -75,5 +76,24 @@ func TestEnrollReturnsTheHeaderBackup(t *testing.T) {
 		if wantHeader := map[bool][]byte{true: apitest.FakeHeaderBackup}[want]; !bytes.Equal(header, wantHeader) {
 			t.Errorf("header_backup %v: reply carries %q, want %q", want, header, wantHeader)
 		}
+	}
+}
+
+// A header backup of the size luksFormat makes (16 MiB for LUKS2) fits in the reply: the
+// bus's 32 MiB message limit holds it in base64.
+func TestEnrollReturnsAFullSizeHeaderBackup(t *testing.T) {
+	env := startEnv(t, testbus.EnvOptions{})
+	ctx := ctxT(t)
+	header := make([]byte, 16<<20)
+	if _, err := rand.Read(header); err != nil {
+		t.Fatal(err)
+	}
+	env.Backend.SetHeaderBackup(header)
+	_, got, err := env.Client.Enroll(ctx, blockDevice(t), []byte("pw"), api.Options{api.OptHeaderBackup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, header) {
+		t.Errorf("the header backup came back with %d bytes, not the %d the enroller made", len(got), len(header))
 	}
 }

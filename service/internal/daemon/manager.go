@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/base64"
 	"fmt"
 
 	"github.com/godbus/dbus/v5"
@@ -40,17 +41,17 @@ func (m *Manager) beginDevice(sender dbus.Sender, msg dbus.Message, method, devi
 }
 
 // Enroll formats device as a new backup drive (authorize, validate, then Enroller.Enroll).
-// A header backup asked for comes back in the reply: root never writes it to a path the
-// caller chose.
-func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, passphrase []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, []byte, *dbus.Error) {
+// A header backup asked for comes back in the reply, in base64 (see the contract): root never
+// writes it to a path the caller chose.
+func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, passphrase []byte, opts map[string]dbus.Variant) (dbus.ObjectPath, string, *dbus.Error) {
 	defer zero(msg.Body, passphrase)
 	c, o, err := m.beginDevice(sender, msg, api.MethodEnroll, device, opts,
 		"Authentication is required to format %s as a backup drive (everything on it will be erased)")
 	if err != nil {
-		return "", nil, c.reply(err)
+		return "", "", c.reply(err)
 	}
 	if len(passphrase) == 0 || len(passphrase) > maxPassphrase {
-		return "", nil, c.reply(invalid("cannot enroll: the passphrase must be 1 to %d bytes", maxPassphrase))
+		return "", "", c.reply(invalid("cannot enroll: the passphrase must be 1 to %d bytes", maxPassphrase))
 	}
 	req := EnrollRequest{
 		Device:       device,
@@ -61,13 +62,13 @@ func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, pa
 	}
 	req.Name = o.string(api.OptName, req.Label)
 	if err := validText("name", req.Name, maxName); err != nil {
-		return "", nil, c.reply(err)
+		return "", "", c.reply(err)
 	}
 	if err := validText("label", req.Label, maxLabel); err != nil {
-		return "", nil, c.reply(err)
+		return "", "", c.reply(err)
 	}
 	if req.Filesystem != "btrfs" && req.Filesystem != "ext4" {
-		return "", nil, c.reply(invalid("cannot enroll: filesystem must be \"btrfs\" or \"ext4\", not %q", req.Filesystem))
+		return "", "", c.reply(invalid("cannot enroll: filesystem must be \"btrfs\" or \"ext4\", not %q", req.Filesystem))
 	}
 	var header []byte
 	path, derr := m.register(c, "enrolled", device, func(e Enroller, caller Caller) (string, error) {
@@ -77,12 +78,9 @@ func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, pa
 		return res.UUID, err
 	})
 	if derr != nil {
-		return "", nil, derr
+		return "", "", derr
 	}
-	if header == nil {
-		header = []byte{}
-	}
-	return path, header, nil
+	return path, base64.StdEncoding.EncodeToString(header), nil
 }
 
 // Adopt registers a LUKS device prepared by hand (authorize, validate, then Enroller.Adopt).

@@ -10,10 +10,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxHeaderBackup bounds a header backup: it goes back to the caller in one D-Bus reply, and
-// the system bus refuses messages over 32 MiB (dbus-daemon's max_message_size). A LUKS2
-// header as luksFormat makes it by default is 16 MiB (metadata and keyslot area).
-const maxHeaderBackup = 32<<20 - 64<<10
+// maxHeaderBackup bounds a header backup: it goes back to the caller in one D-Bus reply, in
+// base64 (4/3 of its size), and the system bus refuses messages over 32 MiB (dbus-daemon's
+// max_message_size). A LUKS2 header as luksFormat makes it by default is 16 MiB (metadata and
+// keyslot area).
+const maxHeaderBackup = 24<<20 - 64<<10
 
 // headerBackup makes a LUKS header backup of device and returns its bytes. cryptsetup writes
 // it into a new directory of our own (0700, under Deps.TempDir), which is removed afterwards:

@@ -32,6 +32,7 @@ type FakeBackend struct {
 	calls  []BackendCall
 	errs   map[string]error
 	uuid   string // what Enroll and Adopt return
+	header []byte // what Enroll returns as the header backup (default apitest.FakeHeaderBackup)
 	snaps  []api.Snapshot
 	browse string
 	runAs  *string // nil: the user running the test
@@ -58,6 +59,13 @@ func (b *FakeBackend) Fail(method string, err error) {
 	} else {
 		b.errs[method] = err
 	}
+}
+
+// SetHeaderBackup sets the header backup that Enroll returns when asked for one.
+func (b *FakeBackend) SetHeaderBackup(header []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.header = header
 }
 
 // SetEnrollUUID sets the LUKS UUID that Enroll and Adopt report.
@@ -184,7 +192,12 @@ func (b *FakeBackend) Enroll(_ context.Context, req daemon.EnrollRequest) (daemo
 	}
 	res := daemon.EnrollResult{UUID: uuid}
 	if req.HeaderBackup {
-		res.HeaderBackup = apitest.FakeHeaderBackup
+		b.mu.Lock()
+		res.HeaderBackup = b.header
+		b.mu.Unlock()
+		if res.HeaderBackup == nil {
+			res.HeaderBackup = apitest.FakeHeaderBackup
+		}
 	}
 	return res, nil
 }
