@@ -251,6 +251,13 @@ func TestPolkit(t *testing.T) {
 			t.Errorf("bob %s of alice's drive: %q %v, want NotAuthorized", m, res.ErrorName, res.Err)
 		}
 	}
+	// This stick's keyfile is not installed (the scenario unlocks with the passphrase);
+	// Browse needs it.
+	key := "/etc/plugvault/keys/" + s.UUID + ".key"
+	t.Cleanup(func() { env.VM.Shell(context.Background(), "rm -f "+key) })
+	if _, err := env.VM.ExecAs(ctx, 0, s.Key, "/bin/sh", "-ec", "umask 077 && cat > "+key+" && chmod 0400 "+key); err != nil {
+		t.Fatal(err)
+	}
 	var path string
 	if res := call(t, ctx, env, AliceUID, api.MethodBrowse, s, nil, &path); res.Err != nil {
 		t.Fatalf("alice Browse: %v", res.Err)
