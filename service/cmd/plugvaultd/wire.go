@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/godbus/dbus/v5"
+
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/drive"
@@ -39,8 +41,9 @@ func enginePath(logger *slog.Logger) string {
 }
 
 // newServices subscribes to udev (before the manager enumerates, so nothing is missed) and
-// wires the state machine and the enroller to the real cryptsetup, mount, engine and sysfs.
-func newServices(logger *slog.Logger, cfg *config.Config, pub daemon.Publisher) (*services, error) {
+// wires the state machine and the enroller to the real cryptsetup, mount, engine, sysfs and
+// logind (which listens on conn, the daemon's connection to the bus at busAddress).
+func newServices(logger *slog.Logger, cfg *config.Config, pub daemon.Publisher, conn *dbus.Conn, busAddress string) (*services, error) {
 	engine := enginePath(logger)
 	cs, err := luks.New(sysexec.Exec{})
 	if err != nil {
@@ -64,7 +67,7 @@ func newServices(logger *slog.Logger, cfg *config.Config, pub daemon.Publisher) 
 		PowerOff:  usbpower.PowerOff,
 		Publisher: pub,
 		Logger:    logger,
-		Logind:    drive.NewLogind(logger),
+		Logind:    drive.NewLogind(conn, busAddress, logger),
 	})
 	if err != nil {
 		mon.Close()
