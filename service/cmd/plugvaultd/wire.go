@@ -8,6 +8,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/plugvault/plugvault/service/internal/backup"
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/drive"
@@ -36,6 +37,13 @@ func enginePath(logger *slog.Logger) string {
 	p := filepath.Join(filepath.Dir(exe), "plugvault-engine")
 	if _, err := os.Stat(p); err != nil {
 		logger.Warn("the backup engine is missing; backups will fail until it is installed", "path", p, "error", err)
+	}
+	// The engine inherits this process's seccomp filters: what openat2 answers here, it
+	// answers there.
+	if backup.Openat2Available() {
+		logger.Info("the backup engine resolves paths with openat2")
+	} else {
+		logger.Warn("openat2 is unavailable (ENOSYS): the backup engine resolves paths with a walk of openat calls")
 	}
 	return p
 }
