@@ -29,7 +29,9 @@
 //
 // Suspend: every run holds a logind delay inhibitor ("sleep:handle-lid-switch"). Before sleep the
 // run is stopped, the drive unmounted and locked, and only then the inhibitor released; after
-// resume the run starts again if the stick is still there.
+// resume the run starts again if the stick is still there. PrepareForSleep arrives on the
+// daemon's own bus connection, which accepts no fds; each inhibitor is taken on a short-lived
+// connection of its own that closes every fd it did not ask for (see inhibit).
 //
 // Restart: Run first adopts what an earlier daemon left (the plugvault-* mapping and the mount
 // of a drive whose stick is plugged in, and the run continues from there) and cleans the rest.

@@ -90,7 +90,8 @@ func inhibitOn(c *net.UnixConn, what, who, why, mode string) (int, error) {
 		reply := msg.Type == dbus.TypeMethodReply || msg.Type == dbus.TypeError
 		switch {
 		case !reply || (serial != serialOwner && serial != serialInhibit):
-		case msg.Type == dbus.TypeError && (serial == serialOwner || sender == owner):
+		case msg.Type == dbus.TypeError && (sender == "org.freedesktop.DBus" || sender == owner):
+			// The bus refused a call (no logind, a policy) or logind refused the lock.
 			closeAll(fds)
 			return -1, replyError(msg)
 		case serial == serialOwner && sender == "org.freedesktop.DBus" && len(msg.Body) == 1:

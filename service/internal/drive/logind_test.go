@@ -256,3 +256,33 @@ func TestLogindIgnoresFDsFromOtherUsers(t *testing.T) {
 		t.Errorf("%d open fds after %d signals with fds to the inhibitor's connection, %d before", after, floods, before)
 	}
 }
+
+// refusingLogin1 stands for a logind that refuses every inhibitor lock.
+type refusingLogin1 struct{}
+
+func (refusingLogin1) Inhibit(what, who, why, mode string) (dbus.UnixFD, *dbus.Error) {
+	return -1, dbus.NewError("org.freedesktop.DBus.Error.AccessDenied", []any{"refused for the test"})
+}
+
+// Inhibit reports logind's refusal, and the bus's when logind is gone, as errors.
+func TestLogindInhibitErrors(t *testing.T) {
+	apitest.RequireTool(t, "dbus-daemon")
+	bus := apitest.StartBus(t, apitest.BusOptions{})
+	srv := bus.Conn(t)
+	if err := srv.Export(refusingLogin1{}, "/org/freedesktop/login1", "org.freedesktop.login1.Manager"); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := srv.RequestName("org.freedesktop.login1", dbus.NameFlagDoNotQueue); err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
+		t.Fatalf("cannot own login1: %v %v", reply, err)
+	}
+	l := drive.NewLogind(daemonConn(t, bus.Address), bus.Address, nil)
+	if c, err := l.Inhibit("sleep", "plugvault", "x", "delay"); err == nil || !strings.Contains(err.Error(), "refused for the test") {
+		t.Errorf("Inhibit refused by logind = %v, %v", c, err)
+	}
+	if _, err := srv.ReleaseName("org.freedesktop.login1"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := l.Inhibit("sleep", "plugvault", "x", "delay"); err == nil || !strings.Contains(err.Error(), "NameHasNoOwner") {
+		t.Errorf("Inhibit without logind = %v, %v", c, err)
+	}
+}
