@@ -13,7 +13,7 @@ import (
 // the setid directory in it, with their modes.
 var setidEntries = map[string]uint32{
 	"shared":          0o2775, // a setgid directory (new entries inherit its group)
-	"shared/sub":      0o2775, // made inside it: inherits the setgid bit
+	"shared/sub":      0o2755, // made inside it (umask 022): inherits the setgid bit
 	"suid-tool":       0o4755, // a setuid file
 	"sgid-tool":       0o2755, // a setgid file
 	"shared/data.txt": 0o644,
@@ -60,6 +60,18 @@ mkdir %[2]s`, dir, dest)
 
 	mark := plug(t, ctx, env, tl, s)
 	completeCycle(t, ctx, env, tl, mark, s, runOrder)
+	// The run held logind's delay inhibitor, taken on a connection of its own.
+	if journal, err := env.VM.Exec(ctx, "journalctl", "-b", "-u", "plugvaultd.service", "-o", "verbose", "--no-pager"); err != nil {
+		t.Errorf("cannot read plugvaultd's journal: %v", err)
+	} else if strings.Contains(journal, "cannot take a sleep inhibitor") {
+		var errs []string
+		for _, l := range strings.Split(journal, "\n") {
+			if strings.Contains(l, "ERR=") {
+				errs = append(errs, strings.TrimSpace(l))
+			}
+		}
+		t.Errorf("the run took no sleep inhibitor: %s", strings.Join(errs, "; "))
+	}
 	snaps := listSnapshots(t, ctx, env, s)
 	if len(snaps) != 1 {
 		t.Fatalf("snapshots %+v, want one", snaps)

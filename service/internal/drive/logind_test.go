@@ -57,7 +57,7 @@ func TestLogindOnABus(t *testing.T) {
 	conn := daemonConn(t, bus.Address)
 	// No logind on the bus: a no-op.
 	l := drive.NewLogind(conn, bus.Address, nil)
-	c, err := l.Inhibit("sleep:handle-lid-switch", "plugvault", "test", "delay")
+	c, err := l.Inhibit("sleep", "plugvault", "test", "delay")
 	if err != nil || c == nil || c.Close() != nil || l.PrepareForSleep() != nil {
 		t.Fatalf("without logind: %v %v", c, err)
 	}
@@ -72,7 +72,7 @@ func TestLogindOnABus(t *testing.T) {
 	}
 	l = drive.NewLogind(conn, bus.Address, nil)
 	sleep := l.PrepareForSleep()
-	c, err = l.Inhibit("sleep:handle-lid-switch", "plugvault", "Backing up to A", "delay")
+	c, err = l.Inhibit("sleep", "plugvault", "Backing up to A", "delay")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestLogindOnABus(t *testing.T) {
 		w.Close()
 	}
 	fake.mu.Unlock()
-	if len(calls) != 1 || calls[0] != [4]string{"sleep:handle-lid-switch", "plugvault", "Backing up to A", "delay"} {
+	if len(calls) != 1 || calls[0] != [4]string{"sleep", "plugvault", "Backing up to A", "delay"} {
 		t.Errorf("Inhibit calls %v", calls)
 	}
 	// Closing releases the lock: logind's end sees EOF.
@@ -217,7 +217,7 @@ func TestLogindIgnoresFDsFromOtherUsers(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		c, err := l.Inhibit("sleep:handle-lid-switch", "plugvault", "Backing up to A", "delay")
+		c, err := l.Inhibit("sleep", "plugvault", "Backing up to A", "delay")
 		done <- result{c, err}
 	}()
 	var caller string
