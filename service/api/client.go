@@ -30,9 +30,11 @@ type Client struct {
 	interactive bool
 }
 
-// Connect connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured, which the tests use).
+// Connect connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured, which the tests
+// use) with DialBus; the connection closes when ctx ends. It accepts no UNIX fds, so no other
+// user of the bus can leak fds into the CLI or the tray, or crash them with an array of fds.
 func Connect(ctx context.Context) (*Client, error) {
-	conn, err := dbus.ConnectSystemBus(dbus.WithContext(ctx))
+	conn, err := DialBus(ctx, SystemBusAddress(), nil, dbus.WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to the system bus: %w", err)
 	}

@@ -115,3 +115,31 @@ func TestWatchFollowsPropertiesAndService(t *testing.T) {
 	for ev := next(); ev.Kind != api.EventServiceDown; ev = next() {
 	}
 }
+
+// Connect's connection (the CLI's and the tray's) accepts no fds: any user of the system bus
+// may send it unicast signals carrying fds, an array of fds among them, which would leak fds
+// into the client or kill it (godbus v5.2.4 panics decoding it). The bus refuses them; the
+// client's fd count stays flat and it keeps working.
+func TestConnectRefusesFDs(t *testing.T) {
+	bus, _, _ := startFake(t)
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.Address)
+	client, err := api.Connect(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if client.Conn().SupportsUnixFDs() {
+		t.Error("the client's connection negotiated fd passing")
+	}
+	before := apitest.OpenFDs(t)
+	if err := apitest.FloodFDs(bus.Address, client.Conn().Names()[0], 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.ListDrives(ctx(t)); err != nil {
+		t.Errorf("the client no longer works: %v", err)
+	}
+	// The flood's own connection and pipe are closed again; a leak would add 100.
+	if after := apitest.OpenFDs(t); after > before {
+		t.Errorf("%d open fds after 100 signals with fds, %d before", after, before)
+	}
+}

@@ -34,6 +34,7 @@ var stickPlans = []StickPlan{
 	{Spec: StickSpec{Name: "kill"}, Enrolled: true, Key: true},                   // f
 	{Spec: StickSpec{Name: "power"}, Enrolled: true, Key: true},                  // g
 	{Spec: StickSpec{Name: "eject"}, Enrolled: true, Key: true},                  // h
+	{Spec: StickSpec{Name: "setid"}, Enrolled: true, Key: true},                  // TestSetuidSetgid
 	{Spec: StickSpec{Name: "blank", Blank: true}},                                // TestEnroll: plugvault enroll formats it
 	{Spec: StickSpec{Name: "tutorial", Tutorial: true}},                          // TestAdopt: adopt --keep-slot
 	{Spec: StickSpec{Name: "tutorial-fast", Tutorial: true}},                     // TestAdopt: adopt adds a fast slot

@@ -16,6 +16,7 @@ import (
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/buildinfo"
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/daemon"
@@ -70,7 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, logger, config.DefaultPath, daemon.SystemBusAddress()); err != nil {
+	if err := serve(ctx, logger, config.DefaultPath, api.SystemBusAddress()); err != nil {
 		logger.Error("plugvaultd stops", "error", err)
 		notify(logger, "STATUS="+err.Error())
 		return 1
@@ -120,7 +121,7 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 		return err
 	}
 	defer d.Close()
-	svc, err := newServices(logger, configPath, cfg, d) // publishes every configured drive
+	svc, err := newServices(logger, configPath, cfg, d, conn, busAddress) // publishes every configured drive
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/godbus/dbus/v5"
+
+	"github.com/plugvault/plugvault/service/internal/backup"
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/drive"
@@ -35,12 +38,21 @@ func enginePath(logger *slog.Logger) string {
 	if _, err := os.Stat(p); err != nil {
 		logger.Warn("the backup engine is missing; backups will fail until it is installed", "path", p, "error", err)
 	}
+	// The engine inherits this process's seccomp filters: what openat2 answers here, it
+	// answers there.
+	if backup.Openat2Available() {
+		logger.Info("the backup engine resolves paths with openat2")
+	} else {
+		logger.Warn("openat2 is unavailable (ENOSYS): the backup engine resolves paths with a walk of openat calls")
+	}
 	return p
 }
 
 // newServices subscribes to udev (before the manager enumerates, so nothing is missed) and
-// wires the state machine and the enroller to the real cryptsetup, mount, engine and sysfs.
-func newServices(logger *slog.Logger, configPath string, cfg *config.Config, pub daemon.Publisher) (*services, error) {
+// wires the state machine and the enroller to the real cryptsetup, mount, engine, sysfs and
+// logind (which listens on conn, the daemon's connection to the bus at busAddress). Fingerprints
+// of drives are recorded in the configuration file at configPath.
+func newServices(logger *slog.Logger, configPath string, cfg *config.Config, pub daemon.Publisher, conn *dbus.Conn, busAddress string) (*services, error) {
 	engine := enginePath(logger)
 	cs, err := luks.New(sysexec.Exec{})
 	if err != nil {
@@ -64,7 +76,7 @@ func newServices(logger *slog.Logger, configPath string, cfg *config.Config, pub
 		PowerOff:  usbpower.PowerOff,
 		Publisher: pub,
 		Logger:    logger,
-		Logind:    drive.NewLogind(logger),
+		Logind:    drive.NewLogind(conn, busAddress, logger),
 		RecordFingerprint: func(uuid, fp string) error {
 			return config.SetFingerprint(configPath, uuid, fp)
 		},

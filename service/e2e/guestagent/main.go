@@ -141,7 +141,7 @@ func install(ctx context.Context, logf func(string, ...any)) bool {
 		logf("installed by an earlier boot of this VM")
 		return err == nil
 	}
-	if out, err := runCmd(ctx, 2*time.Minute, "cp", "-a", overlay+"/.", "/"); err != nil {
+	if out, err := runCmd(ctx, 10*time.Minute, "cp", "-a", overlay+"/.", "/"); err != nil {
 		logf("cannot copy the install overlay: %v: %s", err, out)
 		return false
 	}

@@ -15,15 +15,6 @@ import (
 	"github.com/plugvault/plugvault/service/internal/testbus"
 )
 
-func openFDs(t *testing.T) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
-
 type fdShape struct {
 	name string
 	send func(ctx context.Context, conn *dbus.Conn, dest string, fd dbus.UnixFD) error
@@ -106,15 +97,15 @@ func TestIncomingFDsAreClosed(t *testing.T) {
 	env.Polkit.SetOutcome(t, testbus.Deny)
 
 	unguarded := env.Bus.Conn(t)
-	before := openFDs(t)
+	before := apitest.OpenFDs(t)
 	sendFDs(t, ctx, env.ClientBus, unguarded.Names()[0], survivableShapes, 20)
-	if leaked := openFDs(t) - before; leaked < 20 {
+	if leaked := apitest.OpenFDs(t) - before; leaked < 20 {
 		t.Fatalf("control: an unguarded connection leaked %d fds for 20 messages, expected at least 20", leaked)
 	}
 
-	before = openFDs(t)
+	before = apitest.OpenFDs(t)
 	sendFDs(t, ctx, env.ClientBus, env.Conn.Names()[0], survivableShapes, 100)
-	if after := openFDs(t); after != before {
+	if after := apitest.OpenFDs(t); after != before {
 		t.Errorf("the daemon has %d open fds after 100 messages carrying fds, %d before", after, before)
 	}
 	if calls := env.Backend.Calls(); len(calls) != 0 {
@@ -134,7 +125,7 @@ func TestConnectBusRefusesFDs(t *testing.T) {
 	if env.Conn.SupportsUnixFDs() {
 		t.Fatal("the daemon's connection negotiated fd passing")
 	}
-	before := openFDs(t)
+	before := apitest.OpenFDs(t)
 	shapes := append(append([]fdShape(nil), survivableShapes...), fdArrayShape)
 	errs := sendFDs(t, ctx, env.ClientBus, env.Conn.Names()[0], shapes, 2*len(shapes))
 	for i, err := range errs {
@@ -146,7 +137,7 @@ func TestConnectBusRefusesFDs(t *testing.T) {
 			t.Errorf("%s: %v, want the bus to refuse the message", shapes[i%len(shapes)].name, err)
 		}
 	}
-	if after := openFDs(t); after != before {
+	if after := apitest.OpenFDs(t); after != before {
 		t.Errorf("%d open fds after, %d before", after, before)
 	}
 	if calls := env.Backend.Calls(); len(calls) != 0 {

@@ -27,9 +27,12 @@
 // run. Wrong passphrases are answered after a growing delay that only the caller waits for. A
 // device that does not open with our key is never mounted.
 //
-// Suspend: every run holds a logind delay inhibitor ("sleep:handle-lid-switch"). Before sleep the
-// run is stopped, the drive unmounted and locked, and only then the inhibitor released; after
-// resume the run starts again if the stick is still there.
+// Suspend: every run holds a logind delay inhibitor on "sleep" (logind takes delay locks only
+// on sleep and shutdown: closing the lid is a sleep). Before sleep the run is stopped, the drive
+// unmounted and locked, and only then the inhibitor released; after resume the run starts
+// again if the stick is still there. PrepareForSleep arrives on the
+// daemon's own bus connection, which accepts no fds; each inhibitor is taken on a short-lived
+// connection of its own that closes every fd it did not ask for (see inhibit).
 //
 // Restart: Run first adopts what an earlier daemon left (the plugvault-* mapping and the mount
 // of a drive whose stick is plugged in, and the run continues from there) and cleans the rest.

@@ -624,7 +624,13 @@ type fakeLogind struct {
 }
 
 func (l *fakeLogind) Inhibit(what, who, why, mode string) (io.Closer, error) {
-	if what != "sleep:handle-lid-switch" || mode != "delay" {
+	// logind refuses delay locks on anything but sleep and shutdown (InvalidArgs).
+	for _, w := range strings.Split(what, ":") {
+		if mode == "delay" && w != "sleep" && w != "shutdown" {
+			return nil, fmt.Errorf("org.freedesktop.DBus.Error.InvalidArgs: Delay inhibitors only supported for shutdown and sleep")
+		}
+	}
+	if what != "sleep" || mode != "delay" {
 		return nil, fmt.Errorf("unexpected inhibitor %s %s", what, mode)
 	}
 	l.mu.Lock()

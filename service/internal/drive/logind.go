@@ -1,11 +1,12 @@
 package drive
 
 import (
-	"fmt"
+	"context"
 	"io"
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -26,41 +27,51 @@ type nopCloser struct{}
 
 func (nopCloser) Close() error { return nil }
 
-// busLogind talks to logind on the system bus.
+// busLogind talks to logind on the system bus. It never keeps a connection that accepts UNIX
+// fds: any local user may send a unicast signal to any connection, and godbus v5.2.4 leaks
+// the fds such messages carry and panics on an array of fds (see api.DialBus). PrepareForSleep
+// arrives on the daemon's own connection, which accepts no fds; each inhibitor is taken on a
+// connection of its own that lives for that one call (see inhibit).
 type busLogind struct {
-	conn  *dbus.Conn
-	log   *slog.Logger
-	once  sync.Once
-	ch    chan bool
-	owner string // logind's unique name: only its PrepareForSleep counts
+	conn    *dbus.Conn // the daemon's connection (api.DialBus): signals only
+	address string     // the bus address, for the inhibitor's connection
+	log     *slog.Logger
+	once    sync.Once
+	ch      chan bool
+	owner   string // logind's unique name: only its PrepareForSleep counts
 }
 
-// NewLogind connects to logind on the system bus. Without a system bus or without logind it
+// InhibitTimeout bounds one Inhibit call, connection included.
+const InhibitTimeout = 25 * time.Second
+
+// NewLogind returns the Logind of the system bus. conn is the daemon's connection (it must not
+// accept fds: api.DialBus), on which PrepareForSleep is received; address is the bus's
+// address, to which each Inhibit connects anew. Without a connection or without logind it
 // logs a notice and returns a Logind that takes no inhibitor and never reports sleep.
-func NewLogind(logger *slog.Logger) Logind {
+func NewLogind(conn *dbus.Conn, address string, logger *slog.Logger) Logind {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	conn, err := dbus.ConnectSystemBus()
-	if err != nil {
-		logger.Info("no system bus: backups do not hold off suspend", "err", err)
+	if conn == nil {
+		logger.Info("no system bus: backups do not hold off suspend")
 		return noLogind{}
 	}
 	var owner string
 	if err := conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, logindDest).Store(&owner); err != nil {
 		logger.Info("logind is not running: backups do not hold off suspend", "err", err)
-		conn.Close()
 		return noLogind{}
 	}
-	return &busLogind{conn: conn, log: logger, owner: owner}
+	return &busLogind{conn: conn, address: address, log: logger, owner: owner}
 }
 
-// Inhibit calls org.freedesktop.login1.Manager.Inhibit and returns the lock's fd.
+// Inhibit calls org.freedesktop.login1.Manager.Inhibit on a connection of its own and returns
+// the lock's fd, which outlives that connection.
 func (l *busLogind) Inhibit(what, who, why, mode string) (io.Closer, error) {
-	var fd dbus.UnixFD
-	err := l.conn.Object(logindDest, logindPath).Call(logindIface+".Inhibit", 0, what, who, why, mode).Store(&fd)
+	ctx, cancel := context.WithTimeout(context.Background(), InhibitTimeout)
+	defer cancel()
+	fd, err := inhibit(ctx, l.address, what, who, why, mode)
 	if err != nil {
-		return nil, fmt.Errorf("cannot take a %s inhibitor: %w", what, err)
+		return nil, err
 	}
 	return os.NewFile(uintptr(fd), "logind-inhibitor"), nil
 }
@@ -88,6 +99,7 @@ func (l *busLogind) PrepareForSleep() <-chan bool {
 		); err != nil {
 			l.log.Warn("cannot follow logind restarts; suspend is not noticed after one", "err", err)
 		}
+		// The connection is shared: this channel sees every signal it receives.
 		sigs := make(chan *dbus.Signal, 16)
 		l.conn.Signal(sigs)
 		go func() {

@@ -1,6 +1,8 @@
 package drive_test
 
 import (
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,8 +13,15 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/plugvault/plugvault/service/api/apitest"
+	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/drive"
 )
+
+// TestMain doubles as apitest.FloodFDsAsNobody's helper.
+func TestMain(m *testing.M) {
+	apitest.FDFloodMain()
+	os.Exit(m.Run())
+}
 
 // fakeLogin1 stands for systemd-logind's org.freedesktop.login1.Manager on a private bus: it
 // records Inhibit calls and hands out the write end of a pipe, like logind's inhibitor FIFO.
@@ -21,9 +30,14 @@ type fakeLogin1 struct {
 	calls [][4]string
 	ends  []*os.File // our ends: EOF once the client closed its fd
 	keep  []*os.File
+	// hold, when set, is called with the caller's unique name before the reply goes out.
+	hold func(caller string)
 }
 
-func (f *fakeLogin1) Inhibit(what, who, why, mode string) (dbus.UnixFD, *dbus.Error) {
+func (f *fakeLogin1) Inhibit(caller dbus.Sender, what, who, why, mode string) (dbus.UnixFD, *dbus.Error) {
+	if f.hold != nil {
+		f.hold(string(caller))
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return 0, dbus.MakeFailedError(err)
@@ -39,11 +53,11 @@ func (f *fakeLogin1) Inhibit(what, who, why, mode string) (dbus.UnixFD, *dbus.Er
 func TestLogindOnABus(t *testing.T) {
 	apitest.RequireTool(t, "dbus-daemon")
 	bus := apitest.StartBus(t, apitest.BusOptions{})
-	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.Address)
 
+	conn := daemonConn(t, bus.Address)
 	// No logind on the bus: a no-op.
-	l := drive.NewLogind(nil)
-	c, err := l.Inhibit("sleep:handle-lid-switch", "plugvault", "test", "delay")
+	l := drive.NewLogind(conn, bus.Address, nil)
+	c, err := l.Inhibit("sleep", "plugvault", "test", "delay")
 	if err != nil || c == nil || c.Close() != nil || l.PrepareForSleep() != nil {
 		t.Fatalf("without logind: %v %v", c, err)
 	}
@@ -56,9 +70,9 @@ func TestLogindOnABus(t *testing.T) {
 	if reply, err := srv.RequestName("org.freedesktop.login1", dbus.NameFlagDoNotQueue); err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
 		t.Fatalf("cannot own login1: %v %v", reply, err)
 	}
-	l = drive.NewLogind(nil)
+	l = drive.NewLogind(conn, bus.Address, nil)
 	sleep := l.PrepareForSleep()
-	c, err = l.Inhibit("sleep:handle-lid-switch", "plugvault", "Backing up to A", "delay")
+	c, err = l.Inhibit("sleep", "plugvault", "Backing up to A", "delay")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +83,7 @@ func TestLogindOnABus(t *testing.T) {
 		w.Close()
 	}
 	fake.mu.Unlock()
-	if len(calls) != 1 || calls[0] != [4]string{"sleep:handle-lid-switch", "plugvault", "Backing up to A", "delay"} {
+	if len(calls) != 1 || calls[0] != [4]string{"sleep", "plugvault", "Backing up to A", "delay"} {
 		t.Errorf("Inhibit calls %v", calls)
 	}
 	// Closing releases the lock: logind's end sees EOF.
@@ -125,13 +139,150 @@ func TestLogindOnABus(t *testing.T) {
 }
 
 func TestLogindWithoutBus(t *testing.T) {
-	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+filepath.Join(t.TempDir(), "none"))
-	l := drive.NewLogind(nil)
+	l := drive.NewLogind(nil, "unix:path="+filepath.Join(t.TempDir(), "none"), nil)
 	if l.PrepareForSleep() != nil {
 		t.Error("a sleep channel without a bus")
 	}
 	c, err := l.Inhibit("sleep", "plugvault", "x", "delay")
 	if err != nil || c.Close() != nil {
 		t.Errorf("Inhibit without a bus: %v", err)
+	}
+}
+
+// daemonConn is plugvaultd's connection to the bus (daemon.ConnectBus).
+func daemonConn(t *testing.T, address string) *dbus.Conn {
+	t.Helper()
+	conn, err := daemon.ConnectBus(context.Background(), address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// Under the stock system bus policy any user may send a unicast signal, with fds, to any
+// connection. uid 65534 sends 300 signals carrying an fd, one carrying an array of fds and one
+// a dict of fds to each connection the daemon's logind client has: the daemon's own, where
+// PrepareForSleep arrives, and the inhibitor's, while it waits for logind's reply. The
+// process's fd count stays flat, nothing panics, the inhibitor is taken and released, and
+// logind's PrepareForSleep still arrives.
+func TestLogindIgnoresFDsFromOtherUsers(t *testing.T) {
+	apitest.RequireRoot(t) // the sender runs as another uid
+	apitest.RequireTool(t, "dbus-daemon")
+	bus := apitest.StartBus(t, apitest.BusOptions{Policy: apitest.StockSystemPolicy(t) +
+		`<policy user="root"><allow own="org.freedesktop.login1"/><allow send_destination="org.freedesktop.login1"/></policy>`})
+	if err := os.Chmod(bus.Dir, 0o755); err != nil { // the socket's directory, for uid 65534
+		t.Fatal(err)
+	}
+	helper := apitest.UnprivilegedCopy(t)
+	const floods = 300
+
+	srv := bus.Conn(t)
+	callers, proceed := make(chan string, 1), make(chan struct{})
+	fake := &fakeLogin1{hold: func(caller string) { callers <- caller; <-proceed }}
+	if err := srv.Export(fake, "/org/freedesktop/login1", "org.freedesktop.login1.Manager"); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := srv.RequestName("org.freedesktop.login1", dbus.NameFlagDoNotQueue); err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
+		t.Fatalf("cannot own login1: %v %v", reply, err)
+	}
+	conn := daemonConn(t, bus.Address)
+	l := drive.NewLogind(conn, bus.Address, nil)
+	sleep := l.PrepareForSleep()
+	before := apitest.OpenFDs(t)
+
+	// The daemon's connection.
+	apitest.FloodFDsAsNobody(t, helper, bus.Address, conn.Names()[0], floods)
+	// logind's signal comes after the flood: once it is in, the flood has been read.
+	if err := srv.Emit("/org/freedesktop/login1", "org.freedesktop.login1.Manager.PrepareForSleep", true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case v := <-sleep:
+		if !v {
+			t.Error("PrepareForSleep(false), want true")
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("PrepareForSleep never arrived")
+	}
+	// Not equality: the runtime may hold a transient fd (a pidfd of the helper) at either count.
+	if after := apitest.OpenFDs(t); after > before {
+		t.Errorf("%d open fds after %d signals with fds to the daemon's connection, %d before", after, floods, before)
+	}
+
+	// The inhibitor's connection, flooded while logind holds its reply back.
+	type result struct {
+		c   io.Closer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := l.Inhibit("sleep", "plugvault", "Backing up to A", "delay")
+		done <- result{c, err}
+	}()
+	var caller string
+	select {
+	case caller = <-callers:
+	case <-time.After(waitTimeout):
+		t.Fatal("Inhibit never reached logind")
+	}
+	apitest.FloodFDsAsNobody(t, helper, bus.Address, caller, floods)
+	close(proceed)
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(drive.InhibitTimeout + waitTimeout):
+		t.Fatal("Inhibit did not return")
+	}
+	if res.err != nil {
+		t.Fatalf("Inhibit after a flood: %v", res.err)
+	}
+	fake.mu.Lock()
+	end := fake.ends[0]
+	for _, w := range fake.keep {
+		w.Close()
+	}
+	fake.keep = nil
+	fake.mu.Unlock()
+	if err := res.c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = end.SetReadDeadline(time.Now().Add(waitTimeout))
+	if n, err := end.Read(make([]byte, 1)); n != 0 || err == nil || os.IsTimeout(err) {
+		t.Errorf("inhibitor not released: %d %v", n, err)
+	}
+	end.Close()
+	if after := apitest.OpenFDs(t); after > before {
+		t.Errorf("%d open fds after %d signals with fds to the inhibitor's connection, %d before", after, floods, before)
+	}
+}
+
+// refusingLogin1 stands for a logind that refuses every inhibitor lock.
+type refusingLogin1 struct{}
+
+func (refusingLogin1) Inhibit(what, who, why, mode string) (dbus.UnixFD, *dbus.Error) {
+	return -1, dbus.NewError("org.freedesktop.DBus.Error.AccessDenied", []any{"refused for the test"})
+}
+
+// Inhibit reports logind's refusal, and the bus's when logind is gone, as errors.
+func TestLogindInhibitErrors(t *testing.T) {
+	apitest.RequireTool(t, "dbus-daemon")
+	bus := apitest.StartBus(t, apitest.BusOptions{})
+	srv := bus.Conn(t)
+	if err := srv.Export(refusingLogin1{}, "/org/freedesktop/login1", "org.freedesktop.login1.Manager"); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := srv.RequestName("org.freedesktop.login1", dbus.NameFlagDoNotQueue); err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
+		t.Fatalf("cannot own login1: %v %v", reply, err)
+	}
+	l := drive.NewLogind(daemonConn(t, bus.Address), bus.Address, nil)
+	if c, err := l.Inhibit("sleep", "plugvault", "x", "delay"); err == nil || !strings.Contains(err.Error(), "refused for the test") {
+		t.Errorf("Inhibit refused by logind = %v, %v", c, err)
+	}
+	if _, err := srv.ReleaseName("org.freedesktop.login1"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := l.Inhibit("sleep", "plugvault", "x", "delay"); err == nil || !strings.Contains(err.Error(), "NameHasNoOwner") {
+		t.Errorf("Inhibit without logind = %v, %v", c, err)
 	}
 }

@@ -59,7 +59,7 @@ func (m *Manager) startBackupLocked(d *drive) {
 // backupRun is one run: unlock, mount, back up, then tear down whatever ended it.
 func (m *Manager) backupRun(d *drive, a *activity, dv device) {
 	var inhibitor io.Closer
-	if c, err := m.deps.Logind.Inhibit("sleep:handle-lid-switch", "plugvault", "Backing up to "+d.cfg.Name, "delay"); err != nil {
+	if c, err := m.deps.Logind.Inhibit("sleep", "plugvault", "Backing up to "+d.cfg.Name, "delay"); err != nil {
 		m.log.Warn("cannot take a sleep inhibitor; a suspend may interrupt the backup", "err", err)
 	} else {
 		inhibitor = c

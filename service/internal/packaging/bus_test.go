@@ -2,14 +2,9 @@ package packaging
 
 import (
 	"encoding/json"
-	"encoding/xml"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/godbus/dbus/v5"
@@ -19,9 +14,8 @@ import (
 )
 
 const (
-	helperEnv  = "PLUGVAULT_PACKAGING_BUS_HELPER" // the bus address for the helper
-	nobodyUID  = 65534
-	systemConf = "/usr/share/dbus-1/system.conf"
+	helperEnv = "PLUGVAULT_PACKAGING_BUS_HELPER" // the bus address for the helper
+	nobodyUID = apitest.NobodyUID
 )
 
 // helperResult is what the unprivileged helper could do on the bus.
@@ -78,35 +72,6 @@ func dbusOutcome(f func() error) string {
 	return err.Error()
 }
 
-// stockPolicy returns the <policy> elements of Debian's system bus configuration: the defaults
-// our file punches holes into (deny own="*", deny send_type="method_call", ...).
-func stockPolicy(t *testing.T) string {
-	t.Helper()
-	data, err := os.ReadFile(systemConf)
-	apitest.Require(t, err == nil, systemConf+" is missing: install the Debian package dbus")
-	var conf struct {
-		Policies []struct {
-			Attrs []xml.Attr `xml:",any,attr"`
-			Inner string     `xml:",innerxml"`
-		} `xml:"policy"`
-	}
-	if err := xml.Unmarshal(data, &conf); err != nil {
-		t.Fatalf("cannot parse %s: %v", systemConf, err)
-	}
-	var b strings.Builder
-	for _, p := range conf.Policies {
-		b.WriteString("<policy")
-		for _, a := range p.Attrs {
-			fmt.Fprintf(&b, " %s=%q", a.Name.Local, a.Value)
-		}
-		b.WriteString(">" + p.Inner + "</policy>\n")
-	}
-	if !strings.Contains(b.String(), `<deny own="*"/>`) {
-		t.Fatalf("%s has no default deny own=\"*\": not the stock system bus policy", systemConf)
-	}
-	return b.String()
-}
-
 // fakeManager answers ListDrives like plugvaultd's Manager does with no drives.
 type fakeManager struct{}
 
@@ -118,12 +83,12 @@ func (fakeManager) ListDrives() ([]dbus.ObjectPath, *dbus.Error) { return []dbus
 func TestBusPolicy(t *testing.T) {
 	apitest.RequireRoot(t) // the helper runs as another uid
 	apitest.RequireTool(t, "dbus-daemon")
-	stock := stockPolicy(t)
+	stock := apitest.StockSystemPolicy(t)
 	ours, err := filepath.Abs(filepath.Join(repoRoot(t), "dbus-policy", api.BusName+".conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	helper := unprivilegedCopy(t)
+	helper := apitest.UnprivilegedCopy(t)
 
 	for _, tc := range []struct {
 		name     string
@@ -176,55 +141,9 @@ func TestBusPolicy(t *testing.T) {
 	}
 }
 
-// unprivilegedCopy copies the test binary where uid 65534 can execute it (the go build
-// directory is private to root).
-func unprivilegedCopy(t *testing.T) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "pvhelper")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, "helper.test")
-	in, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
 func runHelper(t *testing.T, helper, addr string) helperResult {
 	t.Helper()
-	cmd := exec.Command(helper)
-	cmd.Dir = "/"
-	cmd.Env = []string{helperEnv + "=" + addr, "PATH=/usr/bin:/bin", "HOME=/nonexistent"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyUID, Groups: []uint32{}},
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helper as uid %d: %v\n%s", nobodyUID, err, stderr.String())
-	}
+	out := apitest.RunAsNobody(t, helper, helperEnv+"="+addr)
 	var res helperResult
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("helper output %q: %v", out, err)

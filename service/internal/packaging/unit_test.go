@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,9 +74,28 @@ var privateMountOptions = []string{
 	"InaccessibleDirectories",
 }
 
-// brokenByOptions would stop the daemon from working at all: uevents from udev reach only the
-// host's network namespace, and mounting and cryptsetup need real root.
-var brokenByOptions = []string{"PrivateNetwork", "NetworkNamespacePath", "PrivateUsers", "DynamicUser", "User"}
+// brokenByOptions would stop the daemon or its engine from working: uevents from udev reach
+// only the host's network namespace, and mounting and cryptsetup need real root.
+var brokenByOptions = []string{"PrivateNetwork", "NetworkNamespacePath", "PrivateUsers", "DynamicUser", "User",
+	// device-mapper waits for udev through a SysV semaphore, which udev must reach.
+	"PrivateIPC", "IPCNamespacePath",
+	// DeviceAllow=char-rtc, implied by ProtectClock, closes every other device.
+	"ProtectClock", "DeviceAllow", "DevicePolicy",
+	// Its seccomp filter covers the engine child: setuid/setgid files and setgid directories
+	// could not be backed up or restored, and openat2 answers ENOSYS.
+	"RestrictSUIDSGID",
+}
+
+// neededCapabilities are what the daemon and its children use (the unit's comment says where);
+// a bounding set without one of them breaks a feature.
+var neededCapabilities = []string{
+	"CAP_SYS_ADMIN", "CAP_IPC_LOCK", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN",
+	"CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_MKNOD",
+	"CAP_SETFCAP", "CAP_SYS_PTRACE", "CAP_NET_ADMIN",
+}
+
+// deniedSyscallGroups are the system call groups the daemon and its children never use.
+var deniedSyscallGroups = []string{"@clock", "@cpu-emulation", "@debug", "@module", "@obsolete", "@raw-io", "@reboot", "@swap"}
 
 func TestSystemdUnit(t *testing.T) {
 	u := parseUnit(t, filepath.Join(repoRoot(t), "service", "systemd", "plugvaultd.service"))
@@ -104,7 +124,36 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	for _, key := range brokenByOptions {
 		if vs, ok := svc[key]; ok {
-			t.Errorf("%s=%v: plugvaultd needs root in the host's namespaces (udev netlink, mount, dm-crypt)", key, vs)
+			t.Errorf("%s=%v breaks plugvaultd (see brokenByOptions and the unit's comments)", key, vs)
+		}
+	}
+	caps := strings.Fields(u.get("Service", "CapabilityBoundingSet"))
+	if len(caps) == 0 || strings.HasPrefix(caps[0], "~") {
+		t.Errorf("CapabilityBoundingSet=%v, want an allow-list", caps)
+	}
+	for _, c := range neededCapabilities {
+		if !slices.Contains(caps, c) {
+			t.Errorf("CapabilityBoundingSet lacks %s", c)
+		}
+	}
+	for _, c := range caps {
+		if !slices.Contains(neededCapabilities, c) {
+			t.Errorf("CapabilityBoundingSet has %s, which nothing is known to need", c)
+		}
+	}
+	filter := strings.Fields(u.get("Service", "SystemCallFilter"))
+	if len(filter) == 0 || !strings.HasPrefix(filter[0], "~") {
+		t.Errorf("SystemCallFilter=%v, want a deny-list (~...)", filter)
+	} else {
+		filter[0] = strings.TrimPrefix(filter[0], "~")
+		slices.Sort(filter)
+		if want := slices.Sorted(slices.Values(deniedSyscallGroups)); !slices.Equal(filter, want) {
+			t.Errorf("SystemCallFilter denies %v, want %v", filter, want)
+		}
+	}
+	for key, want := range map[string]string{"IPAddressDeny": "any", "LimitCORE": "0", "NoNewPrivileges": "yes"} {
+		if got := u.get("Service", key); got != want {
+			t.Errorf("%s=%q, want %q", key, got, want)
 		}
 	}
 	if u.get("Install", "WantedBy") == "" {
