@@ -10,6 +10,7 @@ import (
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/enroll"
+	"github.com/plugvault/plugvault/service/internal/keyseal"
 	"github.com/plugvault/plugvault/service/internal/luks"
 	"github.com/plugvault/plugvault/service/internal/mount"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
@@ -55,6 +56,13 @@ func newServices(logger *slog.Logger, cfg *config.Config, pub daemon.Publisher) 
 	if err != nil {
 		return nil, err
 	}
+	// Keys are read through systemd-creds when they are sealed, and new keys are sealed.
+	readKey, sealKey := config.ReadKeyfile, (func(context.Context, []byte) ([]byte, error))(nil)
+	if sealer, err := keyseal.New(sysexec.Exec{}); err != nil {
+		logger.Warn("keys cannot be sealed or unsealed; plain keyfiles still work", "error", err)
+	} else {
+		readKey, sealKey = sealer.Reader(config.ReadKeyfile), sealer.Seal
+	}
 	mgr, err := drive.NewManager(drive.Deps{
 		Config:    cfg,
 		Source:    drive.UdevSource(mon),
@@ -65,6 +73,8 @@ func newServices(logger *slog.Logger, cfg *config.Config, pub daemon.Publisher) 
 		Publisher: pub,
 		Logger:    logger,
 		Logind:    drive.NewLogind(logger),
+
+		ReadKeyfile: readKey,
 	})
 	if err != nil {
 		mon.Close()
@@ -88,6 +98,8 @@ func newServices(logger *slog.Logger, cfg *config.Config, pub daemon.Publisher) 
 		LoadConfig:  config.Load,
 		AppendDrive: config.AppendDrive,
 		RemoveDrive: config.RemoveDrive,
+		ReadKeyfile: readKey,
+		SealKey:     sealKey,
 		Runner:      sysexec.Exec{},
 		Logger:      logger,
 	})
