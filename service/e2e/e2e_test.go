@@ -38,6 +38,7 @@ var stickPlans = []StickPlan{
 	{Spec: StickSpec{Name: "tutorial", Tutorial: true}},                          // TestAdopt: adopt as is
 	{Spec: StickSpec{Name: "tutorial-fast", Tutorial: true}},                     // TestAdopt: adopt --add-keyfile-slot
 	{Spec: StickSpec{Name: "mounted", Plain: true, FS: "ext4"}},                  // TestEnrollRefusals: mounted in the guest
+	{Spec: StickSpec{Name: "pkg"}, Enrolled: true, Key: true},                    // TestPackage: remove, reinstall, upgrade
 }
 
 var (
