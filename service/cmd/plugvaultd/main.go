@@ -20,6 +20,7 @@ import (
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/logging"
+	"github.com/plugvault/plugvault/service/internal/metrics"
 	"github.com/plugvault/plugvault/service/internal/polkit"
 )
 
@@ -48,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := &optionalPath{path: config.DefaultPath}
 	fs.Var(check, "check-config", "load and validate the configuration `FILE` (default "+config.DefaultPath+"), print every problem and exit")
 	version := fs.Bool("version", false, "print the version and exit")
+	metricsFile := fs.String("metrics-file", "auto", "write Prometheus textfile metrics to `FILE` after every run (auto: "+
+		metrics.DefaultDir+"/"+metrics.FileName+" when that directory exists; empty: none)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -70,7 +73,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, logger, config.DefaultPath, daemon.SystemBusAddress()); err != nil {
+	if *metricsFile == "auto" {
+		*metricsFile = metrics.DefaultPath()
+	}
+	if err := serve(ctx, logger, config.DefaultPath, daemon.SystemBusAddress(), *metricsFile); err != nil {
 		logger.Error("plugvaultd stops", "error", err)
 		notify(logger, "STATUS="+err.Error())
 		return 1
@@ -96,7 +102,7 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 }
 
 // serve runs the daemon until ctx ends or the bus connection is lost.
-func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress string) error {
+func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress, metricsPath string) error {
 	// Every way out (a failed start, a lost bus, the caller's ctx) stops the manager and the
 	// watchdog before their goroutines are waited for.
 	ctx, cancel := context.WithCancel(ctx)
@@ -120,7 +126,7 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 		return err
 	}
 	defer d.Close()
-	svc, err := newServices(logger, cfg, d) // publishes every configured drive
+	svc, err := newServices(logger, cfg, d, metrics.New(metricsPath, logger)) // publishes every configured drive
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/plugvault/plugvault/service/internal/enroll"
 	"github.com/plugvault/plugvault/service/internal/keyseal"
 	"github.com/plugvault/plugvault/service/internal/luks"
+	"github.com/plugvault/plugvault/service/internal/metrics"
 	"github.com/plugvault/plugvault/service/internal/mount"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
 	"github.com/plugvault/plugvault/service/internal/udev"
@@ -41,7 +42,7 @@ func enginePath(logger *slog.Logger) string {
 
 // newServices subscribes to udev (before the manager enumerates, so nothing is missed) and
 // wires the state machine and the enroller to the real cryptsetup, mount, engine and sysfs.
-func newServices(logger *slog.Logger, cfg *config.Config, pub daemon.Publisher) (*services, error) {
+func newServices(logger *slog.Logger, cfg *config.Config, pub daemon.Publisher, col *metrics.Collector) (*services, error) {
 	engine := enginePath(logger)
 	cs, err := luks.New(sysexec.Exec{})
 	if err != nil {
@@ -68,9 +69,9 @@ func newServices(logger *slog.Logger, cfg *config.Config, pub daemon.Publisher) 
 		Source:    drive.UdevSource(mon),
 		LUKS:      cs,
 		Mounter:   drive.SystemMounter{M: mounter},
-		Engine:    drive.SystemEngine{Path: engine},
+		Engine:    col.Engine(drive.SystemEngine{Path: engine}),
 		PowerOff:  usbpower.PowerOff,
-		Publisher: pub,
+		Publisher: col.Publisher(pub),
 		Logger:    logger,
 		Logind:    drive.NewLogind(logger),
 
