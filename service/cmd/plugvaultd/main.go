@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
@@ -126,7 +127,8 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress, met
 		return err
 	}
 	defer d.Close()
-	svc, err := newServices(logger, cfg, d, metrics.New(metricsPath, logger)) // publishes every configured drive
+	col := metrics.New(metricsPath, logger)
+	svc, err := newServices(logger, cfg, d, col) // publishes every configured drive
 	if err != nil {
 		return err
 	}
@@ -154,6 +156,9 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress, met
 	notify(logger, fmt.Sprintf("STATUS=serving %d drive(s)", len(cfg.Drives)))
 	done := watchdog(ctx, logger)
 	defer func() { cancel(); <-done }()
+	overdueDone := make(chan struct{})
+	go func() { col.WatchOverdue(ctx, cfg.ReminderDays, time.Hour); close(overdueDone) }()
+	defer func() { cancel(); <-overdueDone }()
 	select {
 	case <-ctx.Done():
 	case <-conn.Context().Done():

@@ -54,6 +54,7 @@ type Collector struct {
 
 type driveMetrics struct {
 	st       api.DriveStatus
+	warned   uint64  // the LastBackup an overdue entry was logged for (one per backup)
 	running  bool    // between leaving an idle state and reaching safe-to-remove or failed
 	bytes    uint64  // the last engine run's bytes
 	duration float64 // seconds of the last engine run
@@ -142,6 +143,53 @@ func (c *Collector) logRun(uuid string, m driveMetrics) {
 	}
 	c.log.Warn("backup failed", logging.MessageID(MessageBackupFailed),
 		"drive", m.st.Name, "luks_uuid", uuid, "result", string(m.st.LastResult), "reason", reason)
+}
+
+// CheckOverdue logs a "drive overdue" journal entry for each drive whose newest complete
+// backup is older than days (0: never), once per backup: the next entry comes only after the
+// drive backed up again and fell behind again. Drives never backed up are not overdue yet.
+func (c *Collector) CheckOverdue(days uint32) {
+	if days == 0 {
+		return
+	}
+	now := c.clock()
+	type due struct {
+		uuid, name string
+		age        float64
+	}
+	var late []due
+	c.mu.Lock()
+	for uuid, d := range c.drives {
+		last := d.st.LastBackup
+		if last == 0 || d.warned == last {
+			continue
+		}
+		if age := now.Sub(time.Unix(int64(last), 0)); age > time.Duration(days)*24*time.Hour {
+			d.warned = last
+			late = append(late, due{uuid, d.st.Name, age.Hours() / 24})
+		}
+	}
+	c.mu.Unlock()
+	sort.Slice(late, func(i, j int) bool { return late[i].uuid < late[j].uuid })
+	for _, l := range late {
+		c.log.Warn("drive overdue", logging.MessageID(MessageOverdue), "drive", l.name, "luks_uuid", l.uuid,
+			"days", fmt.Sprintf("%.0f", l.age), "reminder_days", days)
+	}
+}
+
+// WatchOverdue runs CheckOverdue every interval until ctx ends; the caller waits for it to
+// return.
+func (c *Collector) WatchOverdue(ctx context.Context, days uint32, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.CheckOverdue(days)
+		}
+	}
 }
 
 // LogImpostor writes the journal entry for a stick that carries an enrolled drive's LUKS UUID

@@ -157,3 +157,41 @@ func TestAFailedRunIsLoggedAsFailed(t *testing.T) {
 		t.Errorf("after a failed run without an engine run:\n%s", b)
 	}
 }
+
+func TestOverdueOncePerBackup(t *testing.T) {
+	c, next, _, entries, now := setup(t)
+	pub := c.Publisher(next)
+	st := api.DriveStatus{Name: "blue", LuksUUID: uuid, State: api.StateAbsent, LastBackup: uint64(now.Unix())}
+	if err := pub.AddDrive(uuid, st); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.AddDrive("never", api.DriveStatus{Name: "new", State: api.StateAbsent}); err != nil {
+		t.Fatal(err)
+	}
+	*now = now.Add(6 * 24 * time.Hour)
+	c.CheckOverdue(7)
+	if len(*entries) != 0 {
+		t.Fatalf("overdue after 6 of 7 days: %+v", *entries)
+	}
+	*now = now.Add(2 * 24 * time.Hour)
+	c.CheckOverdue(0)
+	if len(*entries) != 0 {
+		t.Fatalf("overdue with reminders off: %+v", *entries)
+	}
+	c.CheckOverdue(7)
+	c.CheckOverdue(7)
+	if len(*entries) != 1 {
+		t.Fatalf("entries after 8 days, checked twice: %+v, want one", *entries)
+	}
+	if e := (*entries)[0]; e.fields["MESSAGE_ID"] != metrics.MessageOverdue || e.fields["DRIVE"] != "blue" || e.fields["DAYS"] != "8" {
+		t.Errorf("overdue entry %+v", e)
+	}
+	// A new backup, then falling behind again: a new entry.
+	st.LastBackup = uint64(now.Unix())
+	pub.UpdateDrive(uuid, st)
+	*now = now.Add(8 * 24 * time.Hour)
+	c.CheckOverdue(7)
+	if len(*entries) != 2 {
+		t.Errorf("entries after a new backup fell behind: %d, want 2", len(*entries))
+	}
+}
