@@ -121,6 +121,7 @@ install: ## install into $(DESTDIR)$(PREFIX) and $(DESTDIR)$(SYSCONFDIR); never 
 	$(BIN)/plugvault completion bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/plugvault
 	if [ -f $(BIN)/plugvault-tray ]; then install -m 0755 $(BIN)/plugvault-tray $(DESTDIR)$(PREFIX)/bin/plugvault-tray; fi
 	install -D -m 0644 service/systemd/plugvaultd.service $(DESTDIR)$(UNITDIR)/plugvaultd.service
+	install -D -m 0644 service/systemd/plugvault.catalog $(DESTDIR)$(PREFIX)/lib/systemd/catalog/plugvault.catalog
 	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.conf $(DESTDIR)$(DATADIR)/dbus-1/system.d/org.plugvault.PlugVault1.conf
 	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.service $(DESTDIR)$(DATADIR)/dbus-1/system-services/org.plugvault.PlugVault1.service
 	install -D -m 0644 polkit/org.plugvault.policy $(DESTDIR)$(DATADIR)/polkit-1/actions/org.plugvault.policy
@@ -139,7 +140,7 @@ uninstall: ## remove what install put there, except /etc/plugvault (configuratio
 	-rmdir $(DESTDIR)$(LIBEXECDIR)
 	rm -f $(DESTDIR)$(PREFIX)/bin/plugvault $(DESTDIR)$(PREFIX)/bin/plugvault-tray
 	rm -f $(DESTDIR)$(DATADIR)/bash-completion/completions/plugvault
-	rm -f $(DESTDIR)$(UNITDIR)/plugvaultd.service
+	rm -f $(DESTDIR)$(UNITDIR)/plugvaultd.service $(DESTDIR)$(PREFIX)/lib/systemd/catalog/plugvault.catalog
 	rm -f $(DESTDIR)$(DATADIR)/dbus-1/system.d/org.plugvault.PlugVault1.conf
 	rm -f $(DESTDIR)$(DATADIR)/dbus-1/system-services/org.plugvault.PlugVault1.service
 	rm -f $(DESTDIR)$(DATADIR)/polkit-1/actions/org.plugvault.policy

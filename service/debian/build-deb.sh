@@ -22,8 +22,6 @@ printf 'plugvault (%s) unstable; urgency=medium\n\n  * Built from the plugvault 
 chmod 0644 "$doc/changelog.gz"
 gzip -9nf "$doc/README.md"
 install -D -m 0644 "$here/lintian-overrides" "$stage/usr/share/lintian/overrides/plugvault"
-# The journal's message catalog (journalctl --catalog).
-install -D -m 0644 "$here/plugvault.catalog" "$stage/usr/lib/systemd/catalog/plugvault.catalog"
 
 install -d -m 0755 "$stage/DEBIAN"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)

@@ -15,7 +15,7 @@ import (
 // sends, and journalctl accepts it (built into a database under a scratch root).
 func TestCatalog(t *testing.T) {
 	journalctl := apitest.RequireTool(t, "journalctl")
-	src, err := filepath.Abs("../../debian/plugvault.catalog")
+	src, err := filepath.Abs("../../systemd/plugvault.catalog")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/plugvault/plugvault/service/internal/logging"
 )
 
-// MESSAGE_IDs of the journal entries (service/debian/plugvault.catalog explains each).
+// MESSAGE_IDs of the journal entries (service/systemd/plugvault.catalog explains each).
 const (
 	MessageBackupCompleted = "5182124b0e7041f486a2ff765c9bab98"
 	MessageBackupFailed    = "ec49cf070e404582b6d0acedc008f4c2"

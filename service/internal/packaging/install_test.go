@@ -43,6 +43,7 @@ func TestMakeInstall(t *testing.T) {
 		"usr/bin/plugvault":                                                 0o755,
 		"usr/bin/plugvault-tray":                                            0o755,
 		"usr/lib/systemd/system/plugvaultd.service":                         0o644,
+		"usr/lib/systemd/catalog/plugvault.catalog":                         0o644,
 		"usr/share/dbus-1/system.d/org.plugvault.PlugVault1.conf":           0o644,
 		"usr/share/dbus-1/system-services/org.plugvault.PlugVault1.service": 0o644,
 		"usr/share/polkit-1/actions/org.plugvault.policy":                   0o644,
