@@ -14,8 +14,8 @@ import (
 // exact bytes is not a realistic case.
 const Header = "plugvault-sealed-key v1\n"
 
-// credName is the credential name embedded in the sealed key and checked on decryption.
-const credName = "plugvault-drive-key"
+// CredName is the credential name embedded in the sealed key and checked on decryption.
+const CredName = "plugvault-drive-key"
 
 // MaxKeySize is the largest key Seal accepts: its sealed form (Base64, plus the credential's
 // header) must stay under config.MaxKeyfileSize, which is what plugvaultd reads.
@@ -46,7 +46,7 @@ func New(r sysexec.Runner) (*Sealer, error) {
 func encryptArgs() []string {
 	return []string{
 		"encrypt",
-		"--name=" + credName, // embedded, and required to match on decrypt
+		"--name=" + CredName, // embedded, and required to match on decrypt
 		"--with-key=auto",    // host key, plus the TPM2 when the machine has one
 		"-", "-",             // the key on stdin, the credential on stdout (never in argv)
 	}
@@ -56,7 +56,7 @@ func encryptArgs() []string {
 func decryptArgs() []string {
 	return []string{
 		"decrypt",
-		"--name=" + credName, // refuse a credential sealed for something else
+		"--name=" + CredName, // refuse a credential sealed for something else
 		"-", "-",             // the credential on stdin, the key on stdout
 	}
 }
