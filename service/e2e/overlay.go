@@ -21,6 +21,8 @@ const (
 	BobUID       = 1001            // an unprivileged user without polkit grants
 	SourceDir    = "/home/alice"   // the configured backup source
 	GuestMntBase = "/run/plugvault"
+	// GuestMetricsDir exists in the guest, so plugvaultd writes plugvault.prom there.
+	GuestMetricsDir = "/var/lib/prometheus/node-exporter"
 )
 
 // RepoRoot finds the module root from the working directory.
@@ -158,7 +160,12 @@ func writeConfig(overlay string, drives []ConfDrive) error {
 			}
 		}
 	}
-	return os.WriteFile(filepath.Join(etc, "config.toml"), []byte(b.String()), 0o644)
+	if err := os.WriteFile(filepath.Join(etc, "config.toml"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	// node_exporter's textfile directory, as prometheus-node-exporter makes it: plugvaultd
+	// writes its metrics there when it exists.
+	return os.MkdirAll(filepath.Join(overlay, GuestMetricsDir), 0o755)
 }
 
 // WriteSourceTree writes alice's home: about 14 MiB in a few hundred files with the things a

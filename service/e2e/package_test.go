@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/plugvault/plugvault/service/e2e/agentproto"
+	"github.com/plugvault/plugvault/service/internal/metrics"
 )
 
 // TestPackage proves the Debian package's maintainer scripts on a drive with a backup history.
@@ -66,6 +68,56 @@ func TestPackage(t *testing.T) {
 		}
 		history = backUpOnceMore(t, ctx, env, tl, s, history, "after the upgrade")
 		tl.Note("after remove, reinstall and upgrade the drive keeps backing up: %d snapshots", history)
+	})
+
+	t.Run("metrics and the journal catalog", func(t *testing.T) {
+		prom, err := env.VM.Exec(ctx, "cat", GuestMetricsDir+"/plugvault.prom")
+		if err != nil {
+			t.Fatalf("no metrics file after a run: %v", err)
+		}
+		label := fmt.Sprintf(`{drive=%q,luks_uuid=%q}`, s.Name, s.UUID)
+		for _, want := range []string{
+			"plugvault_last_run_success" + label + " 1\n",
+			fmt.Sprintf("plugvault_snapshots%s %d\n", label, history),
+			"plugvault_free_bytes" + label + " ",
+			"plugvault_last_run_duration_seconds" + label + " ",
+		} {
+			if !strings.Contains(prom, want) {
+				t.Errorf("plugvault.prom lacks %q:\n%s", want, prom)
+			}
+		}
+		cat, err := env.VM.Exec(ctx, "journalctl", "--list-catalog")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := env.VM.Exec(ctx, "journalctl", "--no-pager", "-o", "cat", "MESSAGE_ID="+metrics.MessageBackupCompleted, "LUKS_UUID="+s.UUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(cat, metrics.MessageBackupCompleted+" plugvault: ") {
+			t.Errorf("the installed catalog does not explain %s:\n%s", metrics.MessageBackupCompleted, cat)
+		}
+		if n := strings.Count(out, "backup completed\n"); n < 3 {
+			t.Errorf("%d 'backup completed' journal entries with the MESSAGE_ID for %s, want one per run (3 or more)", n, s.Name)
+		}
+		tl.Note("plugvault.prom and the journal's MESSAGE_ID entries describe the runs")
+	})
+
+	t.Run("purge deletes the configuration and the keys", func(t *testing.T) {
+		if out, err := env.VM.Exec(ctx, "dpkg", "--purge", "plugvault"); err != nil {
+			t.Fatalf("dpkg --purge: %v\n%s", err, out)
+		}
+		tl.Note("dpkg --purge plugvault")
+		out, _ := env.VM.Shell(ctx, "ls -d /etc/plugvault "+GuestMetricsDir+"/plugvault.prom /etc/systemd/system/multi-user.target.wants/plugvaultd.service 2>&1 || true")
+		if strings.Count(out, "No such file") != 3 {
+			t.Errorf("left after dpkg --purge:\n%s", out)
+		}
+		// Put the test configuration back for the scenarios that follow.
+		if out, err := env.VM.Exec(ctx, "cp", "-a", "/run/plugvault-e2e/overlay/etc/plugvault", "/etc/"); err != nil {
+			t.Fatalf("cannot restore /etc/plugvault: %v\n%s", err, out)
+		}
+		installDeb(t, ctx, env, tl, agentproto.DebCurrent)
+		checkInstalled(t, ctx, env, env.Install.Version)
 	})
 	daemonHealthy(t, ctx, env, "")
 }
