@@ -26,19 +26,35 @@ STATICCHECK := $(TOOLS)/staticcheck
 DEB_TEST_DEPS := dbus-daemon dbus libdbus-1-dev systemd cryptsetup-bin btrfs-progs e2fsprogs xfsprogs util-linux psmisc \
 	libxml2-utils shellcheck rsync gcc pkg-config libgl1-mesa-dev libx11-dev libxcursor-dev \
 	libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev xvfb xdotool imagemagick polkitd \
-	qemu-system-x86 mmdebstrap ca-certificates desktop-file-utils
+	qemu-system-x86 mmdebstrap ca-certificates desktop-file-utils lintian
 
-.PHONY: all build test check deps tools lint fmt test-unit install uninstall clean help bench e2e test-vm demo
+.PHONY: all build build-service deb test check deps tools lint fmt test-unit install uninstall clean help bench e2e test-vm demo
 
 all: build
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
-build: ## build plugvaultd, plugvault and plugvault-tray into bin/
+build: build-service ## build plugvaultd, plugvault and plugvault-tray into bin/
+	$(GO) build -race -ldflags '$(LDFLAGS)' -o $(BIN)/ ./tray/cmd/plugvault-tray
+
+build-service: ## build plugvaultd, plugvault-engine and plugvault (static) into bin/
 	mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./service/cmd/...
-	$(GO) build -race -ldflags '$(LDFLAGS)' -o $(BIN)/ ./tray/cmd/plugvault-tray
+
+# The Debian package: the service, the engine and the CLI, built static as for `build`, staged
+# with `install` and packed by service/debian/build-deb.sh. The tray (cgo, fyne) is not in it:
+# `build` makes a -race tray for the tests, which a release must not ship.
+DEBDIR ?= $(CURDIR)/dist
+DEBWORK := $(CURDIR)/.cache/deb
+DEB_VERSION ?= $(shell service/debian/version.sh '$(VERSION)')
+
+deb: ## build $(DEBDIR)/plugvault_<version>_amd64.deb (service and CLI; DEB_VERSION overrides the version)
+	rm -rf $(DEBWORK) && mkdir -p $(DEBWORK)/bin
+	@# -s -w: no symbol table or DWARF in a release binary (only the link step differs from build).
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS) -s -w' -o $(DEBWORK)/bin/ ./service/cmd/...
+	$(MAKE) --no-print-directory install DESTDIR=$(DEBWORK)/stage PREFIX=/usr SYSCONFDIR=/etc BIN=$(DEBWORK)/bin
+	service/debian/build-deb.sh $(DEBWORK)/stage '$(DEB_VERSION)' $(DEBDIR)
 
 deps: ## install the Debian packages and pinned Go tools the tests and lint need (root)
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -58,11 +74,11 @@ lint: $(STATICCHECK) ## gofmt, go vet, staticcheck, shellcheck, xmllint against 
 	@out=$$(gofmt -l service tray); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
-	shellcheck .ci/run $$(find . -name '*.sh' -not -path './.git/*' -not -path './.cache/*')
+	shellcheck .ci/run service/debian/postinst service/debian/prerm service/debian/postrm $$(find . -name '*.sh' -not -path './.git/*' -not -path './.cache/*')
 	xmllint --noout --nonet --dtdvalid /usr/share/xml/dbus-1/introspect.dtd service/api/org.plugvault.PlugVault1.xml
 	xmllint --noout --nonet --dtdvalid /usr/share/polkit-1/policyconfig-1.dtd polkit/*.policy
 	@# The bus policy needs Debian's busconfig.dtd plus the attributes it lacks; the test knows them.
-	$(GO) test $(GOTESTFLAGS) -run 'TestDBusPolicyIsValid|TestSystemdUnit|TestSystemdAnalyzeVerify|TestDependency|TestUnprivileged|TestOnlySysexec' ./service/internal/packaging/
+	$(GO) test $(GOTESTFLAGS) -run 'TestDBusPolicyIsValid|TestSystemdUnit|TestSystemdAnalyzeVerify|TestDependency|TestUnprivileged|TestOnlySysexec|TestDebPackage' ./service/internal/packaging/
 
 # The VM scenarios (service/e2e) are the e2e target's: they need -run-vm-tests and a guest.
 test: ## run unit, bus, root and GUI tests (root levels need root; under CI=true nothing may skip)
@@ -105,6 +121,7 @@ install: ## install into $(DESTDIR)$(PREFIX) and $(DESTDIR)$(SYSCONFDIR); never 
 	$(BIN)/plugvault completion bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/plugvault
 	if [ -f $(BIN)/plugvault-tray ]; then install -m 0755 $(BIN)/plugvault-tray $(DESTDIR)$(PREFIX)/bin/plugvault-tray; fi
 	install -D -m 0644 service/systemd/plugvaultd.service $(DESTDIR)$(UNITDIR)/plugvaultd.service
+	install -D -m 0644 service/systemd/plugvault.catalog $(DESTDIR)$(PREFIX)/lib/systemd/catalog/plugvault.catalog
 	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.conf $(DESTDIR)$(DATADIR)/dbus-1/system.d/org.plugvault.PlugVault1.conf
 	install -D -m 0644 dbus-policy/org.plugvault.PlugVault1.service $(DESTDIR)$(DATADIR)/dbus-1/system-services/org.plugvault.PlugVault1.service
 	install -D -m 0644 polkit/org.plugvault.policy $(DESTDIR)$(DATADIR)/polkit-1/actions/org.plugvault.policy
@@ -123,7 +140,7 @@ uninstall: ## remove what install put there, except /etc/plugvault (configuratio
 	-rmdir $(DESTDIR)$(LIBEXECDIR)
 	rm -f $(DESTDIR)$(PREFIX)/bin/plugvault $(DESTDIR)$(PREFIX)/bin/plugvault-tray
 	rm -f $(DESTDIR)$(DATADIR)/bash-completion/completions/plugvault
-	rm -f $(DESTDIR)$(UNITDIR)/plugvaultd.service
+	rm -f $(DESTDIR)$(UNITDIR)/plugvaultd.service $(DESTDIR)$(PREFIX)/lib/systemd/catalog/plugvault.catalog
 	rm -f $(DESTDIR)$(DATADIR)/dbus-1/system.d/org.plugvault.PlugVault1.conf
 	rm -f $(DESTDIR)$(DATADIR)/dbus-1/system-services/org.plugvault.PlugVault1.service
 	rm -f $(DESTDIR)$(DATADIR)/polkit-1/actions/org.plugvault.policy

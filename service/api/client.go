@@ -164,6 +164,13 @@ func (c *Client) Forget(ctx context.Context, drive dbus.ObjectPath, opts Options
 	return c.call(ctx, ManagerPath, ManagerInterface, MethodForget, nil, drive, c.options(opts))
 }
 
+// SealKeys seals the plain keyfiles in /etc/plugvault/keys and returns the ones it sealed.
+func (c *Client) SealKeys(ctx context.Context, opts Options) ([]string, error) {
+	var sealed []string
+	err := c.call(ctx, ManagerPath, ManagerInterface, MethodSealKeys, []any{&sealed}, c.options(opts))
+	return sealed, err
+}
+
 // Unlock unlocks a drive that awaits its passphrase. The caller zeroes passphrase afterwards.
 func (c *Client) Unlock(ctx context.Context, drive dbus.ObjectPath, passphrase []byte, opts Options) error {
 	return c.call(ctx, drive, DriveInterface, MethodUnlock, nil, passphrase, c.options(opts))

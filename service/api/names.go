@@ -28,6 +28,7 @@ const (
 	MethodEnroll       = "Enroll"
 	MethodAdopt        = "Adopt"
 	MethodForget       = "Forget"
+	MethodSealKeys     = "SealKeys"
 	SignalDriveAdded   = "DriveAdded"
 	SignalDriveRemoved = "DriveRemoved"
 
@@ -100,16 +101,17 @@ const (
 // MethodActions maps every authorized method (interface.member) to its polkit action. Methods
 // that are absent here (ListDrives, ListSnapshots) need no authorization.
 var MethodActions = map[string]string{
-	ManagerInterface + "." + MethodEnroll:  ActionEnroll,
-	ManagerInterface + "." + MethodAdopt:   ActionConfigure,
-	ManagerInterface + "." + MethodForget:  ActionForget,
-	DriveInterface + "." + MethodUnlock:    ActionUnlock,
-	DriveInterface + "." + MethodBackupNow: ActionBackup,
-	DriveInterface + "." + MethodCancel:    ActionBackup,
-	DriveInterface + "." + MethodEject:     ActionEject,
-	DriveInterface + "." + MethodBrowse:    ActionBrowse,
-	DriveInterface + "." + MethodRestore:   ActionRestore,
-	DriveInterface + "." + MethodVerify:    ActionBrowse,
+	ManagerInterface + "." + MethodEnroll:   ActionEnroll,
+	ManagerInterface + "." + MethodAdopt:    ActionConfigure,
+	ManagerInterface + "." + MethodForget:   ActionForget,
+	ManagerInterface + "." + MethodSealKeys: ActionConfigure,
+	DriveInterface + "." + MethodUnlock:     ActionUnlock,
+	DriveInterface + "." + MethodBackupNow:  ActionBackup,
+	DriveInterface + "." + MethodCancel:     ActionBackup,
+	DriveInterface + "." + MethodEject:      ActionEject,
+	DriveInterface + "." + MethodBrowse:     ActionBrowse,
+	DriveInterface + "." + MethodRestore:    ActionRestore,
+	DriveInterface + "." + MethodVerify:     ActionBrowse,
 }
 
 // OtherUserActions maps the Drive methods that reach a drive's backups or its user's running

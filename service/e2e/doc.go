@@ -1,5 +1,5 @@
-// Package e2e is the VM test level: it builds a small Debian 12 guest image, installs plugvault
-// into it as `make install` does, boots it under QEMU (TCG) and plugs and pulls virtual USB
+// Package e2e is the VM test level: it builds a small Debian 12 guest image, installs
+// plugvault's Debian package into it (make deb, dpkg -i), boots it under QEMU (TCG) and plugs and pulls virtual USB
 // sticks through QMP, so that the daemon meets a real kernel, udev, systemd, dm-crypt and polkit.
 // A guest agent (guestagent, protocol in agentproto) runs commands and D-Bus calls in the guest
 // and reports udev and D-Bus events, so tests wait on events, never on sleeps.

@@ -42,6 +42,8 @@ var stickPlans = []StickPlan{
 	{Spec: StickSpec{Name: "mounted", Plain: true, FS: "ext4"}},                  // TestEnrollRefusals: mounted in the guest
 	{Spec: StickSpec{Name: "trusted"}, Enrolled: true, Key: true},                // TestImpostor: the real drive
 	{Spec: StickSpec{Name: "impostor", Blank: true}},                             // TestImpostor: formatted in the guest with trusted's UUID
+	{Spec: StickSpec{Name: "pkg"}, Enrolled: true, Key: true},                    // TestPackage: remove, reinstall, upgrade
+	{Spec: StickSpec{Name: "sealme"}, Enrolled: true, Key: true},                 // TestKeysSeal: a plain key sealed in place
 }
 
 var (
@@ -77,7 +79,7 @@ func vmEnv(t *testing.T) *Env {
 		t.Skip("VM test: run with -run-vm-tests (make e2e)")
 	}
 	apitest.Require(t, os.Geteuid() == 0, "the VM tests need root (image build, stick images, 9p ownership)")
-	for _, tool := range []string{"qemu-system-x86_64", "mmdebstrap", "cryptsetup", "mkfs.btrfs", "mkfs.ext4", "blkid", "make", "go"} {
+	for _, tool := range []string{"qemu-system-x86_64", "mmdebstrap", "cryptsetup", "mkfs.btrfs", "mkfs.ext4", "blkid", "make", "go", "dpkg-deb"} {
 		apitest.RequireTool(t, tool)
 	}
 	envOnce.Do(func() {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/e2e/agentproto"
+	"github.com/plugvault/plugvault/service/internal/keyseal"
 )
 
 // The scenarios of the plugvault CLI's enroll, adopt and forget verbs, as the tray's user
@@ -178,7 +179,7 @@ func waitDriveEvent(t *testing.T, ctx context.Context, env *Env, mark uint64, s 
 }
 
 // checkKeyFile asserts that the drive's key is /etc/plugvault/keys/UUID.key, root, 0400, in a
-// root 0700 directory, and returns it.
+// root 0700 directory, sealed with systemd-creds, and returns the key inside.
 func checkKeyFile(t *testing.T, ctx context.Context, env *Env, uuid string) []byte {
 	t.Helper()
 	path := guestKeyDir + "/" + uuid + ".key"
@@ -190,12 +191,26 @@ func checkKeyFile(t *testing.T, ctx context.Context, env *Env, uuid string) []by
 	if out != want {
 		t.Errorf("key directory and key file: %q, want %q", out, want)
 	}
-	key, err := env.VM.Exec(ctx, "cat", path)
+	stored, err := env.VM.Exec(ctx, "cat", path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return unsealKey(t, ctx, env, path, []byte(stored))
+}
+
+// unsealKey asserts that a keyfile's content is sealed (keyseal.Header) and returns the key
+// inside, decrypted in the guest with the guest's host key.
+func unsealKey(t *testing.T, ctx context.Context, env *Env, path string, stored []byte) []byte {
+	t.Helper()
+	if !keyseal.IsSealed(stored) {
+		t.Fatalf("the key file %s is not sealed: it starts %q", path, stored[:min(len(stored), 24)])
+	}
+	key, err := env.VM.ExecAs(ctx, 0, stored[len(keyseal.Header):], "systemd-creds", "decrypt", "--name="+keyseal.CredName, "-", "-")
+	if err != nil {
+		t.Fatalf("cannot unseal %s in the guest: %v", path, err)
+	}
 	if len(key) == 0 {
-		t.Fatalf("the key file %s is empty", path)
+		t.Fatalf("the key sealed in %s is empty", path)
 	}
 	return []byte(key)
 }

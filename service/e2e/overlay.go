@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/plugvault/plugvault/service/e2e/agentproto"
 )
 
 // Guest facts the scenarios rely on (see image/build-image.sh).
@@ -19,6 +21,8 @@ const (
 	BobUID       = 1001            // an unprivileged user without polkit grants
 	SourceDir    = "/home/alice"   // the configured backup source
 	GuestMntBase = "/run/plugvault"
+	// GuestMetricsDir exists in the guest, so plugvaultd writes plugvault.prom there.
+	GuestMetricsDir = "/var/lib/prometheus/node-exporter"
 )
 
 // RepoRoot finds the module root from the working directory.
@@ -49,16 +53,22 @@ type ConfDrive struct {
 
 // Install is what PrepareShare produced.
 type Install struct {
-	Share  string // the 9p share: guestagent and overlay/
-	Daemon bool   // plugvaultd was built and installed into the overlay
-	Engine bool   // plugvault-engine was built
+	Share  string // the 9p share: guestagent, deb/ and overlay/
+	Daemon bool   // the plugvault package was built (the guest installs it with dpkg -i)
+	Engine bool   // plugvault-engine is in the package
 	Why    string // why the daemon is missing
+	// Version and PrevVersion are the Debian versions of the two packages in the share:
+	// deb/current is this tree as `make deb` builds it; deb/prev is the same tree built as an
+	// older version (PrevVersion sorts before Version), so a scenario can install it and
+	// upgrade from it. It is not a package of an earlier commit.
+	Version, PrevVersion string
 }
 
-// PrepareShare builds the guest agent and plugvault (static, CGO_ENABLED=0), installs
-// plugvault into share/overlay exactly as `make install DESTDIR=…` does, and adds the test
-// configuration: config.toml listing drives, their keyfiles (root, 0400, directory 0700) and
-// alice's home with the files to back up.
+// PrepareShare builds the guest agent (static, CGO_ENABLED=0) and the plugvault Debian
+// package twice with `make deb` (this tree, and the same tree as an older version, see
+// Install), and writes the test configuration into share/overlay: config.toml listing
+// drives, their keyfiles (root, 0400, directory 0700) and alice's home with the files to
+// back up. The guest copies the overlay onto / and then installs deb/current with dpkg -i.
 func PrepareShare(repo, share string, drives []ConfDrive, logw io.Writer) (*Install, error) {
 	inst := &Install{Share: share}
 	overlay := filepath.Join(share, "overlay")
@@ -72,37 +82,40 @@ func PrepareShare(repo, share string, drives []ConfDrive, logw io.Writer) (*Inst
 	if err := os.Chmod(overlay, 0o755); err != nil {
 		return nil, err
 	}
-	gobuild := func(out string, pkgs ...string) error {
-		cmd := exec.Command("go", append([]string{"build", "-trimpath", "-o", out}, pkgs...)...)
-		cmd.Dir = repo
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		cmd.Stdout, cmd.Stderr = logw, logw
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("cannot build %s: %w", strings.Join(pkgs, " "), err)
-		}
-		return nil
-	}
-	if err := gobuild(filepath.Join(share, "guestagent"), "./service/e2e/guestagent"); err != nil {
-		return nil, err
+	cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(share, "guestagent"), "./service/e2e/guestagent")
+	cmd.Dir = repo
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Stdout, cmd.Stderr = logw, logw
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("cannot build the guest agent: %w", err)
 	}
 	if _, err := os.Stat(filepath.Join(repo, "service/cmd/plugvaultd")); err != nil {
 		inst.Why = "service/cmd/plugvaultd does not exist in this tree (the daemon is not merged yet)"
 	} else {
-		bin := filepath.Join(share, "bin")
-		if err := os.MkdirAll(bin, 0o755); err != nil {
-			return nil, err
+		out, err := exec.Command(filepath.Join(repo, "service/debian/version.sh"), "e2e").Output()
+		if err != nil {
+			return nil, fmt.Errorf("cannot compute the package version: %w", err)
 		}
-		if err := gobuild(bin+"/", "./service/cmd/..."); err != nil {
-			return nil, err
+		// "0.0~git<n>+e2e": the e2e build is its own version; "~prev" sorts before it.
+		inst.Version = strings.TrimSpace(string(out))
+		inst.PrevVersion = inst.Version + "~prev"
+		for _, b := range []struct{ version, path string }{{inst.PrevVersion, agentproto.DebPrev}, {inst.Version, agentproto.DebCurrent}} {
+			dir := filepath.Join(share, filepath.Dir(b.path))
+			cmd := exec.Command("make", "--no-print-directory", "-s", "deb", "DEBDIR="+dir, "DEB_VERSION="+b.version, "VERSION="+b.version)
+			cmd.Dir = repo
+			cmd.Stdout, cmd.Stderr = logw, logw
+			if err := cmd.Run(); err != nil {
+				return nil, fmt.Errorf("cannot build the package %s: %w", b.version, err)
+			}
+			if err := os.Rename(filepath.Join(dir, "plugvault_"+b.version+"_amd64.deb"), filepath.Join(share, b.path)); err != nil {
+				return nil, err
+			}
 		}
-		_, err := os.Stat(filepath.Join(bin, "plugvault-engine"))
-		inst.Engine = err == nil
-		cmd := exec.Command("make", "--no-print-directory", "install", "DESTDIR="+overlay, "BIN="+bin)
-		cmd.Dir = repo
-		cmd.Stdout, cmd.Stderr = logw, logw
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("cannot make install into the overlay: %w", err)
+		list, err := exec.Command("dpkg-deb", "--contents", filepath.Join(share, agentproto.DebCurrent)).Output()
+		if err != nil {
+			return nil, fmt.Errorf("cannot list the package: %w", err)
 		}
+		inst.Engine = strings.Contains(string(list), "/plugvault-engine\n")
 		inst.Daemon = true
 	}
 	if err := writeConfig(overlay, drives); err != nil {
@@ -150,7 +163,12 @@ func writeConfig(overlay string, drives []ConfDrive) error {
 			}
 		}
 	}
-	return os.WriteFile(filepath.Join(etc, "config.toml"), []byte(b.String()), 0o644)
+	if err := os.WriteFile(filepath.Join(etc, "config.toml"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	// node_exporter's textfile directory, as prometheus-node-exporter makes it: plugvaultd
+	// writes its metrics there when it exists.
+	return os.MkdirAll(filepath.Join(overlay, GuestMetricsDir), 0o755)
 }
 
 // WriteSourceTree writes alice's home: about 14 MiB in a few hundred files with the things a

@@ -244,6 +244,12 @@ func (f *FakeService) managerMethods() map[string]any {
 		api.MethodForget: func(msg dbus.Message, drive dbus.ObjectPath, opts map[string]dbus.Variant) *dbus.Error {
 			return f.record(p, api.MethodForget, msg, drive, opts)
 		},
+		api.MethodSealKeys: func(msg dbus.Message, opts map[string]dbus.Variant) ([]string, *dbus.Error) {
+			if err := f.record(p, api.MethodSealKeys, msg, opts); err != nil {
+				return nil, err
+			}
+			return f.result(api.MethodSealKeys, 0, []string{}).([]string), nil
+		},
 	}
 }
 

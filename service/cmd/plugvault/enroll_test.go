@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -360,5 +361,27 @@ func TestEnrollHeaderBackupFile(t *testing.T) {
 	}
 	if _, err := os.Lstat(hb); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the header backup file is left after a failed enroll: %v", err)
+	}
+}
+
+func TestKeysSeal(t *testing.T) {
+	e := newEnv(t)
+	if code, _, errOut := e.run("", "keys"); code != exitUsage || e.called(api.MethodSealKeys) {
+		t.Errorf("keys without seal: exit %d, %q", code, errOut)
+	}
+	sealed := []string{"/etc/plugvault/keys/a.key", "/etc/plugvault/keys/b.key"}
+	e.fake.SetResult(api.MethodSealKeys, sealed)
+	code, out, errOut := e.run("", "keys", "seal")
+	if code != 0 || out != "sealed "+sealed[0]+"\nsealed "+sealed[1]+"\n" {
+		t.Errorf("keys seal: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, _ = e.run("", "keys", "seal", "--json")
+	var doc struct{ Sealed []string }
+	if err := json.Unmarshal([]byte(out), &doc); code != 0 || err != nil || !slices.Equal(doc.Sealed, sealed) {
+		t.Errorf("keys seal --json: exit %d, %q (%v)", code, out, err)
+	}
+	e.fake.FailNext(api.MethodSealKeys, errorf("cannot seal keys: %w", api.ErrNotAuthorized))
+	if code, _, _ := e.run("", "keys", "seal"); code != exitNotAuthorized {
+		t.Errorf("refused by polkit: exit %d, want %d", code, exitNotAuthorized)
 	}
 }

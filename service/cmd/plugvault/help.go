@@ -49,6 +49,7 @@ browse:   {"drive": "PATH", "path": "/run/plugvault/…"}
 restore:  {"drive": "PATH", "snapshot": "…", "path": "home/me" ("" = everything), "destination": "/abs"}
 verify:   {"drive": "PATH", "snapshot": "" (newest), "checked": 100, "problems": ["…"]}
 enroll, adopt: {"drive": "PATH"}
+keys seal: {"sealed": ["/etc/plugvault/keys/….key", ...]}
 log:      {"argv": ["journalctl", "--unit=plugvaultd.service", …]}
 version:  {"cli": "…", "daemon": "…" ("" if not reachable)}
 errors (on stderr, stdout stays empty):
@@ -98,7 +99,7 @@ _plugvault() {
     done
     local common="--json --non-interactive --help"
     if [[ -z "$verb" ]]; then
-        COMPREPLY=($(compgen -W "status list backup cancel eject unlock snapshots browse restore verify log enroll adopt forget completion version help $common" -- "$cur"))
+        COMPREPLY=($(compgen -W "status list backup cancel eject unlock snapshots browse restore verify log enroll adopt forget keys completion version help $common" -- "$cur"))
         return
     fi
     case "$prev" in
@@ -124,7 +125,8 @@ _plugvault() {
         adopt) flags+=" --name --key-file --passphrase --passphrase-stdin --add-keyfile-slot --keep-slot" ;;
         forget) flags+=" --remove-keyslot --yes --drive" ;;
         completion) COMPREPLY=($(compgen -W "bash" -- "$cur")); return ;;
-        help) COMPREPLY=($(compgen -W "status list backup cancel eject unlock snapshots browse restore verify log enroll adopt forget completion version exit-codes json drive" -- "$cur")); return ;;
+        keys) COMPREPLY=($(compgen -W "seal" -- "$cur")); return ;;
+        help) COMPREPLY=($(compgen -W "status list backup cancel eject unlock snapshots browse restore verify log enroll adopt forget keys completion version exit-codes json drive" -- "$cur")); return ;;
     esac
     if [[ "$cur" == -* ]]; then
         COMPREPLY=($(compgen -W "$flags" -- "$cur"))

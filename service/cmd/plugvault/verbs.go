@@ -212,6 +212,20 @@ Examples:
 				fs.BoolVar(&o.yes, "yes", false, "do not ask for confirmation (scripts)")
 			},
 			run: runForget},
+		{name: "keys", args: "seal", summary: "seal the drives' keyfiles to this machine",
+			help: `"keys seal" encrypts every plain keyfile in /etc/plugvault/keys with systemd-creds: with
+the machine's host key (/var/lib/systemd/credential.secret), and with its TPM2 as well
+where there is one. plugvaultd decrypts a key only when its drive is plugged in, so a copy of
+/etc (a backup of it, a stolen config) no longer opens the drives; with a TPM2, neither does a
+copy of the whole disk. Enroll and adopt seal new keys already; this converts keys written
+before. Keys sealed already, drives without a keyfile and keyfiles configured outside
+/etc/plugvault/keys are left alone. A sealed key opens the drive on this machine only: keep
+each drive's passphrase.
+
+Examples:
+  plugvault keys seal
+  plugvault keys seal --json`,
+			run: runKeys},
 		{name: "completion", args: "bash", summary: "print a shell completion script",
 			help: `Prints a completion script. For bash:
 
@@ -225,6 +239,31 @@ Examples:
 		// __drives lists drive names for shell completion.
 		{name: "__drives", run: runCompleteDrives},
 	}
+}
+
+func runKeys(ctx context.Context, a *app, args []string) error {
+	if len(args) != 1 || args[0] != "seal" {
+		return usagef("usage: plugvault keys seal")
+	}
+	lctx, cancel := a.longCtx(ctx)
+	defer cancel()
+	sealed, err := a.client.SealKeys(lctx, a.options(nil))
+	if err != nil {
+		return callErr(err, "cannot seal the keys")
+	}
+	if a.o.json {
+		return a.printJSON(struct {
+			Sealed []string `json:"sealed"`
+		}{Sealed: append([]string{}, sealed...)})
+	}
+	if len(sealed) == 0 {
+		a.printf("No plain keyfile left to seal.\n")
+		return nil
+	}
+	for _, p := range sealed {
+		a.printf("sealed %s\n", p)
+	}
+	return nil
 }
 
 // driveArg takes DRIVE from --drive or the only positional argument.

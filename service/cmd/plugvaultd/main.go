@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/logging"
+	"github.com/plugvault/plugvault/service/internal/metrics"
 	"github.com/plugvault/plugvault/service/internal/polkit"
 )
 
@@ -49,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := &optionalPath{path: config.DefaultPath}
 	fs.Var(check, "check-config", "load and validate the configuration `FILE` (default "+config.DefaultPath+"), print every problem and exit")
 	version := fs.Bool("version", false, "print the version and exit")
+	metricsFile := fs.String("metrics-file", "auto", "write Prometheus textfile metrics to `FILE` after every run (auto: "+
+		metrics.DefaultDir+"/"+metrics.FileName+" when that directory exists; empty: none)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -71,7 +75,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, logger, config.DefaultPath, api.SystemBusAddress()); err != nil {
+	if *metricsFile == "auto" {
+		*metricsFile = metrics.DefaultPath()
+	}
+	if err := serve(ctx, logger, config.DefaultPath, api.SystemBusAddress(), *metricsFile); err != nil {
 		logger.Error("plugvaultd stops", "error", err)
 		notify(logger, "STATUS="+err.Error())
 		return 1
@@ -97,7 +104,7 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 }
 
 // serve runs the daemon until ctx ends or the bus connection is lost.
-func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress string) error {
+func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress, metricsPath string) error {
 	// Every way out (a failed start, a lost bus, the caller's ctx) stops the manager and the
 	// watchdog before their goroutines are waited for.
 	ctx, cancel := context.WithCancel(ctx)
@@ -121,7 +128,8 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 		return err
 	}
 	defer d.Close()
-	svc, err := newServices(logger, configPath, cfg, d, conn, busAddress) // publishes every configured drive
+	col := metrics.New(metricsPath, logger)
+	svc, err := newServices(logger, wiring{configPath: configPath, cfg: cfg, pub: d, conn: conn, busAddress: busAddress, metrics: col}) // publishes every configured drive
 	if err != nil {
 		return err
 	}
@@ -149,6 +157,9 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress stri
 	notify(logger, fmt.Sprintf("STATUS=serving %d drive(s)", len(cfg.Drives)))
 	done := watchdog(ctx, logger)
 	defer func() { cancel(); <-done }()
+	overdueDone := make(chan struct{})
+	go func() { col.WatchOverdue(ctx, cfg.ReminderDays, time.Hour); close(overdueDone) }()
+	defer func() { cancel(); <-overdueDone }()
 	select {
 	case <-ctx.Done():
 	case <-conn.Context().Done():

@@ -73,7 +73,7 @@ func TestServeNotifiesSystemd(t *testing.T) {
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() {
-		errc <- serve(ctx, slog.New(slog.DiscardHandler), filepath.Join(sockDir, "missing.toml"), bus.Address)
+		errc <- serve(ctx, slog.New(slog.DiscardHandler), filepath.Join(sockDir, "missing.toml"), bus.Address, "")
 	}()
 	next := func(want string) {
 		t.Helper()
@@ -113,7 +113,7 @@ func TestServeReturnsWhenTheNameIsTaken(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- serve(context.Background(), slog.New(slog.DiscardHandler), filepath.Join(t.TempDir(), "missing.toml"), bus.Address)
+		errc <- serve(context.Background(), slog.New(slog.DiscardHandler), filepath.Join(t.TempDir(), "missing.toml"), bus.Address, "")
 	}()
 	select {
 	case err := <-errc:

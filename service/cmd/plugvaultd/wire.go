@@ -13,7 +13,9 @@ import (
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/enroll"
+	"github.com/plugvault/plugvault/service/internal/keyseal"
 	"github.com/plugvault/plugvault/service/internal/luks"
+	"github.com/plugvault/plugvault/service/internal/metrics"
 	"github.com/plugvault/plugvault/service/internal/mount"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
 	"github.com/plugvault/plugvault/service/internal/udev"
@@ -48,11 +50,21 @@ func enginePath(logger *slog.Logger) string {
 	return p
 }
 
+// wiring is what newServices connects the OS layers to.
+type wiring struct {
+	configPath string           // the configuration file, where drives' fingerprints are recorded
+	cfg        *config.Config   // its contents
+	pub        daemon.Publisher // the bus objects
+	conn       *dbus.Conn       // the daemon's bus connection (logind's signals arrive on it)
+	busAddress string           // the bus conn is connected to (logind's inhibitor calls)
+	metrics    *metrics.Collector
+}
+
 // newServices subscribes to udev (before the manager enumerates, so nothing is missed) and
 // wires the state machine and the enroller to the real cryptsetup, mount, engine, sysfs and
-// logind (which listens on conn, the daemon's connection to the bus at busAddress). Fingerprints
-// of drives are recorded in the configuration file at configPath.
-func newServices(logger *slog.Logger, configPath string, cfg *config.Config, pub daemon.Publisher, conn *dbus.Conn, busAddress string) (*services, error) {
+// logind, as w says.
+func newServices(logger *slog.Logger, w wiring) (*services, error) {
+	cfg := w.cfg
 	engine := enginePath(logger)
 	cs, err := luks.New(sysexec.Exec{})
 	if err != nil {
@@ -67,19 +79,27 @@ func newServices(logger *slog.Logger, configPath string, cfg *config.Config, pub
 	if err != nil {
 		return nil, err
 	}
+	// Keys are read through systemd-creds when they are sealed, and new keys are sealed.
+	readKey, sealKey := config.ReadKeyfile, (func(context.Context, []byte) ([]byte, error))(nil)
+	if sealer, err := keyseal.New(sysexec.Exec{}); err != nil {
+		logger.Warn("keys cannot be sealed or unsealed; plain keyfiles still work", "error", err)
+	} else {
+		readKey, sealKey = sealer.Reader(config.ReadKeyfile), sealer.Seal
+	}
 	mgr, err := drive.NewManager(drive.Deps{
 		Config:    cfg,
 		Source:    drive.UdevSource(mon),
 		LUKS:      cs,
 		Mounter:   drive.SystemMounter{M: mounter},
-		Engine:    drive.SystemEngine{Path: engine},
+		Engine:    w.metrics.Engine(drive.SystemEngine{Path: engine}),
 		PowerOff:  usbpower.PowerOff,
-		Publisher: pub,
+		Publisher: w.metrics.Publisher(w.pub),
 		Logger:    logger,
-		Logind:    drive.NewLogind(conn, busAddress, logger),
+		Logind:    drive.NewLogind(w.conn, w.busAddress, logger),
 		RecordFingerprint: func(uuid, fp string) error {
-			return config.SetFingerprint(configPath, uuid, fp)
+			return config.SetFingerprint(w.configPath, uuid, fp)
 		},
+		ReadKeyfile: readKey,
 	})
 	if err != nil {
 		mon.Close()
@@ -103,6 +123,8 @@ func newServices(logger *slog.Logger, configPath string, cfg *config.Config, pub
 		LoadConfig:  config.Load,
 		AppendDrive: config.AppendDrive,
 		RemoveDrive: config.RemoveDrive,
+		ReadKeyfile: readKey,
+		SealKey:     sealKey,
 		Runner:      sysexec.Exec{},
 		Logger:      logger,
 	})

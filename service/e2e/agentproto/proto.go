@@ -12,6 +12,14 @@ package agentproto
 // PortName is the virtio-serial port name the agent opens (/sys/class/virtio-ports/*/name).
 const PortName = "org.plugvault.e2e.agent"
 
+// The plugvault packages in the 9p share (relative to it; the guest mounts it on
+// /run/plugvault-e2e). DebCurrent is `make deb` of the tree under test; DebPrev is the same
+// tree built with an older version, for the upgrade scenario.
+const (
+	DebCurrent = "deb/current/plugvault.deb"
+	DebPrev    = "deb/prev/plugvault.deb"
+)
+
 // Ops the agent understands.
 const (
 	OpHello    = "hello"    // sent by the agent at start; Response.Boot describes the boot

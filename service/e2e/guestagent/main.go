@@ -3,9 +3,9 @@
 // plugvault-e2e-agent.service, which the guest image enables only when the kernel command line
 // carries plugvault.e2e=1, so it can never run on a real machine by accident.
 //
-// At start it copies the install overlay (what `make install DESTDIR=…` produced on the host)
-// onto the root filesystem, starts watching udev and plugvaultd's D-Bus signals, enables and
-// starts plugvaultd as a package's postinst would, waits for the boot to settle and says hello
+// At start it starts watching udev and plugvaultd's D-Bus signals, copies the test overlay
+// (configuration, keys, alice's home) onto the root filesystem, installs the plugvault Debian
+// package with dpkg -i (its postinst enables and starts plugvaultd), waits for the boot to settle and says hello
 // on the virtio-serial port. Then it serves requests (see service/e2e/agentproto) until the VM
 // stops. One boot serves many scenarios; the host keeps QMP for plugging, pulling and power.
 //
@@ -125,9 +125,10 @@ func openPort() (*os.File, error) {
 	}
 }
 
-// install copies the overlay made by `make install DESTDIR=overlay` onto the root filesystem
-// and does what a Debian package's maintainer scripts would: reload the bus policy, enable and
-// start the service. It reports whether plugvaultd was installed.
+// install copies the overlay (the test configuration, keys and alice's home) onto the root
+// filesystem, then installs the plugvault package with dpkg -i, whose maintainer scripts
+// reload the bus policy, enable and start the service. It reports whether plugvaultd was
+// installed.
 func install(ctx context.Context, logf func(string, ...any)) bool {
 	overlay := filepath.Join(shareDir, "overlay")
 	if _, err := os.Stat(overlay); err != nil {
@@ -146,26 +147,22 @@ func install(ctx context.Context, logf func(string, ...any)) bool {
 		return false
 	}
 	logf("install overlay copied")
-	if _, err := os.Stat("/usr/lib/systemd/system/plugvaultd.service"); err != nil {
-		logf("plugvaultd is not in the overlay; not starting it")
+	deb := filepath.Join(shareDir, agentproto.DebCurrent)
+	if _, err := os.Stat(deb); err != nil {
+		logf("no plugvault package in the share; not installing it")
 		os.WriteFile(installedMarker, nil, 0o644)
 		return false
 	}
-	steps := [][]string{
-		{"systemctl", "daemon-reload"},
-		// dbus-daemon picks up the new policy file (system.d) before plugvaultd asks for its name.
-		{"busctl", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "ReloadConfig"},
-		// polkitd learns the new actions.
-		{"systemctl", "try-restart", "polkit.service"},
-		{"systemctl", "enable", "--now", "plugvaultd.service"},
+	// The image carries every dependency, so dpkg -i never leaves the package half-configured.
+	if out, err := runCmd(ctx, 3*time.Minute, "dpkg", "-i", deb); err != nil {
+		logf("dpkg -i %s: %v: %s", agentproto.DebCurrent, err, out)
+		return false
 	}
-	for _, s := range steps {
-		if out, err := runCmd(ctx, 2*time.Minute, s[0], s[1:]...); err != nil {
-			logf("%s: %v: %s", strings.Join(s, " "), err, out)
-			return false
-		}
+	if out, err := runCmd(ctx, time.Minute, "systemctl", "is-active", "plugvaultd.service"); err != nil {
+		logf("plugvaultd is not active after dpkg -i: %v: %s", err, out)
+		return false
 	}
-	logf("plugvaultd enabled and started")
+	logf("plugvault package installed; plugvaultd enabled and started by its postinst")
 	if err := os.WriteFile(installedMarker, nil, 0o644); err != nil {
 		logf("cannot mark the install done: %v", err)
 	}

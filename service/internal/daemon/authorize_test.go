@@ -70,7 +70,8 @@ func TestEveryMethodEveryPolkitOutcome(t *testing.T) {
 							t.Errorf("%s: detail %s = %q, want %q", name, k, c.Details[k], v)
 						}
 					}
-				} else if c.Details["drive.device"] == "" {
+				} else if m.method != api.MethodSealKeys && c.Details["drive.device"] == "" {
+					// SealKeys concerns every drive: its message is the whole detail.
 					t.Errorf("%s: details %v do not name the device", name, c.Details)
 				}
 			}

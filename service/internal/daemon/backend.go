@@ -90,6 +90,8 @@ type Enroller interface {
 	Enroll(ctx context.Context, req EnrollRequest) (EnrollResult, error)
 	Adopt(ctx context.Context, req AdoptRequest) (uuid string, err error)
 	Forget(ctx context.Context, uuid string, removeKeyslot bool) error
+	// SealKeys seals the plain keyfiles in the key directory and returns their paths.
+	SealKeys(ctx context.Context) ([]string, error)
 }
 
 // Publisher is how the state machines publish Drive properties; the daemon implements it and

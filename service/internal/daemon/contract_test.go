@@ -127,6 +127,7 @@ func TestBusctlIntrospect(t *testing.T) {
 		{"." + api.MethodEnroll, "method", "saya{sv}", "os"},
 		{"." + api.MethodAdopt, "method", "saya{sv}", "o"},
 		{"." + api.MethodForget, "method", "oa{sv}", "-"},
+		{"." + api.MethodSealKeys, "method", "a{sv}", "as"},
 		{"." + api.PropVersion, "property", "s", `"0.1.0-test"`},
 		{"." + api.PropReminderDays, "property", "u", "7"},
 		{"." + api.PropDrives, "property", "ao", "2"},

@@ -61,6 +61,10 @@ func mutatingMethods(t *testing.T) []mutating {
 		{api.ManagerInterface, api.MethodForget, func(ctx context.Context, c *api.Client, d dbus.ObjectPath, o api.Options) error {
 			return c.Forget(ctx, d, o)
 		}},
+		{api.ManagerInterface, api.MethodSealKeys, func(ctx context.Context, c *api.Client, _ dbus.ObjectPath, o api.Options) error {
+			_, err := c.SealKeys(ctx, o)
+			return err
+		}},
 		{api.DriveInterface, api.MethodUnlock, func(ctx context.Context, c *api.Client, d dbus.ObjectPath, o api.Options) error {
 			return c.Unlock(ctx, d, []byte("pass phrase"), o)
 		}},

@@ -139,6 +139,30 @@ func (m *Manager) register(c *call, what, device string, do func(Enroller, Calle
 	return api.DrivePath(uuid), c.reply(nil)
 }
 
+// SealKeys seals the plain keyfiles (authorize, then Enroller.SealKeys).
+func (m *Manager) SealKeys(sender dbus.Sender, msg dbus.Message, opts map[string]dbus.Variant) ([]string, *dbus.Error) {
+	c := m.d.newCall(sender, msg, api.ManagerInterface, api.MethodSealKeys, opts)
+	if err := c.authorize(map[string]string{"polkit.message": "Authentication is required to seal the backup drives' keys"}); err != nil {
+		return nil, c.reply(err)
+	}
+	if _, err := checkOptions(api.MethodSealKeys, opts); err != nil {
+		return nil, c.reply(err)
+	}
+	enroller := m.d.currentEnroller()
+	if enroller == nil {
+		return nil, c.reply(errNoEnroller)
+	}
+	sealed, err := enroller.SealKeys(c.ctx)
+	if err != nil {
+		return nil, c.reply(err)
+	}
+	m.d.log.Info("keys sealed", "count", len(sealed), "sender", c.sender)
+	if sealed == nil {
+		sealed = []string{}
+	}
+	return sealed, c.reply(nil)
+}
+
 // Forget unregisters a drive (authorize, validate, then Enroller.Forget). On success the
 // drive's object goes away (RemoveDrive; the Enroller may have done so already).
 func (m *Manager) Forget(sender dbus.Sender, msg dbus.Message, drive dbus.ObjectPath, opts map[string]dbus.Variant) *dbus.Error {

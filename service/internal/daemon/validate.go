@@ -36,6 +36,7 @@ var optionTypes = map[string]map[string]string{
 	api.MethodEnroll:        {api.OptName: "s", api.OptLabel: "s", api.OptFilesystem: "s", api.OptHeaderBackup: "b"},
 	api.MethodAdopt:         {api.OptName: "s", api.OptSecretIsPassphrase: "b", api.OptAddKeyfileSlot: "b"},
 	api.MethodForget:        {api.OptRemoveKeyslot: "b"},
+	api.MethodSealKeys:      {},
 	api.MethodUnlock:        {},
 	api.MethodBackupNow:     {},
 	api.MethodCancel:        {},

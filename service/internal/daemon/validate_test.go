@@ -24,6 +24,7 @@ func TestWrongOptionTypes(t *testing.T) {
 		api.MethodEnroll:    {api.OptName: int32(3)},
 		api.MethodAdopt:     {api.OptSecretIsPassphrase: "yes"},
 		api.MethodForget:    {api.OptRemoveKeyslot: uint32(1)},
+		api.MethodSealKeys:  {api.OptNoUserInteraction: "yes"},
 		api.MethodUnlock:    {api.OptNoUserInteraction: "true"},
 		api.MethodBackupNow: {api.OptNoUserInteraction: int32(1)},
 		api.MethodCancel:    {api.OptNoUserInteraction: []string{"x"}},

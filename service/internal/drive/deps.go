@@ -76,6 +76,7 @@ type Mounter interface {
 // Job is everything the backup engine needs for one run (service/internal/backup.Job plus the
 // user the engine child runs as).
 type Job struct {
+	LuksUUID  string // the drive's, lower case
 	Sources   []string
 	Excludes  []string
 	Target    string // the mount point

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/logging"
 )
 
 const (
@@ -127,6 +128,7 @@ func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) 
 
 	m.setState(d, api.StateBackingUp, "Preparing the backup")
 	job := Job{
+		LuksUUID:  d.uuid,
 		Sources:   append([]string(nil), d.cfg.Sources...),
 		Excludes:  append([]string(nil), d.cfg.Excludes...),
 		Target:    target,
@@ -224,8 +226,8 @@ func (m *Manager) notTheDrive(d *drive, dv device, pinned, problem string) error
 			notIO: true,
 		}
 	}
-	m.log.Warn("impostor stick: it carries the drive's LUKS UUID but not its volume key; refused",
-		"drive", d.cfg.Name, "device", dv.DevName, "serial", dv.Serial, "model", dv.Model, "vendor", dv.Vendor, "problem", problem)
+	m.log.Warn("impostor stick: it carries the drive's LUKS UUID but not its volume key; refused", logging.MessageID(logging.MessageImpostor),
+		"drive", d.cfg.Name, "luks_uuid", d.uuid, "device", dv.DevName, "serial", dv.Serial, "model", dv.Model, "vendor", dv.Vendor, "problem", problem)
 	return &userError{
 		reason: "This stick claims to be " + d.cfg.Name + " but is not: its encryption header is not the drive's and the drive's keyfile does not open it; it was left alone",
 		err:    fmt.Errorf("cannot unlock %s: %w", d.cfg.Name, errImpostor),

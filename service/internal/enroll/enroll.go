@@ -82,6 +82,13 @@ type Deps struct {
 	Logger  *slog.Logger
 	Rand    io.Reader // crypto/rand when nil
 
+	// SealKey turns a new drive key into what the keyfile holds (keyseal.Sealer.Seal in
+	// plugvaultd); nil writes the key as it is.
+	SealKey func(ctx context.Context, key []byte) ([]byte, error)
+	// ReadStoredKey reads a keyfile as it is stored, sealed or not (SealKeys); nil means
+	// config.ReadKeyfile.
+	ReadStoredKey func(path string) ([]byte, error)
+
 	ConfigPath string // config.DefaultPath when ""
 	KeyDir     string // config.DefaultKeyDir when ""
 	RulesDir   string // /etc/udev/rules.d when ""
@@ -273,7 +280,7 @@ func (e *Enroller) storeKey(u *undoStack, uuid string, key []byte) error {
 		return err
 	}
 	path := e.keyPath(uuid)
-	if err := writeNewFile(path, key, 0o400); err != nil {
+	if err := e.writeKeyfile(path, key); err != nil {
 		return err
 	}
 	u.push("remove the keyfile "+path, func() error { return removeIfExists(path) })

@@ -1,6 +1,7 @@
 package enroll
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -47,6 +48,21 @@ func ensurePrivateDir(dir string) error {
 		}
 	}
 	return nil
+}
+
+// writeKeyfile writes a new drive key to path (0400, never over an existing file), sealed
+// with Deps.SealKey when it is set. Sealing failing fails the enrollment: a plain key on disk
+// where the administrator expects a sealed one would be a silent downgrade.
+func (e *Enroller) writeKeyfile(path string, key []byte) error {
+	data := key
+	if e.d.SealKey != nil {
+		sealed, err := e.d.SealKey(context.Background(), key)
+		if err != nil {
+			return fmt.Errorf("cannot write %s: %w", path, err)
+		}
+		data = sealed
+	}
+	return writeNewFile(path, data, 0o400)
 }
 
 // writeNewFile writes data to path atomically and never over an existing file: a temporary

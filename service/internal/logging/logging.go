@@ -197,6 +197,23 @@ func quoteIfNeeded(s string) string {
 	return s
 }
 
+// MESSAGE_IDs of plugvaultd's journal entries (service/systemd/plugvault.catalog explains
+// each).
+const (
+	MessageBackupCompleted = "5182124b0e7041f486a2ff765c9bab98"
+	MessageBackupFailed    = "ec49cf070e404582b6d0acedc008f4c2"
+	MessageImpostor        = "9deb08d63b934dc185f0ee06da0837c9"
+	MessageOverdue         = "f8fbdd78552843abbea2e25d5f5e4f3d"
+)
+
+// messageID is the value type of MessageID's attribute.
+type messageID string
+
+// MessageID is the attribute that sets a journal entry's MESSAGE_ID (a journal catalog entry,
+// journalctl --catalog). Only this attribute sets it: any other attribute named message_id
+// becomes ATTR_MESSAGE_ID, so a logged value never forges one.
+func MessageID(id string) slog.Attr { return slog.Any("message_id", messageID(id)) }
+
 // SendFunc sends one journal entry (journal.Send).
 type SendFunc func(message string, priority journal.Priority, fields map[string]string) error
 
@@ -236,6 +253,13 @@ func (h *JournalHandler) Handle(ctx context.Context, r slog.Record) error {
 		}
 		fields[name] = a.value
 	}
+	r.Attrs(func(a slog.Attr) bool {
+		if id, ok := a.Value.Any().(messageID); ok {
+			delete(fields, FieldName(a.Key))
+			fields["MESSAGE_ID"] = string(id)
+		}
+		return true
+	})
 	if err := h.send(r.Message, Priority(r.Level), fields); err != nil {
 		return h.fallback.Handle(ctx, r)
 	}

@@ -3,6 +3,7 @@ package logging_test
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -97,5 +98,20 @@ func TestFieldName(t *testing.T) {
 		if got := logging.FieldName(in); got != want {
 			t.Errorf("FieldName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// Only logging.MessageID sets MESSAGE_ID; an attribute that is merely named so cannot.
+func TestMessageID(t *testing.T) {
+	var got map[string]string
+	send := func(_ string, _ journal.Priority, fields map[string]string) error { got = fields; return nil }
+	log := slog.New(logging.NewJournalHandler(send, logging.NewTextHandler(io.Discard, nil), nil))
+	log.Info("backup completed", logging.MessageID("5182124b0e7041f486a2ff765c9bab98"), "drive", "blue")
+	if got["MESSAGE_ID"] != "5182124b0e7041f486a2ff765c9bab98" || got["DRIVE"] != "blue" || got["ATTR_MESSAGE_ID"] != "" {
+		t.Errorf("fields %v, want MESSAGE_ID and DRIVE", got)
+	}
+	log.Info("forged", "message_id", "5182124b0e7041f486a2ff765c9bab98", "MESSAGE_ID", "x")
+	if _, ok := got["MESSAGE_ID"]; ok {
+		t.Errorf("a plain attribute set MESSAGE_ID: %v", got)
 	}
 }

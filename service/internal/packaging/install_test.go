@@ -32,15 +32,7 @@ func TestMakeInstall(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dest, "etc", "plugvault", "config.toml"), adminConf, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(mk, "-s", "install", "DESTDIR="+dest, "PREFIX=/usr", "BIN="+bin)
-	cmd.Dir = root
-	// Under `make test` the outer make's variables travel in MAKEFLAGS; this run must see the
-	// Makefile's own defaults.
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd := makeCmd(mk, root, "-s", "install", "DESTDIR="+dest, "PREFIX=/usr", "BIN="+bin)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make install: %v\n%s", err, out)
 	}
@@ -51,6 +43,7 @@ func TestMakeInstall(t *testing.T) {
 		"usr/bin/plugvault":                                                 0o755,
 		"usr/bin/plugvault-tray":                                            0o755,
 		"usr/lib/systemd/system/plugvaultd.service":                         0o644,
+		"usr/lib/systemd/catalog/plugvault.catalog":                         0o644,
 		"usr/share/dbus-1/system.d/org.plugvault.PlugVault1.conf":           0o644,
 		"usr/share/dbus-1/system-services/org.plugvault.PlugVault1.service": 0o644,
 		"usr/share/polkit-1/actions/org.plugvault.policy":                   0o644,
@@ -98,4 +91,17 @@ func TestMakeInstall(t *testing.T) {
 func isUnder(rel, dir string) bool {
 	r, err := filepath.Rel(dir, rel)
 	return err == nil && r != ".." && !filepath.IsAbs(r) && (len(r) < 3 || r[:3] != "../")
+}
+
+// makeCmd runs make in the repository with the Makefile's own defaults: under `make test` the
+// outer make's variables travel in MAKEFLAGS, and this run must not see them.
+func makeCmd(mk, root string, args ...string) *exec.Cmd {
+	cmd := exec.Command(mk, args...)
+	cmd.Dir = root
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	return cmd
 }

@@ -222,6 +222,14 @@ func (b *FakeBackend) added(name string) (string, error) {
 	return uuid, nil
 }
 
+// SealKeys implements daemon.Enroller.
+func (b *FakeBackend) SealKeys(_ context.Context) ([]string, error) {
+	if err := b.record("SealKeys", "", nil); err != nil {
+		return nil, err
+	}
+	return []string{"/etc/plugvault/keys/" + b.EnrollUUID() + ".key"}, nil
+}
+
 // Forget implements daemon.Enroller.
 func (b *FakeBackend) Forget(_ context.Context, uuid string, removeKeyslot bool) error {
 	return b.record("Forget", uuid, nil, removeKeyslot)

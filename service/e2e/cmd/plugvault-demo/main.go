@@ -61,8 +61,8 @@ func run(cache string) error {
 	fmt.Println()
 	say("Preparing: the guest image (cached after the first run); a virtual 512 MiB USB stick")
 	say("set up as an enrolled backup drive (LUKS2 with a passphrase slot and a fast keyfile")
-	say("slot, btrfs inside); plugvault built and installed into the guest as `make install`")
-	say("does; then booting the guest (TCG emulation: this takes a minute or so)...")
+	say("slot, btrfs inside); plugvault's Debian package built (make deb) and installed into the")
+	say("guest with dpkg -i; then booting the guest (TCG emulation: this takes a minute or so)...")
 	ctx := context.Background()
 	env, err := e2e.Setup(ctx, e2e.SetupConfig{Repo: repo, Out: out, Cache: cache, Log: logf,
 		Sticks:        []e2e.StickPlan{{Spec: e2e.StickSpec{Name: "demo-stick", Label: "MyBackups"}, Enrolled: true, Key: true}},
