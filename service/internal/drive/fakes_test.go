@@ -171,6 +171,11 @@ func (s *fakeSys) enter(ctx context.Context, op, detail string) error {
 		select {
 		case <-g.release:
 		case <-ctx.Done():
+		}
+		// The test may end ctx and open the gate before this goroutine reaches the select;
+		// then both are ready and select picks one at random. An operation whose context
+		// ended while it was held fails, as the real ones do.
+		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
