@@ -77,7 +77,9 @@ func readStats(hostFd int, snap string) *Stats {
 	return &st
 }
 
-// writeFileAt atomically writes a small file below root (temp, fsync, rename).
+// writeFileAt writes a small file below root (temp, rename). It does not sync: the caller
+// syncs the filesystem before anything relies on the file (runEngine: before the journal
+// goes), one syncfs instead of a journal commit per file.
 func writeFileAt(root int, rel string, write func(io.Writer) error) error {
 	dir, name := splitRel(rel)
 	dfd, err := openDirBeneath(root, dir)
@@ -92,10 +94,6 @@ func writeFileAt(root int, rel string, write func(io.Writer) error) error {
 	}
 	f := os.NewFile(uintptr(fd), tmp)
 	if err := write(f); err != nil {
-		f.Close()
-		return fmt.Errorf("cannot write %s: %w", rel, err)
-	}
-	if err := f.Sync(); err != nil {
 		f.Close()
 		return fmt.Errorf("cannot write %s: %w", rel, err)
 	}
