@@ -31,6 +31,9 @@ type destination interface {
 	promote(hostFd int, name string) error
 	// settle waits (bounded) after a snapshot was deleted until the free space shows it.
 	settle(hostFd int, freeBefore float64)
+	// segmentsManifest reports whether the manifest is written segmented (segments.go), so
+	// that a snapshot shares the unchanged directories' parts with the one before.
+	segmentsManifest() bool
 	// clonesInPlace reports whether a changed file is rewritten from a clone of the version the
 	// tree already holds (only the blocks that changed are written).
 	clonesInPlace() bool
@@ -81,9 +84,10 @@ func (btrfsDest) prepare(hfd int, hostRel string, uid, gid int) error {
 		// The engine must be able to rewrite its own metadata directory.
 		if mfd, err := openDirBeneath(wfd, metaDir); err == nil {
 			_ = unix.Fchown(mfd, uid, gid)
-			for _, n := range []string{"manifest", "journal", "stats.json", "result.json"} {
+			for _, n := range []string{"manifest", "journal", "stats.json", "result.json", segmentDir} {
 				_ = unix.Fchownat(mfd, n, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 			}
+			chownSegments(mfd, uid, gid)
 			unix.Close(mfd)
 		}
 	}
@@ -150,6 +154,24 @@ func (btrfsDest) promote(hfd int, name string) error {
 func (btrfsDest) settle(hfd int, free float64) { waitFreeChange(hfd, free) }
 
 func (btrfsDest) clonesInPlace() bool { return true }
+
+func (btrfsDest) segmentsManifest() bool { return true }
+
+// chownSegments gives the manifest's segments (below the metadata directory mfd) to uid:gid
+// when they belong to someone else (the engine's user changed).
+func chownSegments(mfd, uid, gid int) {
+	sfd, err := openDirBeneath(mfd, segmentDir)
+	if err != nil {
+		return
+	}
+	defer unix.Close(sfd)
+	names, _ := readDirNames(sfd)
+	for _, n := range names {
+		if st, err := lstatAt(sfd, n); err == nil && (int(st.Uid) != uid || int(st.Gid) != gid) {
+			_ = unix.Fchownat(sfd, n, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+		}
+	}
+}
 
 // linkTreeDest is an ext4/xfs target: a run builds <name>.partial, hard-linking unchanged
 // files and symlinks from the previous complete snapshot, and renames it into place.
@@ -239,6 +261,10 @@ func (linkTreeDest) promote(hfd int, name string) error {
 func (linkTreeDest) settle(int, float64) {}
 
 func (linkTreeDest) clonesInPlace() bool { return false }
+
+// segmentsManifest is false: an unchanged manifest is one hard link, and a segmented one
+// would cost a link per directory.
+func (linkTreeDest) segmentsManifest() bool { return false }
 
 // sameEntries returns fd when the manifest base (read from fd) lists exactly entries, else -1.
 func sameEntries(base map[string]*Entry, entries []*Entry, fd int) int {

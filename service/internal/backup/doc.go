@@ -8,6 +8,7 @@
 //	    20261126T083100Z/                   a complete snapshot (UTC start time of its run), 0755
 //	        .plugvault/                     0700, owned by the engine's user (it names every file)
 //	        .plugvault/manifest             what the snapshot holds (format below)
+//	        .plugvault/m/<sha256>           btrfs: the manifest's segments, one per directory
 //	        .plugvault/stats.json           Stats of the run that made it
 //	        .plugvault/result.json          Result of that run (files, bytes, warnings)
 //	        home/alice/...                  each source under its absolute path
@@ -64,6 +65,14 @@
 // "blocks=<hex>": the first 16 bytes of the SHA-256 of each 1 MiB block, concatenated. Older
 // readers ignore what follows the path, so manifests without it (older snapshots) and with it
 // are both read by every version.
+// On btrfs the manifest is segmented, so that a snapshot shares with the one before the parts
+// that did not change: .plugvault/manifest is then "plugvault-manifest 2" followed by one
+// segment name a line, and each segment, .plugvault/m/<name>, holds the lines of one
+// directory's entries (format 1 lines, no header) and is named by its SHA-256. A run writes
+// only the segments that do not exist yet and removes the unreferenced ones once the new
+// index is durable. Both formats are read (older snapshots have format 1; ext4/xfs snapshots
+// keep it, as an unchanged manifest is one hard link there).
+//
 // The journal (.plugvault/journal) has the same line format, plus lines "del <quoted path>"
 // recording a removal; it lists entries made durable (after syncfs) during an unfinished run.
 //

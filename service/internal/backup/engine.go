@@ -221,7 +221,8 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	if err := g.check(); err != nil {
 		return Result{}, err
 	}
-	if err := writeMeta(e.destFd, entries, st, res, e.dest.reusableManifest(e, entries)); err != nil {
+	stale, err := writeMeta(e.destFd, entries, st, res, e.dest.reusableManifest(e, entries), e.dest.segmentsManifest())
+	if err != nil {
 		return Result{}, err
 	}
 	e.tr.step("write metadata")
@@ -236,6 +237,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	if err := fsyncAt(e.destFd, metaDir); err != nil {
 		return Result{}, err
 	}
+	removeSegments(e.destFd, stale)
 	if err := e.dest.publish(e, name); err != nil {
 		return Result{}, err
 	}

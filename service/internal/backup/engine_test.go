@@ -135,13 +135,14 @@ func TestBackupEveryFileTypeExt4Layout(t *testing.T) {
 	}
 }
 
+// readManifestFile reads the manifest p (<snapshot>/.plugvault/manifest), flat or segmented.
 func readManifestFile(p string) (map[string]*Entry, error) {
-	f, err := os.Open(p)
+	fd, err := unix.Open(filepath.Dir(filepath.Dir(p)), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return readManifest(f)
+	defer unix.Close(fd)
+	return readManifestAt(fd, metaDir+"/manifest")
 }
 
 func TestIncrementalExt4LinksUnchangedAndCopiesChanged(t *testing.T) {

@@ -55,16 +55,6 @@ func readFileAt(root int, rel string, max int64) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, max))
 }
 
-func readManifestAt(root int, rel string) (map[string]*Entry, error) {
-	fd, err := openBeneath(root, rel, unix.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), rel)
-	defer f.Close()
-	return readManifest(f)
-}
-
 func readStats(hostFd int, snap string) *Stats {
 	data, err := readFileAt(hostFd, snap+"/"+metaDir+"/stats.json", 1<<20)
 	if err != nil {
@@ -107,7 +97,9 @@ func writeFileAt(root int, rel string, write func(io.Writer) error) error {
 // writeMeta writes the snapshot's metadata. When the entries are exactly those of an existing
 // manifest (reuse >= 0, the directory fd holding it; reuse == destFd: it is already in place),
 // that manifest is hard-linked instead of written again: manifests are never modified in place.
-func writeMeta(destFd int, entries []*Entry, st Stats, res Result, reuse int) error {
+// segmented writes a segmented manifest (see segments.go); it returns the segments to remove
+// once the new manifest is durable.
+func writeMeta(destFd int, entries []*Entry, st Stats, res Result, reuse int, segmented bool) (stale []string, err error) {
 	switch {
 	case reuse == destFd:
 	case reuse >= 0:
@@ -125,8 +117,12 @@ func writeMeta(destFd int, entries []*Entry, st Stats, res Result, reuse int) er
 		}
 		fallthrough
 	default:
-		if err := writeFileAt(destFd, metaDir+"/manifest", func(w io.Writer) error { return writeManifest(w, entries) }); err != nil {
-			return err
+		if segmented {
+			if stale, err = writeSegmented(destFd, entries); err != nil {
+				return nil, err
+			}
+		} else if err := writeFileAt(destFd, metaDir+"/manifest", func(w io.Writer) error { return writeManifest(w, entries) }); err != nil {
+			return nil, err
 		}
 	}
 	for name, v := range map[string]any{"stats.json": st, "result.json": res} {
@@ -135,10 +131,10 @@ func writeMeta(destFd int, entries []*Entry, st Stats, res Result, reuse int) er
 			enc.SetIndent("", "  ")
 			return enc.Encode(v)
 		}); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return stale, nil
 }
 
 // setDirMeta gives a destination directory the source directory's owner, mode, xattrs and
