@@ -61,7 +61,11 @@ func (tr tree) link(old, rel string) {
 // newTarget makes a temp target directory and a job backing up src into it.
 func newJob(t *testing.T, src string, fstype string) Job {
 	t.Helper()
-	return Job{Sources: []string{src}, Target: t.TempDir(), Host: "testhost", FSType: fstype, NoDefaultExcludes: true, Workers: 3}
+	j := Job{Sources: []string{src}, Target: t.TempDir(), Host: "testhost", FSType: fstype, NoDefaultExcludes: true, Workers: 3}
+	// Tests that keep several snapshots on the test disk must not depend on its free space
+	// (Prune thins below the floor, 10% by default).
+	j.Retention.MinFreePercent = 1
+	return j
 }
 
 // stepClock is the tests' clock: each reading is a second after the one before, so every run
