@@ -88,8 +88,9 @@ test: ## run unit, bus, root and GUI tests (root levels need root; under CI=true
 test-unit: ## unit and bus tests only (no root needed)
 	$(GO) test $(GOTESTFLAGS) $$($(GO) list ./... | grep -v '/service/e2e')
 
-bench: ## compare the backup engine with rsync --link-dest, cp -a and a stat walk (root; several GB of sparse images in /var/tmp)
-	$(GO) run ./service/internal/backup/bench $(BENCHFLAGS)
+bench: ## compare the backup engine with rsync --link-dest, rsync --inplace + btrfs snapshots, cp -a and a stat walk (root; several GB of sparse images in /var/tmp)
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./service/cmd/plugvault-engine
+	$(GO) run ./service/internal/backup/bench -engine $(CURDIR)/$(BIN)/plugvault-engine $(BENCHFLAGS)
 
 # The VM tests: a Debian 12 guest under QEMU (TCG) with real systemd, udev, dm-crypt and
 # polkit; virtual USB sticks plugged and pulled through QMP. The guest image is cached outside

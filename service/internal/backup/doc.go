@@ -8,6 +8,7 @@
 //	    20261126T083100Z/                   a complete snapshot (UTC start time of its run), 0755
 //	        .plugvault/                     0700, owned by the engine's user (it names every file)
 //	        .plugvault/manifest             what the snapshot holds (format below)
+//	        .plugvault/m/<sha256>           btrfs: the manifest's segments, one per directory
 //	        .plugvault/stats.json           Stats of the run that made it
 //	        .plugvault/result.json          Result of that run (files, bytes, warnings)
 //	        home/alice/...                  each source under its absolute path
@@ -26,6 +27,9 @@
 // .working is a subvolume updated in place: only changed entries are written, deleted entries
 // are removed. When the run is complete, a read-only snapshot of .working is taken under the
 // snapshot's name: O(1), no hard-link farm, and deleting an old snapshot is one ioctl.
+// A changed file of at least 4 MiB starts as a clone (FICLONE) of the version .working holds,
+// and only the 1 MiB blocks whose hash differs from the manifest's are written: a 100-byte
+// append to a big file costs about one block on the drive, not the file.
 //
 // # ext4/xfs target
 //
@@ -57,8 +61,30 @@
 // stored for the tree's shape, whose times are not tracked); hash is "-" or the lowercase
 // hex SHA-256 of the content; path (relative to the snapshot root, "/"-separated) and target
 // (symlinks only) are Go-quoted strings (strconv.Quote), so any byte sequence round-trips.
+// A regular file of at least 4 MiB (hashed) ends its line with one more field,
+// "blocks=<hex>": the first 16 bytes of the SHA-256 of each 1 MiB block, concatenated. Older
+// readers ignore what follows the path, so manifests without it (older snapshots) and with it
+// are both read by every version.
+// On btrfs the manifest is segmented, so that a snapshot shares with the one before the parts
+// that did not change: .plugvault/manifest is then "plugvault-manifest 2" followed by one
+// segment name a line, and each segment, .plugvault/m/<name>, holds the lines of one
+// directory's entries (format 1 lines, no header) and is named by its SHA-256. A run writes
+// only the segments that do not exist yet and removes the unreferenced ones once the new
+// index is durable. Both formats are read (older snapshots have format 1; ext4/xfs snapshots
+// keep it, as an unchanged manifest is one hard link there).
+//
 // The journal (.plugvault/journal) has the same line format, plus lines "del <quoted path>"
 // recording a removal; it lists entries made durable (after syncfs) during an unfinished run.
+//
+// # Code layout
+//
+// engine.go runs one backup: open the destination, walk the sources, plan, apply, write the
+// metadata, publish. destination.go is everything that differs between btrfs and ext4/xfs
+// (the destination interface: prepare, open, load, publish, promote); plan.go is the pure
+// planner (what to delete, create, copy, link); update.go carries a plan out; copy.go and
+// blocks.go write files; journal.go and meta.go make the run durable; privileged.go holds
+// the root steps (Prepare, Promote, Prune, Run), child.go the engine child and its protocol,
+// list.go the listing.
 //
 // # Crash safety and resume
 //

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -59,12 +61,32 @@ func (tr tree) link(old, rel string) {
 // newTarget makes a temp target directory and a job backing up src into it.
 func newJob(t *testing.T, src string, fstype string) Job {
 	t.Helper()
-	return Job{Sources: []string{src}, Target: t.TempDir(), Host: "testhost", FSType: fstype, NoDefaultExcludes: true, Workers: 3}
+	j := Job{Sources: []string{src}, Target: t.TempDir(), Host: "testhost", FSType: fstype, NoDefaultExcludes: true, Workers: 3}
+	// Tests that keep several snapshots on the test disk must not depend on its free space
+	// (Prune thins below the floor, 10% by default).
+	j.Retention.MinFreePercent = 1
+	return j
 }
+
+// stepClock is the tests' clock: each reading is a second after the one before, so every run
+// gets a new snapshot name without waiting for the wall clock.
+type stepClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *stepClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(time.Second)
+	return c.t
+}
+
+var testClock = &stepClock{t: time.Now()}
 
 func mustRun(t *testing.T, job Job) Result {
 	t.Helper()
-	res, err := Run(context.Background(), job, nil, nil)
+	res, err := run(context.Background(), job, nil, nil, testClock.now)
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}

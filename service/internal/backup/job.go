@@ -66,6 +66,9 @@ type Stats struct {
 	Removed      uint64    `json:"removed"`       // entries removed from the working tree
 	Resumed      bool      `json:"resumed"`       // continued an interrupted run
 	FSType       string    `json:"fstype"`
+	// MaxRSSKiB is the peak resident memory of the process that ran the engine (the engine
+	// child, when spawned), in KiB.
+	MaxRSSKiB uint64 `json:"max_rss_kib,omitempty"`
 }
 
 // Phases of Progress.

@@ -3,6 +3,7 @@ package backup
 import (
 	"bufio"
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"sort"
@@ -13,6 +14,10 @@ import (
 )
 
 const manifestHeader = "plugvault-manifest 1"
+
+// blocksField starts the optional last field of a regular file's line: its block hashes in
+// hex. Readers that predate it ignore what follows the path, so the header stays at 1.
+const blocksField = "blocks="
 
 // Manifest flags.
 const (
@@ -39,6 +44,9 @@ type Entry struct {
 	Flags string // "" or flag letters
 	Hash  string // hex SHA-256 or ""
 	Link  string // symlink target
+	// Blocks are the content's block hashes (regular files of at least blockMin bytes): the
+	// first blockSumLen bytes of the SHA-256 of each blockSize block, concatenated.
+	Blocks string
 }
 
 // entryFromStat fills an Entry from a stat result.
@@ -134,6 +142,10 @@ func appendEntry(b []byte, e *Entry) []byte {
 		b = append(b, ' ')
 		b = strconv.AppendQuote(b, e.Link)
 	}
+	if e.Blocks != "" {
+		b = append(b, " "+blocksField...)
+		b = hex.AppendEncode(b, []byte(e.Blocks))
+	}
 	return append(b, '\n')
 }
 
@@ -192,9 +204,16 @@ func parseEntry(line string) (Entry, error) {
 	}
 	e.Path = p
 	if e.Type == 'l' {
-		if e.Link, _, err = nextQuoted(rest); err != nil {
+		if e.Link, rest, err = nextQuoted(rest); err != nil {
 			return e, err
 		}
+	}
+	if h, ok := strings.CutPrefix(rest, blocksField); ok && e.Type == 'f' {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b)%blockSumLen != 0 {
+			return e, fmt.Errorf("bad block hashes")
+		}
+		e.Blocks = string(b)
 	}
 	if !validRel(e.Path) || e.Path == "" {
 		return e, fmt.Errorf("bad path %q", e.Path)
@@ -253,22 +272,7 @@ func readManifest(r io.Reader) (map[string]*Entry, error) {
 func applyJournal(m map[string]*Entry, data []byte) {
 	dels := map[string]bool{}
 	flush := func() {
-		if len(dels) == 0 {
-			return
-		}
-		for k := range m {
-			for p := k; ; {
-				if dels[p] {
-					delete(m, k) // removed, or below a removed directory
-					break
-				}
-				i := strings.LastIndexByte(p, '/')
-				if i < 0 {
-					break
-				}
-				p = p[:i]
-			}
-		}
+		dropRemoved(m, dels)
 		clear(dels)
 	}
 	for _, ln := range bytes.Split(data, []byte{'\n'}) {
@@ -288,6 +292,26 @@ func applyJournal(m map[string]*Entry, data []byte) {
 		}
 	}
 	flush()
+}
+
+// dropRemoved deletes from m the paths in gone and everything below them.
+func dropRemoved(m map[string]*Entry, gone map[string]bool) {
+	if len(gone) == 0 {
+		return
+	}
+	for k := range m {
+		for p := k; ; {
+			if gone[p] {
+				delete(m, k)
+				break
+			}
+			i := strings.LastIndexByte(p, '/')
+			if i < 0 {
+				break
+			}
+			p = p[:i]
+		}
+	}
 }
 
 // sortedEntries returns m's entries sorted by path.

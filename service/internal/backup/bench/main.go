@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -32,6 +33,9 @@ var (
 	copyW     = flag.Int("copy-workers", 0, "plugvault's copy workers (0: its default)")
 	onlyPV    = flag.Bool("only-plugvault", false, "skip cp and rsync (for profiling)")
 	cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of the plugvault runs to this file")
+	appendSz  = flag.Int64("append-size", 256<<20, "size of the file that (d) appends 100 bytes to (0: skip (d))")
+	realDirs  = flag.String("real", "", "comma-separated directories copied as a second, real-files data set (e.g. /usr/share,/usr/lib)")
+	engine    = flag.String("engine", "", "plugvault-engine binary: one more no-change run in the engine child measures its peak RSS")
 )
 
 func must(err error) {
@@ -180,7 +184,7 @@ func generate(root string) (files int, bytes int64) {
 func touch(root string) (changed int64) {
 	var regular []string
 	must(filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() && !strings.HasPrefix(fi.Name(), "large") {
+		if err == nil && fi.Mode().IsRegular() && !strings.HasPrefix(fi.Name(), "large") && fi.Name() != "append.bin" {
 			regular = append(regular, p)
 		}
 		return nil
@@ -257,11 +261,46 @@ func writeRate(dir string) float64 {
 	return float64(64*len(buf)) / el.Seconds()
 }
 
-func pvRun(src string, im *image) {
-	job := backup.Job{Sources: []string{src}, Target: im.mnt, Host: "bench", FSType: im.fstype, Dev: im.dev,
+func pvJob(src string, im *image) backup.Job {
+	return backup.Job{Sources: []string{src}, Target: im.mnt, Host: "bench", FSType: im.fstype, Dev: im.dev,
 		NoDefaultExcludes: true, CopyWorkers: *copyW}
+}
+
+func pvRun(src string, im *image) {
+	job := pvJob(src, im)
 	_, err := backup.Run(context.Background(), job, func() error { return mount.Guard(im.mnt, im.dev) }, nil)
 	must(err)
+}
+
+// used is the space used on the filesystem mounted at dir, after a sync.
+func used(dir string) int64 {
+	syncfs(dir)
+	var st unix.Statfs_t
+	must(unix.Statfs(dir, &st))
+	return int64(st.Blocks-st.Bfree) * st.Bsize
+}
+
+// measured is one timed run and the space it added to its target.
+type measured struct {
+	t     time.Duration
+	space int64
+	ran   bool
+}
+
+// measure times f on the target mounted at dir and records the space it added.
+func measure(dir string, f func()) measured {
+	before := used(dir)
+	t := timed(dir, f)
+	return measured{t: t, space: used(dir) - before, ran: true}
+}
+
+// latestStats reads the stats of the newest snapshot of the bench host on im.
+func latestStats(im *image) backup.Stats {
+	var st backup.Stats
+	data, err := os.ReadFile(filepath.Join(im.mnt, "plugvault", "bench", "latest", ".plugvault", "stats.json"))
+	must(err)
+	must(json.Unmarshal(data, &st))
+	return st
 }
 
 func main() {
@@ -276,25 +315,74 @@ func main() {
 		must(fmt.Errorf("needs root (loop devices, mounts, drop_caches)"))
 	}
 	must(os.MkdirAll(*workDir, 0o755))
-	srcIm := mkImage("src", "ext4", 8<<30)
-	btr := mkImage("t-btrfs", "btrfs", 12<<30)
-	ext := mkImage("t-ext4", "ext4", 12<<30)
-	rsy := mkImage("t-rsync", "ext4", 12<<30)
-	cpi := mkImage("t-cp", "ext4", 12<<30)
+	defer os.Remove(*workDir)
+	benchSet("synthetic", func(src string) (int, int64) {
+		files, bytes := generate(src)
+		if *appendSz > 0 {
+			bytes += writeAppendFile(src)
+			files++
+		}
+		return files, bytes
+	})
+	if *realDirs != "" {
+		benchSet("real files ("+*realDirs+")", func(src string) (int, int64) {
+			for _, d := range strings.Split(*realDirs, ",") {
+				run("cp", "-a", "--parents", d, src)
+			}
+			var files int
+			var bytes int64
+			must(filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+				if err == nil && p != src {
+					files++
+					if fi.Mode().IsRegular() {
+						bytes += fi.Size()
+					}
+				}
+				return nil
+			}))
+			return files, bytes
+		})
+	}
+}
+
+// writeAppendFile writes the file (d) appends to.
+func writeAppendFile(src string) int64 {
+	f, err := os.Create(filepath.Join(src, "append.bin"))
+	must(err)
+	buf := make([]byte, 8<<20)
+	for w := int64(0); w < *appendSz; w += int64(len(buf)) {
+		for i := range buf {
+			buf[i] = byte(int64(i)*13 + w>>20)
+		}
+		_, err := f.Write(buf[:min(int64(len(buf)), *appendSz-w)])
+		must(err)
+	}
+	must(f.Close())
+	return *appendSz
+}
+
+// benchSet runs every engine on one data set, written into a fresh source by fill, and
+// prints the tables.
+func benchSet(label string, fill func(src string) (int, int64)) {
+	srcIm := mkImage("src", "ext4", 16<<30)
+	btr := mkImage("t-btrfs", "btrfs", 20<<30)
+	ext := mkImage("t-ext4", "ext4", 20<<30)
+	rsy := mkImage("t-rsync", "ext4", 20<<30)
+	rsb := mkImage("t-rsync-btrfs", "btrfs", 20<<30)
+	cpi := mkImage("t-cp", "ext4", 20<<30)
 	if !*keep {
 		defer func() {
-			for _, im := range []*image{cpi, rsy, ext, btr, srcIm} {
+			for _, im := range []*image{cpi, rsb, rsy, ext, btr, srcIm} {
 				im.close()
 			}
-			_ = os.Remove(*workDir)
 		}()
 	}
 	src := filepath.Join(srcIm.mnt, "data")
 	must(os.Mkdir(src, 0o755))
 	t0 := time.Now()
-	files, bytes := generate(src)
+	files, bytes := fill(src)
 	syncfs(srcIm.mnt)
-	fmt.Printf("data set: %d files + dirs/links, %.2f GB, generated in %.1fs\n", files, float64(bytes)/1e9, time.Since(t0).Seconds())
+	fmt.Printf("\n## %s\n\ndata set: %d files + dirs/links, %.2f GB, made in %.1fs\n", label, files, float64(bytes)/1e9, time.Since(t0).Seconds())
 	rsyncDest := func(i int) string { return filepath.Join(rsy.mnt, fmt.Sprintf("r%d", i)) }
 	rsyncRun := func(i int) {
 		args := []string{"-aHAX", "--delete"}
@@ -303,56 +391,133 @@ func main() {
 		}
 		run("rsync", append(args, src+"/", rsyncDest(i)+"/")...)
 	}
-	type row struct{ a, b, c time.Duration }
-	var pvB, pvE, rs, cp, walk row
+	// rsync --inplace into a btrfs subvolume, then a read-only snapshot of it.
+	run("btrfs", "-q", "subvolume", "create", filepath.Join(rsb.mnt, "cur"))
+	rsbRun := func(i int) {
+		run("rsync", "-aHAX", "--delete", "--inplace", "--no-whole-file", src+"/", filepath.Join(rsb.mnt, "cur")+"/")
+		run("btrfs", "-q", "subvolume", "snapshot", "-r", filepath.Join(rsb.mnt, "cur"), filepath.Join(rsb.mnt, fmt.Sprintf("s%d", i)))
+	}
+	type row struct{ a, b, c, d measured }
+	var pvB, pvE, rs, rb, cp, walk row
 	var entries int
 	// (a) full
-	walk.a = timed(srcIm.mnt, func() { entries = statWalk(src, 4) })
+	walk.a = measure(srcIm.mnt, func() { entries = statWalk(src, 4) })
 	if !*onlyPV {
-		cp.a = timed(cpi.mnt, func() { run("cp", "-a", src, filepath.Join(cpi.mnt, "copy")) })
+		cp.a = measure(cpi.mnt, func() { run("cp", "-a", src, filepath.Join(cpi.mnt, "copy")) })
 	}
-	pvB.a = timed(btr.mnt, func() { pvRun(src, btr) })
-	pvE.a = timed(ext.mnt, func() { pvRun(src, ext) })
+	pvB.a = measure(btr.mnt, func() { pvRun(src, btr) })
+	pvE.a = measure(ext.mnt, func() { pvRun(src, ext) })
 	if !*onlyPV {
-		rs.a = timed(rsy.mnt, func() { rsyncRun(0) })
+		rs.a = measure(rsy.mnt, func() { rsyncRun(0) })
+		rb.a = measure(rsb.mnt, func() { rsbRun(0) })
 	}
 	// (b) no change
-	walk.b = timed(srcIm.mnt, func() { statWalk(src, 4) })
-	pvB.b = timed(btr.mnt, func() { pvRun(src, btr) })
-	pvE.b = timed(ext.mnt, func() { pvRun(src, ext) })
+	walk.b = measure(srcIm.mnt, func() { statWalk(src, 4) })
+	pvB.b = measure(btr.mnt, func() { pvRun(src, btr) })
+	pvE.b = measure(ext.mnt, func() { pvRun(src, ext) })
 	if !*onlyPV {
-		rs.b = timed(rsy.mnt, func() { rsyncRun(1) })
+		rs.b = measure(rsy.mnt, func() { rsyncRun(1) })
+		rb.b = measure(rsb.mnt, func() { rsbRun(1) })
 	}
+	rss := "not measured (no -engine)"
+	if *engine != "" {
+		// One more no-change run, in the engine child (idle I/O priority: not timed).
+		_, err := backup.Spawn(context.Background(), *engine, pvJob(src, ext), nil, nil)
+		must(err)
+		st := latestStats(ext)
+		rss = fmt.Sprintf("%.0f MB, %.0f bytes per entry", float64(st.MaxRSSKiB)*1024/1e6, float64(st.MaxRSSKiB)*1024/float64(max(st.Entries, 1)))
+	}
+	// Verify of the newest ext4 snapshot (re-reads and hashes every file).
+	var checked uint64
+	var problems []string
+	verifyT := measure(ext.mnt, func() {
+		var err error
+		checked, problems, err = backup.Verify(context.Background(), ext.mnt, "bench", "")
+		must(err)
+	})
 	// (c) 1% change
 	changed := touch(src)
 	syncfs(srcIm.mnt)
-	walk.c = timed(srcIm.mnt, func() { statWalk(src, 4) })
-	pvB.c = timed(btr.mnt, func() { pvRun(src, btr) })
-	pvE.c = timed(ext.mnt, func() { pvRun(src, ext) })
+	walk.c = measure(srcIm.mnt, func() { statWalk(src, 4) })
+	pvB.c = measure(btr.mnt, func() { pvRun(src, btr) })
+	pvE.c = measure(ext.mnt, func() { pvRun(src, ext) })
 	if !*onlyPV {
-		rs.c = timed(rsy.mnt, func() { rsyncRun(2) })
+		rs.c = measure(rsy.mnt, func() { rsyncRun(2) })
+		rb.c = measure(rsb.mnt, func() { rsbRun(2) })
+	}
+	// (d) 100 bytes appended to the big file
+	if _, err := os.Stat(filepath.Join(src, "append.bin")); err == nil {
+		f, err := os.OpenFile(filepath.Join(src, "append.bin"), os.O_WRONLY|os.O_APPEND, 0)
+		must(err)
+		_, err = f.Write([]byte(strings.Repeat("z", 100)))
+		must(err)
+		must(f.Close())
+		syncfs(srcIm.mnt)
+		walk.d = measure(srcIm.mnt, func() { statWalk(src, 4) })
+		pvB.d = measure(btr.mnt, func() { pvRun(src, btr) })
+		pvE.d = measure(ext.mnt, func() { pvRun(src, ext) })
+		if !*onlyPV {
+			rs.d = measure(rsy.mnt, func() { rsyncRun(3) })
+			rb.d = measure(rsb.mnt, func() { rsbRun(3) })
+		}
 	}
 	rateB, rateE := writeRate(btr.mnt), writeRate(ext.mnt)
 
-	s := func(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
-	fmt.Printf("\nentries walked: %d; changed bytes in (c): %.1f MB; write rate btrfs %.0f MB/s, ext4 %.0f MB/s\n\n",
+	s := func(m measured) string {
+		if !m.ran {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f s", m.t.Seconds())
+	}
+	sp := func(m measured) string {
+		if !m.ran {
+			return "–"
+		}
+		return fmt.Sprintf("%.1f MiB", float64(m.space)/(1<<20))
+	}
+	fmt.Printf("\nentries walked: %d; changed bytes in (c): %.1f MB; write rate btrfs %.0f MB/s, ext4 %.0f MB/s\n",
 		entries, float64(changed)/1e6, rateB/1e6, rateE/1e6)
-	fmt.Println("| engine | (a) full | (b) no change | (c) 1% change |")
-	fmt.Println("|---|---|---|---|")
-	fmt.Printf("| parallel stat walk (bound) | %s | %s | %s |\n", s(walk.a), s(walk.b), s(walk.c))
-	fmt.Printf("| cp -a (ext4) | %s | – | – |\n", s(cp.a))
-	fmt.Printf("| rsync -aHAX --delete --link-dest (ext4) | %s | %s | %s |\n", s(rs.a), s(rs.b), s(rs.c))
-	fmt.Printf("| plugvault (btrfs) | %s | %s | %s |\n", s(pvB.a), s(pvB.b), s(pvB.c))
-	fmt.Printf("| plugvault (ext4) | %s | %s | %s |\n", s(pvE.a), s(pvE.b), s(pvE.c))
-	r := func(x, y time.Duration) string { return fmt.Sprintf("%.2f×", x.Seconds()/y.Seconds()) }
-	boundC := func(rate float64) time.Duration {
-		return walk.c + time.Duration(float64(changed)/rate*float64(time.Second))
+	fmt.Printf("engine child's peak RSS on a no-change run: %s\n", rss)
+	fmt.Printf("verify of the ext4 snapshot: %d entries, %d problems, %.2f s (%.0f entries/s, %.0f MB/s of file data)\n\n",
+		checked, len(problems), verifyT.t.Seconds(), float64(checked)/verifyT.t.Seconds(), float64(bytes)/1e6/verifyT.t.Seconds())
+	fmt.Println("| engine | (a) full | (b) no change | (c) 1% change | (d) 100 B appended to a big file |")
+	fmt.Println("|---|---|---|---|---|")
+	fmt.Printf("| parallel stat walk (bound) | %s | %s | %s | %s |\n", s(walk.a), s(walk.b), s(walk.c), s(walk.d))
+	for _, r := range []struct {
+		name string
+		r    row
+	}{{"cp -a (ext4)", cp}, {"rsync -aHAX --delete --link-dest (ext4)", rs}, {"rsync --inplace + btrfs snapshot", rb},
+		{"plugvault (btrfs)", pvB}, {"plugvault (ext4)", pvE}} {
+		fmt.Printf("| %s | %s | %s | %s | %s |\n", r.name, s(r.r.a), s(r.r.b), s(r.r.c), s(r.r.d))
+	}
+	fmt.Println("\nspace each run added to its target:")
+	fmt.Println("\n| engine | (a) full | (b) no change | (c) 1% change | (d) append |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, r := range []struct {
+		name string
+		r    row
+	}{{"cp -a (ext4)", cp}, {"rsync --link-dest (ext4)", rs}, {"rsync --inplace + btrfs snapshot", rb},
+		{"plugvault (btrfs)", pvB}, {"plugvault (ext4)", pvE}} {
+		fmt.Printf("| %s | %s | %s | %s | %s |\n", r.name, sp(r.r.a), sp(r.r.b), sp(r.r.c), sp(r.r.d))
+	}
+	r := func(x, y measured) string {
+		if !x.ran || !y.ran {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f×", x.t.Seconds()/y.t.Seconds())
+	}
+	boundC := func(rate float64) measured {
+		return measured{t: walk.c.t + time.Duration(float64(changed)/rate*float64(time.Second)), ran: true}
 	}
 	fmt.Println("\n| ratio | btrfs | ext4 | target |")
 	fmt.Println("|---|---|---|---|")
-	fmt.Printf("| (b) no change / stat walk | %s | %s | ≤ 1.3× (btrfs), ≤ 2.5× (ext4) |\n", r(pvB.b, walk.b), r(pvE.b, walk.b))
-	fmt.Printf("| (b) rsync --link-dest / plugvault | %s | %s | ≥ 4× |\n", r(rs.b, pvB.b), r(rs.b, pvE.b))
-	fmt.Printf("| (c) 1%% change / (walk + changed bytes at write rate) | %s | %s | ≤ 1.5× |\n", r(pvB.c, boundC(rateB)), r(pvE.c, boundC(rateE)))
+	fmt.Printf("| (b) no change / stat walk | %s | %s | ≤ 1.2× (btrfs), ≤ 2.0× (ext4) |\n", r(pvB.b, walk.b), r(pvE.b, walk.b))
+	fmt.Printf("| (b) rsync --link-dest / plugvault | %s | %s | ≥ 5× (ext4) |\n", r(rs.b, pvB.b), r(rs.b, pvE.b))
+	fmt.Printf("| (c) 1%% change / (no-change time + changed bytes at write rate) | %s | %s | ≤ 1.3× |\n",
+		r(pvB.c, measured{t: pvB.b.t + boundC(rateB).t - walk.c.t, ran: pvB.b.ran}),
+		r(pvE.c, measured{t: pvE.b.t + boundC(rateE).t - walk.c.t, ran: pvE.b.ran}))
+	fmt.Printf("| (c) 1%% change / (walk + changed bytes at write rate) | %s | %s | – |\n", r(pvB.c, boundC(rateB)), r(pvE.c, boundC(rateE)))
 	fmt.Printf("| (c) rsync --link-dest / plugvault | %s | %s | – |\n", r(rs.c, pvB.c), r(rs.c, pvE.c))
-	fmt.Printf("| (a) cp -a / plugvault (speed relative to cp -a) | %s | %s | ≥ 0.9× |\n", r(cp.a, pvB.a), r(cp.a, pvE.a))
+	fmt.Printf("| (a) cp -a / plugvault (speed relative to cp -a) | %s | %s | ≥ 1.0× large files, ≥ 1.5× small files |\n", r(cp.a, pvB.a), r(cp.a, pvE.a))
+	fmt.Printf("| (d) space added by the append (btrfs) | %s | – | about the changed blocks |\n", sp(pvB.d))
 }

@@ -1,0 +1,96 @@
+package backup
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// commitInterval is how often finished work is made durable (syncfs) and journaled.
+var commitInterval = 2 * time.Second
+
+// finish records a finished entry: it goes into the new manifest now and into the journal at
+// the next commit.
+func (e *engine) finish(en *Entry) {
+	e.mu.Lock()
+	e.out[en.Path] = en
+	e.pending = append(e.pending, en)
+	e.mu.Unlock()
+}
+
+// commit makes everything finished so far durable, then journals it.
+func (e *engine) commit() error {
+	e.mu.Lock()
+	batch := e.pending
+	e.pending = nil
+	e.mu.Unlock()
+	if err := unix.Syncfs(e.destFd); err != nil {
+		return fmt.Errorf("cannot sync the target: %w", err)
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	buf := make([]byte, 0, 64<<10)
+	for _, en := range batch {
+		buf = appendEntry(buf, en)
+	}
+	if _, err := e.journal.Write(buf); err != nil {
+		return fmt.Errorf("cannot write the journal: %w", err)
+	}
+	return e.journal.Sync()
+}
+
+// journalDeletes records removals before they happen.
+func (e *engine) journalDeletes(paths []string) error {
+	if len(paths) == 0 {
+		return nil
+	}
+	var buf []byte
+	for _, p := range paths {
+		buf = append(buf, "del "...)
+		buf = append(buf, fmt.Sprintf("%q", p)...)
+		buf = append(buf, '\n')
+	}
+	if _, err := e.journal.Write(buf); err != nil {
+		return fmt.Errorf("cannot write the journal: %w", err)
+	}
+	return e.journal.Sync()
+}
+
+// loadBase reads what the destination is known to hold (and what may be linked from),
+// overlaid with the journal of an interrupted run.
+func (e *engine) loadBase(prevName string) {
+	e.known = map[string]*Entry{}
+	e.dest.load(e, prevName)
+	if data, err := readFileAt(e.destFd, metaDir+"/journal", 1<<30); err == nil && len(data) > 0 {
+		applyJournal(e.known, data)
+		e.resumed = true
+		e.baseIsManifest = false
+	}
+}
+
+// startCommitter commits every commitInterval until the returned stop function is called.
+func (e *engine) startCommitter() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(commitInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := e.commit(); err != nil {
+					e.fail(err)
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}
