@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/backup"
 	"github.com/plugvault/plugvault/service/internal/logging"
 )
 
@@ -145,7 +146,11 @@ func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) 
 	if err != nil {
 		return nil, failf(err, "The backup failed: %v", err)
 	}
-	m.setState(d, api.StateFinishing, "Finishing the backup")
+	m.mu.Lock()
+	if d.st.State != api.StateFinishing {
+		m.setStateLocked(d, api.StateFinishing, "Finishing the backup")
+	}
+	m.mu.Unlock()
 	m.refreshSnapshots(d, target)
 	return &res, nil
 }
@@ -573,6 +578,11 @@ func (m *Manager) progress(d *drive, a *activity, p Progress) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if d.act != a || d.st.State != api.StateBackingUp {
+		return
+	}
+	if p.Phase == backup.PhaseFinishing {
+		// Syncing, promoting and pruning: published as they begin, not once they are done.
+		m.setStateLocked(d, api.StateFinishing, "Finishing the backup")
 		return
 	}
 	st := &d.st
