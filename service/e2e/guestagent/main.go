@@ -77,6 +77,7 @@ func run() error {
 		return err
 	}
 	go a.watchBus(ctx, logf)
+	go a.watchJournal(ctx, logf)
 	installed := install(ctx, logf)
 
 	port, err := openPort()
@@ -279,31 +280,7 @@ func (a *agent) waitEvent(ctx context.Context, req agentproto.Request) (agentpro
 }
 
 func matches(ev agentproto.Event, req agentproto.Request) bool {
-	if req.Kind != "" && ev.Kind != req.Kind {
-		return false
-	}
-	if req.Path != "" && ev.Path != req.Path {
-		return false
-	}
-	for k, want := range req.Match {
-		got, ok := ev.Props[k]
-		// A wait for a state matches the change into it, not a later change of another
-		// property while the drive is still in that state.
-		if !ok {
-			return false
-		}
-		hit := false
-		for _, alt := range strings.Split(want, "|") {
-			if got == alt {
-				hit = true
-				break
-			}
-		}
-		if !hit {
-			return false
-		}
-	}
-	return true
+	return agentproto.Matches(ev, req.Kind, req.Path, req.Match)
 }
 
 func (a *agent) eventsSince(since uint64) []agentproto.Event {
