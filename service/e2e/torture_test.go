@@ -598,32 +598,40 @@ func savedLine(before, after uint64) string {
 func TestTortureKill(t *testing.T) {
 	env, tl, ctx := tortureEnv(t)
 	c := tortureReport.Case("SIGKILL of plugvaultd (R2)")
-	v := newVault(t, env, "t-kill", false)
 	n := 10
 	if !*tortureFull {
 		n = 2
 	}
+	restarts := 0
+	faultSeries(t, ctx, env, tl, c, newVault(t, env, "t-kill", false), n, "kill", func() (uint64, error) {
+		restarts, _ = strconv.Atoi(nRestarts(t, ctx, env))
+		km, err := env.VM.Mark(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := env.VM.Exec(ctx, "systemctl", "kill", "--kill-whom=main", "--signal=KILL", "plugvaultd.service"); err != nil {
+			return 0, err
+		}
+		down, err := env.VM.Wait(ctx, km, agentproto.KindService, "", map[string]string{"up": "false"}, time.Minute)
+		if err != nil {
+			return 0, err
+		}
+		up, err := env.VM.Wait(ctx, down.Seq, agentproto.KindService, "", map[string]string{"up": "true"}, 2*time.Minute)
+		if err != nil {
+			return 0, fmt.Errorf("systemd did not restart plugvaultd: %w", err)
+		}
+		return up.Seq - 1, nil
+	}, func() { daemonHealthy(t, ctx, env, strconv.Itoa(restarts+1)) })
+}
+
+// faultSeries injects fault at n copy percentages of backups to v (each resumed by the next
+// run), then checks that the daemon is healthy, nothing is left and every complete snapshot is
+// intact, and counts all of it into c.
+func faultSeries(t *testing.T, ctx context.Context, env *Env, tl *Timeline, c *TortureCase, v *vault, n int, what string,
+	fault func() (resumeSince uint64, err error), healthy func()) {
 	points := map[string]bool{}
 	for _, pct := range percents(n) {
-		restarts, _ := strconv.Atoi(nRestarts(t, ctx, env))
-		hit, before, after, err := faultAtPercent(t, ctx, env, tl, v, pct, func() (uint64, error) {
-			km, err := env.VM.Mark(ctx)
-			if err != nil {
-				return 0, err
-			}
-			if _, err := env.VM.Exec(ctx, "systemctl", "kill", "--kill-whom=main", "--signal=KILL", "plugvaultd.service"); err != nil {
-				return 0, err
-			}
-			down, err := env.VM.Wait(ctx, km, agentproto.KindService, "", map[string]string{"up": "false"}, time.Minute)
-			if err != nil {
-				return 0, err
-			}
-			up, err := env.VM.Wait(ctx, down.Seq, agentproto.KindService, "", map[string]string{"up": "true"}, 2*time.Minute)
-			if err != nil {
-				return 0, fmt.Errorf("systemd did not restart plugvaultd: %w", err)
-			}
-			return up.Seq - 1, nil
-		})
+		hit, before, after, err := faultAtPercent(t, ctx, env, tl, v, pct, fault)
 		c.Count++
 		if hit {
 			points[fmt.Sprintf("%.0f", pct*100)] = true
@@ -632,15 +640,15 @@ func TestTortureKill(t *testing.T) {
 		if err != nil {
 			c.ReplugFailed++
 			replug = "resume FAILED: " + err.Error()
-			t.Errorf("kill at %.0f%%: %v", pct*100, err)
+			t.Errorf("%s at %.0f%%: %v", what, pct*100, err)
 		}
-		daemonHealthy(t, ctx, env, strconv.Itoa(restarts+1))
+		healthy()
 		left := leftoversOfLocked(t, ctx, env)
 		lost, corrupted, note := v.check(ctx)
 		c.Lost += lost
 		c.Corrupted += corrupted
 		c.Leftovers += len(left)
-		c.Line("kill at copy >= %3.0f%%: while copying %s; %s; %s; leftovers %d; %s", pct*100, yesNo(hit), replug, savedLine(before, after), len(left), note)
+		c.Line("%s at copy >= %3.0f%%: while copying %s; %s; %s; leftovers %d; %s", what, pct*100, yesNo(hit), replug, savedLine(before, after), len(left), note)
 		pullNow(t, ctx, env, v.s)
 	}
 	c.Points = len(points)
@@ -828,44 +836,21 @@ func overlapped(evs []agentproto.Event, a, b string) bool {
 func TestTorturePowerCut(t *testing.T) {
 	env, tl, ctx := tortureEnv(t)
 	c := tortureReport.Case("power cut (R2)")
-	v := newVault(t, env, "t-power", false)
 	n := 10
 	if !*tortureFull {
 		n = 1
 	}
-	points := map[string]bool{}
-	for _, pct := range percents(n) {
-		hit, before, after, err := faultAtPercent(t, ctx, env, tl, v, pct, func() (uint64, error) {
-			tl.Add("power cut (system_reset)", time.Now())
-			boot, err := env.VM.PowerCut(ctx)
-			if err != nil {
-				if errors.Is(err, context.DeadlineExceeded) {
-					t.Fatalf("the guest did not come back after the power cut: %v", err)
-				}
-				return 0, err
-			}
-			tl.Add("guest up again ("+boot.SystemState+")", time.Now())
-			// The event log starts afresh with the new boot.
-			return 0, nil
-		})
-		c.Count++
-		if hit {
-			points[fmt.Sprintf("%.0f", pct*100)] = true
-		}
-		replug := "resumed: complete"
+	faultSeries(t, ctx, env, tl, c, newVault(t, env, "t-power", false), n, "power cut", func() (uint64, error) {
+		tl.Add("power cut (system_reset)", time.Now())
+		boot, err := env.VM.PowerCut(ctx)
 		if err != nil {
-			c.ReplugFailed++
-			replug = "resume FAILED: " + err.Error()
-			t.Errorf("power cut at %.0f%%: %v", pct*100, err)
+			if errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("the guest did not come back after the power cut: %v", err)
+			}
+			return 0, err
 		}
-		daemonHealthy(t, ctx, env, "")
-		left := leftoversOfLocked(t, ctx, env)
-		lost, corrupted, note := v.check(ctx)
-		c.Lost += lost
-		c.Corrupted += corrupted
-		c.Leftovers += len(left)
-		c.Line("power cut at copy >= %3.0f%%: while copying %s; %s; %s; leftovers %d; %s", pct*100, yesNo(hit), replug, savedLine(before, after), len(left), note)
-		pullNow(t, ctx, env, v.s)
-	}
-	c.Points = len(points)
+		tl.Add("guest up again ("+boot.SystemState+")", time.Now())
+		// The event log starts afresh with the new boot.
+		return 0, nil
+	}, func() { daemonHealthy(t, ctx, env, "") })
 }
