@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,6 +43,9 @@ func tortureSticks() []StickPlan {
 		{Spec: StickSpec{Name: "t-cycle"}, Enrolled: true, Key: true},
 		{Spec: StickSpec{Name: "t-two-a"}, Enrolled: true, Key: true},
 		{Spec: StickSpec{Name: "t-two-b", FS: "ext4"}, Enrolled: true, Key: true},
+		{Spec: StickSpec{Name: "t-garbage"}, Enrolled: true, Key: true},
+		{Spec: StickSpec{Name: "t-trunc"}, Enrolled: true, Key: true},
+		{Spec: StickSpec{Name: "t-badfs"}, Enrolled: true, Key: true},
 	}
 }
 
@@ -829,6 +834,140 @@ func overlapped(evs []agentproto.Event, a, b string) bool {
 		}
 	}
 	return false
+}
+
+// damage is a way to break an enrolled stick's image on the host (unplugged).
+type damage struct {
+	stick, what string
+	apply       func(s *Stick) error
+}
+
+func badInputs() []damage {
+	return []damage{
+		{"t-garbage", "LUKS header overwritten with garbage (first 32 KiB random)", func(s *Stick) error {
+			return overwrite(s.Path, 0, 32<<10)
+		}},
+		{"t-trunc", "LUKS header truncated (the stick ends 64 KiB in: both header copies, no keyslot material)", func(s *Stick) error {
+			return os.Truncate(s.Path, 64<<10)
+		}},
+		{"t-badfs", "filesystem inside LUKS corrupt (the first MiB of the encrypted data random)", func(s *Stick) error {
+			out, err := run(nil, "cryptsetup", "luksDump", "--dump-json-metadata", s.Path)
+			if err != nil {
+				return err
+			}
+			var meta struct {
+				Segments map[string]struct {
+					Offset string `json:"offset"`
+				} `json:"segments"`
+			}
+			if err := json.Unmarshal([]byte(out), &meta); err != nil {
+				return err
+			}
+			off, err := strconv.ParseInt(meta.Segments["0"].Offset, 10, 64)
+			if err != nil {
+				return fmt.Errorf("cannot read the data offset of %s: %w", s.Name, err)
+			}
+			return overwrite(s.Path, off, 1<<20)
+		}},
+	}
+}
+
+// overwrite writes n random bytes at off into the file at path.
+func overwrite(path string, off, n int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(b, off); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// TestTortureBadInput is R3 (its damaged sticks): an enrolled stick with a garbage or
+// truncated LUKS header, and one whose filesystem is corrupt. Each ends in a clear state with a
+// reason (or is left alone when nothing identifies it), nothing is mapped or mounted, the daemon
+// stays up, and not one byte of the stick changes.
+func TestTortureBadInput(t *testing.T) {
+	env, tl, ctx := tortureEnv(t)
+	c := tortureReport.Case("bad input (R3)")
+	pid := mainPID(t, ctx, env)
+	for _, d := range badInputs() {
+		s := env.Sticks[d.stick]
+		if err := d.apply(s); err != nil {
+			t.Fatalf("cannot damage %s: %v", s.Name, err)
+		}
+		digest, err := s.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mark := plug(t, ctx, env, tl, s)
+		waitUdev(t, ctx, env, mark, s, "add")
+		if _, err := env.VM.Exec(ctx, "udevadm", "settle", "--timeout=120"); err != nil {
+			t.Fatal(err)
+		}
+		// Either the daemon takes the stick up and ends in a state that says why it stops, or
+		// nothing identifies it as the drive and it is left alone (the drive stays absent).
+		outcome := ""
+		// (The daemon handles a udev event within seconds; a minute without a state change
+		// after udev settled means it left the stick alone.)
+		if _, err := env.VM.Wait(ctx, mark, agentproto.KindDrive, drivePath(s), map[string]string{"State": "present|unlocking|failed"}, time.Minute); err == nil {
+			end, err := env.VM.Wait(ctx, mark, agentproto.KindDrive, drivePath(s), map[string]string{"State": strings.Join([]string{
+				string(api.StateFailed), string(api.StateAwaitingPassphrase), string(api.StateSafeToRemove)}, "|")}, cycleTimeout)
+			if err != nil {
+				t.Errorf("%s: no end state: %v", d.what, err)
+			}
+			st := status(t, ctx, env, s)
+			outcome = fmt.Sprintf("state %s: %q", st.State, st.StateReason)
+			if end.State == string(api.StateSafeToRemove) && st.LastResult == api.ResultSuccess {
+				t.Errorf("%s: a backup succeeded on a damaged stick", d.what)
+			}
+			if st.StateReason == "" {
+				t.Errorf("%s: state %s without a reason", d.what, st.State)
+			}
+		} else {
+			st := status(t, ctx, env, s)
+			outcome = fmt.Sprintf("left alone (drive %s, present %v)", st.State, st.Present)
+			if st.State != api.StateAbsent {
+				t.Errorf("%s: the drive is %s although nothing identified the stick", d.what, st.State)
+			}
+		}
+		left := leftovers(t, ctx, env)
+		for _, l := range left {
+			t.Errorf("%s: left behind: %s", d.what, l)
+		}
+		if now := mainPID(t, ctx, env); now != pid {
+			t.Errorf("%s: plugvaultd's PID changed from %s to %s", d.what, pid, now)
+			pid = now
+		}
+		daemonHealthy(t, ctx, env, "")
+		pm, err := env.VM.Mark(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pullSettled(t, ctx, env, s, pm); err != nil {
+			t.Errorf("%s: %v", d.what, err)
+		}
+		after, err := s.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		written := "not one byte written"
+		if after != digest {
+			written = "THE STICK WAS WRITTEN TO"
+			c.Corrupted++
+			t.Errorf("%s: the stick was written to", d.what)
+		}
+		c.Count++
+		c.Points++
+		c.Leftovers += len(left)
+		c.Line("%s: %s; leftovers %d; %s", d.what, outcome, len(left), written)
+	}
 }
 
 // TestTorturePowerCut is R2 (last: it resets the guest): the power fails at different copy
