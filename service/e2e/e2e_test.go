@@ -97,7 +97,7 @@ func vmEnv(t *testing.T) *Env {
 		}
 		report.Path = filepath.Join(out, "report.txt")
 		tortureReport.Path = filepath.Join(out, "torture.txt")
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 		defer cancel()
 		sharedEnv, envErr = Setup(ctx, SetupConfig{Repo: repo, Out: out, Cache: cache, Sticks: append(append([]StickPlan(nil), stickPlans...), tortureSticks()...), Log: testLog{}})
 		if envErr == nil {

@@ -142,7 +142,8 @@ func install(ctx context.Context, logf func(string, ...any)) bool {
 		logf("installed by an earlier boot of this VM")
 		return err == nil
 	}
-	if out, err := runCmd(ctx, 2*time.Minute, "cp", "-a", overlay+"/.", "/"); err != nil {
+	// Bounded generously: over 9p on loaded shared cores the copy took more than 2 minutes.
+	if out, err := runCmd(ctx, 10*time.Minute, "cp", "-a", overlay+"/.", "/"); err != nil {
 		logf("cannot copy the install overlay: %v: %s", err, out)
 		return false
 	}
