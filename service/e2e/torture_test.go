@@ -46,6 +46,7 @@ func tortureSticks() []StickPlan {
 		{Spec: StickSpec{Name: "t-garbage"}, Enrolled: true, Key: true},
 		{Spec: StickSpec{Name: "t-trunc"}, Enrolled: true, Key: true},
 		{Spec: StickSpec{Name: "t-badfs"}, Enrolled: true, Key: true},
+		{Spec: StickSpec{Name: "t-sleep"}, Enrolled: true, Key: true},
 	}
 }
 
@@ -968,6 +969,77 @@ func TestTortureBadInput(t *testing.T) {
 		c.Leftovers += len(left)
 		c.Line("%s: %s; leftovers %d; %s", d.what, outcome, len(left), written)
 	}
+}
+
+// TestTortureSuspend is R2: the guest is suspended (systemctl suspend, through logind) while a
+// backup copies. plugvaultd's delay inhibitor holds the sleep back until the run has stopped and
+// the drive is locked; QEMU reports the suspend, the harness wakes the guest, the backup runs
+// again and completes; nothing is lost.
+func TestTortureSuspend(t *testing.T) {
+	env, tl, ctx := tortureEnv(t)
+	c := tortureReport.Case("suspend during a backup (R2)")
+	v := newVault(t, env, "t-sleep", false)
+	s := v.s
+	v.churn(ctx, 16<<20)
+	mark := plug(t, ctx, env, tl, s)
+	if _, err := env.VM.Wait(ctx, mark, agentproto.KindDrive, drivePath(s), map[string]string{"Progress": ">=0.3"}, cycleTimeout); err != nil {
+		t.Fatal(err)
+	}
+	suspended := env.VM.QMP.Expect("SUSPEND", nil)
+	woke := env.VM.QMP.Expect("WAKEUP", nil)
+	req, err := env.VM.Mark(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go env.VM.Exec(ctx, "systemctl", "suspend") // answers after the wake-up at the latest
+	tl.Add("systemctl suspend", time.Now())
+	select {
+	case <-suspended:
+		tl.Add("QEMU: guest suspended", time.Now())
+	case <-time.After(cycleTimeout):
+		t.Fatalf("the guest never suspended (QEMU reported no SUSPEND within %v)", cycleTimeout)
+	}
+	if _, err := env.VM.QMP.Execute("system_wakeup", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-woke:
+		tl.Add("QEMU: guest woke up", time.Now())
+	case <-time.After(cycleTimeout):
+		t.Fatalf("the guest never woke up")
+	}
+	if err := env.VM.syncClock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Before the sleep the run must have ended with the drive locked (safe to remove, or absent
+	// if the kernel dropped the stick); then, awake, a run completes.
+	stopped, err := env.VM.Wait(ctx, req, agentproto.KindDrive, drivePath(s), map[string]string{"State": string(api.StateSafeToRemove) + "|" + string(api.StateAbsent) + "|" + string(api.StateFailed)}, cycleTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replug := "after the wake-up the backup ran again and completed"
+	since := stopped.Seq
+	if stopped.State == string(api.StateAbsent) {
+		// The stick did not survive the sleep (USB reset): plug it again.
+		pullNow(t, ctx, env, s)
+		since = plug(t, ctx, env, tl, s)
+		replug = "the stick was gone after the wake-up; replugged, the backup completed"
+	}
+	if err := v.waitEnd(ctx, since); err != nil {
+		c.ReplugFailed++
+		replug = "FAILED after the wake-up: " + err.Error()
+		t.Error(replug)
+	}
+	evs, _ := env.VM.Events(ctx, mark)
+	tl.AddEvents(env.VM, evs, s.Serial, drivePath(s))
+	left := leftoversOfLocked(t, ctx, env)
+	daemonHealthy(t, ctx, env, "")
+	lost, corrupted, note := v.check(ctx)
+	c.Count, c.Points = 1, 1
+	c.Lost, c.Corrupted, c.Leftovers = lost, corrupted, len(left)
+	c.Line("suspend at copy >= 30%%: before sleeping the drive was %s (%s); %s; leftovers %d; %s",
+		stopped.State, stopped.Props["StateReason"], replug, len(left), note)
+	pullNow(t, ctx, env, s)
 }
 
 // TestTorturePowerCut is R2 (last: it resets the guest): the power fails at different copy
