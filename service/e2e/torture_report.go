@@ -43,11 +43,14 @@ func (r *TortureReport) Case(fault string) *TortureCase {
 	return c
 }
 
-// Line adds a line about one injected fault.
+// Line adds a line about one injected fault (and shows it on stderr as it happens: the suite
+// is long).
 func (c *TortureCase) Line(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	fmt.Fprintf(os.Stderr, "torture: %s: %s\n", c.Fault, line)
 	tortureReport.mu.Lock()
 	defer tortureReport.mu.Unlock()
-	c.Lines = append(c.Lines, fmt.Sprintf(format, args...))
+	c.Lines = append(c.Lines, line)
 }
 
 // String renders the table, then the lines of each case.
