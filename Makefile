@@ -85,7 +85,7 @@ E2E_CACHE ?=
 E2E_EXTRA ?=
 E2E_FLAGS := -run-vm-tests -e2e-out=$(CURDIR)/e2e-out $(if $(E2E_CACHE),-e2e-cache=$(E2E_CACHE)) $(E2E_EXTRA)
 # The whole torture suite runs alone in its own boot (service/e2e/README.md gives its duration).
-TORTURE_TIMEOUT ?= 180m
+TORTURE_TIMEOUT ?= 300m
 
 e2e: ## run the QEMU guest tests (root): plug, unlock, back up, pull, power cut; report in e2e-out/report.txt
 	$(GO) test $(GOTESTFLAGS) -v -timeout $(E2E_TIMEOUT) ./service/e2e $(E2E_FLAGS); \

@@ -567,15 +567,28 @@ func faultAtPercent(t *testing.T, ctx context.Context, env *Env, tl *Timeline, v
 	if err != nil {
 		return hit, before, 0, err
 	}
+	// The resumed run's total: the first BytesTotal published once its engine copies (the
+	// drive's figures are reset to 0 when a run starts).
+	copying, measured := false, false
 	for _, ev := range evs {
-		if ev.Kind == agentproto.KindDrive && ev.Path == drivePath(v.s) && ev.Props["BytesTotal"] != "" && ev.Props["BytesTotal"] != "0" {
+		if agentproto.Matches(ev, agentproto.KindJournal, "", step("engine-copying", "begin")) {
+			copying = true
+		}
+		if copying && ev.Kind == agentproto.KindDrive && ev.Path == drivePath(v.s) && ev.Props["BytesTotal"] != "" {
 			after, _ = strconv.ParseUint(ev.Props["BytesTotal"], 10, 64)
+			measured = true
 			break
 		}
+	}
+	if !measured {
+		return hit, before, 0, errNotMeasured
 	}
 	tl.AddEvents(env.VM, evs, v.s.Serial, drivePath(v.s))
 	return hit, before, after, nil
 }
+
+// errNotMeasured: the resumed run completed, but published no byte total while copying.
+var errNotMeasured = errors.New("the resumed run published no byte total while copying")
 
 // percents spreads n copy percentages over 5–95 %.
 func percents(n int) []float64 {
@@ -638,6 +651,10 @@ func faultSeries(t *testing.T, ctx context.Context, env *Env, tl *Timeline, c *T
 	points := map[string]bool{}
 	for _, pct := range percents(n) {
 		hit, before, after, err := faultAtPercent(t, ctx, env, tl, v, pct, fault)
+		saved := savedLine(before, after)
+		if errors.Is(err, errNotMeasured) {
+			saved, err = "resume: "+err.Error(), nil
+		}
 		c.Count++
 		if hit {
 			points[fmt.Sprintf("%.0f", pct*100)] = true
@@ -654,7 +671,7 @@ func faultSeries(t *testing.T, ctx context.Context, env *Env, tl *Timeline, c *T
 		c.Lost += lost
 		c.Corrupted += corrupted
 		c.Leftovers += len(left)
-		c.Line("%s at copy >= %3.0f%%: while copying %s; %s; %s; leftovers %d; %s", what, pct*100, yesNo(hit), replug, savedLine(before, after), len(left), note)
+		c.Line("%s at copy >= %3.0f%%: while copying %s; %s; %s; leftovers %d; %s", what, pct*100, yesNo(hit), replug, saved, len(left), note)
 		pullNow(t, ctx, env, v.s)
 	}
 	c.Points = len(points)
