@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,8 +25,9 @@ import (
 // the same checks, counted into e2e-out/torture.txt.
 
 var (
-	tortureFull  = flag.Bool("torture", false, "run the whole torture suite (make torture; needs -run-vm-tests)")
-	tortureShort = flag.Bool("torture-short", false, "run the short torture pass (make check; needs -run-vm-tests)")
+	tortureFull   = flag.Bool("torture", false, "run the whole torture suite (make torture; needs -run-vm-tests)")
+	tortureShort  = flag.Bool("torture-short", false, "run the short torture pass (make check; needs -run-vm-tests)")
+	torturePoints = flag.String("torture-points", "", "only the yank points whose names match this regular expression (with -torture)")
 )
 
 func tortureOn() bool { return *tortureFull || *tortureShort }
@@ -405,7 +407,19 @@ func TestTortureYank(t *testing.T) {
 	vaults := map[string]*vault{"": newVault(t, env, "t-yank", false), "pass": newVault(t, env, "t-pass", true)}
 	pid := mainPID(t, ctx, env)
 	points := yankPoints()
-	if !*tortureFull {
+	if *torturePoints != "" {
+		re, err := regexp.Compile(*torturePoints)
+		if err != nil {
+			t.Fatalf("-torture-points: %v", err)
+		}
+		var some []yankPoint
+		for _, p := range points {
+			if re.MatchString(p.name) {
+				some = append(some, p)
+			}
+		}
+		points = some
+	} else if !*tortureFull {
 		var short []yankPoint
 		for _, p := range points {
 			for _, n := range shortYankPoints {
