@@ -809,7 +809,7 @@ func TestTortureTwoSticks(t *testing.T) {
 				t.Errorf("Eject of %s: %v %v", a.s.Name, err, res.Err)
 			}
 			st := status(t, ctx, env, b.s)
-			ejected = fmt.Sprintf("%s ejected while %s was %s", a.s.Name, b.s.Name, st.State)
+			ejected = fmt.Sprintf("; Eject of %s called while %s was backing up, %s when it returned", a.s.Name, b.s.Name, st.State)
 		}
 		errB := b.waitEnd(ctx, mark)
 		errA := error(nil)
@@ -847,7 +847,7 @@ func TestTortureTwoSticks(t *testing.T) {
 		c.Lost += la + lb
 		c.Corrupted += ca + cb
 		c.Leftovers += len(left)
-		c.Line("round %d: backups overlapped in time: %s; %s; %s: %s; %s: %s", round, yesNo(overlap), ejected, a.s.Name, na, b.s.Name, nb)
+		c.Line("round %d: backups overlapped in time: %s%s; %s: %s; %s: %s", round, yesNo(overlap), ejected, a.s.Name, na, b.s.Name, nb)
 		pullNow(t, ctx, env, a.s)
 		pullNow(t, ctx, env, b.s)
 	}
