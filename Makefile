@@ -53,7 +53,7 @@ $(STATICCHECK):
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 check: deps lint test ## the README's test command: install test deps, lint, run every test level (VM included, with the short torture pass)
-	$(MAKE) e2e E2E_EXTRA=-torture-short E2E_TIMEOUT=60m
+	$(MAKE) e2e E2E_EXTRA=-torture-short E2E_TIMEOUT=90m
 
 lint: $(STATICCHECK) ## gofmt, go vet, staticcheck, shellcheck, xmllint against Debian's DTDs
 	@out=$$(gofmt -l service tray); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
