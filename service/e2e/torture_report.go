@@ -20,6 +20,7 @@ type TortureCase struct {
 	Leftovers    int // mappings, mounts, processes, loop devices, /run entries left after a fault
 	ReplugFailed int // replugs (or restarts) after a fault that did not end in a complete run
 	Drift        string
+	Failed       bool     // the test failed: its figures stop where it did
 	Lines        []string // one per injected fault
 }
 
@@ -67,7 +68,11 @@ func (r *TortureReport) String() string {
 	fmt.Fprintln(w, "fault\tcount\tpoints\tsnapshots lost\tcorrupted\tleftovers\treplugs failed\tmax drift (fd/goroutine/RSS)")
 	tot := TortureCase{}
 	for _, c := range r.cases {
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", c.Fault, c.Count, c.Points, c.Lost, c.Corrupted, c.Leftovers, c.ReplugFailed, c.Drift)
+		name := c.Fault
+		if c.Failed {
+			name += " FAILED"
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", name, c.Count, c.Points, c.Lost, c.Corrupted, c.Leftovers, c.ReplugFailed, c.Drift)
 		tot.Count += c.Count
 		tot.Points += c.Points
 		tot.Lost += c.Lost
