@@ -28,7 +28,7 @@ DEB_TEST_DEPS := dbus-daemon dbus libdbus-1-dev systemd cryptsetup-bin btrfs-pro
 	libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev xvfb xdotool imagemagick polkitd \
 	qemu-system-x86 mmdebstrap ca-certificates desktop-file-utils lintian
 
-.PHONY: all build build-service deb test check deps tools lint fmt test-unit install uninstall clean help bench e2e test-vm demo
+.PHONY: all build build-service deb test check deps tools lint fmt test-unit install uninstall clean help bench e2e test-vm demo torture
 
 all: build
 
@@ -68,7 +68,8 @@ $(STATICCHECK):
 	mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-check: deps lint test e2e ## the README's test command: install test deps, lint, run every test level (VM included)
+check: deps lint test ## the README's test command: install test deps, lint, run every test level (VM included, with the short torture pass)
+	$(MAKE) e2e E2E_EXTRA=-torture-short E2E_TIMEOUT=90m
 
 lint: $(STATICCHECK) ## gofmt, go vet, staticcheck, shellcheck, xmllint against Debian's DTDs
 	@out=$$(gofmt -l service tray); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -98,13 +99,20 @@ bench: ## compare the backup engine with rsync --link-dest, rsync --inplace + bt
 # e2e-out/report.txt. Needs root; host requirements in service/e2e/README.md.
 E2E_TIMEOUT ?= 25m
 E2E_CACHE ?=
-E2E_FLAGS := -run-vm-tests -e2e-out=$(CURDIR)/e2e-out $(if $(E2E_CACHE),-e2e-cache=$(E2E_CACHE))
+E2E_EXTRA ?=
+E2E_FLAGS := -run-vm-tests -e2e-out=$(CURDIR)/e2e-out $(if $(E2E_CACHE),-e2e-cache=$(E2E_CACHE)) $(E2E_EXTRA)
+# The whole torture suite runs alone in its own boot (service/e2e/README.md gives its duration).
+TORTURE_TIMEOUT ?= 300m
 
 e2e: ## run the QEMU guest tests (root): plug, unlock, back up, pull, power cut; report in e2e-out/report.txt
 	$(GO) test $(GOTESTFLAGS) -v -timeout $(E2E_TIMEOUT) ./service/e2e $(E2E_FLAGS); \
-		status=$$?; cat e2e-out/report.txt 2>/dev/null; exit $$status
+		status=$$?; cat e2e-out/report.txt $(if $(E2E_EXTRA),e2e-out/torture.txt) 2>/dev/null; exit $$status
 
 test-vm: e2e ## same as e2e
+
+torture: ## the torture suite in the QEMU guest (root): yanks, kills, power cuts, plug cycles; e2e-out/torture.txt
+	$(GO) test $(GOTESTFLAGS) -v -timeout $(TORTURE_TIMEOUT) ./service/e2e $(E2E_FLAGS) -torture -run 'TestTorture'; \
+		status=$$?; cat e2e-out/torture.txt 2>/dev/null; exit $$status
 
 demo: ## the main job: boot a guest, plug a virtual stick and narrate a backup to it (root)
 	$(GO) run ./service/e2e/cmd/plugvault-demo $(if $(E2E_CACHE),-cache=$(E2E_CACHE))

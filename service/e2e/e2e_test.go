@@ -61,6 +61,9 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 		}
 	}
+	if err := tortureReport.Write(); err != nil {
+		fmt.Fprintln(os.Stderr, "cannot write the torture report:", err)
+	}
 	if report.Path != "" {
 		if err := report.Write(); err != nil {
 			fmt.Fprintln(os.Stderr, "cannot write the report:", err)
@@ -97,11 +100,13 @@ func vmEnv(t *testing.T) *Env {
 			cache = DefaultCacheDir()
 		}
 		report.Path = filepath.Join(out, "report.txt")
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		tortureReport.Path = filepath.Join(out, "torture.txt")
+		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 		defer cancel()
-		sharedEnv, envErr = Setup(ctx, SetupConfig{Repo: repo, Out: out, Cache: cache, Sticks: stickPlans, Log: testLog{}})
+		sharedEnv, envErr = Setup(ctx, SetupConfig{Repo: repo, Out: out, Cache: cache, Sticks: append(append([]StickPlan(nil), stickPlans...), tortureSticks()...), Log: testLog{}})
 		if envErr == nil {
 			report.Header = append(report.Header, sharedEnv.Setup...)
+			tortureReport.Header = append(tortureReport.Header, sharedEnv.Setup...)
 			report.Header = append(report.Header, fmt.Sprintf("guest: %s, boot %.1fs, system %s",
 				sharedEnv.VM.Boot.Kernel, sharedEnv.VM.Booted.Seconds(), sharedEnv.VM.Boot.SystemState))
 			if b := sharedEnv.VM.Boot.Log; b != "" {

@@ -100,7 +100,9 @@ func Setup(ctx context.Context, cfg SetupConfig) (*Env, error) {
 		return nil, fmt.Errorf("cannot install plugvaultd: %s", env.Install.Why)
 	}
 	start = time.Now()
-	env.VM, err = StartVM(ctx, VMConfig{Image: img, Share: env.Install.Share, Dir: run, Log: cfg.Log})
+	// The agent says hello after installing plugvault (a 9p copy) and the boot settling: on
+	// loaded shared cores that took more than the default 5 minutes.
+	env.VM, err = StartVM(ctx, VMConfig{Image: img, Share: env.Install.Share, Dir: run, Log: cfg.Log, BootTimeout: 12 * time.Minute})
 	if err != nil {
 		return nil, err
 	}

@@ -393,3 +393,13 @@ func checkAllSnapshots(t *testing.T, ctx context.Context, env *Env, tl *Timeline
 	tl.Note("%d complete snapshots, each equal to %s (content, modes, owners, times, links, xattrs)", len(complete), SourceDir)
 	return complete
 }
+
+// mainPID is plugvaultd's process ID in the guest (it changes when the service restarts).
+func mainPID(t *testing.T, ctx context.Context, env *Env) string {
+	t.Helper()
+	out, err := env.VM.Exec(ctx, "systemctl", "show", "-p", "MainPID", "--value", "plugvaultd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}

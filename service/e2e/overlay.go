@@ -121,6 +121,9 @@ func PrepareShare(repo, share string, drives []ConfDrive, logw io.Writer) (*Inst
 	if err := writeConfig(overlay, drives); err != nil {
 		return nil, err
 	}
+	if err := writeDebugDropIn(overlay); err != nil {
+		return nil, err
+	}
 	// /home keeps the guest's mode (cp -a copies the overlay's directory modes onto it).
 	if err := os.Mkdir(filepath.Join(overlay, "home"), 0o755); err != nil {
 		return nil, err
@@ -251,4 +254,20 @@ func WriteSourceTree(home string) error {
 		}
 	}
 	return nil
+}
+
+// writeDebugDropIn makes the guest's plugvaultd log at debug level: each step of a run
+// (STEP=, PHASE=), which the guest agent records from the journal so that the torture suite can
+// pull a stick in the middle of a step.
+func writeDebugDropIn(overlay string) error {
+	dir := filepath.Join(overlay, "etc", "systemd", "system", "plugvaultd.service.d")
+	for _, d := range []string{filepath.Join(overlay, "etc", "systemd"), filepath.Join(overlay, "etc", "systemd", "system"), dir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o755); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(dir, "e2e-debug.conf"), []byte("[Service]\nEnvironment=PLUGVAULTD_LOG_LEVEL=debug\n"), 0o644)
 }

@@ -166,15 +166,6 @@ func checkInstalled(t *testing.T, ctx context.Context, env *Env, version string)
 	}
 }
 
-func mainPID(t *testing.T, ctx context.Context, env *Env) string {
-	t.Helper()
-	out, err := env.VM.Exec(ctx, "systemctl", "show", "-p", "MainPID", "--value", "plugvaultd.service")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(out)
-}
-
 // etcDigest describes /etc/plugvault: config.toml's and the drive key's content, owner and
 // mode, and the keys directory's mode.
 func etcDigest(t *testing.T, ctx context.Context, env *Env, s *Stick) string {

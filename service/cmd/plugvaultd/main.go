@@ -69,7 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "plugvaultd: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	logger := logging.New(slog.LevelInfo)
+	logger := logging.New(logLevel(os.Getenv(logLevelEnv)))
 	// Packages that log through the default logger (luks names the cryptsetup it found) reach
 	// the journal the same way.
 	slog.SetDefault(logger)
@@ -160,6 +160,8 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress, met
 	overdueDone := make(chan struct{})
 	go func() { col.WatchOverdue(ctx, cfg.ReminderDays, time.Hour); close(overdueDone) }()
 	defer func() { cancel(); <-overdueDone }()
+	stats := logRuntimeOnSignal(ctx, logger)
+	defer func() { cancel(); <-stats }()
 	select {
 	case <-ctx.Done():
 	case <-conn.Context().Done():

@@ -9,6 +9,12 @@
 // first event after N that matches" without ever polling or sleeping.
 package agentproto
 
+import (
+	"slices"
+	"strconv"
+	"strings"
+)
+
 // PortName is the virtio-serial port name the agent opens (/sys/class/virtio-ports/*/name).
 const PortName = "org.plugvault.e2e.agent"
 
@@ -36,6 +42,9 @@ const (
 	KindUdev    = "udev"    // a udev block event; Props are its properties (ACTION, DEVNAME, ID_*)
 	KindDrive   = "drive"   // PropertiesChanged of a Drive; Props are the changed values, State the state after it
 	KindService = "service" // plugvaultd's bus name got an owner (Props["up"]="true") or lost it ("false")
+	// KindJournal is one journal entry of plugvaultd.service; Props are its fields that do not
+	// start with "_" (MESSAGE, PRIORITY, and the daemon's own: STEP, PHASE, GOROUTINES, …).
+	KindJournal = "journal"
 )
 
 // Request is one command from the host.
@@ -49,7 +58,7 @@ type Request struct {
 	Since     uint64            `json:"since,omitempty"`
 	Kind      string            `json:"kind,omitempty"`
 	Path      string            `json:"path,omitempty"`
-	Match     map[string]string `json:"match,omitempty"` // each value may list alternatives separated by "|"
+	Match     map[string]string `json:"match,omitempty"` // alternatives separated by "|", or ">=N" (a number at least N)
 	Method    string            `json:"method,omitempty"`
 	Drive     string            `json:"drive,omitempty"`
 	Args      []byte            `json:"args,omitempty"` // the passphrase of Unlock
@@ -112,4 +121,36 @@ type Entry struct {
 	Dev     uint64            `json:"dev"`
 	Extents [][2]uint64       `json:"extents,omitempty"` // physical offset and length of each extent
 	Xattrs  map[string]string `json:"xattrs,omitempty"`
+}
+
+// Matches says whether ev is of kind (any kind when ""), of the drive path (any when "") and
+// has every property of match: a match value lists alternatives separated by "|", or is ">=N"
+// (the property is a number at least N).
+func Matches(ev Event, kind, path string, match map[string]string) bool {
+	if kind != "" && ev.Kind != kind {
+		return false
+	}
+	if path != "" && ev.Path != path {
+		return false
+	}
+	for k, want := range match {
+		got, ok := ev.Props[k]
+		// A wait for a state matches the change into it, not a later change of another
+		// property while the drive is still in that state.
+		if !ok {
+			return false
+		}
+		if lim, ok := strings.CutPrefix(want, ">="); ok {
+			x, err1 := strconv.ParseFloat(got, 64)
+			y, err2 := strconv.ParseFloat(lim, 64)
+			if err1 != nil || err2 != nil || x < y {
+				return false
+			}
+			continue
+		}
+		if !slices.Contains(strings.Split(want, "|"), got) {
+			return false
+		}
+	}
+	return true
 }

@@ -77,6 +77,7 @@ func run() error {
 		return err
 	}
 	go a.watchBus(ctx, logf)
+	go a.watchJournal(ctx, logf)
 	installed := install(ctx, logf)
 
 	port, err := openPort()
@@ -142,6 +143,7 @@ func install(ctx context.Context, logf func(string, ...any)) bool {
 		logf("installed by an earlier boot of this VM")
 		return err == nil
 	}
+	// Bounded generously: over 9p on loaded shared cores the copy took more than 2 minutes.
 	if out, err := runCmd(ctx, 10*time.Minute, "cp", "-a", overlay+"/.", "/"); err != nil {
 		logf("cannot copy the install overlay: %v: %s", err, out)
 		return false
@@ -276,31 +278,7 @@ func (a *agent) waitEvent(ctx context.Context, req agentproto.Request) (agentpro
 }
 
 func matches(ev agentproto.Event, req agentproto.Request) bool {
-	if req.Kind != "" && ev.Kind != req.Kind {
-		return false
-	}
-	if req.Path != "" && ev.Path != req.Path {
-		return false
-	}
-	for k, want := range req.Match {
-		got, ok := ev.Props[k]
-		// A wait for a state matches the change into it, not a later change of another
-		// property while the drive is still in that state.
-		if !ok {
-			return false
-		}
-		hit := false
-		for _, alt := range strings.Split(want, "|") {
-			if got == alt {
-				hit = true
-				break
-			}
-		}
-		if !hit {
-			return false
-		}
-	}
-	return true
+	return agentproto.Matches(ev, req.Kind, req.Path, req.Match)
 }
 
 func (a *agent) eventsSince(since uint64) []agentproto.Event {

@@ -169,6 +169,7 @@ func NewManager(deps Deps) (*Manager, error) {
 	if deps.Hostname == nil {
 		deps.Hostname = os.Hostname
 	}
+	deps = withStepLog(deps)
 	host, err := deps.Hostname()
 	if err != nil {
 		return nil, fmt.Errorf("cannot get the host name: %w", err)
