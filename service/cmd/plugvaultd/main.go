@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
@@ -158,7 +157,7 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress, met
 	done := watchdog(ctx, logger)
 	defer func() { cancel(); <-done }()
 	overdueDone := make(chan struct{})
-	go func() { col.WatchOverdue(ctx, cfg.ReminderDays, time.Hour); close(overdueDone) }()
+	go func() { col.WatchOverdue(ctx, cfg.ReminderDays); close(overdueDone) }()
 	defer func() { cancel(); <-overdueDone }()
 	stats := logRuntimeOnSignal(ctx, logger)
 	defer func() { cancel(); <-stats }()

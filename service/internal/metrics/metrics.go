@@ -42,6 +42,10 @@ type Collector struct {
 
 	mu     sync.Mutex
 	drives map[string]*driveMetrics // by LUKS UUID
+
+	// backedUp wakes WatchOverdue when a drive's LastBackup changes (capacity 1: one pending
+	// wake-up stands for any number).
+	backedUp chan struct{}
 }
 
 type driveMetrics struct {
@@ -56,7 +60,8 @@ type driveMetrics struct {
 
 // New returns a Collector that writes path ("" for none) and logs to logger.
 func New(path string, logger *slog.Logger) *Collector {
-	return &Collector{path: path, log: logger, clock: time.Now, statfs: freeBytes, drives: map[string]*driveMetrics{}}
+	return &Collector{path: path, log: logger, clock: time.Now, statfs: freeBytes, drives: map[string]*driveMetrics{},
+		backedUp: make(chan struct{}, 1)}
 }
 
 func freeBytes(path string) (uint64, error) {
@@ -110,11 +115,18 @@ func (c *Collector) update(uuid string, st api.DriveStatus) {
 		d = &driveMetrics{}
 		c.drives[uuid] = d
 	}
+	newBackup := d.st.LastBackup != st.LastBackup
 	d.st = st
 	ended := d.running && (st.State == api.StateSafeToRemove || st.State == api.StateFailed)
 	d.running = !idle(st.State)
 	m := *d
 	c.mu.Unlock()
+	if newBackup {
+		select {
+		case c.backedUp <- struct{}{}:
+		default:
+		}
+	}
 	if ended {
 		c.logRun(uuid, m)
 		c.write()
@@ -169,19 +181,51 @@ func (c *Collector) CheckOverdue(days uint32) {
 	}
 }
 
-// WatchOverdue runs CheckOverdue every interval until ctx ends; the caller waits for it to
-// return.
-func (c *Collector) WatchOverdue(ctx context.Context, days uint32, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+// WatchOverdue logs the "drive overdue" entries (CheckOverdue) until ctx ends; the caller
+// waits for it to return. It does not poll: it sleeps until the next drive falls behind, or
+// until a drive's LastBackup changes, whichever comes first.
+func (c *Collector) WatchOverdue(ctx context.Context, days uint32) {
+	if days == 0 {
+		return
+	}
 	for {
+		c.CheckOverdue(days)
+		var wake <-chan time.Time
+		var t *time.Timer
+		if next, ok := c.nextOverdue(days); ok {
+			t = time.NewTimer(max(next.Sub(c.clock()), time.Second))
+			wake = t.C
+		}
 		select {
 		case <-ctx.Done():
+		case <-wake:
+		case <-c.backedUp:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
 			return
-		case <-t.C:
-			c.CheckOverdue(days)
 		}
 	}
+}
+
+// nextOverdue is when the first drive not yet reported falls behind by days.
+func (c *Collector) nextOverdue(days uint32) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var next time.Time
+	for _, d := range c.drives {
+		last := d.st.LastBackup
+		if last == 0 || d.warned == last {
+			continue
+		}
+		due := time.Unix(int64(last), 0).Add(time.Duration(days) * 24 * time.Hour)
+		if next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	return next, !next.IsZero()
 }
 
 // Engine returns next wrapped: each run's bytes and duration, and the free space of its

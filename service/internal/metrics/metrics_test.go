@@ -195,3 +195,37 @@ func TestOverdueOncePerBackup(t *testing.T) {
 		t.Errorf("entries after a new backup fell behind: %d, want 2", len(*entries))
 	}
 }
+
+// WatchOverdue sleeps until the next drive falls behind, and wakes when a drive backs up:
+// nothing polls.
+func TestOverdueDeadline(t *testing.T) {
+	c, next, _, _, now := setup(t)
+	pub := c.Publisher(next)
+	last := now.Add(-24 * time.Hour)
+	st := api.DriveStatus{Name: "blue", LuksUUID: uuid, State: api.StateAbsent, LastBackup: uint64(last.Unix())}
+	if err := pub.AddDrive(uuid, st); err != nil {
+		t.Fatal(err)
+	}
+	<-c.BackedUp() // AddDrive brought a LastBackup
+	if got, ok := c.NextOverdue(7); !ok || !got.Equal(last.Add(7*24*time.Hour)) {
+		t.Errorf("next overdue %v %v, want %v", got, ok, last.Add(7*24*time.Hour))
+	}
+	pub.UpdateDrive(uuid, st) // the same LastBackup: no wake-up
+	select {
+	case <-c.BackedUp():
+		t.Error("woken without a new backup")
+	default:
+	}
+	st.LastBackup = uint64(now.Unix())
+	pub.UpdateDrive(uuid, st)
+	select {
+	case <-c.BackedUp():
+	default:
+		t.Error("a new backup did not wake the watcher")
+	}
+	*now = now.Add(8 * 24 * time.Hour)
+	c.CheckOverdue(7)
+	if _, ok := c.NextOverdue(7); ok {
+		t.Error("a drive already reported is due again before it backs up")
+	}
+}
