@@ -57,29 +57,8 @@ func AppendDrive(path string, d Drive) error {
 // its sub-tables and the comment lines directly above its header, and writes the file
 // atomically. Everything else stays as it was. It wraps ErrNoDrive if there is no such drive.
 func RemoveDrive(path string, luksUUID string) error {
-	editMu.Lock()
-	defer editMu.Unlock()
-	old, err := readForEdit(path)
-	if err != nil {
-		return err
-	}
-	if old == nil {
-		return fmt.Errorf("cannot remove drive %s: %s does not exist: %w", luksUUID, path, ErrNoDrive)
-	}
-	blocks, err := driveBlocks(old)
-	if err != nil {
-		return fmt.Errorf("cannot remove drive %s from %s: %w", luksUUID, path, err)
-	}
-	out := old
-	found := false
-	// From the last block backwards, so that earlier offsets stay valid.
-	for i := len(blocks) - 1; i >= 0; i-- {
-		bl := blocks[i]
-		if bl.uuid != luksUUID {
-			continue
-		}
-		found = true
-		out = append(append([]byte{}, out[:bl.start]...), out[bl.end:]...)
+	return editDrive(path, luksUUID, "remove drive "+luksUUID+" from", func(old []byte, bl driveBlock) []byte {
+		out := append(append([]byte{}, old[:bl.start]...), old[bl.end:]...)
 		// Do not leave two blank lines where the block was.
 		if bl.start > 1 && bl.start < len(out) && out[bl.start-1] == '\n' && out[bl.start-2] == '\n' && out[bl.start] == '\n' {
 			out = append(out[:bl.start], out[bl.start+1:]...)
@@ -87,20 +66,33 @@ func RemoveDrive(path string, luksUUID string) error {
 		if bl.start == len(out) {
 			out = append(bytes.TrimRight(out, "\n"), '\n')
 		}
-	}
-	if !found {
-		return fmt.Errorf("cannot remove drive %s from %s: no [[drive]] has this luks_uuid: %w", luksUUID, path, ErrNoDrive)
-	}
-	if _, err := parse(path, out); err != nil {
-		return fmt.Errorf("cannot remove drive %s from %s:\n%w", luksUUID, path, err)
-	}
-	return writeAtomic(path, out)
+		return out
+	})
 }
 
 // SetFingerprint records fp as the fingerprint of the [[drive]] whose luks_uuid is luksUUID,
 // replacing the one it has or adding the line below luks_uuid, and writes the file
 // atomically. Everything else stays as it was. It wraps ErrNoDrive if there is no such drive.
 func SetFingerprint(path, luksUUID, fp string) error {
+	line := "fingerprint = " + tomlString(fp) + "\n"
+	return editDrive(path, luksUUID, "record the fingerprint of drive "+luksUUID+" in", func(old []byte, bl driveBlock) []byte {
+		if bl.fpEnd > 0 {
+			return append(append(append([]byte{}, old[:bl.fpStart]...), line...), old[bl.fpEnd:]...)
+		}
+		at := bl.uuidLineEnd
+		out := append([]byte{}, old[:at]...)
+		if at > 0 && out[at-1] != '\n' {
+			out = append(out, '\n')
+		}
+		return append(append(out, line...), old[at:]...)
+	})
+}
+
+// editDrive rewrites the file at path with edit applied to the [[drive]] whose luks_uuid is
+// luksUUID (the last one first, should there be several), checks that the result still
+// validates, and writes it atomically. what says what is done, for errors ("remove drive X
+// from"). It wraps ErrNoDrive if there is no such drive.
+func editDrive(path, luksUUID, what string, edit func(old []byte, bl driveBlock) []byte) error {
 	editMu.Lock()
 	defer editMu.Unlock()
 	old, err := readForEdit(path)
@@ -108,34 +100,27 @@ func SetFingerprint(path, luksUUID, fp string) error {
 		return err
 	}
 	if old == nil {
-		return fmt.Errorf("cannot record the fingerprint of drive %s: %s does not exist: %w", luksUUID, path, ErrNoDrive)
+		return fmt.Errorf("cannot %s %s: it does not exist: %w", what, path, ErrNoDrive)
 	}
 	blocks, err := driveBlocks(old)
 	if err != nil {
-		return fmt.Errorf("cannot record the fingerprint of drive %s in %s: %w", luksUUID, path, err)
+		return fmt.Errorf("cannot %s %s: %w", what, path, err)
 	}
-	line := "fingerprint = " + tomlString(fp) + "\n"
-	for _, bl := range blocks {
-		if bl.uuid != luksUUID {
-			continue
+	out := old
+	found := false
+	// From the last block backwards, so that earlier offsets stay valid.
+	for i := len(blocks) - 1; i >= 0; i-- {
+		if blocks[i].uuid == luksUUID {
+			out, found = edit(out, blocks[i]), true
 		}
-		var out []byte
-		if bl.fpEnd > 0 {
-			out = append(append(append([]byte{}, old[:bl.fpStart]...), line...), old[bl.fpEnd:]...)
-		} else {
-			at := bl.uuidLineEnd
-			out = append([]byte{}, old[:at]...)
-			if at > 0 && out[at-1] != '\n' {
-				out = append(out, '\n')
-			}
-			out = append(append(out, line...), old[at:]...)
-		}
-		if _, err := parse(path, out); err != nil {
-			return fmt.Errorf("cannot record the fingerprint of drive %s in %s:\n%w", luksUUID, path, err)
-		}
-		return writeAtomic(path, out)
 	}
-	return fmt.Errorf("cannot record the fingerprint of drive %s in %s: no [[drive]] has this luks_uuid: %w", luksUUID, path, ErrNoDrive)
+	if !found {
+		return fmt.Errorf("cannot %s %s: no [[drive]] has this luks_uuid: %w", what, path, ErrNoDrive)
+	}
+	if _, err := parse(path, out); err != nil {
+		return fmt.Errorf("cannot %s %s:\n%w", what, path, err)
+	}
+	return writeAtomic(path, out)
 }
 
 // lineEnd returns the offset after the newline that ends the line holding off (or len(data)).
