@@ -169,10 +169,11 @@ func (m *Manager) stopped(ctx context.Context, err error) error {
 //
 // The LUKS UUID only picked the config entry; anyone can copy it. The stick is the drive when
 // its header carries the drive's fingerprint (its volume-key digest, recorded at enroll or
-// adopt) and it opens: cryptsetup checks the key against that very digest. A stick without the
-// fingerprint that the keyfile does not open is an impostor, refused without a prompt. One
-// that the keyfile opens holds the drive's key: its fingerprint is recorded (a drive
-// registered before fingerprints existed) or recorded anew (a re-encrypted drive).
+// adopt) and it opens: cryptsetup checks the key against that very digest. A stick with
+// another fingerprint is an impostor, refused before the keyfile is tried (root never runs
+// the key through a header someone else made, with key-derivation costs they chose). A drive
+// registered before fingerprints existed has none: the stick is the drive if the keyfile opens
+// it, and its fingerprint is then recorded.
 func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, readOnly bool) (problem string, err error) {
 	got, fp, err := m.deps.LUKS.Identify(ctx, dv.DevName)
 	if err != nil {
@@ -189,13 +190,16 @@ func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, re
 	pinned := d.cfg.Fingerprint
 	m.mu.Unlock()
 	ours := pinned != "" && fp == pinned
+	if pinned != "" && !ours {
+		return "", m.notTheDrive(d, dv, pinned, "")
+	}
 
 	path := d.cfg.KeyfilePath()
 	key, problem := m.readKeyfile(path)
 	if problem != "" {
 		m.log.Info("keyfile unusable", "drive", d.cfg.Name, "problem", problem)
 		if !ours {
-			return "", m.notTheDrive(d, dv, pinned, problem)
+			return "", m.notTheDrive(d, dv, "", problem)
 		}
 		return problem, nil
 	}
@@ -204,7 +208,7 @@ func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, re
 	if errors.Is(err, api.ErrBadPassphrase) {
 		problem = fmt.Sprintf("the keyfile %s was not accepted by the drive", path)
 		if !ours {
-			return "", m.notTheDrive(d, dv, pinned, problem)
+			return "", m.notTheDrive(d, dv, "", problem)
 		}
 		m.log.Warn("the drive refused the keyfile", "drive", d.cfg.Name, "keyfile", path)
 		return problem, nil
@@ -213,13 +217,14 @@ func (m *Manager) unlockWithKeyfile(ctx context.Context, d *drive, dv device, re
 		return "", failf(err, "The drive cannot be unlocked: %v", err)
 	}
 	if !ours {
-		m.recordFingerprint(d, pinned, fp)
+		m.recordFingerprint(d, fp)
 	}
 	return "", nil
 }
 
-// notTheDrive is the refusal of a stick that carries d's LUKS UUID but not its fingerprint,
-// and that the keyfile cannot open (problem says why). Nothing was mapped or mounted.
+// notTheDrive is the refusal of a stick that carries d's LUKS UUID but not its fingerprint
+// (pinned: the one recorded), or, for a drive with none recorded, that the keyfile cannot open
+// (problem says why). Nothing was mapped or mounted.
 func (m *Manager) notTheDrive(d *drive, dv device, pinned, problem string) error {
 	if pinned == "" {
 		m.log.Warn("cannot tell whether the stick is the drive: its fingerprint was never recorded and the keyfile cannot open it",
@@ -232,23 +237,19 @@ func (m *Manager) notTheDrive(d *drive, dv device, pinned, problem string) error
 		}
 	}
 	m.log.Warn("impostor stick: it carries the drive's LUKS UUID but not its volume key; refused", logging.MessageID(logging.MessageImpostor),
-		"drive", d.cfg.Name, "luks_uuid", d.uuid, "device", dv.DevName, "serial", dv.Serial, "model", dv.Model, "vendor", dv.Vendor, "problem", problem)
+		"drive", d.cfg.Name, "luks_uuid", d.uuid, "device", dv.DevName, "serial", dv.Serial, "model", dv.Model, "vendor", dv.Vendor)
 	return &userError{
-		reason: "This stick claims to be " + d.cfg.Name + " but is not: its encryption header is not the drive's and the drive's keyfile does not open it; it was left alone",
+		reason: "This stick claims to be " + d.cfg.Name + " but is not: its encryption header is not the drive's; it was left alone",
 		err:    fmt.Errorf("cannot unlock %s: %w", d.cfg.Name, errImpostor),
 		notIO:  true,
 	}
 }
 
-// recordFingerprint keeps fp, the fingerprint of a stick the keyfile has just opened, as d's
-// (in memory and, through Deps.RecordFingerprint, in the configuration file).
-func (m *Manager) recordFingerprint(d *drive, pinned, fp string) {
-	if pinned == "" {
-		m.log.Info("recording the drive's fingerprint", "drive", d.cfg.Name, "fingerprint", fp)
-	} else {
-		m.log.Warn("the drive's volume key changed (re-encrypted?); its keyfile opens it, so its new fingerprint is recorded",
-			"drive", d.cfg.Name, "old", pinned, "fingerprint", fp)
-	}
+// recordFingerprint keeps fp, the fingerprint of a stick the keyfile has just opened, as the
+// fingerprint of d, which had none (in memory and, through Deps.RecordFingerprint, in the
+// configuration file).
+func (m *Manager) recordFingerprint(d *drive, fp string) {
+	m.log.Info("recording the drive's fingerprint", "drive", d.cfg.Name, "fingerprint", fp)
 	m.mu.Lock()
 	d.cfg.Fingerprint = fp
 	m.mu.Unlock()
