@@ -133,7 +133,6 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress, met
 		return err
 	}
 	defer svc.monitor.Close()
-	d.SetBackends(svc.manager, svc.enroller)
 	// The manager reconciles leftovers, coldplugs and serves udev events until ctx ends, then
 	// cancels runs, unmounts and locks; wait for that before exiting.
 	// It also stops by itself when udev monitoring ends: then the daemon exits with the error
@@ -149,7 +148,7 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress, met
 			logger.Error("the drive manager stopped with an error", "error", managerErr)
 		}
 	}()
-	if err := d.Start(); err != nil {
+	if err := d.Start(svc.manager, svc.enroller); err != nil {
 		return err
 	}
 	notify(logger, sd.SdNotifyReady)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/plugvault/plugvault/service/internal/backup"
 	"github.com/plugvault/plugvault/service/internal/config"
-	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/enroll"
 	"github.com/plugvault/plugvault/service/internal/keyseal"
@@ -52,11 +51,11 @@ func enginePath(logger *slog.Logger) string {
 
 // wiring is what newServices connects the OS layers to.
 type wiring struct {
-	configPath string           // the configuration file, where drives' fingerprints are recorded
-	cfg        *config.Config   // its contents
-	pub        daemon.Publisher // the bus objects
-	conn       *dbus.Conn       // the daemon's bus connection (logind's signals arrive on it)
-	busAddress string           // the bus conn is connected to (logind's inhibitor calls)
+	configPath string          // the configuration file, where drives' fingerprints are recorded
+	cfg        *config.Config  // its contents
+	pub        drive.Publisher // the bus objects
+	conn       *dbus.Conn      // the daemon's bus connection (logind's signals arrive on it)
+	busAddress string          // the bus conn is connected to (logind's inhibitor calls)
 	metrics    *metrics.Collector
 }
 
@@ -88,14 +87,14 @@ func newServices(logger *slog.Logger, w wiring) (*services, error) {
 	}
 	mgr, err := drive.NewManager(drive.Deps{
 		Config:    cfg,
-		Source:    drive.UdevSource(mon),
+		Source:    newUdevSource(mon),
 		LUKS:      cs,
-		Mounter:   drive.SystemMounter{M: mounter},
-		Engine:    w.metrics.Engine(drive.SystemEngine{Path: engine}),
+		Mounter:   systemMounter{M: mounter},
+		Engine:    w.metrics.Engine(systemEngine{Path: engine}),
 		PowerOff:  usbpower.PowerOff,
 		Publisher: w.metrics.Publisher(w.pub),
 		Logger:    logger,
-		Logind:    drive.NewLogind(w.conn, w.busAddress, logger),
+		Logind:    newLogind(w.conn, w.busAddress, logger),
 		RecordFingerprint: func(uuid, fp string) error {
 			return config.SetFingerprint(w.configPath, uuid, fp)
 		},

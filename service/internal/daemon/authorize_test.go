@@ -8,8 +8,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/godbus/dbus/v5"
+
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/enroll"
+	"github.com/plugvault/plugvault/service/internal/polkit"
 	"github.com/plugvault/plugvault/service/internal/testbus"
 )
 
@@ -146,23 +151,55 @@ func TestInteractiveOnlyWhenAllowed(t *testing.T) {
 	}
 }
 
-// Without an Enroller, Enroll/Adopt/Forget are still authorized first, then fail.
-func TestNoEnroller(t *testing.T) {
-	env := startEnv(t, testbus.EnvOptions{NoEnroller: true})
+// Until Start nothing is exported: no call can reach a drive before the backends are there.
+// Drives added before Start are served once it has run, with what was published meanwhile.
+func TestNothingServedBeforeStart(t *testing.T) {
+	apitest.RequireTool(t, "dbus-daemon")
+	bus := apitest.StartBus(t, apitest.BusOptions{})
+	conn, err := daemon.ConnectBus(context.Background(), bus.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	d, err := daemon.New(conn, daemon.Options{Authorizer: polkit.New(conn, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	if err := d.AddDrive(uuidOne, testbus.SampleDrive(uuidOne, "work")); err != nil {
+		t.Fatal(err)
+	}
+	st := testbus.SampleDrive(uuidOne, "work")
+	st.State, st.Present = api.StatePresent, true
+	d.UpdateDrive(uuidOne, st)
+
+	client := bus.Conn(t)
+	daemonName := conn.Names()[0]
 	ctx := ctxT(t)
-	for _, m := range mutatingMethods(t)[:3] {
-		env.Polkit.SetOutcome(t, testbus.Deny)
-		if err := m.call(ctx, env.Client, api.DrivePath(uuidOne), nil); !errors.Is(err, api.ErrNotAuthorized) {
-			t.Errorf("%s denied: %v, want NotAuthorized", m.method, err)
-		}
-		env.Polkit.SetOutcome(t, testbus.Allow)
-		err := m.call(ctx, env.Client, api.DrivePath(uuidOne), nil)
-		if !errors.Is(err, api.ErrFailed) || err.Error() != "enrolling is not available yet" {
-			t.Errorf("%s: %v, want Failed \"enrolling is not available yet\"", m.method, err)
+	for _, path := range []dbus.ObjectPath{api.ManagerPath, api.DrivePath(uuidOne)} {
+		var v dbus.Variant
+		err := client.Object(daemonName, path).CallWithContext(ctx, "org.freedesktop.DBus.Properties.Get", 0, api.ManagerInterface, api.PropVersion).Store(&v)
+		// godbus answers UnknownInterface (or UnknownObject) for a path nothing is exported on.
+		var derr dbus.Error
+		if !errors.As(err, &derr) || (derr.Name != "org.freedesktop.DBus.Error.UnknownObject" && derr.Name != "org.freedesktop.DBus.Error.UnknownInterface") {
+			t.Errorf("%s before Start: %v, want UnknownObject or UnknownInterface", path, err)
 		}
 	}
-	if calls := env.Backend.Calls(); len(calls) != 0 {
-		t.Errorf("backend got %v", calls)
+	if err := d.Start(nil, nil); err == nil {
+		t.Error("Start without backends must fail")
+	}
+	fake := testbus.NewFakeBackend()
+	if err := d.Start(fake, fake); err != nil {
+		t.Fatal(err)
+	}
+	c := api.NewClient(client)
+	paths, err := c.ListDrives(ctx)
+	if err != nil || len(paths) != 1 || paths[0] != api.DrivePath(uuidOne) {
+		t.Fatalf("Drives after Start = %v, %v", paths, err)
+	}
+	got, err := c.DriveStatus(ctx, paths[0])
+	if err != nil || got.State != api.StatePresent {
+		t.Errorf("drive after Start = %+v, %v; want the state published before Start", got, err)
 	}
 }
 
@@ -228,11 +265,11 @@ func TestSecretsZeroed(t *testing.T) {
 			continue
 		}
 		switch r := calls[0].Args[0].(type) {
-		case daemon.EnrollRequest:
+		case enroll.Request:
 			if string(calls[0].Secret) != "correct horse" || r.Name != "plugvault" || r.Filesystem != "btrfs" {
 				t.Errorf("enroll request %+v secret %q", r, calls[0].Secret)
 			}
-		case daemon.AdoptRequest:
+		case enroll.AdoptRequest:
 			// Without add_keyfile_slot, a keyfile's slow slot gets a fast one beside it.
 			if string(calls[0].Secret) != "keyfile bytes" || r.SecretIsPassphrase || !r.AddKeyfileSlot {
 				t.Errorf("adopt request %+v secret %q", r, calls[0].Secret)

@@ -9,6 +9,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/users"
 )
 
@@ -33,9 +34,6 @@ func failed(format string, args ...any) error {
 func notFound(format string, args ...any) error {
 	return &userError{msg: fmt.Sprintf(format, args...), sentinel: api.ErrNotFound}
 }
-
-// errNoEnroller answers Enroll, Adopt and Forget while no Enroller is wired in.
-var errNoEnroller = &userError{msg: "enrolling is not available yet", sentinel: api.ErrFailed}
 
 // call is one incoming method call on its way through authorize -> validate -> act.
 type call struct {
@@ -152,30 +150,30 @@ func (c *call) uid() (uint32, error) {
 // caller is who the sender is: uid, groups and pid from the bus daemon (see creds); name,
 // primary group and home from NSS (getent: LDAP users count). dbus-daemon reports
 // UnixGroupIDs since 1.11; from an older bus the groups are those NSS lists for the user.
-func (c *call) caller() (Caller, error) {
+func (c *call) caller() (drive.Caller, error) {
 	creds, err := c.creds()
 	if err != nil {
-		return Caller{}, err
+		return drive.Caller{}, err
 	}
 	uid := creds["UnixUserID"].Value().(uint32)
 	pid, _ := creds["ProcessID"].Value().(uint32)
 	u, err := users.Default.LookupID(c.ctx, uid)
 	if err != nil {
-		return Caller{}, failed("cannot identify the caller: cannot look up uid %d: %v", uid, err)
+		return drive.Caller{}, failed("cannot identify the caller: cannot look up uid %d: %v", uid, err)
 	}
 	gid, err := strconv.ParseUint(u.Gid, 10, 32)
 	if err != nil {
-		return Caller{}, failed("cannot identify the caller: uid %d has the group %q", uid, u.Gid)
+		return drive.Caller{}, failed("cannot identify the caller: uid %d has the group %q", uid, u.Gid)
 	}
-	who := Caller{BusName: c.sender, UID: uid, GID: uint32(gid), PID: pid, User: u.Username, Home: u.HomeDir}
+	who := drive.Caller{BusName: c.sender, UID: uid, GID: uint32(gid), PID: pid, User: u.Username, Home: u.HomeDir}
 	if v, ok := creds["UnixGroupIDs"]; ok {
 		groups, isList := v.Value().([]uint32)
 		if !isList {
-			return Caller{}, failed("cannot identify the caller: the bus reported its groups as %s", v.Signature())
+			return drive.Caller{}, failed("cannot identify the caller: the bus reported its groups as %s", v.Signature())
 		}
 		who.Groups = append([]uint32{}, groups...)
 	} else if who.Groups, err = users.Default.GroupIDs(c.ctx, u.Username, who.GID); err != nil {
-		return Caller{}, failed("cannot identify the caller: %v", err)
+		return drive.Caller{}, failed("cannot identify the caller: %v", err)
 	}
 	return who, nil
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
-	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/testbus"
 )
 
@@ -50,7 +50,7 @@ func TestCallerGroupsComeFromTheBus(t *testing.T) {
 	if len(calls) != 1 || calls[0].Method != api.MethodVerify {
 		t.Fatalf("backend calls %v", calls)
 	}
-	who, ok := calls[0].Args[1].(daemon.Caller)
+	who, ok := calls[0].Args[1].(drive.Caller)
 	if !ok {
 		t.Fatalf("no caller in %v", calls[0].Args)
 	}

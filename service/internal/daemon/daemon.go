@@ -8,13 +8,13 @@ import (
 	"sort"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/polkit"
 	"github.com/plugvault/plugvault/service/internal/users"
 )
@@ -42,15 +42,8 @@ const (
 type Options struct {
 	Version      string // the Version property
 	ReminderDays uint32 // the ReminderDays property
-	// Backend may be nil when it can only be built after the Daemon (the drive manager
-	// publishes through it): SetBackends provides it before Start. Until then drive methods
-	// fail (after authorization) with Failed "plugvaultd is still starting".
-	Backend Backend
-	// Enroller may be nil: Enroll, Adopt and Forget then fail (after authorization) with
-	// Failed "enrolling is not available yet".
-	Enroller   Enroller
-	Authorizer polkit.Authorizer
-	Logger     *slog.Logger
+	Authorizer   polkit.Authorizer
+	Logger       *slog.Logger
 
 	// Zero means the default above.
 	AuthTimeout            time.Duration
@@ -58,7 +51,7 @@ type Options struct {
 	CallTimeout            time.Duration
 }
 
-// Daemon serves the Manager and the Drive objects on conn and implements Publisher.
+// Daemon serves the Manager and the Drive objects on conn and implements drive.Publisher.
 type Daemon struct {
 	conn     *dbus.Conn
 	opts     Options
@@ -68,8 +61,10 @@ type Daemon struct {
 	mgrProps *properties
 	intro    map[string]string // introspection data by interface
 
-	backend  atomic.Pointer[Backend]  // see SetBackends
-	enroller atomic.Pointer[Enroller] // nil: enrolling is not available
+	// Set by Start before any object is exported: no call can reach them earlier.
+	backend  Backend
+	enroller Enroller
+	started  bool // objects are exported; guarded by mu
 
 	mu     sync.Mutex // guards drives and serialises property updates with their signals
 	drives map[string]*driveEntry
@@ -84,9 +79,11 @@ type driveEntry struct {
 	props  *properties
 }
 
-var _ Publisher = (*Daemon)(nil)
+var _ drive.Publisher = (*Daemon)(nil)
 
-// New exports the Manager on conn. Drives are added with AddDrive; Start then owns the bus name.
+// New prepares the Manager object on conn; nothing is exported yet. Drives known at start-up
+// are added with AddDrive (the drive manager, built with the Daemon as its Publisher, does
+// that); Start then exports every object and owns the bus name.
 func New(conn *dbus.Conn, opts Options) (*Daemon, error) {
 	if conn == nil || opts.Authorizer == nil {
 		return nil, errors.New("internal error: daemon.New needs a connection and an authorizer")
@@ -108,45 +105,13 @@ func New(conn *dbus.Conn, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{conn: conn, opts: opts, log: opts.Logger, drives: map[string]*driveEntry{}, intro: intro}
-	d.SetBackends(opts.Backend, opts.Enroller)
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.mgrProps = newProperties(api.ManagerInterface, map[string]any{
 		api.PropVersion:      opts.Version,
 		api.PropDrives:       []dbus.ObjectPath{},
 		api.PropReminderDays: opts.ReminderDays,
 	})
-	if err := d.exportObject(api.ManagerPath, api.ManagerInterface, &Manager{d: d}, d.mgrProps); err != nil {
-		d.cancel()
-		return nil, err
-	}
 	return d, nil
-}
-
-// SetBackends sets the Backend and the Enroller (nil: not available). main calls it once the
-// drive manager, which publishes through the Daemon, exists, and before Start.
-func (d *Daemon) SetBackends(b Backend, e Enroller) {
-	if b != nil {
-		d.backend.Store(&b)
-	}
-	if e != nil {
-		d.enroller.Store(&e)
-	}
-}
-
-// currentBackend returns the Backend, or one that answers that the daemon is starting.
-func (d *Daemon) currentBackend() Backend {
-	if b := d.backend.Load(); b != nil {
-		return *b
-	}
-	return startingBackend{}
-}
-
-// currentEnroller returns the Enroller, or nil.
-func (d *Daemon) currentEnroller() Enroller {
-	if e := d.enroller.Load(); e != nil {
-		return *e
-	}
-	return nil
 }
 
 // exportObject exports obj, its properties and its introspection data (from the contract) at
@@ -170,9 +135,33 @@ func (d *Daemon) unexportObject(path dbus.ObjectPath, iface string) {
 	}
 }
 
-// Start owns the bus name. Call it after the drives known at startup have been added: with
-// Type=dbus, owning the name tells systemd the service is ready.
-func (d *Daemon) Start() error {
+// Start serves the drive methods with backend and the configuration methods with enroller:
+// it exports the Manager and every drive added so far, then owns the bus name. With
+// Type=dbus, owning the name tells systemd the service is ready. Until Start nothing is
+// exported, so no call can arrive before the backends are there.
+func (d *Daemon) Start(backend Backend, enroller Enroller) error {
+	if backend == nil || enroller == nil {
+		return errors.New("internal error: daemon.Start needs a backend and an enroller")
+	}
+	d.mu.Lock()
+	if d.started || d.closed {
+		d.mu.Unlock()
+		return errors.New("internal error: daemon.Start called twice or after Close")
+	}
+	d.backend, d.enroller = backend, enroller
+	if err := d.exportObject(api.ManagerPath, api.ManagerInterface, &Manager{d: d}, d.mgrProps); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	d.started = true
+	for _, e := range d.drives {
+		if err := d.exportDriveLocked(e); err != nil {
+			d.mu.Unlock()
+			return err
+		}
+	}
+	d.mgrProps.update(map[string]dbus.Variant{api.PropDrives: dbus.MakeVariant(d.drivePathsLocked())})
+	d.mu.Unlock()
 	reply, err := d.conn.RequestName(api.BusName, dbus.NameFlagDoNotQueue)
 	if err != nil {
 		return fmt.Errorf("cannot own %s: %w", api.BusName, err)
@@ -181,6 +170,15 @@ func (d *Daemon) Start() error {
 		return fmt.Errorf("cannot own %s: another process owns it", api.BusName)
 	}
 	d.log.Info("serving on the bus", "name", api.BusName)
+	return nil
+}
+
+// exportDriveLocked exports e's Drive object.
+func (d *Daemon) exportDriveLocked(e *driveEntry) error {
+	if err := d.exportObject(e.path, api.DriveInterface, &Drive{d: d, uuid: e.uuid}, e.props); err != nil {
+		d.unexportObject(e.path, api.DriveInterface)
+		return err
+	}
 	return nil
 }
 
@@ -195,7 +193,11 @@ func (d *Daemon) Close() {
 		entries = append(entries, e)
 	}
 	d.drives = map[string]*driveEntry{}
+	started := d.started
 	d.mu.Unlock()
+	if !started {
+		return
+	}
 	_, _ = d.conn.ReleaseName(api.BusName)
 	for _, e := range entries {
 		d.unexportObject(e.path, api.DriveInterface)
@@ -203,8 +205,8 @@ func (d *Daemon) Close() {
 	d.unexportObject(api.ManagerPath, api.ManagerInterface)
 }
 
-// AddDrive implements Publisher: it exports a Drive object for the drive and announces it
-// (Drives changes, DriveAdded).
+// AddDrive implements drive.Publisher: it exports a Drive object for the drive and announces it
+// (Drives changes, DriveAdded). Before Start it only records the drive.
 func (d *Daemon) AddDrive(uuid string, st api.DriveStatus) error {
 	if uuid == "" {
 		return errors.New("internal error: cannot publish a drive without a LUKS UUID")
@@ -222,8 +224,11 @@ func (d *Daemon) AddDrive(uuid string, st api.DriveStatus) error {
 		}
 	}
 	e := &driveEntry{uuid: uuid, path: path, status: st, props: newProperties(api.DriveInterface, st.Props())}
-	if err := d.exportObject(path, api.DriveInterface, &Drive{d: d, uuid: uuid}, e.props); err != nil {
-		d.unexportObject(path, api.DriveInterface)
+	if !d.started {
+		d.drives[uuid] = e
+		return nil
+	}
+	if err := d.exportDriveLocked(e); err != nil {
 		return err
 	}
 	d.drives[uuid] = e
@@ -235,7 +240,7 @@ func (d *Daemon) AddDrive(uuid string, st api.DriveStatus) error {
 	return nil
 }
 
-// UpdateDrive implements Publisher: it compares st with what was published and emits one
+// UpdateDrive implements drive.Publisher: it compares st with what was published and emits one
 // PropertiesChanged carrying every property that changed (none when nothing did).
 func (d *Daemon) UpdateDrive(uuid string, st api.DriveStatus) {
 	st.LuksUUID = uuid
@@ -258,12 +263,15 @@ func (d *Daemon) UpdateDrive(uuid string, st api.DriveStatus) {
 		return
 	}
 	e.props.update(changed)
+	if !d.started {
+		return
+	}
 	if err := d.conn.Emit(e.path, propertiesInterface+".PropertiesChanged", api.DriveInterface, changed, []string{}); err != nil {
 		d.log.Warn("cannot emit PropertiesChanged", "drive", uuid, "error", err)
 	}
 }
 
-// RemoveDrive implements Publisher: it unexports the drive and announces it (Drives changes,
+// RemoveDrive implements drive.Publisher: it unexports the drive and announces it (Drives changes,
 // DriveRemoved). Removing a drive that is not published does nothing.
 func (d *Daemon) RemoveDrive(uuid string) {
 	d.mu.Lock()
@@ -273,6 +281,9 @@ func (d *Daemon) RemoveDrive(uuid string) {
 		return
 	}
 	delete(d.drives, uuid)
+	if !d.started {
+		return
+	}
 	d.unexportObject(e.path, api.DriveInterface)
 	d.publishDrivesLocked()
 	if err := d.conn.Emit(api.ManagerPath, api.ManagerInterface+"."+api.SignalDriveRemoved, e.path); err != nil {

@@ -4,6 +4,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/drive"
 )
 
 // Drive is the object of one published drive at /org/plugvault/PlugVault1/drives/ID. Its
@@ -60,7 +61,7 @@ var otherUserMessages = map[string]string{
 // authorizeOtherUser asks polkit for action as well unless the caller is the drive's run_as
 // user: the backups on a drive are its user's files, and the drive their backup.
 func (dr *Drive) authorizeOtherUser(c *call, st api.DriveStatus, method, action string) error {
-	runAs, err := dr.d.currentBackend().RunAs(c.ctx, dr.uuid)
+	runAs, err := dr.d.backend.RunAs(c.ctx, dr.uuid)
 	if err != nil {
 		return err
 	}
@@ -89,7 +90,7 @@ func (dr *Drive) Unlock(sender dbus.Sender, msg dbus.Message, passphrase []byte,
 	if len(passphrase) == 0 || len(passphrase) > maxPassphrase {
 		return c.reply(invalid("cannot unlock: the passphrase must be 1 to %d bytes", maxPassphrase))
 	}
-	return c.reply(dr.d.currentBackend().Unlock(c.ctx, dr.uuid, passphrase))
+	return c.reply(dr.d.backend.Unlock(c.ctx, dr.uuid, passphrase))
 }
 
 // BackupNow starts a run on a present, idle drive.
@@ -98,7 +99,7 @@ func (dr *Drive) BackupNow(sender dbus.Sender, msg dbus.Message, opts map[string
 	if err != nil {
 		return c.reply(err)
 	}
-	return c.reply(dr.d.currentBackend().BackupNow(c.ctx, dr.uuid))
+	return c.reply(dr.d.backend.BackupNow(c.ctx, dr.uuid))
 }
 
 // Cancel stops the running backup.
@@ -107,7 +108,7 @@ func (dr *Drive) Cancel(sender dbus.Sender, msg dbus.Message, opts map[string]db
 	if err != nil {
 		return c.reply(err)
 	}
-	return c.reply(dr.d.currentBackend().Cancel(c.ctx, dr.uuid))
+	return c.reply(dr.d.backend.Cancel(c.ctx, dr.uuid))
 }
 
 // Eject stops, unmounts, locks and (by default) powers off the drive.
@@ -116,7 +117,7 @@ func (dr *Drive) Eject(sender dbus.Sender, msg dbus.Message, opts map[string]dbu
 	if err != nil {
 		return c.reply(err)
 	}
-	return c.reply(dr.d.currentBackend().Eject(c.ctx, dr.uuid, o.bool(api.OptPowerOff, true)))
+	return c.reply(dr.d.backend.Eject(c.ctx, dr.uuid, o.bool(api.OptPowerOff, true)))
 }
 
 // ListSnapshots returns the snapshots read at the last unlock. It needs no authorization.
@@ -129,7 +130,7 @@ func (dr *Drive) ListSnapshots(opts map[string]dbus.Variant) ([]api.Snapshot, *d
 	}
 	ctx, cancel := dr.d.callContext()
 	defer cancel()
-	snaps, err := dr.d.currentBackend().ListSnapshots(ctx, dr.uuid)
+	snaps, err := dr.d.backend.ListSnapshots(ctx, dr.uuid)
 	if err != nil {
 		return nil, api.ToDBusError(err)
 	}
@@ -149,7 +150,7 @@ func (dr *Drive) Browse(sender dbus.Sender, msg dbus.Message, opts map[string]db
 	if err != nil {
 		return "", c.reply(err)
 	}
-	path, err := dr.d.currentBackend().Browse(c.ctx, dr.uuid, who)
+	path, err := dr.d.backend.Browse(c.ctx, dr.uuid, who)
 	if err != nil {
 		return "", c.reply(err)
 	}
@@ -176,7 +177,7 @@ func (dr *Drive) Restore(sender dbus.Sender, msg dbus.Message, snapshot, path, d
 	if err != nil {
 		return c.reply(err)
 	}
-	return c.reply(dr.d.currentBackend().Restore(c.ctx, dr.uuid, RestoreRequest{
+	return c.reply(dr.d.backend.Restore(c.ctx, dr.uuid, drive.RestoreRequest{
 		Snapshot:    snapshot,
 		Path:        rel,
 		Destination: destination,
@@ -200,7 +201,7 @@ func (dr *Drive) Verify(sender dbus.Sender, msg dbus.Message, snapshot string, o
 	if err != nil {
 		return 0, nil, c.reply(err)
 	}
-	checked, problems, err := dr.d.currentBackend().Verify(c.ctx, dr.uuid, snapshot, who)
+	checked, problems, err := dr.d.backend.Verify(c.ctx, dr.uuid, snapshot, who)
 	if err != nil {
 		return 0, nil, c.reply(err)
 	}

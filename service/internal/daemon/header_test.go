@@ -10,7 +10,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
-	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/enroll"
 	"github.com/plugvault/plugvault/service/internal/testbus"
 )
 
@@ -70,7 +70,7 @@ func TestEnrollReturnsTheHeaderBackup(t *testing.T) {
 			t.Fatal(err)
 		}
 		calls := env.Backend.Calls()
-		if len(calls) != 1 || calls[0].Args[0].(daemon.EnrollRequest).HeaderBackup != want {
+		if len(calls) != 1 || calls[0].Args[0].(enroll.Request).HeaderBackup != want {
 			t.Fatalf("header_backup %v: backend calls %+v", want, calls)
 		}
 		if wantHeader := map[bool][]byte{true: apitest.FakeHeaderBackup}[want]; !bytes.Equal(header, wantHeader) {

@@ -7,6 +7,8 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/drive"
+	"github.com/plugvault/plugvault/service/internal/enroll"
 )
 
 // Manager is the object at /org/plugvault/PlugVault1/Manager. Its exported methods are
@@ -53,7 +55,7 @@ func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, pa
 	if len(passphrase) == 0 || len(passphrase) > maxPassphrase {
 		return "", "", c.reply(invalid("cannot enroll: the passphrase must be 1 to %d bytes", maxPassphrase))
 	}
-	req := EnrollRequest{
+	req := enroll.Request{
 		Device:       device,
 		Passphrase:   passphrase,
 		Label:        o.string(api.OptLabel, "plugvault"),
@@ -71,7 +73,7 @@ func (m *Manager) Enroll(sender dbus.Sender, msg dbus.Message, device string, pa
 		return "", "", c.reply(invalid("cannot enroll: filesystem must be \"btrfs\" or \"ext4\", not %q", req.Filesystem))
 	}
 	var header []byte
-	path, derr := m.register(c, "enrolled", device, func(e Enroller, caller Caller) (string, error) {
+	path, derr := m.register(c, "enrolled", device, func(e Enroller, caller drive.Caller) (string, error) {
 		req.Caller = caller
 		res, err := e.Enroll(c.ctx, req)
 		header = res.HeaderBackup
@@ -92,7 +94,7 @@ func (m *Manager) Adopt(sender dbus.Sender, msg dbus.Message, device string, sec
 		return "", c.reply(err)
 	}
 	isPass := o.bool(api.OptSecretIsPassphrase, false)
-	req := AdoptRequest{
+	req := enroll.AdoptRequest{
 		Device:             device,
 		Secret:             secret,
 		SecretIsPassphrase: isPass,
@@ -113,25 +115,21 @@ func (m *Manager) Adopt(sender dbus.Sender, msg dbus.Message, device string, sec
 			return "", c.reply(err)
 		}
 	}
-	return m.register(c, "adopted", device, func(e Enroller, caller Caller) (string, error) {
+	return m.register(c, "adopted", device, func(e Enroller, caller drive.Caller) (string, error) {
 		req.Caller = caller
 		return e.Adopt(c.ctx, req)
 	})
 }
 
-// register is the common end of Enroll and Adopt once the request is valid: it needs an
-// Enroller and the caller's identity (the new drive backs up the caller's home), then hands
+// register is the common end of Enroll and Adopt once the request is valid: it needs the
+// caller's identity (the new drive backs up the caller's home), then hands
 // over and answers with the new Drive object.
-func (m *Manager) register(c *call, what, device string, do func(Enroller, Caller) (string, error)) (dbus.ObjectPath, *dbus.Error) {
-	enroller := m.d.currentEnroller()
-	if enroller == nil {
-		return "", c.reply(errNoEnroller)
-	}
+func (m *Manager) register(c *call, what, device string, do func(Enroller, drive.Caller) (string, error)) (dbus.ObjectPath, *dbus.Error) {
 	caller, err := c.caller()
 	if err != nil {
 		return "", c.reply(err)
 	}
-	uuid, err := do(enroller, caller)
+	uuid, err := do(m.d.enroller, caller)
 	if err != nil {
 		return "", c.reply(err)
 	}
@@ -148,11 +146,7 @@ func (m *Manager) SealKeys(sender dbus.Sender, msg dbus.Message, opts map[string
 	if _, err := checkOptions(api.MethodSealKeys, opts); err != nil {
 		return nil, c.reply(err)
 	}
-	enroller := m.d.currentEnroller()
-	if enroller == nil {
-		return nil, c.reply(errNoEnroller)
-	}
-	sealed, err := enroller.SealKeys(c.ctx)
+	sealed, err := m.d.enroller.SealKeys(c.ctx)
 	if err != nil {
 		return nil, c.reply(err)
 	}
@@ -182,11 +176,7 @@ func (m *Manager) Forget(sender dbus.Sender, msg dbus.Message, drive dbus.Object
 	if !known {
 		return c.reply(notFound("cannot forget %s: no such drive", drive))
 	}
-	enroller := m.d.currentEnroller()
-	if enroller == nil {
-		return c.reply(errNoEnroller)
-	}
-	if err := enroller.Forget(c.ctx, uuid, o.bool(api.OptRemoveKeyslot, false)); err != nil {
+	if err := m.d.enroller.Forget(c.ctx, uuid, o.bool(api.OptRemoveKeyslot, false)); err != nil {
 		return c.reply(err)
 	}
 	m.d.RemoveDrive(uuid)

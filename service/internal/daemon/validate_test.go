@@ -12,6 +12,7 @@ import (
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/testbus"
 )
 
@@ -121,7 +122,7 @@ func TestRestoreRequest(t *testing.T) {
 	if len(calls) != 1 {
 		t.Fatalf("backend calls %v", calls)
 	}
-	req := calls[0].Args[0].(daemon.RestoreRequest)
+	req := calls[0].Args[0].(drive.RestoreRequest)
 	if req.Snapshot != "20261126T083100Z" || req.Path != "home/ann" || req.Destination != "/home/ann/out" || !req.Overwrite {
 		t.Errorf("request %+v", req)
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/daemon"
 )
 
 // Unlock hands a passphrase to the run that awaits one. A wrong passphrase returns an error
@@ -221,7 +220,7 @@ func (m *Manager) ListSnapshots(ctx context.Context, uuid string) ([]api.Snapsho
 // Browse unlocks the drive with its keyfile and mounts it read-only at
 // <mount_base>/<luks_uuid>/drive, which it returns (only root and run_as can reach it). The
 // drive then stays present (not safe to remove) until Eject, a backup run or its removal.
-func (m *Manager) Browse(ctx context.Context, uuid string, caller daemon.Caller) (string, error) {
+func (m *Manager) Browse(ctx context.Context, uuid string, caller Caller) (string, error) {
 	m.mu.Lock()
 	d, err := m.lookupLocked(uuid)
 	if err != nil {
@@ -259,7 +258,7 @@ func (m *Manager) Browse(ctx context.Context, uuid string, caller daemon.Caller)
 
 // Restore restores from a snapshot with the caller's credentials, mounting the drive read-only
 // for the time of the restore unless it is open for browsing.
-func (m *Manager) Restore(ctx context.Context, uuid string, req daemon.RestoreRequest) error {
+func (m *Manager) Restore(ctx context.Context, uuid string, req RestoreRequest) error {
 	return m.withDrive(ctx, uuid, kindRestore, "Restoring from snapshot "+req.Snapshot, func(ctx context.Context, d *drive, target string) error {
 		if _, err := m.snapshot(d, req.Snapshot, false); err != nil {
 			return err
@@ -271,7 +270,7 @@ func (m *Manager) Restore(ctx context.Context, uuid string, req daemon.RestoreRe
 // Verify re-reads a snapshot ("" = the newest complete one) and compares it with its
 // manifest, mounting the drive read-only for the time of the check unless it is open for
 // browsing.
-func (m *Manager) Verify(ctx context.Context, uuid, snapshot string, caller daemon.Caller) (checked uint64, problems []string, err error) {
+func (m *Manager) Verify(ctx context.Context, uuid, snapshot string, caller Caller) (checked uint64, problems []string, err error) {
 	reason := "Verifying snapshot " + snapshot
 	if snapshot == "" {
 		reason = "Verifying the latest snapshot"

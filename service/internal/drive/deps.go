@@ -8,7 +8,6 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
-	"github.com/plugvault/plugvault/service/internal/daemon"
 )
 
 // Event is one udev event of the block subsystem, as service/internal/udev reports it (the
@@ -111,8 +110,8 @@ type Result struct {
 type Engine interface {
 	Run(ctx context.Context, job Job, progress func(Progress)) (Result, error)
 	List(target, host string) ([]api.Snapshot, error)
-	Verify(ctx context.Context, target, host, snapshot string, caller daemon.Caller) (checked uint64, problems []string, err error)
-	Restore(ctx context.Context, target, host string, req daemon.RestoreRequest) error
+	Verify(ctx context.Context, target, host, snapshot string, caller Caller) (checked uint64, problems []string, err error)
+	Restore(ctx context.Context, target, host string, req RestoreRequest) error
 }
 
 // Logind is the part of org.freedesktop.login1.Manager the state machine uses: a delay
@@ -135,7 +134,7 @@ type Deps struct {
 	Mounter   Mounter
 	Engine    Engine
 	PowerOff  func(ctx context.Context, devPath string) error // nil: eject does not power off
-	Publisher daemon.Publisher
+	Publisher Publisher
 	Logger    *slog.Logger
 	Clock     func() time.Time
 
@@ -158,3 +157,13 @@ type Deps struct {
 	// After defaults to time.After; it times the slower answers to wrong passphrases.
 	After func(time.Duration) <-chan time.Time
 }
+
+// noLogind is the Logind of a system without logind: no inhibitor, no sleep signal.
+type noLogind struct{}
+
+func (noLogind) Inhibit(what, who, why, mode string) (io.Closer, error) { return nopCloser{}, nil }
+func (noLogind) PrepareForSleep() <-chan bool                           { return nil }
+
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }

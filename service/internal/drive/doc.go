@@ -1,7 +1,7 @@
 // Package drive is plugvaultd's drive state machine: from the moment a USB stick appears on udev
 // until it is safe to remove. One Manager serves every configured drive and implements
 // daemon.Backend; every state change is published as a complete api.DriveStatus through
-// daemon.Publisher.
+// Publisher.
 //
 // A run passes absent → present → unlocking → [awaiting-passphrase] → mounting → backing-up →
 // finishing → unmounting → locking → safe-to-remove, or ends in failed with a reason the user can
@@ -18,7 +18,8 @@
 //
 // The lower layers (udev, cryptsetup, mount, USB power, the backup engine, logind) are consumed
 // through small interfaces declared here (Source, LUKS, Mounter, Engine, Logind) whose method
-// sets follow the agreed internal APIs; wire.go adapts the real types.
+// sets follow the agreed internal APIs; service/cmd/plugvaultd (adapters.go, logind.go) adapts
+// the real types and wires them in.
 //
 // Unlocking: once the LUKS UUID read from the header has confirmed udev's, the keyfile (the
 // drive's keyfile setting, or DefaultKeyDir/<uuid>.key) is tried first. A missing, empty,

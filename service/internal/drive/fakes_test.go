@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/drive"
 )
 
@@ -476,7 +475,7 @@ func (e *fakeEngine) List(target, host string) ([]api.Snapshot, error) {
 	return append([]api.Snapshot(nil), e.snapshots[target]...), nil
 }
 
-func (e *fakeEngine) Verify(ctx context.Context, target, host, snapshot string, _ daemon.Caller) (uint64, []string, error) {
+func (e *fakeEngine) Verify(ctx context.Context, target, host, snapshot string, _ drive.Caller) (uint64, []string, error) {
 	if err := e.sys.enter(ctx, "verify", target); err != nil {
 		return 0, nil, err
 	}
@@ -489,7 +488,7 @@ func (e *fakeEngine) Verify(ctx context.Context, target, host, snapshot string, 
 	return 42, nil, nil
 }
 
-func (e *fakeEngine) Restore(ctx context.Context, target, host string, req daemon.RestoreRequest) error {
+func (e *fakeEngine) Restore(ctx context.Context, target, host string, req drive.RestoreRequest) error {
 	if err := e.sys.enter(ctx, "restore", target); err != nil {
 		return err
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/drive"
 )
 
 var passB = []byte("the attacker's own passphrase")
@@ -53,10 +53,10 @@ func TestImpostorIsRefusedWithoutAPrompt(t *testing.T) {
 			}
 			h.sys.assertClean(t)
 			// Browse, Verify and Restore refuse it too.
-			if _, err := h.m.Browse(context.Background(), uuidA, daemon.Caller{}); err == nil || !strings.Contains(err.Error(), "claims to be") {
+			if _, err := h.m.Browse(context.Background(), uuidA, drive.Caller{}); err == nil || !strings.Contains(err.Error(), "claims to be") {
 				t.Errorf("Browse of the impostor = %v", err)
 			}
-			if _, _, err := h.m.Verify(context.Background(), uuidA, "", daemon.Caller{}); err == nil {
+			if _, _, err := h.m.Verify(context.Background(), uuidA, "", drive.Caller{}); err == nil {
 				t.Error("Verify of the impostor succeeded")
 			}
 			if n := h.sys.count("mount"); n != 0 {

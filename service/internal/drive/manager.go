@@ -17,7 +17,6 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
-	"github.com/plugvault/plugvault/service/internal/daemon"
 )
 
 // MappingPrefix starts the name of every device-mapper mapping plugvaultd opens
@@ -117,7 +116,7 @@ type drive struct {
 	snapshots           []api.Snapshot
 }
 
-// Manager runs the state machines of all configured drives. It implements daemon.Backend.
+// Manager runs the state machines of all configured drives. It implements the daemon's Backend.
 type Manager struct {
 	deps    Deps
 	log     *slog.Logger
@@ -136,8 +135,6 @@ type Manager struct {
 
 	onEvent func(Event) // test hook: called after each live event was handled
 }
-
-var _ daemon.Backend = (*Manager)(nil)
 
 // NewManager checks deps, fills in defaults and publishes every configured drive as absent
 // (Publisher.AddDrive).

@@ -15,7 +15,6 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
-	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/drive"
 )
 
@@ -885,17 +884,17 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	ctx := context.Background()
 
 	// Verify on a locked drive mounts read-only for the check and locks again.
-	checked, problems, err := h.m.Verify(ctx, uuidA, "snap1", daemon.Caller{UID: 1000, GID: 1000, User: "alice"})
+	checked, problems, err := h.m.Verify(ctx, uuidA, "snap1", drive.Caller{UID: 1000, GID: 1000, User: "alice"})
 	if err != nil || checked != 42 || len(problems) != 0 {
 		t.Fatalf("Verify = %d %v %v", checked, problems, err)
 	}
-	if _, _, err := h.m.Verify(ctx, uuidA, "", daemon.Caller{UID: 1000, GID: 1000, User: "alice"}); err != nil {
+	if _, _, err := h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := h.m.Verify(ctx, uuidA, "snap9", daemon.Caller{UID: 1000, GID: 1000, User: "alice"}); !errors.Is(err, api.ErrNotFound) {
+	if _, _, err := h.m.Verify(ctx, uuidA, "snap9", drive.Caller{UID: 1000, GID: 1000, User: "alice"}); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("Verify of a snapshot that is not there = %v", err)
 	}
-	if err := h.m.Restore(ctx, uuidA, daemon.RestoreRequest{Snapshot: "snap9", Destination: "/tmp/x"}); !errors.Is(err, api.ErrNotFound) {
+	if err := h.m.Restore(ctx, uuidA, drive.RestoreRequest{Snapshot: "snap9", Destination: "/tmp/x"}); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("Restore of a snapshot that is not there = %v", err)
 	}
 	h.sys.mu.Lock()
@@ -909,7 +908,7 @@ func TestBrowseVerifyRestore(t *testing.T) {
 		t.Errorf("after verify: %s", st.State)
 	}
 
-	path, err := h.m.Browse(ctx, uuidA, daemon.Caller{UID: 1000})
+	path, err := h.m.Browse(ctx, uuidA, drive.Caller{UID: 1000})
 	if err != nil || path != base+"/"+uuidA+"/drive" {
 		t.Fatalf("Browse = %q, %v", path, err)
 	}
@@ -922,7 +921,7 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	if st := h.pub.last(uuidA); st.State != api.StatePresent || !strings.Contains(st.StateReason, path) {
 		t.Errorf("while browsing: %+v", st)
 	}
-	if err := h.m.Restore(ctx, uuidA, daemon.RestoreRequest{Snapshot: "snap1", Destination: "/tmp/x"}); err != nil {
+	if err := h.m.Restore(ctx, uuidA, drive.RestoreRequest{Snapshot: "snap1", Destination: "/tmp/x"}); err != nil {
 		t.Fatal(err)
 	}
 	if len(h.sys.leftovers()) != 2 {
@@ -942,13 +941,13 @@ func TestBrowseVerifyRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.waitEntered(t)
-	if _, err := h.m.Browse(ctx, uuidA, daemon.Caller{}); !errors.Is(err, api.ErrBusy) {
+	if _, err := h.m.Browse(ctx, uuidA, drive.Caller{}); !errors.Is(err, api.ErrBusy) {
 		t.Errorf("Browse during a run = %v", err)
 	}
-	if err := h.m.Restore(ctx, uuidA, daemon.RestoreRequest{Snapshot: "snap1"}); !errors.Is(err, api.ErrBusy) {
+	if err := h.m.Restore(ctx, uuidA, drive.RestoreRequest{Snapshot: "snap1"}); !errors.Is(err, api.ErrBusy) {
 		t.Errorf("Restore during a run = %v", err)
 	}
-	if _, _, err := h.m.Verify(ctx, uuidA, "snap1", daemon.Caller{UID: 1000, GID: 1000, User: "alice"}); !errors.Is(err, api.ErrBusy) {
+	if _, _, err := h.m.Verify(ctx, uuidA, "snap1", drive.Caller{UID: 1000, GID: 1000, User: "alice"}); !errors.Is(err, api.ErrBusy) {
 		t.Errorf("Verify during a run = %v", err)
 	}
 	n = len(h.pub.statuses(uuidA))
@@ -956,7 +955,7 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	h.waitState(uuidA, n, api.StateSafeToRemove)
 
 	// Browse, then pull the stick: cleaned up.
-	if _, err := h.m.Browse(ctx, uuidA, daemon.Caller{}); err != nil {
+	if _, err := h.m.Browse(ctx, uuidA, drive.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	h.send(stick("remove", sdb, uuidA, 20))
@@ -974,7 +973,7 @@ func TestBrowseNeedsKeyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitState(uuidA, 0, api.StateSafeToRemove)
-	_, err := h.m.Browse(context.Background(), uuidA, daemon.Caller{})
+	_, err := h.m.Browse(context.Background(), uuidA, drive.Caller{})
 	if err == nil || !strings.Contains(err.Error(), "keyfile") {
 		t.Errorf("Browse without keyfile = %v", err)
 	}
@@ -1202,7 +1201,7 @@ func TestEjectAndShutdownWhileBrowsing(t *testing.T) {
 	h.waitState(uuidB, 0, api.StateSafeToRemove)
 	ctx := context.Background()
 	for _, u := range []string{uuidA, uuidB} {
-		if _, err := h.m.Browse(ctx, u, daemon.Caller{}); err != nil {
+		if _, err := h.m.Browse(ctx, u, drive.Caller{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1228,13 +1227,13 @@ func TestRemovalDuringVerifyOfABrowsedDrive(t *testing.T) {
 	h.plug(sdb, uuidA, 10, keyA)
 	_, next := h.waitState(uuidA, 0, api.StateSafeToRemove)
 	ctx := context.Background()
-	if _, err := h.m.Browse(ctx, uuidA, daemon.Caller{}); err != nil {
+	if _, err := h.m.Browse(ctx, uuidA, drive.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	g := h.sys.block("verify", 1)
 	errc := make(chan error, 1)
 	go func() {
-		_, _, err := h.m.Verify(ctx, uuidA, "", daemon.Caller{UID: 1000, GID: 1000, User: "alice"})
+		_, _, err := h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"})
 		errc <- err
 	}()
 	g.waitEntered(t)

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/drive"
 )
 
 // TestRandomSequences drives one drive through random sequences of udev events and calls
@@ -52,9 +52,9 @@ func TestRandomSequences(t *testing.T) {
 					}
 					h.m.Unlock(ctx, uuidA, pass)
 				case 8:
-					h.m.Browse(ctx, uuidA, daemon.Caller{})
+					h.m.Browse(ctx, uuidA, drive.Caller{})
 				case 9:
-					h.m.Verify(ctx, uuidA, "", daemon.Caller{UID: 1000, GID: 1000, User: "alice"})
+					h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"})
 				}
 			}
 			n := len(h.pub.statuses(uuidA))
@@ -124,9 +124,9 @@ func TestRandomInterleavings(t *testing.T) {
 				case 9:
 					call(func() { h.m.Unlock(ctx, uuidA, []byte("wrong")) })
 				case 10:
-					call(func() { h.m.Browse(ctx, uuidA, daemon.Caller{}) })
+					call(func() { h.m.Browse(ctx, uuidA, drive.Caller{}) })
 				case 11:
-					call(func() { h.m.Verify(ctx, uuidA, "", daemon.Caller{UID: 1000, GID: 1000, User: "alice"}) })
+					call(func() { h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"}) })
 				}
 			}
 			for _, g := range gates {

@@ -1,5 +1,5 @@
 // Package enroll is the daemon side of the Manager's Enroll, Adopt and Forget methods: it
-// implements daemon.Enroller. plugvaultd has already authorized the caller with polkit
+// implements the daemon's Enroller. plugvaultd has already authorized the caller with polkit
 // (org.plugvault.enroll, .configure, .forget, all auth_admin_keep) and validated the request
 // before any of these run.
 //

@@ -16,7 +16,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
-	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
 )
 
@@ -48,7 +48,7 @@ type Keyslot struct {
 }
 
 // Registry is how a new or forgotten drive reaches the running daemon: the drive state machine
-// reloads it and the D-Bus Drive object is published or removed (daemon.Publisher). The
+// reloads it and the D-Bus Drive object is published or removed (drive.Publisher). The
 // integrator implements it. RemoveDrive fails (wrapping api.ErrBusy) while the drive is in a
 // run.
 type Registry interface {
@@ -95,14 +95,12 @@ type Deps struct {
 	System     System // the real /sys, /run/udev/data and /proc when zero
 }
 
-// Enroller implements daemon.Enroller. One enrollment (or adopt, or forget) runs at a time; a
+// Enroller implements the daemon's Enroller. One enrollment (or adopt, or forget) runs at a time; a
 // second one fails at once with api.ErrBusy.
 type Enroller struct {
 	d  Deps
 	mu sync.Mutex
 }
-
-var _ daemon.Enroller = (*Enroller)(nil)
 
 // New checks deps and fills in the defaults.
 func New(d Deps) (*Enroller, error) {
@@ -327,7 +325,7 @@ func (e *Enroller) replayEvent(ctx context.Context, device, udevadm string) {
 // themselves wants their home backed up, as themselves: that is the default, and the
 // administrator can change sources and run_as in config.toml later. A drive enrolled by root
 // gets no sources (backing up the system is a decision to write down, not a default).
-func newDrive(name, uuid string, slot int, caller daemon.Caller) config.Drive {
+func newDrive(name, uuid string, slot int, caller drive.Caller) config.Drive {
 	d := config.Drive{Name: name, LuksUUID: uuid, KeySlot: slot}
 	if caller.UID != 0 && caller.User != "" && filepath.IsAbs(caller.Home) && caller.Home != "/" {
 		d.RunAs = caller.User
@@ -358,9 +356,9 @@ func (e *Enroller) register(ctx context.Context, u *undoStack, device string, d 
 }
 
 // Enroll formats req.Device as a new backup drive; see the package documentation.
-func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (daemon.EnrollResult, error) {
+func (e *Enroller) Enroll(ctx context.Context, req Request) (Result, error) {
 	if err := e.lock("enroll"); err != nil {
-		return daemon.EnrollResult{}, err
+		return Result{}, err
 	}
 	defer e.mu.Unlock()
 	fstype := req.Filesystem
@@ -368,76 +366,76 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (daemon
 		fstype = "btrfs"
 	}
 	if fstype != "btrfs" && fstype != "ext4" {
-		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: the filesystem must be btrfs or ext4, not %q: %w", fstype, api.ErrInvalidArgument)
+		return Result{}, fmt.Errorf("cannot enroll: the filesystem must be btrfs or ext4, not %q: %w", fstype, api.ErrInvalidArgument)
 	}
 	label := req.Label
 	if label == "" {
 		label = "plugvault"
 	}
 	if !labelPattern.MatchString(label) {
-		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: the label %q must be 1 to 16 letters, digits, '.', '_' or '-': %w", label, api.ErrInvalidArgument)
+		return Result{}, fmt.Errorf("cannot enroll: the label %q must be 1 to 16 letters, digits, '.', '_' or '-': %w", label, api.ErrInvalidArgument)
 	}
 	name := req.Name
 	if name == "" {
 		name = label
 	}
 	if err := validName(name); err != nil {
-		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
+		return Result{}, fmt.Errorf("cannot enroll: %w", err)
 	}
 	if len(req.Passphrase) == 0 {
-		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: the passphrase is empty: %w", api.ErrInvalidArgument)
+		return Result{}, fmt.Errorf("cannot enroll: the passphrase is empty: %w", api.ErrInvalidArgument)
 	}
 	dev, err := e.d.System.checkDevice(req.Device, false)
 	if err != nil {
-		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
+		return Result{}, fmt.Errorf("cannot enroll: %w", err)
 	}
 	// Find every tool before anything is destroyed.
 	mkfsName, err := mkfsTool(fstype)
 	if err != nil {
-		return daemon.EnrollResult{}, err
+		return Result{}, err
 	}
 	mkfs, err := e.tool(mkfsName)
 	if err != nil {
-		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
+		return Result{}, fmt.Errorf("cannot enroll: %w", err)
 	}
 	udevadm, err := e.tool("udevadm")
 	if err != nil {
-		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
+		return Result{}, fmt.Errorf("cannot enroll: %w", err)
 	}
 	var cryptsetup string
 	if req.HeaderBackup {
 		if cryptsetup, err = e.tool("cryptsetup"); err != nil {
-			return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
+			return Result{}, fmt.Errorf("cannot enroll: %w", err)
 		}
 	}
 	// Formatting an enrolled drive would leave its registration dangling: forget it first.
 	if old, err := e.d.LUKS.UUID(ctx, dev.Path); err == nil && checkUUID(old) == nil {
 		if err := e.alreadyEnrolled(old); err != nil {
-			return daemon.EnrollResult{}, fmt.Errorf("cannot enroll %s: forget the drive first: %w", dev.Path, err)
+			return Result{}, fmt.Errorf("cannot enroll %s: forget the drive first: %w", dev.Path, err)
 		}
 	}
 	key, err := e.newKey()
 	if err != nil {
-		return daemon.EnrollResult{}, err
+		return Result{}, err
 	}
 	defer clear(key)
 	log := e.d.Logger.With("device", dev.Path)
 	log.Info("enrolling: formatting", "filesystem", fstype, "label", label)
 
 	var u undoStack
-	fail := func(err error) (daemon.EnrollResult, error) {
-		return daemon.EnrollResult{}, e.rollback(&u, err)
+	fail := func(err error) (Result, error) {
+		return Result{}, e.rollback(&u, err)
 	}
 	// The device is checked again right before it is formatted: a stick swapped for another
 	// one under the same name since the first check is refused.
 	if err := e.d.System.recheck(dev); err != nil {
-		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll: %w", err)
+		return Result{}, fmt.Errorf("cannot enroll: %w", err)
 	}
 	uuid, err := e.d.LUKS.Format(ctx, dev.Path, req.Passphrase, label)
 	if err != nil {
-		return daemon.EnrollResult{}, fmt.Errorf("cannot enroll %s: cannot format it: %w", dev.Path, err)
+		return Result{}, fmt.Errorf("cannot enroll %s: cannot format it: %w", dev.Path, err)
 	}
-	formatted := func(err error) (daemon.EnrollResult, error) {
+	formatted := func(err error) (Result, error) {
 		return fail(fmt.Errorf("cannot enroll %s (it is now formatted but not registered; enroll it again): %w", dev.Path, err))
 	}
 	if err := checkUUID(uuid); err != nil {
@@ -481,7 +479,7 @@ func (e *Enroller) Enroll(ctx context.Context, req daemon.EnrollRequest) (daemon
 	}
 	e.replayEvent(ctx, dev.Path, udevadm)
 	log.Info("enrolled", "name", name, "key_slot", slot)
-	return daemon.EnrollResult{UUID: uuid, HeaderBackup: header}, nil
+	return Result{UUID: uuid, HeaderBackup: header}, nil
 }
 
 // makeFilesystem opens the new LUKS device with the key, makes the filesystem and closes it
@@ -533,7 +531,7 @@ func (e *Enroller) findSlot(ctx context.Context, device string, key []byte) (int
 }
 
 // Adopt registers a LUKS device that was prepared by hand; see the package documentation.
-func (e *Enroller) Adopt(ctx context.Context, req daemon.AdoptRequest) (string, error) {
+func (e *Enroller) Adopt(ctx context.Context, req AdoptRequest) (string, error) {
 	if err := e.lock("adopt"); err != nil {
 		return "", err
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
-	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/drive"
 )
 
 func TestCheckDevice(t *testing.T) {
@@ -66,15 +66,15 @@ func TestCheckDevice(t *testing.T) {
 	}
 }
 
-func enrollReq() daemon.EnrollRequest {
-	return daemon.EnrollRequest{Device: "/dev/sdb", Passphrase: []byte("correct horse"), Name: "blue", Label: "BLUE", Filesystem: "btrfs"}
+func enrollReq() Request {
+	return Request{Device: "/dev/sdb", Passphrase: []byte("correct horse"), Name: "blue", Label: "BLUE", Filesystem: "btrfs"}
 }
 
 func TestEnroll(t *testing.T) {
 	h := newHarness(t)
 	req := enrollReq()
 	req.HeaderBackup = true
-	req.Caller = daemon.Caller{UID: 1000, GID: 1000, User: "alice", Home: "/home/alice"}
+	req.Caller = drive.Caller{UID: 1000, GID: 1000, User: "alice", Home: "/home/alice"}
 	res, err := h.e.Enroll(t.Context(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -202,19 +202,19 @@ func TestEnrollDefaultsAndExt4(t *testing.T) {
 func TestEnrollRefusesBeforeTouchingAnything(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		mutate func(r *daemon.EnrollRequest, h *harness)
+		mutate func(r *Request, h *harness)
 		want   error
 	}{
-		{"system disk", func(r *daemon.EnrollRequest, h *harness) { r.Device = "/dev/sda" }, api.ErrInvalidArgument},
-		{"non-USB disk", func(r *daemon.EnrollRequest, h *harness) { r.Device = "/dev/sdc" }, api.ErrInvalidArgument},
-		{"partition", func(r *daemon.EnrollRequest, h *harness) { r.Device = "/dev/sdb1" }, api.ErrInvalidArgument},
-		{"mounted", func(r *daemon.EnrollRequest, h *harness) {
+		{"system disk", func(r *Request, h *harness) { r.Device = "/dev/sda" }, api.ErrInvalidArgument},
+		{"non-USB disk", func(r *Request, h *harness) { r.Device = "/dev/sdc" }, api.ErrInvalidArgument},
+		{"partition", func(r *Request, h *harness) { r.Device = "/dev/sdb1" }, api.ErrInvalidArgument},
+		{"mounted", func(r *Request, h *harness) {
 			h.sys.write("mountinfo", "40 1 8:17 / /media/x rw - vfat /dev/sdb1 rw\n")
 		}, api.ErrBusy},
-		{"xfs", func(r *daemon.EnrollRequest, h *harness) { r.Filesystem = "xfs" }, api.ErrInvalidArgument},
-		{"label like an option", func(r *daemon.EnrollRequest, h *harness) { r.Label = "-f" }, api.ErrInvalidArgument},
-		{"name with a newline", func(r *daemon.EnrollRequest, h *harness) { r.Name = "a\nb" }, api.ErrInvalidArgument},
-		{"empty passphrase", func(r *daemon.EnrollRequest, h *harness) { r.Passphrase = nil }, api.ErrInvalidArgument},
+		{"xfs", func(r *Request, h *harness) { r.Filesystem = "xfs" }, api.ErrInvalidArgument},
+		{"label like an option", func(r *Request, h *harness) { r.Label = "-f" }, api.ErrInvalidArgument},
+		{"name with a newline", func(r *Request, h *harness) { r.Name = "a\nb" }, api.ErrInvalidArgument},
+		{"empty passphrase", func(r *Request, h *harness) { r.Passphrase = nil }, api.ErrInvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
@@ -329,7 +329,7 @@ func TestAdopt(t *testing.T) {
 			if tc.isPass {
 				secret = pass
 			}
-			uuid, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdb1", Secret: bytes.Clone(secret),
+			uuid, err := h.e.Adopt(t.Context(), AdoptRequest{Device: "/dev/sdb1", Secret: bytes.Clone(secret),
 				SecretIsPassphrase: tc.isPass, AddKeyfileSlot: tc.addSlot, Name: "hand"})
 			if err != nil {
 				t.Fatal(err)
@@ -381,7 +381,7 @@ func TestAdoptMebibyteKeyfile(t *testing.T) {
 			h := newHarness(t)
 			handPrepared(h, tc.pbkdf)
 			h.luks.slots[1] = big
-			uuid, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdb1", Secret: bytes.Clone(big), AddKeyfileSlot: true})
+			uuid, err := h.e.Adopt(t.Context(), AdoptRequest{Device: "/dev/sdb1", Secret: bytes.Clone(big), AddKeyfileSlot: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -407,7 +407,7 @@ func TestAdoptRefusals(t *testing.T) {
 	t.Run("wrong keyfile", func(t *testing.T) {
 		h := newHarness(t)
 		handPrepared(h, "argon2id")
-		_, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdb1", Secret: []byte("wrong")})
+		_, err := h.e.Adopt(t.Context(), AdoptRequest{Device: "/dev/sdb1", Secret: []byte("wrong")})
 		if !errors.Is(err, api.ErrBadPassphrase) {
 			t.Errorf("error %v", err)
 		}
@@ -416,7 +416,7 @@ func TestAdoptRefusals(t *testing.T) {
 	t.Run("wrong passphrase", func(t *testing.T) {
 		h := newHarness(t)
 		handPrepared(h, "argon2id")
-		_, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdb1", Secret: []byte("wrong"), SecretIsPassphrase: true})
+		_, err := h.e.Adopt(t.Context(), AdoptRequest{Device: "/dev/sdb1", Secret: []byte("wrong"), SecretIsPassphrase: true})
 		if !errors.Is(err, api.ErrBadPassphrase) {
 			t.Errorf("error %v", err)
 		}
@@ -426,7 +426,7 @@ func TestAdoptRefusals(t *testing.T) {
 		h := newHarness(t)
 		_, key := handPrepared(h, "argon2id")
 		h.luks.uuid = "../../../etc/shadow"
-		_, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdb1", Secret: key})
+		_, err := h.e.Adopt(t.Context(), AdoptRequest{Device: "/dev/sdb1", Secret: key})
 		if !errors.Is(err, api.ErrInvalidArgument) {
 			t.Errorf("error %v", err)
 		}
@@ -438,7 +438,7 @@ func TestAdoptRefusals(t *testing.T) {
 		h := newHarness(t)
 		_, key := handPrepared(h, "argon2id")
 		h.cfg.drives = []config.Drive{{Name: "old", LuksUUID: testUUID}}
-		_, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdb1", Secret: key})
+		_, err := h.e.Adopt(t.Context(), AdoptRequest{Device: "/dev/sdb1", Secret: key})
 		if !errors.Is(err, api.ErrInvalidArgument) || !strings.Contains(err.Error(), "already enrolled") {
 			t.Errorf("error %v", err)
 		}
@@ -446,7 +446,7 @@ func TestAdoptRefusals(t *testing.T) {
 	t.Run("fixed disk", func(t *testing.T) {
 		h := newHarness(t)
 		_, key := handPrepared(h, "argon2id")
-		_, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdc", Secret: key})
+		_, err := h.e.Adopt(t.Context(), AdoptRequest{Device: "/dev/sdc", Secret: key})
 		if !errors.Is(err, api.ErrInvalidArgument) || len(h.luks.calls) != 0 {
 			t.Errorf("error %v, calls %v", err, h.luks.calls)
 		}
@@ -467,7 +467,7 @@ func TestAdoptRollsBack(t *testing.T) {
 			h := newHarness(t)
 			_, key := handPrepared(h, "argon2id")
 			tc.inject(h)
-			_, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdb1", Secret: key, AddKeyfileSlot: true})
+			_, err := h.e.Adopt(t.Context(), AdoptRequest{Device: "/dev/sdb1", Secret: key, AddKeyfileSlot: true})
 			if !errors.Is(err, errInjected) {
 				t.Fatalf("error %v", err)
 			}
@@ -657,14 +657,14 @@ func TestEnrollSurvivesAFailedEventReplay(t *testing.T) {
 func TestNewDriveDefaultsToTheCallersHome(t *testing.T) {
 	for _, c := range []struct {
 		name    string
-		caller  daemon.Caller
+		caller  drive.Caller
 		runAs   string
 		sources []string
 	}{
-		{"user", daemon.Caller{UID: 1000, User: "alice", Home: "/home/alice/"}, "alice", []string{"/home/alice"}},
-		{"root", daemon.Caller{UID: 0, User: "root", Home: "/root"}, "", nil},
-		{"no home", daemon.Caller{UID: 1001, User: "svc", Home: "/"}, "", nil},
-		{"relative home", daemon.Caller{UID: 1002, User: "odd", Home: "home/odd"}, "", nil},
+		{"user", drive.Caller{UID: 1000, User: "alice", Home: "/home/alice/"}, "alice", []string{"/home/alice"}},
+		{"root", drive.Caller{UID: 0, User: "root", Home: "/root"}, "", nil},
+		{"no home", drive.Caller{UID: 1001, User: "svc", Home: "/"}, "", nil},
+		{"relative home", drive.Caller{UID: 1002, User: "odd", Home: "home/odd"}, "", nil},
 	} {
 		d := newDrive("blue", "11111111-2222-3333-4444-555555555555", 1, c.caller)
 		if d.RunAs != c.runAs || !slices.Equal(d.Sources, c.sources) || d.KeySlot != 1 || d.Name != "blue" {

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/plugvault/plugvault/service/internal/config"
-	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/keyseal"
 )
 
@@ -43,7 +42,7 @@ func TestNewKeysAreSealed(t *testing.T) {
 	h = newHarness(t)
 	sealWith(h, nil)
 	_, key := handPrepared(h, "pbkdf2")
-	if _, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdb1", Secret: bytes.Clone(key), Name: "hand"}); err != nil {
+	if _, err := h.e.Adopt(t.Context(), AdoptRequest{Device: "/dev/sdb1", Secret: bytes.Clone(key), Name: "hand"}); err != nil {
 		t.Fatal(err)
 	}
 	stored, err = os.ReadFile(h.keyPath())

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/daemon"
 )
 
 // TestHeaderBackupStaysPrivate: the header backup is made in a new directory of the daemon's
@@ -131,7 +130,7 @@ func TestAdoptRefusesAReplacedDevice(t *testing.T) {
 			h.sys.replaceDisk("sdb")
 		}
 	}
-	_, err := h.e.Adopt(t.Context(), daemon.AdoptRequest{Device: "/dev/sdb1", Secret: key, AddKeyfileSlot: true})
+	_, err := h.e.Adopt(t.Context(), AdoptRequest{Device: "/dev/sdb1", Secret: key, AddKeyfileSlot: true})
 	if !errors.Is(err, api.ErrNotPresent) {
 		t.Fatalf("error %v, want a refusal saying the device changed", err)
 	}

@@ -4,7 +4,7 @@
 // service/systemd/plugvault.catalog (journalctl --catalog), so that a fleet is watched from its
 // monitoring rather than from a tray.
 //
-// It needs no hook in the state machine: Collector wraps the daemon.Publisher the drive
+// It needs no hook in the state machine: Collector wraps the drive.Publisher the drive
 // manager publishes complete statuses to (a run ends when a drive reaches safe-to-remove or
 // failed) and the drive.Engine it runs (bytes, duration, and free space while the target is
 // still mounted).

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/logging"
 )
@@ -74,11 +73,11 @@ func freeBytes(path string) (uint64, error) {
 
 // Publisher returns next wrapped: every status goes on to next unchanged, and the end of a run
 // writes the metrics file and a journal entry.
-func (c *Collector) Publisher(next daemon.Publisher) daemon.Publisher { return publisher{c, next} }
+func (c *Collector) Publisher(next drive.Publisher) drive.Publisher { return publisher{c, next} }
 
 type publisher struct {
 	c    *Collector
-	next daemon.Publisher
+	next drive.Publisher
 }
 
 func (p publisher) AddDrive(uuid string, st api.DriveStatus) error {

@@ -9,6 +9,8 @@ import (
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/daemon"
+	"github.com/plugvault/plugvault/service/internal/drive"
+	"github.com/plugvault/plugvault/service/internal/enroll"
 )
 
 // BackendCall is one call the fake backend or enroller received.
@@ -20,8 +22,8 @@ type BackendCall struct {
 	// SecretRef is the slice the daemon passed; it must be all zeros once the call returned.
 	SecretRef []byte
 	// Args holds the rest: a bool (Eject's power_off, Forget's remove_keyslot), a
-	// daemon.Caller (Browse), a daemon.RestoreRequest, a snapshot name and a daemon.Caller (Verify), a
-	// daemon.EnrollRequest or daemon.AdoptRequest (secrets in them are the passed slices).
+	// drive.Caller (Browse), a drive.RestoreRequest, a snapshot name and a drive.Caller (Verify), a
+	// enroll.Request or enroll.AdoptRequest (secrets in them are the passed slices).
 	Args []any
 }
 
@@ -37,7 +39,7 @@ type FakeBackend struct {
 	browse string
 	runAs  *string // nil: the user running the test
 	// Publisher, when set, receives AddDrive after Enroll/Adopt like the real enroller does.
-	Publisher daemon.Publisher
+	Publisher drive.Publisher
 }
 
 var (
@@ -161,7 +163,7 @@ func (b *FakeBackend) ListSnapshots(_ context.Context, uuid string) ([]api.Snaps
 }
 
 // Browse implements daemon.Backend.
-func (b *FakeBackend) Browse(_ context.Context, uuid string, caller daemon.Caller) (string, error) {
+func (b *FakeBackend) Browse(_ context.Context, uuid string, caller drive.Caller) (string, error) {
 	if err := b.record("Browse", uuid, nil, caller); err != nil {
 		return "", err
 	}
@@ -169,12 +171,12 @@ func (b *FakeBackend) Browse(_ context.Context, uuid string, caller daemon.Calle
 }
 
 // Restore implements daemon.Backend.
-func (b *FakeBackend) Restore(_ context.Context, uuid string, req daemon.RestoreRequest) error {
+func (b *FakeBackend) Restore(_ context.Context, uuid string, req drive.RestoreRequest) error {
 	return b.record("Restore", uuid, nil, req)
 }
 
 // Verify implements daemon.Backend.
-func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string, caller daemon.Caller) (uint64, []string, error) {
+func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string, caller drive.Caller) (uint64, []string, error) {
 	if err := b.record("Verify", uuid, nil, snapshot, caller); err != nil {
 		return 0, nil, err
 	}
@@ -182,15 +184,15 @@ func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string, caller da
 }
 
 // Enroll implements daemon.Enroller.
-func (b *FakeBackend) Enroll(_ context.Context, req daemon.EnrollRequest) (daemon.EnrollResult, error) {
+func (b *FakeBackend) Enroll(_ context.Context, req enroll.Request) (enroll.Result, error) {
 	if err := b.record("Enroll", "", req.Passphrase, req); err != nil {
-		return daemon.EnrollResult{}, err
+		return enroll.Result{}, err
 	}
 	uuid, err := b.added(req.Name)
 	if err != nil {
-		return daemon.EnrollResult{}, err
+		return enroll.Result{}, err
 	}
-	res := daemon.EnrollResult{UUID: uuid}
+	res := enroll.Result{UUID: uuid}
 	if req.HeaderBackup {
 		b.mu.Lock()
 		res.HeaderBackup = b.header
@@ -203,7 +205,7 @@ func (b *FakeBackend) Enroll(_ context.Context, req daemon.EnrollRequest) (daemo
 }
 
 // Adopt implements daemon.Enroller.
-func (b *FakeBackend) Adopt(_ context.Context, req daemon.AdoptRequest) (string, error) {
+func (b *FakeBackend) Adopt(_ context.Context, req enroll.AdoptRequest) (string, error) {
 	if err := b.record("Adopt", "", req.Secret, req); err != nil {
 		return "", err
 	}

@@ -26,8 +26,6 @@ type Env struct {
 
 // EnvOptions tunes Start.
 type EnvOptions struct {
-	// NoEnroller starts the daemon without an Enroller.
-	NoEnroller bool
 	// Drives are published before the name is owned.
 	Drives []api.DriveStatus
 	// Logger defaults to discarding.
@@ -41,8 +39,7 @@ type EnvOptions struct {
 	// passing, guarded only by daemon.CloseUnixFDs (to test that guard). By default the
 	// daemon connects like plugvaultd does, with daemon.ConnectBus (no fd passing).
 	FDPassing bool
-	// Options, when set, are passed to daemon.New; Backend, Enroller, Authorizer are filled in
-	// when nil.
+	// Options, when set, are passed to daemon.New; Authorizer is filled in when nil.
 	Options daemon.Options
 }
 
@@ -76,12 +73,6 @@ func Start(t testing.TB, o EnvOptions) *Env {
 	if opts.Version == "" {
 		opts.Version = "0.1.0-test"
 	}
-	if opts.Backend == nil {
-		opts.Backend = env.Backend
-	}
-	if opts.Enroller == nil && !o.NoEnroller {
-		opts.Enroller = env.Backend
-	}
 	if opts.Authorizer == nil {
 		opts.Authorizer = polkit.New(conn, o.Logger)
 	}
@@ -100,7 +91,7 @@ func Start(t testing.TB, o EnvOptions) *Env {
 			t.Fatal(err)
 		}
 	}
-	if err := d.Start(); err != nil {
+	if err := d.Start(env.Backend, env.Backend); err != nil {
 		t.Fatal(err)
 	}
 	env.ClientBus = bus.Conn(t)

@@ -1,4 +1,4 @@
-package drive
+package main
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/plugvault/plugvault/service/internal/drive"
 )
 
 const (
@@ -16,16 +17,6 @@ const (
 	logindPath  = "/org/freedesktop/login1"
 	logindIface = "org.freedesktop.login1.Manager"
 )
-
-// noLogind is the Logind of a system without logind: no inhibitor, no sleep signal.
-type noLogind struct{}
-
-func (noLogind) Inhibit(what, who, why, mode string) (io.Closer, error) { return nopCloser{}, nil }
-func (noLogind) PrepareForSleep() <-chan bool                           { return nil }
-
-type nopCloser struct{}
-
-func (nopCloser) Close() error { return nil }
 
 // busLogind talks to logind on the system bus. It never keeps a connection that accepts UNIX
 // fds: any local user may send a unicast signal to any connection, and godbus v5.2.4 leaks
@@ -41,25 +32,26 @@ type busLogind struct {
 	owner   string // logind's unique name: only its PrepareForSleep counts
 }
 
-// InhibitTimeout bounds one Inhibit call, connection included.
-const InhibitTimeout = 25 * time.Second
+// inhibitTimeout bounds one Inhibit call, connection included.
+const inhibitTimeout = 25 * time.Second
 
-// NewLogind returns the Logind of the system bus. conn is the daemon's connection (it must not
+// newLogind returns the Logind of the system bus. conn is the daemon's connection (it must not
 // accept fds: api.DialBus), on which PrepareForSleep is received; address is the bus's
 // address, to which each Inhibit connects anew. Without a connection or without logind it
-// logs a notice and returns a Logind that takes no inhibitor and never reports sleep.
-func NewLogind(conn *dbus.Conn, address string, logger *slog.Logger) Logind {
+// logs a notice and returns nil: the drive manager then takes no inhibitor and never hears
+// of sleep.
+func newLogind(conn *dbus.Conn, address string, logger *slog.Logger) drive.Logind {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if conn == nil {
 		logger.Info("no system bus: backups do not hold off suspend")
-		return noLogind{}
+		return nil
 	}
 	var owner string
 	if err := conn.BusObject().Call("org.freedesktop.DBus.GetNameOwner", 0, logindDest).Store(&owner); err != nil {
 		logger.Info("logind is not running: backups do not hold off suspend", "err", err)
-		return noLogind{}
+		return nil
 	}
 	return &busLogind{conn: conn, address: address, log: logger, owner: owner}
 }
@@ -67,7 +59,7 @@ func NewLogind(conn *dbus.Conn, address string, logger *slog.Logger) Logind {
 // Inhibit calls org.freedesktop.login1.Manager.Inhibit on a connection of its own and returns
 // the lock's fd, which outlives that connection.
 func (l *busLogind) Inhibit(what, who, why, mode string) (io.Closer, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), InhibitTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), inhibitTimeout)
 	defer cancel()
 	fd, err := inhibit(ctx, l.address, what, who, why, mode)
 	if err != nil {

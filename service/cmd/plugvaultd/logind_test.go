@@ -1,4 +1,4 @@
-package drive_test
+package main
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/daemon"
-	"github.com/plugvault/plugvault/service/internal/drive"
 )
 
 // TestMain doubles as apitest.FloodFDsAsNobody's helper.
@@ -22,6 +21,9 @@ func TestMain(m *testing.M) {
 	apitest.FDFloodMain()
 	os.Exit(m.Run())
 }
+
+// waitTimeout bounds every wait in these tests; it only decides how long a broken test hangs.
+const waitTimeout = 10 * time.Second
 
 // fakeLogin1 stands for systemd-logind's org.freedesktop.login1.Manager on a private bus: it
 // records Inhibit calls and hands out the write end of a pipe, like logind's inhibitor FIFO.
@@ -55,11 +57,9 @@ func TestLogindOnABus(t *testing.T) {
 	bus := apitest.StartBus(t, apitest.BusOptions{})
 
 	conn := daemonConn(t, bus.Address)
-	// No logind on the bus: a no-op.
-	l := drive.NewLogind(conn, bus.Address, nil)
-	c, err := l.Inhibit("sleep", "plugvault", "test", "delay")
-	if err != nil || c == nil || c.Close() != nil || l.PrepareForSleep() != nil {
-		t.Fatalf("without logind: %v %v", c, err)
+	// No logind on the bus: nothing, and the manager falls back to no inhibitor.
+	if l := newLogind(conn, bus.Address, nil); l != nil {
+		t.Fatalf("without logind: %v, want nil", l)
 	}
 
 	srv := bus.Conn(t)
@@ -70,9 +70,12 @@ func TestLogindOnABus(t *testing.T) {
 	if reply, err := srv.RequestName("org.freedesktop.login1", dbus.NameFlagDoNotQueue); err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
 		t.Fatalf("cannot own login1: %v %v", reply, err)
 	}
-	l = drive.NewLogind(conn, bus.Address, nil)
+	l := newLogind(conn, bus.Address, nil)
+	if l == nil {
+		t.Fatal("logind on the bus, but newLogind returned nil")
+	}
 	sleep := l.PrepareForSleep()
-	c, err = l.Inhibit("sleep", "plugvault", "Backing up to A", "delay")
+	c, err := l.Inhibit("sleep", "plugvault", "Backing up to A", "delay")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,13 +142,8 @@ func TestLogindOnABus(t *testing.T) {
 }
 
 func TestLogindWithoutBus(t *testing.T) {
-	l := drive.NewLogind(nil, "unix:path="+filepath.Join(t.TempDir(), "none"), nil)
-	if l.PrepareForSleep() != nil {
-		t.Error("a sleep channel without a bus")
-	}
-	c, err := l.Inhibit("sleep", "plugvault", "x", "delay")
-	if err != nil || c.Close() != nil {
-		t.Errorf("Inhibit without a bus: %v", err)
+	if l := newLogind(nil, "unix:path="+filepath.Join(t.TempDir(), "none"), nil); l != nil {
+		t.Errorf("without a bus: %v, want nil", l)
 	}
 }
 
@@ -187,7 +185,7 @@ func TestLogindIgnoresFDsFromOtherUsers(t *testing.T) {
 		t.Fatalf("cannot own login1: %v %v", reply, err)
 	}
 	conn := daemonConn(t, bus.Address)
-	l := drive.NewLogind(conn, bus.Address, nil)
+	l := newLogind(conn, bus.Address, nil)
 	sleep := l.PrepareForSleep()
 	before := apitest.OpenFDs(t)
 
@@ -231,7 +229,7 @@ func TestLogindIgnoresFDsFromOtherUsers(t *testing.T) {
 	var res result
 	select {
 	case res = <-done:
-	case <-time.After(drive.InhibitTimeout + waitTimeout):
+	case <-time.After(inhibitTimeout + waitTimeout):
 		t.Fatal("Inhibit did not return")
 	}
 	if res.err != nil {
@@ -275,7 +273,7 @@ func TestLogindInhibitErrors(t *testing.T) {
 	if reply, err := srv.RequestName("org.freedesktop.login1", dbus.NameFlagDoNotQueue); err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
 		t.Fatalf("cannot own login1: %v %v", reply, err)
 	}
-	l := drive.NewLogind(daemonConn(t, bus.Address), bus.Address, nil)
+	l := newLogind(daemonConn(t, bus.Address), bus.Address, nil)
 	if c, err := l.Inhibit("sleep", "plugvault", "x", "delay"); err == nil || !strings.Contains(err.Error(), "refused for the test") {
 		t.Errorf("Inhibit refused by logind = %v, %v", c, err)
 	}
