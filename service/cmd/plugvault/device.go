@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/plugvault/plugvault/service/api"
 )
 
 // diskInfo is what the CLI shows before enroll destroys a disk. It is read unprivileged from
@@ -150,4 +152,30 @@ func quoteLabel(l string) string {
 		return ""
 	}
 	return fmt.Sprintf(" labelled %q", l)
+}
+
+// canonicalDevice resolves a device argument (/dev/sdb, /dev/disk/by-id/…) to the device node
+// path under devRoot, as plugvaultd wants it.
+func (a *app) canonicalDevice(dev string) (string, error) {
+	if dev == "" {
+		return "", usagef("name the device, for example /dev/sdb")
+	}
+	p, err := filepath.EvalSymlinks(dev)
+	if err != nil {
+		return "", fmt.Errorf("cannot find device %s: %w", dev, api.ErrNotFound)
+	}
+	if p, err = filepath.Abs(p); err != nil {
+		return "", fmt.Errorf("cannot resolve %s: %w", dev, err)
+	}
+	if filepath.Dir(p) != a.devRoot {
+		return "", usagef("%s is not a device node in %s", dev, a.devRoot)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", fmt.Errorf("cannot find device %s: %w", dev, api.ErrNotFound)
+	}
+	if a.devRoot == "/dev" && fi.Mode()&os.ModeDevice == 0 {
+		return "", usagef("%s is not a block device", dev)
+	}
+	return p, nil
 }
