@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/luks"
 )
 
 // Adopt registers a LUKS device that was prepared by hand; see the package documentation.
@@ -25,7 +26,7 @@ func (e *Enroller) Adopt(ctx context.Context, req AdoptRequest) (string, error) 
 	if err != nil {
 		return "", fmt.Errorf("cannot adopt %s: it is not a LUKS device: %w", dev.Path, err)
 	}
-	if err := checkUUID(uuid); err != nil {
+	if err := luks.CheckUUID(uuid); err != nil {
 		return "", fmt.Errorf("cannot adopt %s: %w: %w", dev.Path, err, api.ErrInvalidArgument)
 	}
 	if err := e.alreadyEnrolled(uuid); err != nil {

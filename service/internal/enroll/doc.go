@@ -44,10 +44,10 @@
 // udevadm and cryptsetup luksHeaderBackup run through sysexec.Runner; mkfs needs the opened
 // mapping (device-mapper), so it only really runs in the VM.
 //
-// Wiring for the integrator (luks.Header is not imported here, so Dump is adapted):
+// plugvaultd wires it like this (luks.Header is not imported here, so Dump is adapted):
 //
 //	enroll.New(enroll.Deps{
-//		LUKS: cs, MappingName: luks.MappingName,
+//		LUKS: cs,
 //		Keyslots: func(ctx context.Context, dev string) (map[int]enroll.Keyslot, error) {
 //			h, err := cs.Dump(ctx, dev)
 //			if err != nil {

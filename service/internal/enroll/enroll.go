@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/luks"
 )
 
 // Enroll formats req.Device as a new backup drive; see the package documentation.
@@ -61,7 +62,7 @@ func (e *Enroller) Enroll(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	// Formatting an enrolled drive would leave its registration dangling: forget it first.
-	if old, err := e.d.LUKS.UUID(ctx, dev.Path); err == nil && checkUUID(old) == nil {
+	if old, err := e.d.LUKS.UUID(ctx, dev.Path); err == nil && luks.CheckUUID(old) == nil {
 		if err := e.alreadyEnrolled(old); err != nil {
 			return Result{}, fmt.Errorf("cannot enroll %s: forget the drive first: %w", dev.Path, err)
 		}
@@ -90,7 +91,7 @@ func (e *Enroller) Enroll(ctx context.Context, req Request) (Result, error) {
 	formatted := func(err error) (Result, error) {
 		return fail(fmt.Errorf("cannot enroll %s (it is now formatted but not registered; enroll it again): %w", dev.Path, err))
 	}
-	if err := checkUUID(uuid); err != nil {
+	if err := luks.CheckUUID(uuid); err != nil {
 		return formatted(fmt.Errorf("internal error: cryptsetup reported %w", err))
 	}
 	log = log.With("uuid", uuid)
@@ -137,7 +138,7 @@ func (e *Enroller) Enroll(ctx context.Context, req Request) (Result, error) {
 // makeFilesystem opens the new LUKS device with the key, makes the filesystem and closes it
 // again (also when mkfs fails).
 func (e *Enroller) makeFilesystem(ctx context.Context, device, uuid string, key []byte, slot int, mkfs, fstype, label string) (err error) {
-	mapping, err := e.d.MappingName(uuid)
+	mapping, err := luks.MappingName(uuid)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/drive"
+	"github.com/plugvault/plugvault/service/internal/luks"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
 )
 
@@ -48,8 +49,8 @@ type Keyslot struct {
 }
 
 // Registry is how a new or forgotten drive reaches the running daemon: the drive state machine
-// reloads it and the D-Bus Drive object is published or removed (drive.Publisher). The
-// integrator implements it. RemoveDrive fails (wrapping api.ErrBusy) while the drive is in a
+// reloads it and the D-Bus Drive object is published or removed (drive.Publisher). plugvaultd
+// implements it. RemoveDrive fails (wrapping api.ErrBusy) while the drive is in a
 // run.
 type Registry interface {
 	AddDrive(d config.Drive) error
@@ -57,11 +58,10 @@ type Registry interface {
 }
 
 // Deps is everything an Enroller uses; the function fields are service/internal/config's
-// functions and luks.MappingName in production.
+// functions in production.
 type Deps struct {
 	LUKS        LUKS
 	Keyslots    func(ctx context.Context, device string) (map[int]Keyslot, error)
-	MappingName func(uuid string) (string, error)
 	Registry    Registry
 	LoadConfig  func(path string) (*config.Config, error)
 	AppendDrive func(path string, d config.Drive) error
@@ -107,9 +107,6 @@ func New(d Deps) (*Enroller, error) {
 	if d.LUKS == nil || d.Keyslots == nil || d.Registry == nil || d.LoadConfig == nil ||
 		d.AppendDrive == nil || d.RemoveDrive == nil || d.Runner == nil {
 		return nil, errors.New("internal error: enroll.New needs LUKS, Keyslots, Registry, LoadConfig, AppendDrive, RemoveDrive and Runner")
-	}
-	if d.MappingName == nil {
-		d.MappingName = func(uuid string) (string, error) { return "plugvault-" + uuid, checkUUID(uuid) }
 	}
 	if d.LookPath == nil {
 		d.LookPath = sysexec.LookPath
@@ -287,7 +284,7 @@ func (e *Enroller) storeKey(u *undoStack, uuid string, key []byte) error {
 
 // installRule writes the udev rule and reloads udevd; it registers the rule's removal.
 func (e *Enroller) installRule(ctx context.Context, u *undoStack, uuid, udevadm string) error {
-	mapping, err := e.d.MappingName(uuid)
+	mapping, err := luks.MappingName(uuid)
 	if err != nil {
 		return err
 	}

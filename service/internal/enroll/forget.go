@@ -9,6 +9,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
+	"github.com/plugvault/plugvault/service/internal/luks"
 )
 
 // Forget unregisters the drive with LUKS UUID uuid; see the package documentation.
@@ -17,7 +18,7 @@ func (e *Enroller) Forget(ctx context.Context, uuid string, removeKeyslot bool) 
 		return err
 	}
 	defer e.mu.Unlock()
-	if err := checkUUID(uuid); err != nil {
+	if err := luks.CheckUUID(uuid); err != nil {
 		return fmt.Errorf("cannot forget: %w: %w", err, api.ErrInvalidArgument)
 	}
 	cfg, err := e.d.LoadConfig(e.d.ConfigPath)

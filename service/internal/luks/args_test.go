@@ -49,19 +49,6 @@ func TestArgv(t *testing.T) {
 	}
 }
 
-func TestMappingName(t *testing.T) {
-	name, err := MappingName("2f8c6bd5-7a0e-4c7e-9a55-0c1d3e9f7b21")
-	if err != nil || name != "plugvault-2f8c6bd5-7a0e-4c7e-9a55-0c1d3e9f7b21" {
-		t.Errorf("got %q, %v", name, err)
-	}
-	for _, bad := range []string{"", "2F8C6BD5-7A0E-4C7E-9A55-0C1D3E9F7B21", "2f8c6bd5-7a0e-4c7e-9a55-0c1d3e9f7b2", "2f8c6bd5-7a0e-4c7e-9a55-0c1d3e9f7b21x",
-		"../../etc", "2f8c6bd5 7a0e-4c7e-9a55-0c1d3e9f7b21", "-2f8c6bd5-7a0e-4c7e-9a55-0c1d3e9f7b2", "2f8c6bd5-7a0e-4c7e-9a55-0c1d3e9f7b21\n"} {
-		if _, err := MappingName(bad); err == nil {
-			t.Errorf("MappingName(%q) accepted", bad)
-		}
-	}
-}
-
 func TestParseVersion(t *testing.T) {
 	for in, want := range map[string]string{
 		"cryptsetup 2.6.1 flags: UDEV BLKID KEYRING KERNEL_CAPI \n": "2.6.1",

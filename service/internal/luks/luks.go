@@ -144,25 +144,6 @@ func checkPBKDF(p PBKDF) error {
 	return nil
 }
 
-// mappingRe is the only mapping name plugvault creates or touches.
-var mappingRe = regexp.MustCompile(`^plugvault-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
-
-// MappingName returns "plugvault-<uuid>" for a LUKS UUID in canonical lower-case form.
-func MappingName(luksUUID string) (string, error) {
-	name := "plugvault-" + luksUUID
-	if !mappingRe.MatchString(name) {
-		return "", fmt.Errorf("cannot use %q as a LUKS UUID: want 8-4-4-4-12 lower-case hex digits", luksUUID)
-	}
-	return name, nil
-}
-
-func checkName(name string) error {
-	if !mappingRe.MatchString(name) {
-		return fmt.Errorf("cannot use mapping name %q: want plugvault-<uuid>", name)
-	}
-	return nil
-}
-
 // checkDevice accepts only a canonical path of a block device node under /dev (no symlink,
 // no "..", no leading '-').
 func checkDevice(p string) error {
@@ -278,8 +259,8 @@ func (c *Cryptsetup) UUID(ctx context.Context, device string) (string, error) {
 		return "", err
 	}
 	u := strings.TrimSpace(string(res.Stdout))
-	if _, err := MappingName(u); err != nil {
-		return "", fmt.Errorf("cannot use the LUKS UUID of %s: %q is not a canonical UUID", device, u)
+	if err := CheckUUID(u); err != nil {
+		return "", fmt.Errorf("cannot use the LUKS UUID of %s: %w", device, err)
 	}
 	return u, nil
 }
