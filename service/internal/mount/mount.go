@@ -1,8 +1,6 @@
 package mount
 
 import (
-	"github.com/plugvault/plugvault/service/internal/config"
-
 	"context"
 	"encoding/binary"
 	"errors"
@@ -19,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/config"
 )
 
 // DefaultBase is where plugvault mounts drives.
