@@ -55,12 +55,6 @@ func (e *Enroller) Enroll(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("cannot enroll: %w", err)
 	}
-	var cryptsetup string
-	if req.HeaderBackup {
-		if cryptsetup, err = e.tool("cryptsetup"); err != nil {
-			return Result{}, fmt.Errorf("cannot enroll: %w", err)
-		}
-	}
 	// Formatting an enrolled drive would leave its registration dangling: forget it first.
 	if old, err := e.d.LUKS.UUID(ctx, dev.Path); err == nil && luks.CheckUUID(old) == nil {
 		if err := e.alreadyEnrolled(old); err != nil {
@@ -123,7 +117,7 @@ func (e *Enroller) Enroll(ctx context.Context, req Request) (Result, error) {
 	}
 	var header []byte
 	if req.HeaderBackup {
-		if header, err = e.headerBackup(ctx, cryptsetup, dev.Path); err != nil {
+		if header, err = e.headerBackup(ctx, dev.Path); err != nil {
 			return formatted(err)
 		}
 	}

@@ -40,6 +40,7 @@ type LUKS interface {
 	Identify(ctx context.Context, device string) (uuid, fingerprint string, err error)
 	Open(ctx context.Context, device, name string, key []byte, slot int, readOnly bool) error
 	Close(ctx context.Context, name string, deferred bool) error
+	HeaderBackup(ctx context.Context, device, file string) error
 }
 
 // Keyslot is what enrolling needs to know about one LUKS keyslot (from luks.Cryptsetup.Dump).
@@ -66,8 +67,7 @@ type Deps struct {
 	LoadConfig  func(path string) (*config.Config, error)
 	AppendDrive func(path string, d config.Drive) error
 	RemoveDrive func(path, luksUUID string) error
-	// Runner runs mkfs, udevadm and cryptsetup luksHeaderBackup; LookPath finds them
-	// (sysexec.LookPath when nil).
+	// Runner runs mkfs and udevadm; LookPath finds them (sysexec.LookPath when nil).
 	Runner   sysexec.Runner
 	LookPath func(name string) (string, error)
 	// DeviceByUUID finds the device node of a present LUKS device (default: the

@@ -30,6 +30,7 @@ func TestArgv(t *testing.T) {
 		{"format argon capped", formatArgs(dev, "", PBKDF{Type: "argon2id", Iterations: 4, MemoryKiB: 32768}), "luksFormat --type=luks2 --batch-mode --key-file=- --key-slot=0 --pbkdf=argon2id --pbkdf-force-iterations=4 --pbkdf-memory=32768 -- /dev/sdb"},
 		{"add key fast", addKeyArgs(dev, FastPBKDF), "luksAddKey --key-file=- --pbkdf=pbkdf2 --pbkdf-force-iterations=1000 --disable-external-tokens -- /dev/sdb /dev/fd/3"},
 		{"add key argon", addKeyArgs(dev, PBKDF{}), "luksAddKey --key-file=- --pbkdf=argon2id --disable-external-tokens -- /dev/sdb /dev/fd/3"},
+		{"header backup", headerBackupArgs(dev, "/run/x/header"), "luksHeaderBackup --batch-mode --disable-external-tokens --header-backup-file=/run/x/header -- /dev/sdb"},
 		{"kill slot", killSlotArgs(dev, 3), "luksKillSlot --key-file=- --disable-external-tokens -- /dev/sdb 3"},
 	}
 	for _, c := range cases {

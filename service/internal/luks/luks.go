@@ -366,6 +366,21 @@ func (c *Cryptsetup) Format(ctx context.Context, device string, passphrase []byt
 	return c.UUID(ctx, device)
 }
 
+// HeaderBackup writes a backup of device's LUKS header to file, an absolute path that must not
+// exist yet (cryptsetup creates it, mode 0400). luksHeaderRestore puts such a backup back on a
+// stick whose header was damaged. The caller picks a file in a directory of its own: the
+// backup holds the keyslots, so it is as sensitive as the stick.
+func (c *Cryptsetup) HeaderBackup(ctx context.Context, device, file string) error {
+	if err := c.validateDevice(device); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(file) || filepath.Clean(file) != file {
+		return fmt.Errorf("cannot back up the LUKS header of %s to %q: not an absolute clean path", device, file)
+	}
+	_, err := c.exec(ctx, "back up the LUKS header of "+device, headerBackupArgs(device, file), nil, nil, quickTimeout)
+	return err
+}
+
 // checkLabel allows printable labels of up to 47 bytes (LUKS2 keeps 48 with the NUL).
 func checkLabel(label string) error {
 	if len(label) > 47 {
