@@ -136,10 +136,13 @@ func (f *FakeService) SetDrive(t testing.TB, path dbus.ObjectPath, st api.DriveS
 	}
 }
 
-// SetReminderDays changes the Manager's ReminderDays property.
+// SetReminderDays changes the Manager's ReminderDays property. It panics when the change
+// cannot be announced (the fake's connection is gone).
 func (f *FakeService) SetReminderDays(days uint32) {
 	changed := f.mgrProps.Update(map[string]any{api.PropReminderDays: days})
-	_ = f.mgrProps.Emit(f.Conn, api.ManagerPath, changed)
+	if err := f.mgrProps.Emit(f.Conn, api.ManagerPath, changed); err != nil {
+		panic("fake service cannot announce ReminderDays: " + err.Error())
+	}
 }
 
 // setManager changes a Manager property and emits PropertiesChanged when it changed.
