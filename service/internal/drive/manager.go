@@ -17,11 +17,8 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
+	"github.com/plugvault/plugvault/service/internal/luks"
 )
-
-// MappingPrefix starts the name of every device-mapper mapping plugvaultd opens
-// ("plugvault-<luks_uuid>").
-const MappingPrefix = "plugvault-"
 
 // pulledWindow: a removal this soon after the backup failed is taken as its cause (writes to a
 // pulled stick fail before udev reports the removal).
@@ -226,7 +223,7 @@ func (m *Manager) RemoveDrive(uuid string) error {
 
 func (m *Manager) addDriveLocked(c config.Drive) error {
 	uuid := strings.ToLower(c.LuksUUID)
-	if !validUUID(uuid) {
+	if luks.CheckUUID(uuid) != nil {
 		return fmt.Errorf("cannot manage drive %q: invalid LUKS UUID %q", c.Name, c.LuksUUID)
 	}
 	if _, dup := m.drives[uuid]; dup {
@@ -242,20 +239,7 @@ func (m *Manager) addDriveLocked(c config.Drive) error {
 	return nil
 }
 
-// validUUID accepts what can safely go into a mapping name and a path element.
-func validUUID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func (m *Manager) mappingName(d *drive) string { return MappingPrefix + d.uuid }
+func (m *Manager) mappingName(d *drive) string { return luks.MappingPrefix + d.uuid }
 func (m *Manager) mapperPath(d *drive) string  { return filepath.Join(m.mapper, m.mappingName(d)) }
 func (m *Manager) target(d *drive) string      { return filepath.Join(m.base, d.uuid, "drive") }
 
@@ -557,10 +541,10 @@ func (m *Manager) reconcile(ctx context.Context, cold []Event) {
 	}
 	mappedDrive := make(map[string]*drive) // mapping name -> present drive
 	for _, name := range names {
-		if !strings.HasPrefix(name, MappingPrefix) {
+		if !strings.HasPrefix(name, luks.MappingPrefix) {
 			continue
 		}
-		if d := drives[strings.TrimPrefix(name, MappingPrefix)]; d != nil && present[d] {
+		if d := drives[strings.TrimPrefix(name, luks.MappingPrefix)]; d != nil && present[d] {
 			mappedDrive[name] = d
 		}
 	}
@@ -586,7 +570,7 @@ func (m *Manager) reconcile(ctx context.Context, cold []Event) {
 		}
 	}
 	for _, name := range names {
-		if !strings.HasPrefix(name, MappingPrefix) {
+		if !strings.HasPrefix(name, luks.MappingPrefix) {
 			continue
 		}
 		if d := mappedDrive[name]; d != nil {
@@ -623,7 +607,7 @@ func listMappings(dir string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), MappingPrefix) {
+		if strings.HasPrefix(e.Name(), luks.MappingPrefix) {
 			names = append(names, e.Name())
 		}
 	}
