@@ -24,7 +24,7 @@ func TestStatusWatchFollowsChangesAndRestarts(t *testing.T) {
 	st.State, st.Progress, st.FilesDone, st.FilesTotal, st.BytesDone, st.BytesTotal, st.Rate, st.EtaSeconds =
 		api.StateBackingUp, 0.25, 5, 20, 1<<20, 4<<20, 1<<20, 3
 	e.fake.SetDrive(t, blue, st)
-	out.waitFor(t, "blue: backing-up 25%, 5/20 files, 1.0 MiB/4.0 MiB, 1.0 MiB/s, ETA 3s\n", 1)
+	out.waitFor(t, "blue: backing-up 25%, 5/20 files, 1.0 of 4.2 MB, 1.0 MB/s, ETA 3s\n", 1)
 
 	// plugvaultd restarts: the watch says so, and reads the drives of the new instance.
 	e.fake.Conn.Close()
@@ -95,8 +95,8 @@ func TestLinerOnTerminal(t *testing.T) {
 	}
 	l.end()
 	want := "blue: present\n" +
-		"blue: backing-up 25%, 1/4 files, 0 B\n" + // a new state is a line that stays
-		"\r\033[Kblue: backing-up 50%, 2/4 files, 0 B" + // progress rewrites the live line
+		"blue: backing-up 25%, 1/4 files, 0 bytes\n" + // a new state is a line that stays
+		"\r\033[Kblue: backing-up 50%, 2/4 files, 0 bytes" + // progress rewrites the live line
 		"\r\033[Kblue: safe-to-remove\n"
 	if out.String() != want {
 		t.Errorf("terminal output\n%q\nwant\n%q", out.String(), want)

@@ -34,38 +34,6 @@ func ShortUUID(uuid string) string {
 	return uuid
 }
 
-// FormatBytesPair formats done and total in the unit of total: "1.2 of 2.9 GB".
-func FormatBytesPair(done, total uint64) string {
-	unit, div := byteUnit(total)
-	if div == 1 {
-		return fmt.Sprintf("%d of %d %s", done, total, unit)
-	}
-	return fmt.Sprintf("%.1f of %.1f %s", float64(done)/div, float64(total)/div, unit)
-}
-
-// FormatBytes formats n with decimal units: "2.9 GB".
-func FormatBytes(n uint64) string {
-	unit, div := byteUnit(n)
-	if div == 1 {
-		return fmt.Sprintf("%d %s", n, unit)
-	}
-	return fmt.Sprintf("%.1f %s", float64(n)/div, unit)
-}
-
-func byteUnit(n uint64) (string, float64) {
-	switch {
-	case n >= 1e12:
-		return "TB", 1e12
-	case n >= 1e9:
-		return "GB", 1e9
-	case n >= 1e6:
-		return "MB", 1e6
-	case n >= 1e3:
-		return "kB", 1e3
-	}
-	return "bytes", 1
-}
-
 // FormatETA formats the seconds left of a backup: "3 min left"; "" when unknown (negative).
 func FormatETA(seconds int64) string {
 	switch {
@@ -155,7 +123,7 @@ func StatusLine(now time.Time, st api.DriveStatus) string {
 		if st.BytesTotal == 0 {
 			return "Backing up to " + name + ": counting files…"
 		}
-		parts := []string{percent(st.Progress), FormatBytesPair(st.BytesDone, st.BytesTotal)}
+		parts := []string{percent(st.Progress), api.FormatBytesPair(st.BytesDone, st.BytesTotal)}
 		if eta := FormatETA(st.EtaSeconds); eta != "" {
 			parts = append(parts, eta)
 		}

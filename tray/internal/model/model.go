@@ -552,12 +552,13 @@ func restoreCheckable(st api.DriveStatus) bool {
 	return st.Present && st.LastBackup != 0 && (st.State == api.StatePresent || st.State == api.StateSafeToRemove)
 }
 
-// reminderDue returns when d's reminder falls due, if one is pending.
+// reminderDue returns when d's reminder falls due (when it becomes overdue, api.OverdueAt), if
+// one is pending: none was sent for this backup and no run is going on.
 func (m *Model) reminderDue(d *drive) (time.Time, bool) {
-	if m.reminderDays == 0 || d.st.LastBackup == 0 || d.reminded == d.st.LastBackup || d.st.State.Running() {
+	if d.reminded == d.st.LastBackup || d.st.State.Running() {
 		return time.Time{}, false
 	}
-	return time.Unix(int64(d.st.LastBackup), 0).Add(time.Duration(m.reminderDays) * 24 * time.Hour), true
+	return api.OverdueAt(d.st, m.reminderDays)
 }
 
 func (m *Model) paths() []dbus.ObjectPath {

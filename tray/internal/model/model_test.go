@@ -414,9 +414,6 @@ func TestStatusLineFormats(t *testing.T) {
 			t.Errorf("FormatETA(%d) = %q, want %q", c.s, got, c.want)
 		}
 	}
-	if got := FormatBytesPair(512, 900); got != "512 of 900 bytes" {
-		t.Errorf("bytes: %q", got)
-	}
 	if got := DriveName(api.DriveStatus{LuksUUID: "deadbeef-1111"}); got != "drive deadbeef" {
 		t.Errorf("DriveName fallback: %q", got)
 	}
