@@ -78,11 +78,7 @@ func (m *Model) Update(now time.Time, ev Event) []Action {
 	case DriveRemoved:
 		acts = m.removeDrive(ev.Path)
 	case ManagerChanged:
-		if v, ok := ev.Changed[api.PropReminderDays]; ok {
-			if d, ok := v.Value().(uint32); ok {
-				m.reminderDays = d
-			}
-		}
+		m.reminderDays = ev.ReminderDays
 	case TimerFired:
 		// Relative times and due reminders are recomputed below.
 	case MenuClicked:
@@ -163,9 +159,7 @@ func (m *Model) driveChanged(ev DriveChanged) []Action {
 		return nil
 	}
 	old := d.st
-	if err := d.st.Apply(ev.Changed); err != nil {
-		m.logf(ev.Path, "%v", err)
-	}
+	d.st = ev.Status
 	if old.State == d.st.State {
 		if d.st.State == api.StateFailed && old.StateReason != d.st.StateReason {
 			m.logf(ev.Path, "failed: %s", d.st.StateReason)

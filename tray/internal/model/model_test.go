@@ -29,17 +29,23 @@ func up(m *Model, now time.Time, sts ...api.DriveStatus) []Action {
 		if i > 0 {
 			p = dbus.ObjectPath(fmt.Sprintf("%s%d", api.DrivesPathPrefix, 5000+i))
 		}
-		ev.Drives = append(ev.Drives, DriveSnapshot{Path: p, Status: st})
+		ev.Drives = append(ev.Drives, api.DriveEntry{Path: p, Status: st})
 	}
 	return m.Update(now, ev)
 }
 
-func changed(props map[string]any) map[string]dbus.Variant {
+// changeOf is the DriveChanged that sets props on the drive's status, as api.WatchDrives
+// delivers it.
+func changeOf(m *Model, p dbus.ObjectPath, props map[string]any) DriveChanged {
+	st := m.drives[p].st
 	c := map[string]dbus.Variant{}
 	for k, v := range props {
 		c[k] = dbus.MakeVariant(v)
 	}
-	return c
+	if err := st.Apply(c); err != nil {
+		panic(err)
+	}
+	return DriveChanged{Path: p, Status: st}
 }
 
 func find[T Action](acts []Action) (T, bool) {
@@ -224,7 +230,7 @@ func TestEveryTransition(t *testing.T) {
 				if to == api.StateFailed {
 					props[api.PropStateReason] = "the drive is full"
 				}
-				acts := m.Update(t0.Add(time.Second), DriveChanged{Path: drivePath, Changed: changed(props)})
+				acts := m.Update(t0.Add(time.Second), changeOf(m, drivePath, props))
 				icon, tip, menu := m.View()
 				if icon.Icon != wantIcon[to] {
 					t.Errorf("icon %v, want %v", icon.Icon, wantIcon[to])
@@ -345,7 +351,7 @@ func TestServiceDownAndBack(t *testing.T) {
 			t.Errorf("%s: down: dialog hidden=%v", s, hidden)
 		}
 		// Property changes while down are ignored; the next ServiceUp carries the truth.
-		if acts := m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropState: "backing-up"})}); len(all[Notify](acts)) != 0 {
+		if acts := m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropState: "backing-up"})); len(all[Notify](acts)) != 0 {
 			t.Errorf("%s: notification while down", s)
 		}
 		acts = up(m, t0.Add(time.Minute), status(s))
@@ -427,14 +433,14 @@ func TestProgressIcon(t *testing.T) {
 	if icon, _ := find[SetIcon](acts); icon.Icon != IconWorking || icon.Step != ProgressSteps/2 {
 		t.Errorf("icon %+v", icon)
 	}
-	acts = m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropProgress: 0.51})})
+	acts = m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropProgress: 0.51}))
 	if _, ok := find[SetIcon](acts); ok {
 		t.Error("icon resent although its step did not change")
 	}
 	if _, ok := find[SetTooltip](acts); !ok {
 		t.Error("tooltip not updated with the progress")
 	}
-	acts = m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropProgress: 1.0})})
+	acts = m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropProgress: 1.0}))
 	if icon, _ := find[SetIcon](acts); icon.Step != ProgressSteps {
 		t.Errorf("full progress icon %+v", icon)
 	}
@@ -520,7 +526,7 @@ func TestPassphraseDialogFlow(t *testing.T) {
 		t.Errorf("dialog not hidden after unlock: %+v", acts)
 	}
 	// The state then moves on: no dialog comes back.
-	acts = m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropState: "mounting"})})
+	acts = m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropState: "mounting"}))
 	if _, ok := find[ShowDialog](acts); ok {
 		t.Error("dialog reopened")
 	}
@@ -575,14 +581,14 @@ func TestReminders(t *testing.T) {
 	}
 	// A new backup re-arms it; lowering ReminderDays makes it due at once.
 	newLast := uint64(due.Add(-3 * 24 * time.Hour).Unix())
-	m.Update(due, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropLastBackup: newLast})})
-	acts = m.Update(due, ManagerChanged{Changed: changed(map[string]any{api.PropReminderDays: uint32(2)})})
+	m.Update(due, changeOf(m, drivePath, map[string]any{api.PropLastBackup: newLast}))
+	acts = m.Update(due, ManagerChanged{ReminderDays: 2})
 	if n := all[Notify](acts); len(n) != 1 || n[0].Summary != "No backup to Blue stick for 3 days" {
 		t.Errorf("reminder after ReminderDays changed: %+v", n)
 	}
 	// 0 turns reminders off; a running drive is never reminded.
 	m = New()
-	m.Update(t0, ServiceUp{ReminderDays: 0, Drives: []DriveSnapshot{{drivePath, st}}})
+	m.Update(t0, ServiceUp{ReminderDays: 0, Drives: []api.DriveEntry{{Path: drivePath, Status: st}}})
 	if acts := m.Update(t0.Add(30*24*time.Hour), TimerFired{}); len(all[Notify](acts)) != 0 {
 		t.Errorf("reminder with ReminderDays 0: %+v", acts)
 	}
@@ -611,13 +617,13 @@ func TestLogFollows(t *testing.T) {
 	m := New()
 	up(m, t0, status(api.StatePresent))
 	m.Update(t0, MenuClicked{Key: MenuKey{drivePath, ItemShowLog}})
-	acts := m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropState: "failed", api.PropStateReason: "the drive is full"})})
+	acts := m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropState: "failed", api.PropStateReason: "the drive is full"}))
 	lg, ok := find[ShowLog](acts)
 	if !ok || !strings.Contains(strings.Join(lg.Lines, "\n"), "failed: the drive is full") {
 		t.Errorf("log not updated: %+v", lg)
 	}
 	m.Update(t0, LogClosed{})
-	acts = m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropState: "present"})})
+	acts = m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropState: "present"}))
 	if _, ok := find[ShowLog](acts); ok {
 		t.Error("closed log window updated")
 	}

@@ -72,7 +72,7 @@ func TestWatchServiceReconnects(t *testing.T) {
 			st.State = api.StatePresent
 		}
 		svc.SetDrive(t, drive, st)
-		if ch, ok := nextEvent(t, c).(model.DriveChanged); !ok || ch.Changed[api.PropState].Value() != string(st.State) {
+		if ch, ok := nextEvent(t, c).(model.DriveChanged); !ok || ch.Path != drive || ch.Status != st {
 			t.Fatalf("round %d: %+v", round, ch)
 		}
 		// Calls allow interactive authorization.
