@@ -110,9 +110,10 @@ func TestStatusHuman(t *testing.T) {
 	if code != 0 {
 		t.Errorf("exit %d", code)
 	}
-	st.State, st.StateReason = api.StateAwaitingPassphrase, "the keyfile was rejected"
+	// The daemon's reason is what the line says.
+	st.State, st.StateReason = api.StateAwaitingPassphrase, "The keyfile was rejected — enter the passphrase"
 	e.fake.SetDrive(t, blue, st)
-	if _, out, _ := e.run("", "status", "blue"); !strings.Contains(out, "blue: awaiting-passphrase (the keyfile was rejected)\n    enter the passphrase with: plugvault unlock blue\n") {
+	if _, out, _ := e.run("", "status", "blue"); !strings.Contains(out, "blue: The keyfile was rejected — enter the passphrase\n    enter the passphrase with: plugvault unlock blue\n") {
 		t.Errorf("no unlock hint:\n%s", out)
 	}
 	code, out, _ = e.run("", "status", "green")

@@ -210,16 +210,20 @@ func progressText(st api.DriveStatus) string {
 	return strings.Join(parts, ", ")
 }
 
-// statusLine is one line about a drive: "blue: backing-up 42%, …" or "blue: absent".
+// statusLine is one line about a drive: the daemon's StateReason, with the progress of a run
+// ("blue: Backing up 12 of 20 files (42%, 12/20 files, …)"); the state where there is no reason
+// ("blue: backing-up 42%, …", "blue: absent").
 func statusLine(d drive) string {
-	s := fmt.Sprintf("%s: %s", d.label(), d.st.State)
-	if d.st.State == api.StateBackingUp || d.st.State == api.StateFinishing {
-		s += " " + progressText(d.st)
+	progress := d.st.State == api.StateBackingUp || d.st.State == api.StateFinishing
+	switch {
+	case d.st.StateReason == "" && progress:
+		return fmt.Sprintf("%s: %s %s", d.label(), d.st.State, progressText(d.st))
+	case d.st.StateReason == "":
+		return fmt.Sprintf("%s: %s", d.label(), d.st.State)
+	case progress:
+		return fmt.Sprintf("%s: %s (%s)", d.label(), d.st.StateReason, progressText(d.st))
 	}
-	if d.st.StateReason != "" {
-		s += " (" + d.st.StateReason + ")"
-	}
-	return s
+	return fmt.Sprintf("%s: %s", d.label(), d.st.StateReason)
 }
 
 // lastBackupText says when the last complete backup was and how the last run ended.

@@ -47,8 +47,14 @@ func (l *liner) drive(d drive) {
 		l.a.printf("%s\n", line)
 		return
 	}
-	key := string(d.st.State) + "\x00" + d.st.StateReason
-	if l.lastKey[d.path] != key || !(d.st.State == api.StateBackingUp || d.st.State == api.StateFinishing) {
+	// A run's reason moves with its progress ("Backing up 12 of 20 files"): while it runs,
+	// only a new state keeps the line.
+	running := d.st.State == api.StateBackingUp || d.st.State == api.StateFinishing
+	key := string(d.st.State)
+	if !running {
+		key += "\x00" + d.st.StateReason
+	}
+	if l.lastKey[d.path] != key || !running {
 		l.lastKey[d.path] = key
 		l.message(line)
 		if d.st.State == api.StateAwaitingPassphrase {

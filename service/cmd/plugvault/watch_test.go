@@ -88,16 +88,19 @@ func TestLinerOnTerminal(t *testing.T) {
 	d2 := drive{path: "/p", st: st}
 	st.FilesDone, st.Progress = 2, 0.5
 	d3 := drive{path: "/p", st: st}
-	st.State = api.StateSafeToRemove
+	st.FilesDone, st.Progress, st.StateReason = 3, 0.75, "Backing up 3 of 4 files"
 	d4 := drive{path: "/p", st: st}
-	for _, x := range []drive{d, d2, d3, d4} {
+	st.State, st.StateReason = api.StateSafeToRemove, "Safe to remove"
+	d5 := drive{path: "/p", st: st}
+	for _, x := range []drive{d, d2, d3, d4, d5} {
 		l.drive(x)
 	}
 	l.end()
 	want := "blue: present\n" +
 		"blue: backing-up 25%, 1/4 files, 0 bytes\n" + // a new state is a line that stays
 		"\r\033[Kblue: backing-up 50%, 2/4 files, 0 bytes" + // progress rewrites the live line
-		"\r\033[Kblue: safe-to-remove\n"
+		"\r\033[Kblue: Backing up 3 of 4 files (75%, 3/4 files, 0 bytes)" + // so does a reason that moves with it
+		"\r\033[Kblue: Safe to remove\n"
 	if out.String() != want {
 		t.Errorf("terminal output\n%q\nwant\n%q", out.String(), want)
 	}

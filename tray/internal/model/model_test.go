@@ -115,10 +115,10 @@ func TestSpecCoversEveryState(t *testing.T) {
 	}
 }
 
-// checkMenu checks a one-drive menu in state s: the status line, a separator under it, exactly
-// the actions of the specification (enabled; the others left out, not greyed), Show log, a
-// separator, then About and Quit.
-func checkMenu(t *testing.T, s api.State, menu []MenuItem) {
+// checkMenu checks a one-drive menu in state s: the status line (containing line), a separator
+// under it, exactly the actions of the specification (enabled; the others left out, not
+// greyed), Show log, a separator, then About and Quit.
+func checkMenu(t *testing.T, s api.State, line string, menu []MenuItem) {
 	t.Helper()
 	kinds := map[ItemKind]bool{}
 	for i, it := range menu {
@@ -135,8 +135,8 @@ func checkMenu(t *testing.T, s api.State, menu []MenuItem) {
 			}
 			continue
 		case ItemStatus:
-			if !strings.Contains(it.Label, wantLine[s]) || it.Enabled {
-				t.Errorf("%s: status line %q (enabled %v) does not contain %q", s, it.Label, it.Enabled, wantLine[s])
+			if !strings.Contains(it.Label, line) || it.Enabled {
+				t.Errorf("%s: status line %q (enabled %v) does not contain %q", s, it.Label, it.Enabled, line)
 			}
 			if i+1 >= len(menu) || menu[i+1].Key.Kind != ItemHeadSeparator {
 				t.Errorf("%s: no separator under the status line", s)
@@ -182,7 +182,7 @@ func TestEveryStateOnServiceUp(t *testing.T) {
 				t.Errorf("tooltip %q does not contain %q", tip.Text, wantLine[s])
 			}
 			menu, _ := find[SetMenu](acts)
-			checkMenu(t, s, menu.Items)
+			checkMenu(t, s, wantLine[s], menu.Items)
 			notes := all[Notify](acts)
 			_, dialog := find[ShowDialog](acts)
 			if s == api.StateAwaitingPassphrase {
@@ -215,8 +215,9 @@ func wantNotification(from, to api.State) string {
 	return ""
 }
 
-// TestEveryTransition drives a drive from every state to every other state by
-// PropertiesChanged and checks icon, tooltip, menu, notifications and the dialog.
+// TestEveryTransition drives a drive from every state to every other state, with a reason as
+// the daemon gives one, and checks icon, tooltip (the reason is the status line), menu,
+// notifications and the dialog.
 func TestEveryTransition(t *testing.T) {
 	for _, from := range api.States {
 		for _, to := range api.States {
@@ -226,19 +227,21 @@ func TestEveryTransition(t *testing.T) {
 			t.Run(string(from)+"->"+string(to), func(t *testing.T) {
 				m := New()
 				up(m, t0, status(from))
-				props := map[string]any{api.PropState: string(to), api.PropPresent: to != api.StateAbsent}
+				reason := "Reason for " + string(to)
 				if to == api.StateFailed {
-					props[api.PropStateReason] = "the drive is full"
+					reason = "the drive is full"
 				}
+				props := map[string]any{api.PropState: string(to), api.PropPresent: to != api.StateAbsent, api.PropStateReason: reason}
 				acts := m.Update(t0.Add(time.Second), changeOf(m, drivePath, props))
 				icon, tip, menu := m.View()
 				if icon.Icon != wantIcon[to] {
 					t.Errorf("icon %v, want %v", icon.Icon, wantIcon[to])
 				}
-				if !strings.Contains(tip, wantLine[to]) {
-					t.Errorf("tooltip %q does not contain %q", tip, wantLine[to])
+				line := "Blue stick: " + reason
+				if !strings.Contains(tip, line) {
+					t.Errorf("tooltip %q does not contain %q", tip, line)
 				}
-				checkMenu(t, to, menu)
+				checkMenu(t, to, line, menu)
 				if wantIcon[from] != wantIcon[to] {
 					if a, ok := find[SetIcon](acts); !ok || a.Icon != wantIcon[to] {
 						t.Errorf("no SetIcon %v in %+v", wantIcon[to], acts)
@@ -380,6 +383,31 @@ func TestDriveRemovedAndAdded(t *testing.T) {
 		}
 		if _, ok := find[SetMenu](acts); !ok {
 			t.Errorf("%s: menu not rebuilt", s)
+		}
+	}
+}
+
+// The daemon's StateReason is the status line, with a backup's progress or the age of the
+// last backup after it.
+func TestStatusLineShowsTheReason(t *testing.T) {
+	for _, c := range []struct {
+		state  api.State
+		reason string
+		total  uint64
+		want   string
+	}{
+		{api.StatePresent, "Plugged in", 0, "Blue stick: Plugged in · Last backup 2 hours ago"},
+		{api.StateAbsent, "The drive was removed", 0, "Blue stick: The drive was removed · Last backup 2 hours ago"},
+		{api.StateAwaitingPassphrase, "The passphrase was wrong — try again", 0, "Blue stick: The passphrase was wrong — try again"},
+		{api.StateBackingUp, "Looking for changes (12 files found)", 0, "Blue stick: Looking for changes (12 files found)"},
+		{api.StateBackingUp, "Backing up 3 of 4 files", 2_900_000_000, "Blue stick: Backing up 3 of 4 files · 42% · 1.2 of 2.9 GB · 3 min left"},
+		{api.StateSafeToRemove, "Safe to remove", 0, "Blue stick: Safe to remove"},
+		{api.StateFailed, "The backup failed:   the drive\nis full", 0, "Blue stick: The backup failed: the drive is full"},
+	} {
+		st := status(c.state)
+		st.StateReason, st.Progress, st.BytesDone, st.BytesTotal, st.EtaSeconds = c.reason, 0.42, 1_234_000_000, c.total, 180
+		if got := StatusLine(t0, st); got != c.want {
+			t.Errorf("%s: got %q, want %q", c.state, got, c.want)
 		}
 	}
 }
