@@ -222,3 +222,31 @@ func wantUpWith(t *testing.T, events <-chan api.DrivesEvent, path dbus.ObjectPat
 		t.Fatalf("got %+v, want %s added", ev, path)
 	}
 }
+
+// Signals are judged by their numbers: one numbered before the read is dropped, and one that
+// comes after a higher number (out of order) makes the watch read everything again.
+func TestWatchDrivesSequenceNumbers(t *testing.T) {
+	_, fake, client := startFake(t)
+	blue := fake.AddDrive(t, watchBlue)
+	sigs := make(chan *dbus.Signal, 4)
+	events, err := api.WatchDrivesFrom(ctx(t), client, sigs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantUp(t, nextDrivesEvent(t, events), api.DriveEntry{Path: blue, Status: watchBlue})
+	changeTo := func(seq dbus.Sequence, s api.State) {
+		sigs <- &dbus.Signal{Sender: fake.Conn.Names()[0], Path: blue, Name: "org.freedesktop.DBus.Properties.PropertiesChanged",
+			Body: []any{api.DriveInterface, map[string]dbus.Variant{api.PropState: dbus.MakeVariant(string(s))}, []string{}}, Sequence: seq}
+	}
+	const late = dbus.Sequence(1 << 40) // after every reply of the connection
+	changeTo(2, api.StateFailed)        // before the read's reply: already in it
+	changeTo(late, api.StateMounting)
+	st := watchBlue
+	st.State = api.StateMounting
+	wantChange(t, nextDrivesEvent(t, events), blue, st, api.PropState)
+	changeTo(late-1, api.StateUnlocking) // out of order
+	wantUp(t, nextDrivesEvent(t, events), api.DriveEntry{Path: blue, Status: watchBlue})
+	changeTo(late+1, api.StateUnlocking)
+	st.State = api.StateUnlocking
+	wantChange(t, nextDrivesEvent(t, events), blue, st, api.PropState)
+}
