@@ -22,8 +22,7 @@ type DriveEntry struct {
 //
 //   - EventServiceUp: the daemon runs. Drives holds every drive (sorted by path) as read after
 //     subscribing; the caller replaces whatever it knew. It also follows a restart of the
-//     daemon, and a re-read after the watch lost track (it never happens in practice: see
-//     WatchDrives).
+//     daemon, and a re-read after signals came out of order (see WatchDrives).
 //   - EventServiceDown: the daemon does not run, or Err says why its state cannot be read (the
 //     watch reads again a little later while the daemon runs).
 //   - EventDriveAdded: Drive was enrolled; Status is its whole status.
@@ -147,14 +146,13 @@ type driveWatch struct {
 	retryWait time.Duration
 }
 
-// shown is what a driveWatch last told about the daemon.
+// shown is what a driveWatch last told about the daemon (0: nothing yet).
 type shown int
 
 const (
-	shownNothing shown = iota
-	shownUp            // EventServiceUp: the drives are known
-	shownDown          // EventServiceDown: not running
-	shownFailed        // EventServiceDown with Err: running but could not be read
+	shownUp     shown = iota + 1 // EventServiceUp: the drives are known
+	shownDown                    // EventServiceDown: not running
+	shownFailed                  // EventServiceDown with Err: running but could not be read
 )
 
 type watchedDrive struct {
@@ -178,7 +176,10 @@ func (w *driveWatch) askOwner(ctx context.Context) error {
 // restart asks for the owner again and reads everything from it: after a read failed, or
 // when signals came out of order (then a NameOwnerChanged may be among those missed).
 func (w *driveWatch) restart(ctx context.Context) {
-	if err := w.askOwner(ctx); err != nil {
+	actx, cancel := context.WithTimeout(ctx, watchReadTimeout)
+	err := w.askOwner(actx)
+	cancel()
+	if err != nil {
 		w.failed(ctx, err)
 		return
 	}
