@@ -38,8 +38,9 @@ type Event struct {
 // Watch subscribes to the daemon's signals and to its name owner, and delivers them as events
 // until ctx ends (then the channel is closed). Signals from any sender other than the current
 // owner of BusName are dropped, so another client cannot forge state. The first event is
-// EventServiceUp or EventServiceDown, telling whether the daemon runs right now; on
-// EventServiceUp the caller reads the current state (ListDrives, DriveStatus).
+// EventServiceUp or EventServiceDown, telling whether the daemon runs right now. Watch
+// delivers the signals alone: to follow the drives' state use WatchDrives, which reads it
+// inside the watch with nothing lost or repeated between the read and the signals.
 func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 	sigs, unsubscribe, err := c.subscribe(ctx, 64)
 	if err != nil {
