@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/godbus/dbus/v5"
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
@@ -47,12 +50,17 @@ func TestStatusWatchFollowsChangesAndRestarts(t *testing.T) {
 func TestStatusWatchJSON(t *testing.T) {
 	e := newEnv(t)
 	blue := e.fake.AddDrive(t, blueStatus)
+	green := e.fake.AddDrive(t, greenStatus)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	out := newSyncBuffer()
 	var errb strings.Builder
 	done := e.runAsync(ctx, strings.NewReader(""), out, &errb, "status", "blue", "--watch", "--json")
 	out.waitFor(t, "\n", 2)
+	// green is not followed: its change, which comes before blue's, prints nothing.
+	gst := greenStatus
+	gst.State, gst.Present = api.StatePresent, true
+	e.fake.SetDrive(t, green, gst)
 	st := blueStatus
 	st.State, st.StateReason = api.StateAwaitingPassphrase, "the keyfile was rejected"
 	e.fake.SetDrive(t, blue, st)
@@ -147,5 +155,40 @@ func TestBackupWait(t *testing.T) {
 				t.Errorf("the reason is not reported: %s", errb.String())
 			}
 		})
+	}
+}
+
+// A watch started while plugvaultd is not running waits for it and shows its drives.
+func TestStatusWatchWaitsForTheService(t *testing.T) {
+	e := newEnv(t)
+	gone := e.bus.Conn(t)
+	if err := gone.AddMatchSignal(dbus.WithMatchSender("org.freedesktop.DBus"), dbus.WithMatchMember("NameOwnerChanged"),
+		dbus.WithMatchArg(0, api.BusName)); err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan *dbus.Signal, 4)
+	gone.Signal(released)
+	e.fake.Conn.Close()
+	select {
+	case <-released:
+	case <-time.After(10 * time.Second): // only turns a hang into a failure
+		t.Fatal("the fake service's name was not released")
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	out := newSyncBuffer()
+	var errb strings.Builder
+	done := e.runAsync(ctx, strings.NewReader(""), out, &errb, "status", "--watch")
+	out.waitFor(t, "plugvaultd is not running; waiting for it to start\n", 1)
+	fake := apitest.StartFakeService(t, e.bus)
+	fake.AddDrive(t, blueStatus)
+	out.waitFor(t, "blue: present\n", 1)
+	cancel()
+	if code := waitCode(t, done); code != 0 {
+		t.Errorf("exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "plugvaultd is running\n") {
+		t.Errorf("the start is not reported: %q", out.String())
 	}
 }
