@@ -16,11 +16,8 @@ import (
 func TestStatusWatchFollowsChangesAndRestarts(t *testing.T) {
 	e := newEnv(t)
 	blue := e.fake.AddDrive(t, blueStatus)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	out := newSyncBuffer()
-	var errb strings.Builder
-	done := e.runAsync(ctx, strings.NewReader(""), out, &errb, "status", "--watch")
+	w := e.startWatch("status", "--watch")
+	out := w.out
 	out.waitFor(t, "blue: present\n", 1)
 
 	st := blueStatus
@@ -38,10 +35,7 @@ func TestStatusWatchFollowsChangesAndRestarts(t *testing.T) {
 	out.waitFor(t, "plugvaultd is running\n", 2)
 	out.waitFor(t, "blue: safe-to-remove\n", 1)
 
-	cancel() // Ctrl-C ends a watch normally
-	if code := waitCode(t, done); code != 0 {
-		t.Errorf("exit %d: %s", code, errb.String())
-	}
+	w.stop(t) // Ctrl-C ends a watch normally
 	if strings.Contains(out.String(), "\r") || strings.Contains(out.String(), "\033") {
 		t.Errorf("terminal control sequences in non-terminal output: %q", out.String())
 	}
@@ -51,11 +45,8 @@ func TestStatusWatchJSON(t *testing.T) {
 	e := newEnv(t)
 	blue := e.fake.AddDrive(t, blueStatus)
 	green := e.fake.AddDrive(t, greenStatus)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	out := newSyncBuffer()
-	var errb strings.Builder
-	done := e.runAsync(ctx, strings.NewReader(""), out, &errb, "status", "blue", "--watch", "--json")
+	w := e.startWatch("status", "blue", "--watch", "--json")
+	out := w.out
 	out.waitFor(t, "\n", 2)
 	// green is not followed: its change, which comes before blue's, prints nothing.
 	gst := greenStatus
@@ -65,10 +56,7 @@ func TestStatusWatchJSON(t *testing.T) {
 	st.State, st.StateReason = api.StateAwaitingPassphrase, "the keyfile was rejected"
 	e.fake.SetDrive(t, blue, st)
 	out.waitFor(t, "\n", 3)
-	cancel()
-	if code := waitCode(t, done); code != 0 {
-		t.Fatalf("exit %d: %s", code, errb.String())
-	}
+	w.stop(t)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	var evs []watchEvent
 	for _, l := range lines {
@@ -175,20 +163,40 @@ func TestStatusWatchWaitsForTheService(t *testing.T) {
 		t.Fatal("the fake service's name was not released")
 	}
 
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	out := newSyncBuffer()
-	var errb strings.Builder
-	done := e.runAsync(ctx, strings.NewReader(""), out, &errb, "status", "--watch")
+	w := e.startWatch("status", "--watch")
+	out := w.out
 	out.waitFor(t, "plugvaultd is not running; waiting for it to start\n", 1)
 	fake := apitest.StartFakeService(t, e.bus)
 	fake.AddDrive(t, blueStatus)
 	out.waitFor(t, "blue: present\n", 1)
-	cancel()
-	if code := waitCode(t, done); code != 0 {
-		t.Errorf("exit %d: %s", code, errb.String())
-	}
+	w.stop(t)
 	if !strings.Contains(out.String(), "plugvaultd is running\n") {
 		t.Errorf("the start is not reported: %q", out.String())
+	}
+}
+
+// watching is a CLI command that follows plugvaultd, running in the background.
+type watching struct {
+	out    *syncBuffer
+	errb   *strings.Builder
+	done   <-chan int
+	cancel context.CancelFunc
+}
+
+// startWatch runs the CLI with args in the background until stop.
+func (e *env) startWatch(args ...string) *watching {
+	ctx, cancel := context.WithCancel(e.t.Context())
+	e.t.Cleanup(cancel)
+	w := &watching{out: newSyncBuffer(), errb: &strings.Builder{}, cancel: cancel}
+	w.done = e.runAsync(ctx, strings.NewReader(""), w.out, w.errb, args...)
+	return w
+}
+
+// stop ends the command as Ctrl-C does, which ends a watch normally.
+func (w *watching) stop(t *testing.T) {
+	t.Helper()
+	w.cancel()
+	if code := waitCode(t, w.done); code != 0 {
+		t.Fatalf("exit %d: %s", code, w.errb.String())
 	}
 }
