@@ -274,7 +274,7 @@ func (w *driveWatch) handle(ctx context.Context, sig *dbus.Signal) {
 	}
 	switch sig.Name {
 	case "org.freedesktop.DBus.Properties.PropertiesChanged":
-		iface, changed, ok := propertiesChanged(sig)
+		iface, changed, invalidated, ok := propertiesChanged(sig)
 		if !ok {
 			return
 		}
@@ -285,7 +285,22 @@ func (w *driveWatch) handle(ctx context.Context, sig *dbus.Signal) {
 				return
 			}
 			old := d.st
-			_ = d.st.Apply(changed) // a property of the wrong type is left as it was
+			if len(invalidated) > 0 {
+				// Changed without its new value: read the drive again.
+				rctx, cancel := context.WithTimeout(ctx, watchReadTimeout)
+				fresh, err := w.readDrive(rctx, sig.Path)
+				cancel()
+				switch {
+				case errors.Is(err, errGone):
+					return // its DriveRemoved follows
+				case err != nil:
+					w.failed(ctx, err)
+					return
+				}
+				*d = *fresh
+			} else {
+				_ = d.st.Apply(changed) // a property of the wrong type is left as it was
+			}
 			if names := changedFields(old, d.st); len(names) > 0 {
 				w.send(ctx, DrivesEvent{Kind: EventDriveChanged, Drive: sig.Path, Status: d.st, Changed: names})
 			}
@@ -294,6 +309,16 @@ func (w *driveWatch) handle(ctx context.Context, sig *dbus.Signal) {
 				return
 			}
 			days, version := w.reminderDays, w.version
+			if len(invalidated) > 0 {
+				rctx, cancel := context.WithTimeout(ctx, watchReadTimeout)
+				props, seq, err := w.getAll(rctx, ManagerPath, ManagerInterface)
+				cancel()
+				if err != nil {
+					w.failed(ctx, err)
+					return
+				}
+				changed, w.mgrSeq = props, seq
+			}
 			w.applyManager(changed)
 			if days != w.reminderDays || version != w.version {
 				w.send(ctx, DrivesEvent{Kind: EventManagerChanged})

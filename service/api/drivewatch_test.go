@@ -250,3 +250,21 @@ func TestWatchDrivesSequenceNumbers(t *testing.T) {
 	st.State = api.StateUnlocking
 	wantChange(t, nextDrivesEvent(t, events), blue, st, api.PropState)
 }
+
+// A property announced as changed without its value (invalidated) is read again.
+func TestWatchDrivesRereadsInvalidatedProperties(t *testing.T) {
+	_, fake, client := startFake(t)
+	blue := fake.AddDrive(t, watchBlue)
+	sigs := make(chan *dbus.Signal, 1)
+	events, err := api.WatchDrivesFrom(ctx(t), client, sigs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantUp(t, nextDrivesEvent(t, events), api.DriveEntry{Path: blue, Status: watchBlue})
+	st := watchBlue
+	st.State, st.StateReason = api.StateUnlocking, "Unlocking the drive"
+	fake.SetDrive(t, blue, st) // its own signal goes to the connection, which the watch does not read
+	sigs <- &dbus.Signal{Sender: fake.Conn.Names()[0], Path: blue, Name: "org.freedesktop.DBus.Properties.PropertiesChanged",
+		Body: []any{api.DriveInterface, map[string]dbus.Variant{}, []string{api.PropState, api.PropStateReason}}, Sequence: 1 << 40}
+	wantChange(t, nextDrivesEvent(t, events), blue, st, api.PropState, api.PropStateReason)
+}

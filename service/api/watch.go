@@ -143,7 +143,7 @@ func (c *Client) translate(sig *dbus.Signal, owner *string) (Event, bool) {
 	}
 	switch sig.Name {
 	case "org.freedesktop.DBus.Properties.PropertiesChanged":
-		iface, changed, ok := propertiesChanged(sig)
+		iface, changed, _, ok := propertiesChanged(sig)
 		if !ok {
 			return Event{}, false
 		}
@@ -177,10 +177,9 @@ func nameOwnerChange(sig *dbus.Signal) (newOwner string, ok bool) {
 }
 
 // propertiesChanged decodes a PropertiesChanged.
-func propertiesChanged(sig *dbus.Signal) (iface string, changed map[string]dbus.Variant, ok bool) {
-	var invalidated []string
+func propertiesChanged(sig *dbus.Signal) (iface string, changed map[string]dbus.Variant, invalidated []string, ok bool) {
 	if dbus.Store(sig.Body, &iface, &changed, &invalidated) != nil {
-		return "", nil, false
+		return "", nil, nil, false
 	}
-	return iface, changed, true
+	return iface, changed, invalidated, true
 }
