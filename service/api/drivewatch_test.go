@@ -166,15 +166,7 @@ func TestWatchDrivesDriveForgottenWhileReading(t *testing.T) {
 		if point != "read-drives" {
 			return
 		}
-		// Forget green as the daemon does, leaving the Manager's Drives property alone:
-		// godbus's prop package stores a shorter slice into the one the Manager's GetAll
-		// reply was encoded from, which the race detector reports against the fake.
-		for _, iface := range []string{api.DriveInterface, "org.freedesktop.DBus.Properties"} {
-			_ = fake.Conn.Export(nil, green, iface)
-		}
-		if err := fake.Conn.Emit(api.ManagerPath, api.ManagerInterface+"."+api.SignalDriveRemoved, green); err != nil {
-			t.Error(err)
-		}
+		fake.RemoveDrive(t, green)
 	}
 	events, err := api.WatchDrivesHooked(ctx(t), client, hook)
 	if err != nil {
