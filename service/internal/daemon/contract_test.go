@@ -43,7 +43,7 @@ func TestServedMethodsMatchContract(t *testing.T) {
 	if err := xml.Unmarshal([]byte(api.IntrospectXML), &node); err != nil {
 		t.Fatal(err)
 	}
-	objects := map[string]any{api.ManagerInterface: &daemon.Manager{}, api.DriveInterface: &daemon.Drive{}}
+	objects := map[string]any{api.ManagerInterface: &daemon.Manager{}, api.DriveInterface: &daemon.Drive{}, api.JobInterface: &daemon.Job{}}
 	seen := 0
 	for _, iface := range node.Interfaces {
 		obj, ok := objects[iface.Name]
@@ -82,7 +82,13 @@ func TestPublishedPropertiesMatchContract(t *testing.T) {
 	if err := xml.Unmarshal([]byte(api.IntrospectXML), &node); err != nil {
 		t.Fatal(err)
 	}
-	paths := map[string]dbus.ObjectPath{api.ManagerInterface: api.ManagerPath, api.DriveInterface: api.DrivePath(uuidOne)}
+	hold := env.Backend.Hold("Verify")
+	job, err := env.Client.StartVerify(ctx, api.DrivePath(uuidOne), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Release(nil)
+	paths := map[string]dbus.ObjectPath{api.ManagerInterface: api.ManagerPath, api.DriveInterface: api.DrivePath(uuidOne), api.JobInterface: job}
 	for _, iface := range node.Interfaces {
 		var props map[string]dbus.Variant
 		if err := env.ClientBus.Object(api.BusName, paths[iface.Name]).CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, iface.Name).Store(&props); err != nil {
