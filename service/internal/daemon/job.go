@@ -112,8 +112,10 @@ func (d *Daemon) startJob(c *call, op string, drive dbus.ObjectPath, work jobWor
 // when the daemon closes) removes the job from the bus.
 func (d *Daemon) runJob(ctx context.Context, j *job, work jobWork) {
 	checked, problems, err := work(ctx)
+	// Work that ends because the job was cancelled reports that in its own words ("context
+	// canceled"); Completed says why instead.
 	var cancelled *errJobCancelled
-	if err != nil && ctx.Err() != nil && errors.As(context.Cause(ctx), &cancelled) && !errors.Is(err, api.ErrCancelled) {
+	if err != nil && errors.As(context.Cause(ctx), &cancelled) {
 		err = &userError{msg: fmt.Sprintf("cannot %s: %s", j.verb, cancelled.why), sentinel: api.ErrCancelled}
 	}
 	j.cancel(nil)
