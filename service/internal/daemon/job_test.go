@@ -13,6 +13,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/daemon"
 	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/testbus"
@@ -373,5 +374,39 @@ func TestDrainGivesUp(t *testing.T) {
 	cancel()
 	if err := env.Daemon.Drain(expired); !errors.Is(err, context.Canceled) {
 		t.Errorf("Drain with an ended context: %v", err)
+	}
+}
+
+// Only the user who started a job (or root) may cancel it: uid 65534 is refused, and the job
+// runs on.
+func TestCancelJobOfAnotherUser(t *testing.T) {
+	apitest.Require(t, os.Geteuid() == 0, "needs root to run a client as another user")
+	apitest.RequireTool(t, "dbus-daemon")
+	bus := apitest.StartBus(t, apitest.BusOptions{Policy: apitest.StockSystemPolicy(t) +
+		`<policy context="default"><allow send_destination="*"/><allow own="*"/></policy>`})
+	if err := os.Chmod(bus.Dir, 0o755); err != nil { // the socket's directory, for uid 65534
+		t.Fatal(err)
+	}
+	env := startEnv(t, testbus.EnvOptions{Bus: bus})
+	ctx := ctxT(t)
+	hold := env.Backend.Hold(api.MethodVerify)
+	defer hold.Release(nil)
+	job, err := env.Client.StartVerify(ctx, api.DrivePath(uuidOne), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-hold.Entered()
+	out := apitest.RunAsNobody(t, apitest.UnprivilegedCopy(t), cancelJobEnv+"="+bus.Address+";"+string(job))
+	if got := string(out); got != api.ErrorName(api.ErrNotAuthorized) {
+		t.Errorf("Cancel by uid %d: %q, want NotAuthorized", apitest.NobodyUID, got)
+	}
+	select {
+	case <-hold.Returned():
+		t.Error("the job ended after another user's Cancel")
+	default:
+	}
+	st, err := env.Client.JobStatus(ctx, job)
+	if err != nil || !st.Cancelable {
+		t.Errorf("the job after another user's Cancel: %+v, %v", st, err)
 	}
 }
