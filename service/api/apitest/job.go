@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"testing"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/prop"
@@ -116,17 +115,14 @@ func (j *FakeJob) Cancelled() <-chan struct{} { return j.cancelled }
 func (j *FakeJob) Result() api.JobResult { return j.result }
 
 // SetProgress publishes the job's progress (each changed property is emitted).
-func (j *FakeJob) SetProgress(t testing.TB, bytesDone, bytesTotal uint64) {
-	t.Helper()
+func (j *FakeJob) SetProgress(bytesDone, bytesTotal uint64) {
 	progress := -1.0
 	if bytesTotal > 0 {
 		progress = float64(bytesDone) / float64(bytesTotal)
 	}
-	for name, v := range map[string]any{api.PropBytesDone: bytesDone, api.PropBytesTotal: bytesTotal, api.PropProgress: progress} {
-		if err := j.props.Set(api.JobInterface, name, dbus.MakeVariant(v)); err != nil {
-			t.Fatalf("cannot set %s of %s: %v", name, j.Path, err)
-		}
-	}
+	j.props.SetMust(api.JobInterface, api.PropBytesDone, bytesDone)
+	j.props.SetMust(api.JobInterface, api.PropBytesTotal, bytesTotal)
+	j.props.SetMust(api.JobInterface, api.PropProgress, progress)
 }
 
 // Complete ends the job with res: Cancelable becomes false and Completed is emitted. The job
