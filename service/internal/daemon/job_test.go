@@ -410,3 +410,23 @@ func TestCancelJobOfAnotherUser(t *testing.T) {
 		t.Errorf("the job after another user's Cancel: %+v, %v", st, err)
 	}
 }
+
+// Close cancels a running job and returns only once its work has returned.
+func TestCloseEndsJobs(t *testing.T) {
+	env := startEnv(t, testbus.EnvOptions{})
+	ctx := ctxT(t)
+	hold := env.Backend.Hold(api.MethodRestore)
+	if _, err := env.Client.StartRestore(ctx, api.DrivePath(uuidOne), "20261126T083100Z", "", "/home/ann/out", nil); err != nil {
+		t.Fatal(err)
+	}
+	<-hold.Entered()
+	env.Daemon.Close()
+	select {
+	case <-hold.Returned():
+	default:
+		t.Fatal("Close returned while the job's work was running")
+	}
+	if err := hold.Result(); !errors.Is(err, context.Canceled) {
+		t.Errorf("the work ended with %v, want its context cancelled", err)
+	}
+}
