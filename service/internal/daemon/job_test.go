@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -428,5 +430,44 @@ func TestCloseEndsJobs(t *testing.T) {
 	}
 	if err := hold.Result(); !errors.Is(err, context.Canceled) {
 		t.Errorf("the work ended with %v, want its context cancelled", err)
+	}
+}
+
+// busctl, a client that knows nothing of godbus, sees a running job's documented interface.
+func TestBusctlIntrospectJob(t *testing.T) {
+	busctl := apitest.RequireTool(t, "busctl")
+	env := startEnv(t, testbus.EnvOptions{})
+	ctx := ctxT(t)
+	hold := env.Backend.Hold(api.MethodVerify)
+	defer hold.Release(nil)
+	job, err := env.Client.StartVerify(ctx, api.DrivePath(uuidOne), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-hold.Entered()
+	out, err := exec.Command(busctl, "--address="+env.Bus.Address, "introspect", api.BusName, string(job)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("busctl introspect: %v\n%s", err, out)
+	}
+	for _, want := range [][]string{
+		{api.JobInterface, "interface"},
+		{"." + api.MethodCancel, "method", "a{sv}", "-"},
+		{"." + api.PropOperation, "property", "s", `"verify"`},
+		{"." + api.PropDrive, "property", "o", `"` + string(api.DrivePath(uuidOne)) + `"`},
+		{"." + api.PropProgress, "property", "d", "-1"},
+		{"." + api.PropCancelable, "property", "b", "true"},
+		{"." + api.SignalCompleted, "signal", "bsstas"},
+	} {
+		found := false
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= len(want) && slices.Equal(f[:len(want)], want) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("busctl introspect shows no line starting %q:\n%s", strings.Join(want, " "), out)
+		}
 	}
 }
