@@ -205,17 +205,6 @@ func (c *Client) Browse(ctx context.Context, drive dbus.ObjectPath, opts Options
 	return path, err
 }
 
-// Restore copies path out of snapshot into destination.
-func (c *Client) Restore(ctx context.Context, drive dbus.ObjectPath, snapshot, path, destination string, opts Options) error {
-	return c.call(ctx, drive, DriveInterface, MethodRestore, nil, snapshot, path, destination, c.options(opts))
-}
-
-// Verify re-reads a snapshot and compares it with its manifest.
-func (c *Client) Verify(ctx context.Context, drive dbus.ObjectPath, snapshot string, opts Options) (checked uint64, problems []string, err error) {
-	err = c.call(ctx, drive, DriveInterface, MethodVerify, []any{&checked, &problems}, snapshot, c.options(opts))
-	return checked, problems, err
-}
-
 // Apply stores the properties in props (as from GetAll or PropertiesChanged) into s. Unknown
 // names are ignored, so newer daemons can add properties; a known name with the wrong type is
 // an error.

@@ -74,16 +74,29 @@ func sortedValues(m map[string]string) []string {
 	return vs
 }
 
+func uniqueSorted(vs []string) []string {
+	sort.Strings(vs)
+	var out []string
+	for i, v := range vs {
+		if i == 0 || v != vs[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 func TestContractNamesMatchGo(t *testing.T) {
 	node := parseContract(t)
-	if len(node.Interfaces) != 2 {
-		t.Fatalf("contract has %d interfaces, want Manager and Drive", len(node.Interfaces))
+	if len(node.Interfaces) != 3 {
+		t.Fatalf("contract has %d interfaces, want Manager, Drive and Job", len(node.Interfaces))
 	}
 	mgr := contractInterface(t, node, ManagerInterface)
 	drv := contractInterface(t, node, DriveInterface)
+	job := contractInterface(t, node, JobInterface)
 
+	// A member name shared by two interfaces (Cancel, Progress, …) has one Go constant.
 	var xmlMethods, xmlProps, xmlSignals []string
-	for _, iface := range []introspect.Interface{mgr, drv} {
+	for _, iface := range []introspect.Interface{mgr, drv, job} {
 		for _, m := range iface.Methods {
 			xmlMethods = append(xmlMethods, m.Name)
 			if len(m.Args) == 0 || m.Args[len(m.Args)-1].Direction == "out" && len(m.Args) < 2 {
@@ -112,15 +125,13 @@ func TestContractNamesMatchGo(t *testing.T) {
 			xmlSignals = append(xmlSignals, s.Name)
 		}
 	}
-	sort.Strings(xmlMethods)
-	sort.Strings(xmlProps)
-	sort.Strings(xmlSignals)
+	xmlMethods, xmlProps, xmlSignals = uniqueSorted(xmlMethods), uniqueSorted(xmlProps), uniqueSorted(xmlSignals)
 	for _, c := range []struct {
 		kind   string
 		prefix string
 		xml    []string
 	}{{"methods", "Method", xmlMethods}, {"properties", "Prop", xmlProps}, {"signals", "Signal", xmlSignals}} {
-		if got := sortedValues(goConstants(t, c.prefix)); !reflect.DeepEqual(got, c.xml) {
+		if got := uniqueSorted(sortedValues(goConstants(t, c.prefix))); !reflect.DeepEqual(got, c.xml) {
 			t.Errorf("%s differ:\n names.go: %v\n XML:      %v", c.kind, got, c.xml)
 		}
 	}
@@ -151,6 +162,61 @@ func TestDriveStatusMatchesContract(t *testing.T) {
 	}
 }
 
+// TestJobStatusMatchesContract checks that JobStatus has exactly the Job properties with the
+// XML's types, that Props and Apply round-trip, and that JobResult.Body is Completed's signature.
+func TestJobStatusMatchesContract(t *testing.T) {
+	job := contractInterface(t, parseContract(t), JobInterface)
+	in := JobStatus{Operation: OperationVerify, Drive: DrivePath("u"), Progress: 0.25, BytesDone: 1, BytesTotal: 4,
+		Rate: 2, ExpectedEndTime: 1700000000000000, StartedByUID: 1000, Cancelable: true}
+	props := in.Props()
+	if len(props) != len(job.Properties) {
+		t.Errorf("JobStatus has %d properties, the Job interface %d", len(props), len(job.Properties))
+	}
+	vars := map[string]dbus.Variant{}
+	for _, p := range job.Properties {
+		v, ok := props[p.Name]
+		if !ok {
+			t.Errorf("JobStatus lacks %s", p.Name)
+			continue
+		}
+		if sig := dbus.SignatureOf(v).String(); sig != p.Type {
+			t.Errorf("%s: Go type has signature %s, XML says %s", p.Name, sig, p.Type)
+		}
+		vars[p.Name] = dbus.MakeVariant(v)
+	}
+	var out JobStatus
+	if err := out.Apply(vars); err != nil {
+		t.Fatal(err)
+	}
+	if out != in {
+		t.Errorf("round trip: got %+v, want %+v", out, in)
+	}
+	if err := out.Apply(map[string]dbus.Variant{PropBytesDone: dbus.MakeVariant("many")}); err == nil {
+		t.Error("a property of the wrong type must be an error")
+	}
+	if len(job.Signals) != 1 || job.Signals[0].Name != SignalCompleted {
+		t.Fatalf("the Job interface has signals %v, want Completed", job.Signals)
+	}
+	var sig string
+	for _, a := range job.Signals[0].Args {
+		sig += a.Type
+	}
+	res := JobResult{Message: "cannot verify: no such snapshot", Error: ErrorPrefix + "NotFound", Checked: 3}
+	if got := dbus.SignatureOf(res.Body()...).String(); got != sig {
+		t.Errorf("JobResult.Body has signature %s, Completed %s", got, sig)
+	}
+	back, err := parseCompleted(res.Body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(back.Err(), ErrNotFound) || back.Err().Error() != res.Message || back.Checked != 3 {
+		t.Errorf("Completed round trip: %+v, error %v", back, back.Err())
+	}
+	if (JobResult{Success: true}).Err() != nil {
+		t.Error("a successful job must have no error")
+	}
+}
+
 func findMethod(t *testing.T, iface introspect.Interface, name string) introspect.Method {
 	t.Helper()
 	for _, m := range iface.Methods {
@@ -163,19 +229,22 @@ func findMethod(t *testing.T, iface introspect.Interface, name string) introspec
 }
 
 // TestEveryMutatingMethodHasAnAction: the methods without a polkit action are exactly the two
-// read-only listings, and every action is declared in the polkit policy.
+// read-only listings and Job.Cancel (which compares the caller's uid with the job's), and every
+// action is declared in the polkit policy.
 func TestEveryMutatingMethodHasAnAction(t *testing.T) {
 	node := parseContract(t)
 	var unauthorized []string
 	for _, iface := range node.Interfaces {
 		for _, m := range iface.Methods {
 			if _, ok := MethodActions[iface.Name+"."+m.Name]; !ok {
-				unauthorized = append(unauthorized, m.Name)
+				unauthorized = append(unauthorized, iface.Name+"."+m.Name)
 			}
 		}
 	}
 	sort.Strings(unauthorized)
-	if want := []string{MethodListDrives, MethodListSnapshots}; !reflect.DeepEqual(unauthorized, want) {
+	want := []string{DriveInterface + "." + MethodListSnapshots, JobInterface + "." + MethodCancel, ManagerInterface + "." + MethodListDrives}
+	sort.Strings(want)
+	if !reflect.DeepEqual(unauthorized, want) {
 		t.Errorf("methods without authorization: %v, want %v", unauthorized, want)
 	}
 	for _, iface := range node.Interfaces {

@@ -19,6 +19,8 @@ const (
 	DrivesPathPrefix = "/org/plugvault/PlugVault1/drives/"
 	ManagerInterface = BusName + ".Manager"
 	DriveInterface   = BusName + ".Drive"
+	JobsPathPrefix   = "/org/plugvault/PlugVault1/jobs/"
+	JobInterface     = BusName + ".Job"
 	ErrorPrefix      = BusName + ".Error."
 )
 
@@ -67,6 +69,23 @@ const (
 	PropLastBackup    = "LastBackup"
 	PropLastResult    = "LastResult"
 	PropSnapshotCount = "SnapshotCount"
+)
+
+// Job members. Progress, BytesDone, BytesTotal and Rate are named as on the Drive; the Job's
+// Cancel is MethodCancel.
+const (
+	PropOperation       = "Operation"
+	PropDrive           = "Drive"
+	PropExpectedEndTime = "ExpectedEndTime"
+	PropStartedByUID    = "StartedByUID"
+	PropCancelable      = "Cancelable"
+	SignalCompleted     = "Completed"
+)
+
+// Operations of a Job (its Operation property).
+const (
+	OperationRestore = "restore"
+	OperationVerify  = "verify"
 )
 
 // Options understood by the methods (the a{sv} argument).

@@ -17,14 +17,21 @@ func TestFakeServiceMatchesContract(t *testing.T) {
 	CheckMethods(t, map[string]any{
 		api.ManagerInterface: f.managerMethods(),
 		api.DriveInterface:   f.driveMethods(api.DrivePath("x")),
+		api.JobInterface:     (&FakeJob{f: f}).methods(),
 	})
 	RequireTool(t, "dbus-daemon")
 	bus := StartBus(t, BusOptions{})
 	fake := StartFakeService(t, bus)
 	path := fake.AddDrive(t, api.DriveStatus{Name: "blue", LuksUUID: "2f8c6bd5-7a0e-4c7e-9a55-0c1d3e9f7b21", State: api.StateAbsent})
+	fake.HoldJobs(true)
+	job, err := api.NewClient(bus.Conn(t)).StartVerify(t.Context(), path, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	CheckProperties(t, bus.Conn(t), api.BusName, map[string]dbus.ObjectPath{
 		api.ManagerInterface: api.ManagerPath,
 		api.DriveInterface:   path,
+		api.JobInterface:     job,
 	})
 }
 
@@ -66,7 +73,7 @@ func TestCheckMethodsFindsDrift(t *testing.T) {
 		}
 	}
 	r = &recorder{TB: t}
-	CheckMethods(r, map[string]any{api.ManagerInterface: f.managerMethods(), api.DriveInterface: drive})
+	CheckMethods(r, map[string]any{api.ManagerInterface: f.managerMethods(), api.DriveInterface: drive, api.JobInterface: (&FakeJob{f: f}).methods()})
 	if len(r.errs) != 0 {
 		t.Errorf("CheckMethods reported a matching service: %v", r.errs)
 	}

@@ -41,6 +41,9 @@ type FakeService struct {
 	drives   map[dbus.ObjectPath]*props.Properties
 	mgrProps *props.Properties
 	callCh   chan Call
+	lastJob  uint64
+	holdJobs bool
+	jobCh    chan *FakeJob
 }
 
 // StartFakeService connects to bus, exports the Manager and owns the name. It is stopped at
@@ -49,7 +52,7 @@ func StartFakeService(t testing.TB, bus *Bus) *FakeService {
 	t.Helper()
 	conn := bus.Conn(t)
 	f := &FakeService{Conn: conn, errs: map[string]error{}, results: map[string][]any{},
-		drives: map[dbus.ObjectPath]*props.Properties{}, callCh: make(chan Call, 256)}
+		drives: map[dbus.ObjectPath]*props.Properties{}, callCh: make(chan Call, 256), jobCh: make(chan *FakeJob, 16)}
 	if err := conn.ExportMethodTable(f.managerMethods(), api.ManagerPath, api.ManagerInterface); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +157,8 @@ func (f *FakeService) setManager(t testing.TB, name string, value any) {
 }
 
 // FailNext makes every later call of method answer err (a sentinel of service/api, wrapped
-// with a message) until it is set to nil.
+// with a message) until it is set to nil. For Restore and Verify, only authorization errors
+// and InvalidArgument fail the call; the job of the call fails with any other error.
 func (f *FakeService) FailNext(method string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -166,7 +170,8 @@ func (f *FakeService) FailNext(method string, err error) {
 }
 
 // SetResult sets the return values of a method that returns something (ListSnapshots: a
-// []api.Snapshot; Browse: a string; Verify: uint64 and []string; Enroll: an ObjectPath and
+// []api.Snapshot; Browse: a string; Verify: uint64 and []string, which its job's Completed
+// carries; Enroll: an ObjectPath and
 // the header backup []byte (default: FakeHeaderBackup when the header_backup option is true);
 // Adopt: an ObjectPath).
 func (f *FakeService) SetResult(method string, values ...any) {
@@ -197,6 +202,14 @@ func (f *FakeService) record(path dbus.ObjectPath, method string, msg dbus.Messa
 	default:
 	}
 	return api.ToDBusError(err)
+}
+
+// failure turns record's answer back into a Go error.
+func (f *FakeService) failure(derr *dbus.Error) error {
+	if derr == nil {
+		return nil
+	}
+	return api.FromDBusError(*derr)
 }
 
 func (f *FakeService) result(method string, i int, def any) any {
@@ -273,14 +286,11 @@ func (f *FakeService) driveMethods(p dbus.ObjectPath) map[string]any {
 			}
 			return f.result(api.MethodBrowse, 0, "/run/plugvault/browse/fake").(string), nil
 		},
-		api.MethodRestore: func(msg dbus.Message, snap, path, dest string, opts map[string]dbus.Variant) *dbus.Error {
-			return f.record(p, api.MethodRestore, msg, snap, path, dest, opts)
+		api.MethodRestore: func(msg dbus.Message, snap, path, dest string, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
+			return f.startJob(p, api.OperationRestore, api.MethodRestore, f.failure(f.record(p, api.MethodRestore, msg, snap, path, dest, opts)))
 		},
-		api.MethodVerify: func(msg dbus.Message, snap string, opts map[string]dbus.Variant) (uint64, []string, *dbus.Error) {
-			if err := f.record(p, api.MethodVerify, msg, snap, opts); err != nil {
-				return 0, nil, err
-			}
-			return f.result(api.MethodVerify, 0, uint64(0)).(uint64), f.result(api.MethodVerify, 1, []string{}).([]string), nil
+		api.MethodVerify: func(msg dbus.Message, snap string, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
+			return f.startJob(p, api.OperationVerify, api.MethodVerify, f.failure(f.record(p, api.MethodVerify, msg, snap, opts)))
 		},
 	}
 }

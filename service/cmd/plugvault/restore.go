@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/godbus/dbus/v5"
 
 	"github.com/plugvault/plugvault/service/api"
 )
@@ -36,9 +39,10 @@ func runRestore(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 	}
-	lctx, cancel := a.longCtx(ctx)
-	defer cancel()
-	if err := a.client.Restore(lctx, d.path, snap, path, dest, a.options(api.Options{api.OptOverwrite: a.o.overwrite})); err != nil {
+	_, err = a.runJob(ctx, "restore", func(ctx context.Context) (dbus.ObjectPath, error) {
+		return a.client.StartRestore(ctx, d.path, snap, path, dest, a.options(api.Options{api.OptOverwrite: a.o.overwrite}))
+	})
+	if err != nil {
 		return fmt.Errorf("cannot restore from %s: %w", d.label(), err)
 	}
 	if a.o.json {
@@ -69,12 +73,13 @@ func runVerify(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	lctx, cancel := a.longCtx(ctx)
-	defer cancel()
-	checked, problems, err := a.client.Verify(lctx, d.path, snap, a.options(nil))
+	res, err := a.runJob(ctx, "verification", func(ctx context.Context) (dbus.ObjectPath, error) {
+		return a.client.StartVerify(ctx, d.path, snap, a.options(nil))
+	})
 	if err != nil {
 		return callErr(err, "cannot verify %s", d.label())
 	}
+	checked, problems := res.Checked, res.Problems
 	if problems == nil {
 		problems = []string{}
 	}
@@ -98,3 +103,38 @@ func runVerify(ctx context.Context, a *app, args []string) error {
 	}
 	return nil
 }
+
+// runJob starts a restore or verify job with start and waits until it completes; on a
+// terminal it shows the job's progress on stderr meanwhile (when plugvaultd reports it).
+// Ctrl-C (ctx) cancels the job: the CLI calls its Cancel, and its leaving the bus cancels it
+// as well.
+func (a *app) runJob(ctx context.Context, what string, start func(context.Context) (dbus.ObjectPath, error)) (api.JobResult, error) {
+	var progress func(api.JobStatus)
+	shown := false
+	if !a.o.json && isTerminal(a.stderr) {
+		progress = func(st api.JobStatus) {
+			if st.BytesTotal == 0 {
+				return
+			}
+			fmt.Fprintf(a.stderr, "\r\033[K%s: %.0f%%, %s", what, st.Progress*100, api.FormatBytesPair(st.BytesDone, st.BytesTotal))
+			shown = true
+		}
+	}
+	res, err := a.client.RunJob(ctx, start, progress)
+	if shown {
+		fmt.Fprint(a.stderr, "\r\033[K")
+	}
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return res, &interruptedError{what: what}
+	}
+	return res, err
+}
+
+// interruptedError ends a job that Ctrl-C stopped (exit code 130, as context.Canceled).
+type interruptedError struct{ what string }
+
+func (e *interruptedError) Error() string {
+	return "interrupted; the " + e.what + " is cancelled"
+}
+
+func (e *interruptedError) Is(target error) bool { return target == context.Canceled }

@@ -103,7 +103,7 @@ Examples:
 			help: `Copies PATH (relative to the snapshot root; left out, "/" or "." = everything) out of
 SNAPSHOT (a name from 'plugvault snapshots', or "latest") into the directory DESTINATION,
 which must exist and be writable by you. The restore runs with your own permissions.
-Existing files are kept unless --overwrite is given.
+Existing files are kept unless --overwrite is given. Ctrl-C cancels the restore.
 
 Examples:
   plugvault restore latest home/me/thesis.odt ~/restored
@@ -115,7 +115,7 @@ Examples:
 			run: runRestore},
 		{name: "verify", args: "[--drive DRIVE] [SNAPSHOT]", summary: "re-read a snapshot and check it",
 			help: `Re-reads a snapshot (default: the newest complete one) and compares it with its manifest.
-Exits with status 1 when problems are found.
+Exits with status 1 when problems are found. Ctrl-C cancels the check.
 
 Examples:
   plugvault verify

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
@@ -102,11 +103,18 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 	return 1
 }
 
-// serve runs the daemon until ctx ends or the bus connection is lost.
-func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress, metricsPath string) error {
-	// Every way out (a failed start, a lost bus, the caller's ctx) stops the manager and the
-	// watchdog before their goroutines are waited for.
-	ctx, cancel := context.WithCancel(ctx)
+// drainTimeout bounds the wait for the calls in flight at a stop (Daemon.Drain). With the
+// manager's own cleanup after it, it stays well under the unit's TimeoutStopSec (90 s).
+const drainTimeout = 45 * time.Second
+
+// serve runs the daemon until stop ends (SIGTERM) or the bus connection is lost. When stop ends
+// it first lets the calls in flight finish (an Enroll's rollback must not be cut), then stops
+// the drive manager.
+func serve(stop context.Context, logger *slog.Logger, configPath, busAddress, metricsPath string) error {
+	// ctx is the context of the manager and the other goroutines. Every way out (a failed
+	// start, a lost bus, stop after the drain) cancels it before their goroutines are waited
+	// for.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(stop))
 	defer cancel()
 	cfg, err := config.Load(configPath)
 	if err != nil {
@@ -161,21 +169,24 @@ func serve(ctx context.Context, logger *slog.Logger, configPath, busAddress, met
 	stats := logRuntimeOnSignal(ctx, logger)
 	defer func() { cancel(); <-stats }()
 	select {
-	case <-ctx.Done():
+	case <-stop.Done():
 	case <-conn.Context().Done():
 		return errors.New("lost the connection to the system bus")
 	case <-managerStopped:
-		// The manager also stops when ctx ends; only on its own is it an error.
-		if ctx.Err() == nil {
-			returned = managerErr != nil
-			if managerErr == nil {
-				return errors.New("the drive manager stopped")
-			}
-			return managerErr
+		// ctx has not ended: the manager stopped on its own.
+		returned = managerErr != nil
+		if managerErr == nil {
+			return errors.New("the drive manager stopped")
 		}
+		return managerErr
 	}
 	logger.Info("stopping")
 	notify(logger, sd.SdNotifyStopping)
 	notify(logger, "STATUS=stopping")
+	drainCtx, drained := context.WithTimeout(ctx, drainTimeout)
+	defer drained()
+	if err := d.Drain(drainCtx); err != nil {
+		logger.Warn("stopping with calls still in progress", "error", err)
+	}
 	return nil
 }

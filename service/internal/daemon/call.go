@@ -47,13 +47,17 @@ type call struct {
 	opts   map[string]dbus.Variant
 	// busCreds is GetConnectionCredentials' answer about sender (see creds).
 	busCreds map[string]dbus.Variant
+	// refused is why the call may not go on (the daemon is stopping); nil when enter counted it.
+	refused error
 }
 
 // newCall derives the call's context from the daemon's root context (godbus gives handlers
 // none): it ends when the daemon stops or the call's time is up.
 func (d *Daemon) newCall(sender dbus.Sender, msg dbus.Message, iface, method string, opts map[string]dbus.Variant) *call {
 	ctx, cancel := context.WithTimeout(d.ctx, d.opts.CallTimeout)
-	return &call{d: d, ctx: ctx, cancel: cancel, sender: string(sender), msg: msg, iface: iface, method: method, opts: opts}
+	c := &call{d: d, ctx: ctx, cancel: cancel, sender: string(sender), msg: msg, iface: iface, method: method, opts: opts}
+	c.refused = d.enter(verbOf(method))
+	return c
 }
 
 // interactive reports whether polkit may ask the user: only when the caller set the
@@ -83,6 +87,9 @@ func (c *call) authorize(details map[string]string) error {
 
 // authorizeAction asks polkit whether the caller may do action.
 func (c *call) authorizeAction(action string, details map[string]string) error {
+	if c.refused != nil {
+		return c.refused
+	}
 	interactive := c.interactive()
 	timeout := c.d.opts.AuthTimeout
 	if interactive {
@@ -110,6 +117,10 @@ func (c *call) authorizeAction(action string, details map[string]string) error {
 // reply turns err into the D-Bus error reply (the one translation point) and logs failures.
 func (c *call) reply(err error) *dbus.Error {
 	c.cancel()
+	if c.refused == nil {
+		c.d.leave()
+		c.refused = errStopping(verbOf(c.method)) // reply ends the call once
+	}
 	if err == nil {
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -19,7 +20,24 @@ import (
 // callerEnv makes the test binary a client that calls Verify on uuidOne (see TestMain).
 const callerEnv = "PLUGVAULT_TEST_CALLER_BUS"
 
+// cancelJobEnv makes the test binary a client that calls Cancel on a job and prints the error
+// name of the answer, or "ok": "address;job" (see TestMain).
+const cancelJobEnv = "PLUGVAULT_TEST_CANCEL_JOB"
+
 func TestMain(m *testing.M) {
+	if v := os.Getenv(cancelJobEnv); v != "" {
+		addr, job, _ := strings.Cut(v, ";")
+		conn, err := dbus.Connect(addr)
+		if err == nil {
+			err = api.NewClient(conn).CancelJob(context.Background(), dbus.ObjectPath(job), nil)
+		}
+		if err == nil {
+			os.Stdout.WriteString("ok")
+		} else {
+			os.Stdout.WriteString(api.ErrorName(err))
+		}
+		os.Exit(0)
+	}
 	if addr := os.Getenv(callerEnv); addr != "" {
 		conn, err := dbus.Connect(addr)
 		if err == nil {

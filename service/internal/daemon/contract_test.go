@@ -18,7 +18,7 @@ import (
 // argument signatures (apitest.CheckMethods, which checks the fake service the same way), and
 // every method in api.MethodActions exists; so XML, names.go and code cannot drift apart.
 func TestServedMethodsMatchContract(t *testing.T) {
-	objects := map[string]any{api.ManagerInterface: &daemon.Manager{}, api.DriveInterface: &daemon.Drive{}}
+	objects := map[string]any{api.ManagerInterface: &daemon.Manager{}, api.DriveInterface: &daemon.Drive{}, api.JobInterface: &daemon.Job{}}
 	apitest.CheckMethods(t, objects)
 	for key := range api.MethodActions {
 		i := strings.LastIndex(key, ".")
@@ -35,9 +35,16 @@ func TestServedMethodsMatchContract(t *testing.T) {
 // (apitest.CheckProperties, which checks the fake service the same way).
 func TestPublishedPropertiesMatchContract(t *testing.T) {
 	env := startEnv(t, testbus.EnvOptions{})
+	hold := env.Backend.Hold("Verify")
+	job, err := env.Client.StartVerify(ctxT(t), api.DrivePath(uuidOne), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Release(nil)
 	apitest.CheckProperties(t, env.ClientBus, api.BusName, map[string]dbus.ObjectPath{
 		api.ManagerInterface: api.ManagerPath,
 		api.DriveInterface:   api.DrivePath(uuidOne),
+		api.JobInterface:     job,
 	})
 }
 

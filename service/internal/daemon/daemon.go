@@ -32,8 +32,8 @@ const (
 	// DefaultInteractiveAuthTimeout bounds a polkit check that may show a dialog: a person
 	// has to read it and type a password.
 	DefaultInteractiveAuthTimeout = 5 * time.Minute
-	// DefaultCallTimeout bounds the work a call delegates (Restore and Verify read a whole
-	// snapshot, Enroll formats a drive).
+	// DefaultCallTimeout bounds the work a call delegates (Enroll formats a drive). Restore
+	// and Verify run as jobs, which have no time limit.
 	DefaultCallTimeout = 2 * time.Hour
 )
 
@@ -48,6 +48,10 @@ type Options struct {
 	AuthTimeout            time.Duration
 	InteractiveAuthTimeout time.Duration
 	CallTimeout            time.Duration
+	JobLinger              time.Duration // DefaultJobLinger
+
+	// Now is the clock of job progress (default time.Now).
+	Now func() time.Time
 }
 
 // Daemon serves the Manager and the Drive objects on conn and implements drive.Publisher.
@@ -68,6 +72,18 @@ type Daemon struct {
 	mu     sync.Mutex // guards drives and serialises property updates with their signals
 	drives map[string]*driveEntry
 	closed bool
+
+	// Calls and jobs in flight, for Drain; guarded by mu.
+	jobs     map[dbus.ObjectPath]*job
+	lastJob  uint64
+	inflight int
+	draining bool
+	idle     chan struct{}  // closed when inflight drops to 0 during Drain
+	bg       sync.WaitGroup // job goroutines and the caller watch, waited for by Close
+
+	// exportMu serialises Export: godbus (v5.2.4) reads its object table without its lock
+	// when it removes an export, so exports from several goroutines race.
+	exportMu sync.Mutex
 }
 
 // driveEntry is one published drive.
@@ -99,11 +115,17 @@ func New(conn *dbus.Conn, opts Options) (*Daemon, error) {
 	if opts.CallTimeout <= 0 {
 		opts.CallTimeout = DefaultCallTimeout
 	}
+	if opts.JobLinger <= 0 {
+		opts.JobLinger = DefaultJobLinger
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	intro, err := introspection()
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{conn: conn, opts: opts, log: opts.Logger, drives: map[string]*driveEntry{}, intro: intro}
+	d := &Daemon{conn: conn, opts: opts, log: opts.Logger, drives: map[string]*driveEntry{}, jobs: map[dbus.ObjectPath]*job{}, intro: intro}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.mgrProps = props.New(api.ManagerInterface, map[string]any{
 		api.PropVersion:      opts.Version,
@@ -116,6 +138,8 @@ func New(conn *dbus.Conn, opts Options) (*Daemon, error) {
 // exportObject exports obj, its properties and its introspection data (from the contract) at
 // path.
 func (d *Daemon) exportObject(path dbus.ObjectPath, iface string, obj any, p *props.Properties) error {
+	d.exportMu.Lock()
+	defer d.exportMu.Unlock()
 	if err := d.conn.Export(obj, path, iface); err != nil {
 		return fmt.Errorf("cannot export %s: %w", path, err)
 	}
@@ -129,6 +153,8 @@ func (d *Daemon) exportObject(path dbus.ObjectPath, iface string, obj any, p *pr
 }
 
 func (d *Daemon) unexportObject(path dbus.ObjectPath, iface string) {
+	d.exportMu.Lock()
+	defer d.exportMu.Unlock()
 	for _, i := range []string{iface, props.Interface, introspectableInterface} {
 		_ = d.conn.Export(nil, path, i)
 	}
@@ -161,6 +187,14 @@ func (d *Daemon) Start(backend Backend, enroller Enroller) error {
 	}
 	d.mgrProps.Update(map[string]any{api.PropDrives: d.drivePathsLocked()})
 	d.mu.Unlock()
+	sigs := make(chan *dbus.Signal, 16)
+	d.conn.Signal(sigs)
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		defer d.conn.RemoveSignal(sigs)
+		d.watchCallers(d.ctx, sigs)
+	}()
 	reply, err := d.conn.RequestName(api.BusName, dbus.NameFlagDoNotQueue)
 	if err != nil {
 		return fmt.Errorf("cannot own %s: %w", api.BusName, err)
@@ -181,10 +215,11 @@ func (d *Daemon) exportDriveLocked(e *driveEntry) error {
 	return nil
 }
 
-// Close cancels the calls in progress, releases the name and unexports every object. The
-// connection stays open (the caller owns it).
+// Close cancels the calls and jobs in progress, releases the name and unexports every object,
+// and waits for the jobs to end. The connection stays open (the caller owns it).
 func (d *Daemon) Close() {
 	d.cancel()
+	defer d.bg.Wait()
 	d.mu.Lock()
 	d.closed = true
 	entries := make([]*driveEntry, 0, len(d.drives))

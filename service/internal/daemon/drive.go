@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"context"
+
 	"github.com/godbus/dbus/v5"
 
 	"github.com/plugvault/plugvault/service/api"
@@ -157,56 +159,62 @@ func (dr *Drive) Browse(sender dbus.Sender, msg dbus.Message, opts map[string]db
 	return path, c.reply(nil)
 }
 
-// Restore copies a path out of a snapshot into a destination, as the caller.
-func (dr *Drive) Restore(sender dbus.Sender, msg dbus.Message, snapshot, path, destination string, opts map[string]dbus.Variant) *dbus.Error {
+// Restore starts a job that copies a path out of a snapshot into a destination, as the
+// caller, and returns the job.
+func (dr *Drive) Restore(sender dbus.Sender, msg dbus.Message, snapshot, path, destination string, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
 	c, o, err := dr.begin(sender, msg, api.MethodRestore, opts)
 	if err != nil {
-		return c.reply(err)
+		return "", c.reply(err)
 	}
 	if err := validSnapshot(snapshot); err != nil {
-		return c.reply(err)
+		return "", c.reply(err)
 	}
 	rel, err := validRelPath(path)
 	if err != nil {
-		return c.reply(err)
+		return "", c.reply(err)
 	}
 	if err := validAbsPath("destination", destination); err != nil {
-		return c.reply(err)
+		return "", c.reply(err)
 	}
 	who, err := c.caller()
 	if err != nil {
-		return c.reply(err)
+		return "", c.reply(err)
 	}
-	return c.reply(dr.d.backend.Restore(c.ctx, dr.uuid, drive.RestoreRequest{
+	req := drive.RestoreRequest{
 		Snapshot:    snapshot,
 		Path:        rel,
 		Destination: destination,
 		Overwrite:   o.bool(api.OptOverwrite, false),
 		Caller:      who,
-	}))
+	}
+	job, err := dr.d.startJob(c, api.OperationRestore, api.DrivePath(dr.uuid), func(ctx context.Context) (uint64, []string, error) {
+		return 0, nil, dr.d.backend.Restore(ctx, dr.uuid, req)
+	})
+	return job, c.reply(err)
 }
 
-// Verify compares a snapshot with its manifest.
-func (dr *Drive) Verify(sender dbus.Sender, msg dbus.Message, snapshot string, opts map[string]dbus.Variant) (uint64, []string, *dbus.Error) {
+// Verify starts a job that compares a snapshot with its manifest, as the caller, and returns
+// the job.
+func (dr *Drive) Verify(sender dbus.Sender, msg dbus.Message, snapshot string, opts map[string]dbus.Variant) (dbus.ObjectPath, *dbus.Error) {
 	c, _, err := dr.begin(sender, msg, api.MethodVerify, opts)
 	if err != nil {
-		return 0, nil, c.reply(err)
+		return "", c.reply(err)
 	}
 	if snapshot != "" {
 		if err := validSnapshot(snapshot); err != nil {
-			return 0, nil, c.reply(err)
+			return "", c.reply(err)
 		}
 	}
 	who, err := c.caller()
 	if err != nil {
-		return 0, nil, c.reply(err)
+		return "", c.reply(err)
 	}
-	checked, problems, err := dr.d.backend.Verify(c.ctx, dr.uuid, snapshot, who)
-	if err != nil {
-		return 0, nil, c.reply(err)
-	}
-	if problems == nil {
-		problems = []string{}
-	}
-	return checked, problems, c.reply(nil)
+	job, err := dr.d.startJob(c, api.OperationVerify, api.DrivePath(dr.uuid), func(ctx context.Context) (uint64, []string, error) {
+		checked, problems, err := dr.d.backend.Verify(ctx, dr.uuid, snapshot, who)
+		if problems == nil {
+			problems = []string{}
+		}
+		return checked, problems, err
+	})
+	return job, c.reply(err)
 }

@@ -35,3 +35,9 @@ func setDevices(t *testing.T, r *deviceRules) {
 
 // ValidDevice exposes validDevice.
 var ValidDevice = validDevice
+
+// MayCancel exposes mayCancel.
+var MayCancel = mayCancel
+
+// ProgressStatus exposes progressStatus.
+var ProgressStatus = progressStatus

@@ -37,7 +37,8 @@ type FakeBackend struct {
 	header []byte // what Enroll returns as the header backup (default apitest.FakeHeaderBackup)
 	snaps  []api.Snapshot
 	browse string
-	runAs  *string // nil: the user running the test
+	holds  map[string]*Held // by method, see Hold
+	runAs  *string          // nil: the user running the test
 	// Publisher, when set, receives AddDrive after Enroll/Adopt like the real enroller does.
 	Publisher drive.Publisher
 }
@@ -170,22 +171,31 @@ func (b *FakeBackend) Browse(_ context.Context, uuid string, caller drive.Caller
 	return b.browse, nil
 }
 
-// Restore implements daemon.Backend.
-func (b *FakeBackend) Restore(_ context.Context, uuid string, req drive.RestoreRequest) error {
-	return b.record("Restore", uuid, nil, req)
+// Restore implements daemon.Backend; a test can hold it (Hold).
+func (b *FakeBackend) Restore(ctx context.Context, uuid string, req drive.RestoreRequest) error {
+	if err := b.record("Restore", uuid, nil, req); err != nil {
+		return err
+	}
+	return b.hold(ctx, "Restore")
 }
 
-// Verify implements daemon.Backend.
-func (b *FakeBackend) Verify(_ context.Context, uuid, snapshot string, caller drive.Caller) (uint64, []string, error) {
+// Verify implements daemon.Backend; a test can hold it (Hold).
+func (b *FakeBackend) Verify(ctx context.Context, uuid, snapshot string, caller drive.Caller) (uint64, []string, error) {
 	if err := b.record("Verify", uuid, nil, snapshot, caller); err != nil {
+		return 0, nil, err
+	}
+	if err := b.hold(ctx, "Verify"); err != nil {
 		return 0, nil, err
 	}
 	return 42, []string{}, nil
 }
 
-// Enroll implements daemon.Enroller.
-func (b *FakeBackend) Enroll(_ context.Context, req enroll.Request) (enroll.Result, error) {
+// Enroll implements daemon.Enroller; a test can hold it (Hold).
+func (b *FakeBackend) Enroll(ctx context.Context, req enroll.Request) (enroll.Result, error) {
 	if err := b.record("Enroll", "", req.Passphrase, req); err != nil {
+		return enroll.Result{}, err
+	}
+	if err := b.hold(ctx, "Enroll"); err != nil {
 		return enroll.Result{}, err
 	}
 	uuid, err := b.added(req.Name)

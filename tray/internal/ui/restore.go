@@ -341,7 +341,9 @@ func (r *restoreWindow) restoreInto(dir, name string) {
 // anything (keep both).
 func (r *restoreWindow) start(dir string, overwrite bool, rename string) {
 	snap, rel := r.snaps[r.snap], r.sel
-	ctx, cancel := context.WithTimeout(r.c.ctx, callTimeout)
+	// No time limit: a restore takes as long as the data it copies. Cancelling ctx
+	// cancels the daemon's restore job.
+	ctx, cancel := context.WithCancel(r.c.ctx)
 	r.job = cancel
 	r.enableActions()
 	r.progress.Show()
@@ -389,20 +391,10 @@ func (r *restoreWindow) restore(ctx context.Context, snap, rel, dir string, over
 	return moveNoReplace(filepath.Join(tmp, path.Base(rel)), filepath.Join(dir, rename))
 }
 
-// cancelRestore stops the running restore: the drive's Cancel ends it in the daemon.
+// cancelRestore stops the running restore: ending the restore's context makes the client
+// cancel the daemon's restore job.
 func (r *restoreWindow) cancelRestore() {
-	if r.job == nil {
-		return
+	if r.job != nil {
+		r.job()
 	}
-	cancel := r.job
-	go func() {
-		if cl := r.c.client.get(); cl != nil {
-			ctx, done := context.WithTimeout(r.c.ctx, callTimeout)
-			defer done()
-			if err := cl.Cancel(ctx, r.drive, nil); err != nil {
-				r.c.log.Info("cannot cancel the restore", "drive", r.drive, "err", err)
-			}
-		}
-		cancel()
-	}()
 }
