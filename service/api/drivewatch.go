@@ -58,12 +58,15 @@ const (
 // tray both follow the daemon through it, so they cannot disagree about a drive.
 //
 // It subscribes before it reads, and it reads from the daemon's unique name, so that all it
-// reads and every signal come over one connection of the daemon, in the order the daemon sent
-// them. godbus numbers every message it receives (dbus.Sequence): a signal numbered before the
-// reply of the read that covers it is already in what was read and is dropped; one numbered
-// after is applied. Should signals ever arrive out of their order (godbus hands a signal to a
-// goroutine when the receiving channel is full), everything is read again and delivered as
-// EventServiceUp. Signals from anyone but the current owner of BusName are dropped.
+// reads and every signal come over one connection of the daemon. godbus numbers every message
+// it receives (dbus.Sequence), and each read knows its span (see span): a signal handled before
+// the read was sent is in it and is dropped, one numbered after its reply is applied, and one
+// in between, which the reply may or may not hold (the daemon answers each call from a
+// goroutine of its own), makes the watch read that part again, so that nothing delivered is
+// ever older than what was delivered before. Should signals ever arrive out of their order
+// (godbus hands a signal to a goroutine when the receiving channel is full), everything is
+// read again and delivered as EventServiceUp. Signals from anyone but the current owner of
+// BusName are dropped.
 func (c *Client) WatchDrives(ctx context.Context) (<-chan DrivesEvent, error) {
 	return c.watchDrives(ctx, func(string) {})
 }
@@ -126,7 +129,7 @@ func queueSignals(ctx context.Context, in <-chan *dbus.Signal, out chan<- *dbus.
 }
 
 // driveWatch is the state of one WatchDrives: the drives as last delivered, and for each part
-// the sequence number of the reply it was read from.
+// the span of the read it comes from.
 type driveWatch struct {
 	c    *Client
 	out  chan DrivesEvent
@@ -137,7 +140,7 @@ type driveWatch struct {
 	shown    shown // what the last EventServiceUp/Down said
 	lastSig  dbus.Sequence
 
-	mgrSeq       dbus.Sequence
+	mgrRead      span
 	reminderDays uint32
 	version      string
 	drives       map[dbus.ObjectPath]*watchedDrive
@@ -156,8 +159,31 @@ const (
 )
 
 type watchedDrive struct {
-	st  DriveStatus
-	seq dbus.Sequence // of the reply st was read from
+	st   DriveStatus
+	read span // of the read st comes from
+}
+
+// span places a read among the signals: mark is the last signal the watch had handled when it
+// sent the read, reply the number of its reply.
+type span struct{ mark, reply dbus.Sequence }
+
+// verdict is what a signal is to a read.
+type verdict int
+
+const (
+	covered verdict = iota // handled before the read was sent: the read holds it
+	unsure                 // arrived while the read was on its way: read again
+	newer                  // arrived after the reply: it applies on top of the read
+)
+
+func (s span) judge(seq dbus.Sequence) verdict {
+	switch {
+	case seq <= s.mark:
+		return covered
+	case seq < s.reply:
+		return unsure
+	}
+	return newer
 }
 
 // askOwner asks the bus who owns BusName now.
@@ -281,12 +307,17 @@ func (w *driveWatch) handle(ctx context.Context, sig *dbus.Signal) {
 		switch {
 		case iface == DriveInterface:
 			d := w.drives[sig.Path]
-			if d == nil || sig.Sequence < d.seq {
+			if d == nil {
+				return
+			}
+			v := d.read.judge(sig.Sequence)
+			if v == covered {
 				return
 			}
 			old := d.st
-			if len(invalidated) > 0 {
-				// Changed without its new value: read the drive again.
+			if v == unsure || len(invalidated) > 0 {
+				// Maybe already in what was read, or changed without its new value: read
+				// the drive again.
 				rctx, cancel := context.WithTimeout(ctx, watchReadTimeout)
 				fresh, err := w.readDrive(rctx, sig.Path)
 				cancel()
@@ -305,19 +336,20 @@ func (w *driveWatch) handle(ctx context.Context, sig *dbus.Signal) {
 				w.send(ctx, DrivesEvent{Kind: EventDriveChanged, Drive: sig.Path, Status: d.st, Changed: names})
 			}
 		case iface == ManagerInterface && sig.Path == ManagerPath:
-			if sig.Sequence < w.mgrSeq {
+			v := w.mgrRead.judge(sig.Sequence)
+			if v == covered {
 				return
 			}
 			days, version := w.reminderDays, w.version
-			if len(invalidated) > 0 {
+			if v == unsure || len(invalidated) > 0 {
 				rctx, cancel := context.WithTimeout(ctx, watchReadTimeout)
-				props, seq, err := w.getAll(rctx, ManagerPath, ManagerInterface)
+				props, read, err := w.getAll(rctx, ManagerPath, ManagerInterface)
 				cancel()
 				if err != nil {
 					w.failed(ctx, err)
 					return
 				}
-				changed, w.mgrSeq = props, seq
+				changed, w.mgrRead = props, read
 			}
 			w.applyManager(changed)
 			if days != w.reminderDays || version != w.version {
@@ -326,7 +358,7 @@ func (w *driveWatch) handle(ctx context.Context, sig *dbus.Signal) {
 		}
 	case ManagerInterface + "." + SignalDriveAdded:
 		var p dbus.ObjectPath
-		if sig.Path != ManagerPath || dbus.Store(sig.Body, &p) != nil || sig.Sequence < w.mgrSeq || w.drives[p] != nil {
+		if sig.Path != ManagerPath || dbus.Store(sig.Body, &p) != nil || w.mgrRead.judge(sig.Sequence) == covered || w.drives[p] != nil {
 			return
 		}
 		rctx, cancel := context.WithTimeout(ctx, watchReadTimeout)
@@ -346,7 +378,7 @@ func (w *driveWatch) handle(ctx context.Context, sig *dbus.Signal) {
 		if sig.Path != ManagerPath || dbus.Store(sig.Body, &p) != nil {
 			return
 		}
-		if d := w.drives[p]; d != nil && sig.Sequence > d.seq {
+		if d := w.drives[p]; d != nil && d.read.judge(sig.Sequence) != covered {
 			delete(w.drives, p)
 			w.send(ctx, DrivesEvent{Kind: EventDriveRemoved, Drive: p})
 		}
@@ -359,7 +391,7 @@ func (w *driveWatch) readAll(ctx context.Context) {
 	w.hook("read")
 	rctx, cancel := context.WithTimeout(ctx, watchReadTimeout)
 	defer cancel()
-	props, seq, err := w.getAll(rctx, ManagerPath, ManagerInterface)
+	props, read, err := w.getAll(rctx, ManagerPath, ManagerInterface)
 	if err != nil {
 		w.failed(ctx, err)
 		return
@@ -369,7 +401,7 @@ func (w *driveWatch) readAll(ctx context.Context) {
 		w.failed(ctx, fmt.Errorf("cannot read plugvaultd's drives: the %s property is missing or not %s", PropDrives, "ao"))
 		return
 	}
-	w.reminderDays, w.version, w.mgrSeq = 0, "", seq
+	w.reminderDays, w.version, w.mgrRead = 0, "", read
 	w.applyManager(props)
 	w.hook("read-drives")
 	drives := map[dbus.ObjectPath]*watchedDrive{}
@@ -416,7 +448,7 @@ func (w *driveWatch) stopRetry() {
 var errGone = errors.New("the drive was forgotten")
 
 func (w *driveWatch) readDrive(ctx context.Context, p dbus.ObjectPath) (*watchedDrive, error) {
-	props, seq, err := w.getAll(ctx, p, DriveInterface)
+	props, read, err := w.getAll(ctx, p, DriveInterface)
 	var derr dbus.Error
 	if errors.Is(err, ErrNotFound) || errors.As(err, &derr) && isUnknownObject(derr.Name) {
 		return nil, errGone
@@ -424,7 +456,7 @@ func (w *driveWatch) readDrive(ctx context.Context, p dbus.ObjectPath) (*watched
 	if err != nil {
 		return nil, err
 	}
-	d := &watchedDrive{seq: seq}
+	d := &watchedDrive{read: read}
 	if err := d.st.Apply(props); err != nil {
 		return nil, err
 	}
@@ -450,19 +482,20 @@ func (w *driveWatch) applyManager(props map[string]dbus.Variant) {
 }
 
 // getAll reads every property of iface at path from the daemon's unique name, and returns the
-// sequence number of the reply.
-func (w *driveWatch) getAll(ctx context.Context, path dbus.ObjectPath, iface string) (map[string]dbus.Variant, dbus.Sequence, error) {
+// span of the read.
+func (w *driveWatch) getAll(ctx context.Context, path dbus.ObjectPath, iface string) (map[string]dbus.Variant, span, error) {
+	mark := w.lastSig
 	msg := w.c.newCall(path, "org.freedesktop.DBus.Properties", "GetAll", []any{iface})
 	msg.Headers[dbus.FieldDestination] = dbus.MakeVariant(w.owner)
 	call := <-w.c.conn.SendWithContext(ctx, msg, make(chan *dbus.Call, 1)).Done
 	if call.Err != nil {
-		return nil, 0, FromDBusError(call.Err)
+		return nil, span{}, FromDBusError(call.Err)
 	}
 	var props map[string]dbus.Variant
 	if err := call.Store(&props); err != nil {
-		return nil, 0, fmt.Errorf("cannot decode the properties of %s: %w", path, err)
+		return nil, span{}, fmt.Errorf("cannot decode the properties of %s: %w", path, err)
 	}
-	return props, call.ResponseSequence, nil
+	return props, span{mark: mark, reply: call.ResponseSequence}, nil
 }
 
 // changedFields names the fields of DriveStatus that differ between a and b, sorted.
