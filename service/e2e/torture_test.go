@@ -97,6 +97,8 @@ type vault struct {
 	env  *Env
 	s    *Stick
 	pass bool // passphrase only (no keyfile installed)
+	// wait bounds each wait for the end of a run (cycleTimeout unless the case sets more).
+	wait time.Duration
 
 	known map[string]map[string]agentproto.Entry
 	lost  map[string]bool
@@ -104,7 +106,7 @@ type vault struct {
 }
 
 func newVault(t *testing.T, env *Env, name string, pass bool) *vault {
-	return &vault{t: t, env: env, s: env.Sticks[name], pass: pass, known: map[string]map[string]agentproto.Entry{}, lost: map[string]bool{}}
+	return &vault{t: t, env: env, s: env.Sticks[name], pass: pass, wait: cycleTimeout, known: map[string]map[string]agentproto.Entry{}, lost: map[string]bool{}}
 }
 
 // churn changes the source (size bytes of new content), syncs it (a power cut must not take it
@@ -123,7 +125,7 @@ func (v *vault) churn(ctx context.Context, size int) {
 func (v *vault) waitEnd(ctx context.Context, since uint64) error {
 	end := api.StateSafeToRemove + "|" + api.StateFailed
 	if v.pass {
-		ev, err := v.env.VM.Wait(ctx, since, agentproto.KindDrive, drivePath(v.s), map[string]string{"State": string(api.StateAwaitingPassphrase) + "|" + string(end)}, cycleTimeout)
+		ev, err := v.env.VM.Wait(ctx, since, agentproto.KindDrive, drivePath(v.s), map[string]string{"State": string(api.StateAwaitingPassphrase) + "|" + string(end)}, v.wait)
 		if err != nil {
 			return err
 		}
@@ -134,7 +136,7 @@ func (v *vault) waitEnd(ctx context.Context, since uint64) error {
 			}
 		}
 	}
-	if _, err := v.env.VM.Wait(ctx, since, agentproto.KindDrive, drivePath(v.s), map[string]string{"State": string(end)}, cycleTimeout); err != nil {
+	if _, err := v.env.VM.Wait(ctx, since, agentproto.KindDrive, drivePath(v.s), map[string]string{"State": string(end)}, v.wait); err != nil {
 		return err
 	}
 	var st api.DriveStatus
@@ -1023,13 +1025,19 @@ func TestTortureBigSource(t *testing.T) {
 	env, tl, ctx := tortureEnv(t)
 	c := tortureCase(t, "big source (R3)")
 	v := newVault(t, env, "t-big", false)
+	v.wait = 30 * time.Minute // 100 k entries under TCG take minutes
 	entries := 100000
 	if !*tortureFull {
 		entries = 10000
 	}
 	const sparseSize = 4 << 30
+	// The guest's root filesystem has too few inodes for 100 k files: the big directory is a
+	// tmpfs of alice's (the engine crosses into filesystems mounted in the source).
 	big := SourceDir + "/torture-big"
-	t.Cleanup(func() { env.VM.Exec(context.Background(), "rm", "-rf", big) })
+	if _, err := env.VM.Shell(ctx, fmt.Sprintf("mkdir -p %[1]s && mount -t tmpfs -o mode=0755,uid=%[2]d,gid=%[2]d,nr_inodes=%[3]d,size=256m plugvault-big %[1]s", big, AliceUID, entries+1000)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.VM.Shell(context.Background(), "umount "+big+" && rmdir "+big) })
 	// The data blocks sit at the start, in the middle and at the end of the sparse file.
 	script := fmt.Sprintf(`mkdir -p %[1]s/many && cd %[1]s/many && seq -f 'f%%06g' 1 %[2]d | xargs touch
 truncate -s %[3]d %[1]s/sparse.img
