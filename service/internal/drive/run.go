@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/plugvault/plugvault/service/api"
-	"github.com/plugvault/plugvault/service/internal/backup"
 	"github.com/plugvault/plugvault/service/internal/logging"
 )
 
@@ -50,14 +49,6 @@ func unlockDelay(fails int) time.Duration {
 	return min(time.Second<<(fails-2), maxUnlockDelay)
 }
 
-// startBackupLocked claims the activity slot for a backup run and starts its goroutine.
-func (m *Manager) startBackupLocked(d *drive) {
-	d.startAfter = false
-	a := m.newActivityLocked(d, kindBackup)
-	dv := *d.dev
-	go m.backupRun(d, a, dv)
-}
-
 // backupRun is one run: unlock, mount, back up, then tear down whatever ended it.
 func (m *Manager) backupRun(d *drive, a *activity, dv device) {
 	var inhibitor io.Closer
@@ -82,7 +73,7 @@ func (m *Manager) backupRun(d *drive, a *activity, dv device) {
 // stopped (the activity's cancel cause, or a *userError).
 func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) (*Result, error) {
 	m.mu.Lock()
-	browsing := d.mounted && d.readOnly
+	browsing := d.m.mounted && d.m.readOnly
 	m.mu.Unlock()
 	if browsing {
 		if err := m.teardown(d, false); err != nil {
@@ -93,9 +84,9 @@ func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) 
 	var fstype string
 	var dev uint64
 	for try := 0; ; try++ {
-		m.setState(d, api.StateUnlocking, "Unlocking the drive")
+		m.apply(d, evUnlocking{})
 		m.mu.Lock()
-		adopted := d.mapped
+		adopted := d.m.mapped
 		m.mu.Unlock()
 		if !adopted {
 			problem, err := m.unlockWithKeyfile(ctx, d, dv, false)
@@ -108,7 +99,7 @@ func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) 
 				}
 			}
 		}
-		m.setState(d, api.StateMounting, "Mounting the drive")
+		m.apply(d, evMounting{})
 		var err error
 		fstype, dev, err = m.mount(ctx, d, false)
 		if err == nil {
@@ -127,7 +118,7 @@ func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) 
 	target := m.target(d)
 	m.refreshSnapshots(d, target)
 
-	m.setState(d, api.StateBackingUp, "Preparing the backup")
+	m.apply(d, evBackingUp{})
 	job := Job{
 		LuksUUID:  d.uuid,
 		Sources:   append([]string(nil), d.cfg.Sources...),
@@ -146,11 +137,7 @@ func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) 
 	if err != nil {
 		return nil, failf(err, "The backup failed: %v", err)
 	}
-	m.mu.Lock()
-	if d.st.State != api.StateFinishing {
-		m.setStateLocked(d, api.StateFinishing, "Finishing the backup")
-	}
-	m.mu.Unlock()
+	m.apply(d, evFinishing{})
 	m.refreshSnapshots(d, target)
 	return &res, nil
 }
@@ -280,9 +267,7 @@ func (m *Manager) readKeyfile(path string) (key []byte, problem string) {
 // deferred) is closed and the open tried once more.
 func (m *Manager) open(ctx context.Context, d *drive, dv device, key []byte, slot int, readOnly bool) error {
 	name := m.mappingName(d)
-	m.mu.Lock()
-	d.mapTried = true
-	m.mu.Unlock()
+	m.apply(d, evOpenBegin{})
 	err := m.deps.LUKS.Open(ctx, dv.DevName, name, key, slot, readOnly)
 	if errors.Is(err, api.ErrBusy) {
 		if active, aerr := m.deps.LUKS.Active(ctx, name); aerr == nil && active {
@@ -296,16 +281,14 @@ func (m *Manager) open(ctx context.Context, d *drive, dv device, key []byte, slo
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	d.mapped = true
-	m.mu.Unlock()
+	m.apply(d, evOpened{})
 	return nil
 }
 
 // awaitPassphrase publishes awaiting-passphrase and tries every passphrase Unlock hands over
 // until one opens the drive or the run ends.
 func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv device, reason string) error {
-	m.setState(d, api.StateAwaitingPassphrase, reason)
+	m.apply(d, evAwaitPassphrase{reason: reason})
 	for {
 		var at attempt
 		select {
@@ -315,18 +298,7 @@ func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv
 		}
 		err := m.open(ctx, d, dv, at.passphrase, -1, false)
 		if errors.Is(err, api.ErrBadPassphrase) && ctx.Err() == nil {
-			m.mu.Lock()
-			d.fails++
-			fails := d.fails
-			delay := unlockDelay(fails)
-			d.notBefore = m.clock().Add(delay)
-			m.mu.Unlock()
-			m.log.Warn("wrong passphrase", "drive", d.cfg.Name, "failures", fails)
-			reason = "The passphrase was wrong — try again"
-			if delay > 0 {
-				reason = fmt.Sprintf("The passphrase was wrong — try again in %d seconds", int(delay/time.Second))
-			}
-			m.setState(d, api.StateAwaitingPassphrase, reason) // before the answer: the caller sees it
+			m.apply(d, evWrongPassphrase{}) // published before the answer: the caller sees it
 			at.reply <- fmt.Errorf("cannot unlock %s: the passphrase is wrong: %w", d.cfg.Name, api.ErrBadPassphrase)
 			continue
 		}
@@ -339,9 +311,7 @@ func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv
 			}
 			return err
 		}
-		m.mu.Lock()
-		d.fails, d.notBefore = 0, time.Time{}
-		m.mu.Unlock()
+		m.apply(d, evPassphraseOK{})
 		at.reply <- nil
 		return nil
 	}
@@ -356,16 +326,14 @@ func (m *Manager) mount(ctx context.Context, d *drive, readOnly bool) (fstype st
 		return "", 0, failf(err, "The drive's filesystem cannot be recognised: %v", err)
 	}
 	m.mu.Lock()
-	mounted := d.mounted
-	d.mountTried = true
-	m.mu.Unlock()
+	mounted := d.m.mounted
+	m.applyLocked(d, evMountBegin{})
+	m.unlock()
 	if !mounted {
 		if err := m.deps.Mounter.Mount(ctx, src, m.target(d), fstype, readOnly, d.cfg.MountOptions, d.cfg.RunAs); err != nil {
 			return "", 0, failf(err, "The drive cannot be mounted: %v", err)
 		}
-		m.mu.Lock()
-		d.mounted, d.readOnly = true, readOnly
-		m.mu.Unlock()
+		m.apply(d, evMounted{readOnly: readOnly})
 	}
 	dev, err = m.deps.Mounter.DeviceNumber(src)
 	if err != nil {
@@ -380,13 +348,13 @@ func (m *Manager) teardown(d *drive, publish bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), teardownTimeout)
 	defer cancel()
 	m.mu.Lock()
-	mountTried, mapTried := d.mountTried || d.mounted, d.mapTried || d.mapped
-	gone := d.gone
+	mountTried, mapTried := d.m.mountTried || d.m.mounted, d.m.mapTried || d.m.mapped
+	gone := d.m.gone
 	m.mu.Unlock()
 	var errs []error
 	if mountTried {
 		if publish {
-			m.setState(d, api.StateUnmounting, "Unmounting the drive")
+			m.apply(d, evUnmounting{})
 		}
 		target := m.target(d)
 		mounted := true
@@ -420,14 +388,12 @@ func (m *Manager) teardown(d *drive, publish bool) error {
 				return errors.Join(errs...)
 			}
 		} else {
-			m.mu.Lock()
-			d.mountTried, d.mounted, d.readOnly = false, false, false
-			m.mu.Unlock()
+			m.apply(d, evUnmounted{})
 		}
 	}
 	if mapTried {
 		if publish {
-			m.setState(d, api.StateLocking, "Locking the drive")
+			m.apply(d, evLocking{})
 		}
 		name := m.mappingName(d)
 		active, err := m.deps.LUKS.Active(ctx, name)
@@ -437,107 +403,24 @@ func (m *Manager) teardown(d *drive, publish bool) error {
 		if err != nil {
 			errs = append(errs, err)
 		} else {
-			m.mu.Lock()
-			d.mapTried, d.mapped = false, false
-			m.mu.Unlock()
+			m.apply(d, evLocked{})
 		}
 	}
 	if len(errs) == 0 {
-		m.mu.Lock()
-		d.gone = false
-		m.mu.Unlock()
+		m.apply(d, evTornDown{})
 	}
 	return errors.Join(errs...)
 }
 
-// finishBackup publishes how a run ended and starts the next one if a replug or resume asked
-// for it.
+// finishBackup ends a backup run: step publishes how it ended and starts the next one if a
+// replug or resume asked for it.
 func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr error) {
 	m.mu.Lock()
-	defer close(a.done)
-	defer m.mu.Unlock()
-	defer m.wg.Done()
-	d.act = nil
-	if err != nil && errors.Is(context.Cause(a.ctx), ErrRemoved) {
-		// The backup failed because the stick was pulled (its writes failed before udev
-		// reported the removal).
-		err = ErrRemoved
-	}
-	a.cancel(nil)
-	var (
-		state  = api.StateSafeToRemove
-		reason string
-		result api.Result
-	)
-	switch cause := err; {
-	case errors.Is(cause, ErrRemoved):
-		result, reason = api.ResultInterrupted, "The drive was removed during the backup; plug it in again to resume"
-	case errors.Is(cause, errShutdown):
-		result, reason = api.ResultInterrupted, "The backup service stopped; the backup continues when it starts again"
-	case errors.Is(cause, errSuspend):
-		result, reason = api.ResultInterrupted, "Paused for suspend; the backup continues after resume"
-	case errors.Is(cause, errEjected):
-		result, reason = api.ResultCancelled, "Safe to remove"
-	case errors.Is(cause, errUserCancel):
-		result, reason = api.ResultCancelled, "Backup cancelled — safe to remove; the next backup continues where this one stopped"
-	case err != nil:
-		state, result = api.StateFailed, api.ResultFailed
-		reason = "The backup failed: " + err.Error()
-		d.failedAt = m.clock()
-		d.ioFailed = true
-		var ue *userError
-		if errors.As(err, &ue) {
-			reason = ue.reason
-			d.ioFailed = !ue.notIO
-		}
-	default:
-		result, reason = api.ResultSuccess, "Backup complete — safe to remove"
-		if n := len(res.Warnings); n > 0 {
-			reason = fmt.Sprintf("Backup complete with %s — safe to remove", plural(uint64(n), "warning"))
-		}
-		if d.st.LastBackup == 0 {
-			d.st.LastBackup = uint64(m.clock().Unix())
-		}
-	}
-	if err != nil {
-		m.log.Info("run ended", "drive", d.cfg.Name, "result", string(result), "why", err)
-	}
-	d.st.LastResult = result
-	if terr != nil && !errors.Is(err, ErrRemoved) {
-		m.log.Error("cannot lock the drive", "drive", d.cfg.Name, "err", terr)
-		state, result = api.StateFailed, api.ResultFailed
-		d.st.LastResult = result
-		reason = stillInUse
-	}
-	if d.ejecting && terr == nil && d.dev != nil {
-		// Eject reports safe-to-remove itself, once the device is powered off.
-		m.publishLocked(d)
-		return
-	}
-	if d.dev == nil {
-		d.st.Present = false
-		state = api.StateAbsent
-		if result == api.ResultSuccess {
-			reason = "Backup complete"
-		} else if !errors.Is(err, ErrRemoved) && err != nil {
-			reason = "The drive was removed"
-		}
-		if errors.Is(err, ErrRemoved) && terr != nil {
-			m.log.Error("cannot clean up after the removed drive; replugging may fail until the programs using it exit", "drive", d.cfg.Name, "err", terr)
-		}
-	}
-	m.setStateLocked(d, state, reason)
-	m.afterActivityLocked(d)
-}
-
-// afterActivityLocked starts what waited for the activity slot.
-func (m *Manager) afterActivityLocked(d *drive) {
-	if d.dev == nil || m.stopping || d.ejecting {
-		return
-	}
-	if d.startAfter {
-		m.plugLocked(d, d.dev)
-	}
+	removed := errors.Is(context.Cause(a.ctx), ErrRemoved)
+	m.endActivityLocked(d, a)
+	m.applyLocked(d, evRunEnded{res: res, err: err, removed: removed, teardownErr: terr})
+	m.unlock()
+	close(a.done)
 }
 
 // endActivity ends a browse, restore, verify or cleanup activity. prev is the state to go back
@@ -547,7 +430,7 @@ func (m *Manager) endActivity(d *drive, a *activity, prev *api.DriveStatus, terr
 		// A removal while the activity ran only cancelled it: whatever is still set up
 		// (a browse mount the activity used, say) goes now.
 		m.mu.Lock()
-		if d.dev != nil || !(d.mapTried || d.mountTried) {
+		if d.m.dev != nil || !d.m.setUp() {
 			break
 		}
 		m.mu.Unlock()
@@ -557,61 +440,20 @@ func (m *Manager) endActivity(d *drive, a *activity, prev *api.DriveStatus, terr
 			break
 		}
 	}
-	defer close(a.done)
-	defer m.mu.Unlock()
-	defer m.wg.Done()
-	if d.act == a {
-		d.act = nil
-	}
-	a.cancel(nil)
-	switch {
-	case m.settleLocked(d, terr):
-	case prev != nil:
-		m.setStateLocked(d, prev.State, prev.StateReason)
-	}
-	if d.dev != nil && d.startAfter && d.act == nil {
-		m.plugLocked(d, d.dev)
-	}
+	m.endActivityLocked(d, a)
+	m.applyLocked(d, evActivityEnded{prev: prev, teardownErr: terr})
+	m.unlock()
+	close(a.done)
 }
 
-// progress publishes the engine's progress, at most 5 times a second.
+// progress hands the engine's progress to step, which publishes it at most 5 times a second.
 func (m *Manager) progress(d *drive, a *activity, p Progress) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if d.act != a || d.st.State != api.StateBackingUp {
+	defer m.unlock()
+	if d.act != a {
 		return
 	}
-	if p.Phase == backup.PhaseFinishing {
-		// Syncing, promoting and pruning: published as they begin, not once they are done.
-		m.setStateLocked(d, api.StateFinishing, "Finishing the backup")
-		return
-	}
-	st := &d.st
-	st.FilesDone, st.FilesTotal, st.BytesDone, st.BytesTotal = p.FilesDone, p.FilesTotal, p.BytesDone, p.BytesTotal
-	st.Rate = p.Rate
-	st.EtaSeconds = -1
-	if p.ETA >= 0 {
-		st.EtaSeconds = int64(p.ETA / time.Second)
-	}
-	switch {
-	case p.BytesTotal > 0:
-		st.Progress = min(float64(p.BytesDone)/float64(p.BytesTotal), 1)
-	case p.FilesTotal > 0:
-		st.Progress = min(float64(p.FilesDone)/float64(p.FilesTotal), 1)
-	default:
-		st.Progress = 0
-	}
-	if p.FilesTotal == 0 {
-		st.StateReason = fmt.Sprintf("Looking for changes (%s found)", plural(p.FilesDone, "file"))
-	} else {
-		st.StateReason = fmt.Sprintf("Backing up %s of %s files", groupDigits(p.FilesDone), groupDigits(p.FilesTotal))
-	}
-	now := m.clock()
-	if since := now.Sub(d.lastProgressPublish); !d.lastProgressPublish.IsZero() && since >= 0 && since < progressEvery {
-		return // the next publication carries these values
-	}
-	d.lastProgressPublish = now
-	m.publishLocked(d)
+	m.applyLocked(d, evProgress{p: p})
 }
 
 // refreshSnapshots reads the snapshot list from the mounted drive into the cache and updates
@@ -623,22 +465,9 @@ func (m *Manager) refreshSnapshots(d *drive, target string) {
 		return
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	d.snapshots = snaps
-	var count uint32
-	var last int64
-	for _, s := range snaps {
-		if s.Status != api.SnapshotComplete {
-			continue
-		}
-		count++
-		last = max(last, s.Created)
-	}
-	d.st.SnapshotCount = count
-	if last > 0 {
-		d.st.LastBackup = uint64(last)
-	}
-	m.publishLocked(d)
+	m.applyLocked(d, evSnapshots{snaps: snaps})
 }
 
 // groupDigits writes n with thousands separators: 8310 → "8,310".
@@ -666,23 +495,4 @@ func capitalize(s string) string {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
-}
-
-// settleLocked publishes where a drive is after the teardown that ended an activity, when that
-// is decided by the teardown itself: absent when the stick is gone, failed when the drive could
-// not be locked. It reports whether it published.
-func (m *Manager) settleLocked(d *drive, terr error) bool {
-	switch {
-	case d.dev == nil:
-		d.st.Present = false
-		m.setStateLocked(d, api.StateAbsent, "")
-		if terr != nil {
-			m.log.Error("cannot clean up after the removed drive; replugging may fail until the programs using it exit", "drive", d.cfg.Name, "err", terr)
-		}
-		return true
-	case terr != nil:
-		m.setStateLocked(d, api.StateFailed, stillInUse)
-		return true
-	}
-	return false
 }

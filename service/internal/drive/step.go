@@ -1,0 +1,501 @@
+package drive
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/backup"
+)
+
+// step is the drive's state machine: from the machine s and the event ev that happened at now
+// it computes the next machine and the effects to run. It does no I/O, takes no lock and starts
+// nothing; the executor (Manager.apply) runs the effects and feeds their results back as
+// events.
+func step(s machine, ev event, now time.Time) (machine, []effect) {
+	t := &transition{s: s, now: now}
+	t.on(ev)
+	return t.s, t.effs
+}
+
+// transition accumulates one step's result.
+type transition struct {
+	s    machine
+	now  time.Time
+	effs []effect
+}
+
+func (t *transition) emit(e ...effect) { t.effs = append(t.effs, e...) }
+
+func (t *transition) log(level slog.Level, msg string, args ...any) {
+	t.emit(effLog{level: level, msg: msg, args: append([]any{"drive", t.s.st.Name, "uuid", t.s.st.LuksUUID}, args...)})
+}
+
+func (t *transition) refuse(format string, args ...any) {
+	t.emit(effRefuse{err: fmt.Errorf(format, args...)})
+}
+
+func (t *transition) publish() { t.emit(effPublish{st: t.s.st}) }
+
+// set changes the state and reason and publishes.
+func (t *transition) set(state api.State, reason string) {
+	st := &t.s.st
+	if state != api.StateBackingUp {
+		st.Progress, st.Rate, st.EtaSeconds = 0, 0, -1
+		st.FilesDone, st.FilesTotal, st.BytesDone, st.BytesTotal = 0, 0, 0, 0
+	}
+	if st.State != state {
+		t.log(slog.LevelInfo, "drive state", "state", string(state), "reason", reason)
+	}
+	st.State, st.StateReason = state, reason
+	t.publish()
+}
+
+func (t *transition) on(ev event) {
+	s := &t.s
+	name := s.st.Name
+	switch ev := ev.(type) {
+	case evPlug:
+		switch {
+		case s.dev != nil && s.dev.DevPath == ev.dev.DevPath:
+			// A duplicate, or the change events our own luksOpen causes: same plug-in.
+		case s.dev != nil:
+			// The stick came back on a new DEVPATH before the old one's remove arrived, or a
+			// second device carries the same LUKS UUID: take it once the first one is gone.
+			t.log(slog.LevelWarn, "drive seen on a second device; waiting for the first one to go", "device", ev.dev.DevName, "first", s.dev.DevName)
+			dv := ev.dev
+			s.pending = &dv
+		default:
+			t.plug(ev.dev)
+		}
+	case evRemove:
+		t.remove(ev.devPath)
+	case evSleep:
+		if s.act == kindBackup {
+			t.emit(effCancel{cause: errSuspend})
+			s.resume = true
+		}
+	case evResume:
+		if !s.resume || s.dev == nil || s.stopping {
+			return
+		}
+		s.resume = false
+		if s.act != "" {
+			s.startAfter = true
+			return
+		}
+		t.startRun()
+	case evShutdown:
+		s.stopping = true
+		s.startAfter = false
+		if s.act != "" {
+			t.emit(effCancel{cause: errShutdown})
+		}
+	case evShutdownLocked:
+		if s.dev != nil {
+			t.set(api.StateSafeToRemove, "Safe to remove")
+		}
+	case evAdopted:
+		if ev.mount {
+			s.mountTried, s.mounted = true, true
+		} else {
+			s.mapTried, s.mapped = true, true
+		}
+
+	case evBackupNow:
+		if t.refuseBusy("back up to") {
+			return
+		}
+		t.startRun()
+	case evCancel:
+		if s.act != "" && s.act != kindEject && s.act != kindCleanup {
+			t.emit(effCancel{cause: errUserCancel})
+		}
+	case evEject:
+		switch {
+		case s.dev == nil:
+			t.refuse("cannot eject %s: %w", name, api.ErrNotPresent)
+		case s.ejecting:
+			t.refuse("cannot eject %s: it is already being ejected: %w", name, api.ErrBusy)
+		case s.stopping:
+			t.refuse("cannot eject %s: the service is stopping and locks it: %w", name, api.ErrBusy)
+		default:
+			s.ejecting = true
+			s.startAfter, s.resume = false, false
+		}
+	case evEjectWait:
+		if s.act != "" && s.act != kindCleanup {
+			t.emit(effCancel{cause: errEjected})
+		}
+	case evEjectClaim:
+		// The activity the eject cancelled has ended; a removal meanwhile left nothing to eject.
+		if s.act == "" && s.dev != nil {
+			s.act = kindEject
+			t.emit(effClaim{kind: kindEject})
+		}
+	case evEjectDone:
+		s.act = ""
+		var inUse interface{ InUse() []string }
+		switch {
+		case t.settle(ev.teardownErr):
+			if s.dev != nil {
+				t.refuse("cannot eject %s: %w", name, ev.teardownErr)
+			}
+		case errors.As(ev.powerOffErr, &inUse):
+			// Ours is locked, but pulling the stick would hurt whatever else is on it: not safe.
+			uses := strings.Join(inUse.InUse(), ", ")
+			t.set(api.StatePresent, "Locked, but not powered off: the stick is still in use ("+uses+"); unmount that before you pull the stick")
+			t.refuse("cannot power off %s: it is locked, but the stick is still in use: %s: %w", name, uses, api.ErrBusy)
+		case ev.powerOffErr != nil:
+			t.log(slog.LevelWarn, "cannot power off the drive", "err", ev.powerOffErr)
+			t.set(api.StateSafeToRemove, "Safe to remove")
+		default:
+			t.set(api.StateSafeToRemove, "Safe to remove")
+		}
+	case evEjectOver:
+		s.ejecting = false
+	case evClaim:
+		if t.refuseBusy(ev.verb) {
+			return
+		}
+		s.act = ev.kind
+		t.emit(effClaim{kind: ev.kind})
+		t.set(api.StatePresent, ev.reason)
+	case evActivityEnded:
+		s.act = ""
+		switch {
+		case t.settle(ev.teardownErr):
+		case ev.prev != nil:
+			t.set(ev.prev.State, ev.prev.StateReason)
+		}
+		if s.dev != nil && s.startAfter {
+			t.plug(*s.dev)
+		}
+	case evUnlockAttempt:
+		switch {
+		case s.dev == nil:
+			t.refuse("cannot unlock %s: %w", name, api.ErrNotPresent)
+		case s.unlocking:
+			t.refuse("cannot unlock %s: another passphrase is being tried: %w", name, api.ErrBusy)
+		case s.act != kindBackup || s.st.State != api.StateAwaitingPassphrase:
+			t.refuse("cannot unlock %s: it is not waiting for a passphrase: %w", name, api.ErrBusy)
+		case t.now.Before(s.notBefore):
+			wait := (s.notBefore.Sub(t.now) + time.Second - 1) / time.Second
+			t.refuse("cannot unlock %s: too many wrong passphrases; try again in %d s: %w", name, wait, api.ErrBusy)
+		default:
+			s.unlocking = true
+		}
+	case evUnlockOver:
+		s.unlocking = false
+
+	case evUnlocking:
+		t.set(api.StateUnlocking, "Unlocking the drive")
+	case evAwaitPassphrase:
+		t.set(api.StateAwaitingPassphrase, ev.reason)
+	case evWrongPassphrase:
+		s.fails++
+		delay := unlockDelay(s.fails)
+		s.notBefore = t.now.Add(delay)
+		t.log(slog.LevelWarn, "wrong passphrase", "failures", s.fails)
+		reason := "The passphrase was wrong — try again"
+		if delay > 0 {
+			reason = fmt.Sprintf("The passphrase was wrong — try again in %d seconds", int(delay/time.Second))
+		}
+		t.set(api.StateAwaitingPassphrase, reason)
+	case evPassphraseOK:
+		s.fails, s.notBefore = 0, time.Time{}
+	case evOpenBegin:
+		s.mapTried = true
+	case evOpened:
+		s.mapped = true
+	case evMounting:
+		t.set(api.StateMounting, "Mounting the drive")
+	case evMountBegin:
+		s.mountTried = true
+	case evMounted:
+		s.mounted, s.readOnly = true, ev.readOnly
+	case evBackingUp:
+		t.set(api.StateBackingUp, "Preparing the backup")
+	case evProgress:
+		t.progress(ev.p)
+	case evFinishing:
+		if s.st.State != api.StateFinishing {
+			t.set(api.StateFinishing, "Finishing the backup")
+		}
+	case evSnapshots:
+		var count uint32
+		var last int64
+		for _, sn := range ev.snaps {
+			if sn.Status != api.SnapshotComplete {
+				continue
+			}
+			count++
+			last = max(last, sn.Created)
+		}
+		s.st.SnapshotCount = count
+		if last > 0 {
+			s.st.LastBackup = uint64(last)
+		}
+		t.publish()
+	case evUnmounting:
+		t.set(api.StateUnmounting, "Unmounting the drive")
+	case evUnmounted:
+		s.mountTried, s.mounted, s.readOnly = false, false, false
+	case evLocking:
+		t.set(api.StateLocking, "Locking the drive")
+	case evLocked:
+		s.mapTried, s.mapped = false, false
+	case evTornDown:
+		s.gone = false
+	case evRunEnded:
+		t.runEnded(ev)
+	default:
+		panic(fmt.Sprintf("internal error: drive event %T", ev))
+	}
+}
+
+// refuseBusy refuses a call that needs the drive plugged in and idle; it reports whether it
+// did.
+func (t *transition) refuseBusy(verb string) bool {
+	s, name := &t.s, t.s.st.Name
+	switch {
+	case s.dev == nil:
+		t.refuse("cannot %s %s: %w", verb, name, api.ErrNotPresent)
+	case s.act != "":
+		t.refuse("cannot %s %s: %s is in progress: %w", verb, name, activityWords(s.act), api.ErrBusy)
+	case s.ejecting:
+		t.refuse("cannot %s %s: it is being ejected: %w", verb, name, api.ErrBusy)
+	case s.stopping:
+		t.refuse("cannot %s %s: the service is stopping: %w", verb, name, api.ErrFailed)
+	default:
+		return false
+	}
+	return true
+}
+
+// activityWords names an activity kind for a refusal.
+func activityWords(kind string) string {
+	switch kind {
+	case kindBrowse:
+		return "opening it for browsing"
+	case kindRestore:
+		return "a restore"
+	case kindVerify:
+		return "a verification"
+	case kindEject:
+		return "an eject"
+	case kindCleanup:
+		return "a cleanup"
+	}
+	return "a backup"
+}
+
+// plug makes dv the drive's device and starts a run (or queues it behind the activity that
+// still holds the slot, the cleanup of the previous plug-in).
+func (t *transition) plug(dv device) {
+	s := &t.s
+	t.log(slog.LevelInfo, "drive plugged in", "device", dv.DevName, "vendor", dv.Vendor, "model", dv.Model, "serial", dv.Serial)
+	s.dev = &dv
+	s.fails, s.notBefore = 0, time.Time{}
+	s.resume, s.ioFailed = false, false
+	s.st.Present = true
+	s.st.Vendor, s.st.Model, s.st.Serial = dv.Vendor, dv.Model, dv.Serial
+	if dv.Label != "" {
+		s.st.Label = dv.Label
+	}
+	if s.act != "" || s.stopping {
+		s.startAfter = !s.stopping
+		t.set(api.StatePresent, "Waiting for the previous plug-in to be cleaned up")
+		return
+	}
+	t.set(api.StatePresent, "Plugged in")
+	t.startRun()
+}
+
+func (t *transition) startRun() {
+	t.s.startAfter = false
+	t.s.act = kindBackup
+	t.emit(effStartRun{dev: *t.s.dev})
+}
+
+// remove handles the removal of devPath, which may carry the drive.
+func (t *transition) remove(devPath string) {
+	s := &t.s
+	if s.pending != nil && s.pending.carries(devPath) {
+		s.pending = nil
+	}
+	if s.dev == nil || !s.dev.carries(devPath) {
+		return
+	}
+	t.log(slog.LevelInfo, "drive removed", "device", s.dev.DevName)
+	s.dev = nil
+	s.gone = s.setUp() || s.act != ""
+	s.startAfter, s.resume = false, false
+	if s.pending != nil {
+		s.dev, s.pending = s.pending, nil
+		s.startAfter = true
+	}
+	switch {
+	case s.act != "":
+		t.emit(effCancel{cause: ErrRemoved}) // the activity cleans up and publishes
+	case s.setUp():
+		// Left open for browsing: clean up in the background.
+		s.act = kindCleanup
+		t.emit(effStartCleanup{})
+	case s.dev != nil:
+		t.plug(*s.dev)
+	default:
+		s.st.Present = false
+		reason := ""
+		if s.ioFailed && s.st.State == api.StateFailed && t.now.Sub(s.failedAt) < pulledWindow {
+			// Its writes failed before udev reported the removal.
+			s.st.LastResult = api.ResultInterrupted
+			reason = "The drive was removed during the backup; plug it in again to resume"
+		}
+		s.ioFailed = false
+		t.set(api.StateAbsent, reason)
+	}
+}
+
+// settle publishes where a drive is after the teardown that ended an activity, when that is
+// decided by the teardown itself: absent when the stick is gone, failed when the drive could
+// not be locked. It reports whether it published.
+func (t *transition) settle(teardownErr error) bool {
+	s := &t.s
+	switch {
+	case s.dev == nil:
+		s.st.Present = false
+		t.set(api.StateAbsent, "")
+		if teardownErr != nil {
+			t.log(slog.LevelError, "cannot clean up after the removed drive; replugging may fail until the programs using it exit", "err", teardownErr)
+		}
+		return true
+	case teardownErr != nil:
+		t.set(api.StateFailed, stillInUse)
+		return true
+	}
+	return false
+}
+
+// progress takes the engine's progress and publishes it, at most 5 times a second.
+func (t *transition) progress(p Progress) {
+	s := &t.s
+	if s.act != kindBackup || s.st.State != api.StateBackingUp {
+		return
+	}
+	if p.Phase == backup.PhaseFinishing {
+		// Syncing, promoting and pruning: published as they begin, not once they are done.
+		t.set(api.StateFinishing, "Finishing the backup")
+		return
+	}
+	st := &s.st
+	st.FilesDone, st.FilesTotal, st.BytesDone, st.BytesTotal = p.FilesDone, p.FilesTotal, p.BytesDone, p.BytesTotal
+	st.Rate = p.Rate
+	st.EtaSeconds = -1
+	if p.ETA >= 0 {
+		st.EtaSeconds = int64(p.ETA / time.Second)
+	}
+	switch {
+	case p.BytesTotal > 0:
+		st.Progress = min(float64(p.BytesDone)/float64(p.BytesTotal), 1)
+	case p.FilesTotal > 0:
+		st.Progress = min(float64(p.FilesDone)/float64(p.FilesTotal), 1)
+	default:
+		st.Progress = 0
+	}
+	if p.FilesTotal == 0 {
+		st.StateReason = fmt.Sprintf("Looking for changes (%s found)", plural(p.FilesDone, "file"))
+	} else {
+		st.StateReason = fmt.Sprintf("Backing up %s of %s files", groupDigits(p.FilesDone), groupDigits(p.FilesTotal))
+	}
+	if since := t.now.Sub(s.lastProgress); !s.lastProgress.IsZero() && since >= 0 && since < progressEvery {
+		return // the next publication carries these values
+	}
+	s.lastProgress = t.now
+	t.publish()
+}
+
+// runEnded publishes how a backup run ended and starts the next one if a replug or resume asked
+// for it.
+func (t *transition) runEnded(ev evRunEnded) {
+	s := &t.s
+	s.act = ""
+	err := ev.err
+	if err != nil && ev.removed {
+		// The backup failed because the stick was pulled (its writes failed before udev
+		// reported the removal).
+		err = ErrRemoved
+	}
+	var (
+		state  = api.StateSafeToRemove
+		reason string
+		result api.Result
+	)
+	switch {
+	case errors.Is(err, ErrRemoved):
+		result, reason = api.ResultInterrupted, "The drive was removed during the backup; plug it in again to resume"
+	case errors.Is(err, errShutdown):
+		result, reason = api.ResultInterrupted, "The backup service stopped; the backup continues when it starts again"
+	case errors.Is(err, errSuspend):
+		result, reason = api.ResultInterrupted, "Paused for suspend; the backup continues after resume"
+	case errors.Is(err, errEjected):
+		result, reason = api.ResultCancelled, "Safe to remove"
+	case errors.Is(err, errUserCancel):
+		result, reason = api.ResultCancelled, "Backup cancelled — safe to remove; the next backup continues where this one stopped"
+	case err != nil:
+		state, result = api.StateFailed, api.ResultFailed
+		reason = "The backup failed: " + err.Error()
+		s.failedAt = t.now
+		s.ioFailed = true
+		var ue *userError
+		if errors.As(err, &ue) {
+			reason = ue.reason
+			s.ioFailed = !ue.notIO
+		}
+	default:
+		result, reason = api.ResultSuccess, "Backup complete — safe to remove"
+		if ev.res != nil {
+			if n := len(ev.res.Warnings); n > 0 {
+				reason = fmt.Sprintf("Backup complete with %s — safe to remove", plural(uint64(n), "warning"))
+			}
+		}
+		if s.st.LastBackup == 0 {
+			s.st.LastBackup = uint64(t.now.Unix())
+		}
+	}
+	if err != nil {
+		t.log(slog.LevelInfo, "run ended", "result", string(result), "why", err)
+	}
+	s.st.LastResult = result
+	terr := ev.teardownErr
+	if terr != nil && !errors.Is(err, ErrRemoved) {
+		t.log(slog.LevelError, "cannot lock the drive", "err", terr)
+		state, result = api.StateFailed, api.ResultFailed
+		s.st.LastResult = result
+		reason = stillInUse
+	}
+	if s.ejecting && terr == nil && s.dev != nil {
+		// Eject reports safe-to-remove itself, once the device is powered off.
+		t.publish()
+		return
+	}
+	if s.dev == nil {
+		s.st.Present = false
+		state = api.StateAbsent
+		if result == api.ResultSuccess {
+			reason = "Backup complete"
+		} else if !errors.Is(err, ErrRemoved) && err != nil {
+			reason = "The drive was removed"
+		}
+		if errors.Is(err, ErrRemoved) && terr != nil {
+			t.log(slog.LevelError, "cannot clean up after the removed drive; replugging may fail until the programs using it exit", "err", terr)
+		}
+	}
+	t.set(state, reason)
+	if s.dev != nil && !s.stopping && !s.ejecting && s.startAfter {
+		t.plug(*s.dev)
+	}
+}
