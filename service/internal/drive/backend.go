@@ -123,7 +123,7 @@ func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 	m.endActivityLocked(d, a)
 	err = m.applyLocked(d, evEjectDone{teardownErr: terr, powerOffErr: perr})
 	m.unlock()
-	close(a.done)
+	m.activityOver(a)
 	return err
 }
 

@@ -21,9 +21,18 @@ func (m *Manager) apply(d *drive, ev event) error {
 
 // applyLocked is apply with Manager.mu held; what it publishes goes out at the next unlock.
 func (m *Manager) applyLocked(d *drive, ev event) error {
+	runEffs, err := m.stepLocked(d, ev)
+	if len(runEffs) > 0 {
+		m.log.Error("internal error: a run's effects asked for outside the run", "drive", d.cfg.Name, "event", ev.eventName())
+	}
+	return err
+}
+
+// stepLocked feeds ev to d's machine and runs the effects but those of a run, which it returns
+// for the run's goroutine to run.
+func (m *Manager) stepLocked(d *drive, ev event) (runEffs []effect, err error) {
 	next, effs := step(d.m, ev, m.clock())
 	d.m = next
-	var err error
 	for _, e := range effs {
 		switch e := e.(type) {
 		case effPublish:
@@ -48,9 +57,11 @@ func (m *Manager) applyLocked(d *drive, ev event) error {
 			}()
 		case effRefuse:
 			err = e.err
+		default:
+			runEffs = append(runEffs, e)
 		}
 	}
-	return err
+	return runEffs, err
 }
 
 // newActivityLocked creates the activity that holds d's slot (step has claimed it). Its owner
@@ -66,13 +77,19 @@ func (m *Manager) newActivityLocked(d *drive, kind string) *activity {
 	return a
 }
 
-// endActivityLocked releases a's slot; close(a.done) must follow once the publications of its
+// endActivityLocked releases a's slot; activityOver must follow once the publications of its
 // end are out (after unlock).
 func (m *Manager) endActivityLocked(d *drive, a *activity) {
 	if d.act == a {
 		d.act = nil
 	}
 	a.cancel(nil)
+}
+
+// activityOver tells those waiting for a (Eject, shutdown) that it has ended and what it
+// published is out.
+func (m *Manager) activityOver(a *activity) {
+	close(a.done)
 	m.wg.Done()
 }
 

@@ -49,105 +49,88 @@ func unlockDelay(fails int) time.Duration {
 	return min(time.Second<<(fails-2), maxUnlockDelay)
 }
 
-// backupRun is one run: unlock, mount, back up, then tear down whatever ended it.
+// backupRun is the goroutine of one run. It runs the effects step asks for, one at a time, and
+// feeds their results back, until step ends the run.
 func (m *Manager) backupRun(d *drive, a *activity, dv device) {
-	var inhibitor io.Closer
-	if c, err := m.deps.Logind.Inhibit("sleep", "plugvault", "Backing up to "+d.cfg.Name, "delay"); err != nil {
-		m.log.Warn("cannot take a sleep inhibitor; a suspend may interrupt the backup", "err", err)
-	} else {
-		inhibitor = c
-	}
-	res, err := m.backup(a.ctx, d, a, dv)
-	removed := errors.Is(context.Cause(a.ctx), ErrRemoved)
-	terr := m.teardown(d, !removed)
-	if inhibitor != nil {
-		// Only now that the drive is locked may the system go to sleep.
-		if cerr := inhibitor.Close(); cerr != nil {
-			m.log.Warn("cannot release the sleep inhibitor", "err", cerr)
+	var (
+		inhibitor io.Closer
+		fstype    string // of the mounted mapping
+		devNum    uint64 // the mapping's device number
+	)
+	cause := func() error {
+		if a.ctx.Err() != nil {
+			return context.Cause(a.ctx)
 		}
+		return nil
 	}
-	m.finishBackup(d, a, res, err, terr)
-}
-
-// backup runs the states unlocking … finishing. It returns the engine's result, or why it
-// stopped (the activity's cancel cause, or a *userError).
-func (m *Manager) backup(ctx context.Context, d *drive, a *activity, dv device) (*Result, error) {
 	m.mu.Lock()
-	browsing := d.m.mounted && d.m.readOnly
-	m.mu.Unlock()
-	if browsing {
-		if err := m.teardown(d, false); err != nil {
-			return nil, failf(err, "The drive is open for browsing and cannot be closed — close the windows showing it and try again")
-		}
-	}
-
-	var fstype string
-	var dev uint64
-	for try := 0; ; try++ {
-		m.apply(d, evUnlocking{})
-		m.mu.Lock()
-		adopted := d.m.mapped
-		m.mu.Unlock()
-		if !adopted {
-			problem, err := m.unlockWithKeyfile(ctx, d, dv, false)
+	effs, _ := m.stepLocked(d, evRunStarted{})
+	m.unlock()
+	for len(effs) > 0 {
+		var ev event
+		switch e := effs[0].(type) {
+		case effInhibit:
+			c, err := m.deps.Logind.Inhibit("sleep", "plugvault", "Backing up to "+d.cfg.Name, "delay")
 			if err != nil {
-				return nil, m.stopped(ctx, err)
+				m.log.Warn("cannot take a sleep inhibitor; a suspend may interrupt the backup", "err", err)
+			} else {
+				inhibitor = c
 			}
-			if problem != "" {
-				if err := m.awaitPassphrase(ctx, d, a, dv, capitalize(problem)+" — enter the passphrase"); err != nil {
-					return nil, m.stopped(ctx, err)
-				}
+			ev = evInhibited{}
+		case effUnlockKeyfile:
+			problem, err := m.unlockWithKeyfile(a.ctx, d, dv, false)
+			ev = evKeyfileDone{problem: problem, err: err, cause: cause()}
+		case effAwaitPassphrase:
+			err := m.awaitPassphrase(a.ctx, d, a, dv)
+			ev = evPassphraseDone{err: err, cause: cause()}
+		case effMount:
+			var err error
+			fstype, devNum, err = m.mount(a.ctx, d, false)
+			ev = evMountDone{err: err, cause: cause()}
+		case effListSnapshots:
+			m.refreshSnapshots(d, m.target(d))
+			ev = evSnapshotsRead{}
+		case effRunEngine:
+			job := Job{
+				LuksUUID:  d.uuid,
+				Sources:   append([]string(nil), d.cfg.Sources...),
+				Excludes:  append([]string(nil), d.cfg.Excludes...),
+				Target:    m.target(d),
+				Host:      m.host,
+				FSType:    fstype,
+				Dev:       devNum,
+				Retention: d.cfg.Retention,
+				RunAs:     d.cfg.RunAs,
 			}
+			res, err := m.deps.Engine.Run(a.ctx, job, func(p Progress) { m.progress(d, a, p) })
+			ev = evEngineDone{res: res, err: err, cause: cause()}
+		case effTeardown:
+			publish := e.final && !errors.Is(context.Cause(a.ctx), ErrRemoved)
+			ev = evTeardownDone{err: m.teardown(d, publish)}
+		case effRelease:
+			if err := inhibitor.Close(); err != nil {
+				m.log.Warn("cannot release the sleep inhibitor", "err", err)
+			}
+		case effEndRun:
+			m.mu.Lock()
+			removed := errors.Is(context.Cause(a.ctx), ErrRemoved)
+			m.endActivityLocked(d, a)
+			m.applyLocked(d, evRunEnded{removed: removed})
+			m.unlock()
+			m.activityOver(a)
+			return
+		default:
+			panic(fmt.Sprintf("internal error: run effect %T", e))
 		}
-		m.apply(d, evMounting{})
-		var err error
-		fstype, dev, err = m.mount(ctx, d, false)
-		if err == nil {
-			break
-		}
-		if !adopted || try > 0 || ctx.Err() != nil {
-			return nil, m.stopped(ctx, err)
-		}
-		// What an earlier daemon left open is not usable (the stick was replugged while
-		// it was down, say): close it and start from the stick.
-		m.log.Warn("cannot use the adopted mapping; opening the drive afresh", "drive", d.cfg.Name, "err", err)
-		if terr := m.teardown(d, false); terr != nil {
-			return nil, failf(terr, "An old mapping of the drive is still in use — close the programs using it, then plug the drive in again")
+		effs = effs[1:]
+		if ev != nil {
+			m.mu.Lock()
+			more, _ := m.stepLocked(d, ev)
+			m.unlock()
+			effs = append(effs, more...)
 		}
 	}
-	target := m.target(d)
-	m.refreshSnapshots(d, target)
-
-	m.apply(d, evBackingUp{})
-	job := Job{
-		LuksUUID:  d.uuid,
-		Sources:   append([]string(nil), d.cfg.Sources...),
-		Excludes:  append([]string(nil), d.cfg.Excludes...),
-		Target:    target,
-		Host:      m.host,
-		FSType:    fstype,
-		Dev:       dev,
-		Retention: d.cfg.Retention,
-		RunAs:     d.cfg.RunAs,
-	}
-	res, err := m.deps.Engine.Run(ctx, job, func(p Progress) { m.progress(d, a, p) })
-	if err != nil && ctx.Err() != nil {
-		return nil, context.Cause(ctx)
-	}
-	if err != nil {
-		return nil, failf(err, "The backup failed: %v", err)
-	}
-	m.apply(d, evFinishing{})
-	m.refreshSnapshots(d, target)
-	return &res, nil
-}
-
-// stopped prefers the activity's cancel cause over the error an interrupted step returned.
-func (m *Manager) stopped(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return context.Cause(ctx)
-	}
-	return err
+	m.log.Error("internal error: a run ended without freeing its slot", "drive", d.cfg.Name)
 }
 
 // unlockWithKeyfile checks that the plugged stick is the drive and opens the mapping with the
@@ -285,10 +268,9 @@ func (m *Manager) open(ctx context.Context, d *drive, dv device, key []byte, slo
 	return nil
 }
 
-// awaitPassphrase publishes awaiting-passphrase and tries every passphrase Unlock hands over
-// until one opens the drive or the run ends.
-func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv device, reason string) error {
-	m.apply(d, evAwaitPassphrase{reason: reason})
+// awaitPassphrase tries every passphrase Unlock hands over until one opens the drive or the
+// run ends.
+func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv device) error {
 	for {
 		var at attempt
 		select {
@@ -303,7 +285,9 @@ func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv
 			continue
 		}
 		if err != nil {
-			err = m.stopped(ctx, err)
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			}
 			at.reply <- fmt.Errorf("cannot unlock %s: %w", d.cfg.Name, err)
 			var ue *userError
 			if !errors.As(err, &ue) && ctx.Err() == nil {
@@ -412,17 +396,6 @@ func (m *Manager) teardown(d *drive, publish bool) error {
 	return errors.Join(errs...)
 }
 
-// finishBackup ends a backup run: step publishes how it ended and starts the next one if a
-// replug or resume asked for it.
-func (m *Manager) finishBackup(d *drive, a *activity, res *Result, err, terr error) {
-	m.mu.Lock()
-	removed := errors.Is(context.Cause(a.ctx), ErrRemoved)
-	m.endActivityLocked(d, a)
-	m.applyLocked(d, evRunEnded{res: res, err: err, removed: removed, teardownErr: terr})
-	m.unlock()
-	close(a.done)
-}
-
 // endActivity ends a browse, restore, verify or cleanup activity. prev is the state to go back
 // to (nil: keep the current one).
 func (m *Manager) endActivity(d *drive, a *activity, prev *api.DriveStatus, terr error) {
@@ -443,7 +416,7 @@ func (m *Manager) endActivity(d *drive, a *activity, prev *api.DriveStatus, terr
 	m.endActivityLocked(d, a)
 	m.applyLocked(d, evActivityEnded{prev: prev, teardownErr: terr})
 	m.unlock()
-	close(a.done)
+	m.activityOver(a)
 }
 
 // progress hands the engine's progress to step, which publishes it at most 5 times a second.

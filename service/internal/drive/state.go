@@ -68,7 +68,36 @@ type machine struct {
 	fails        int       // wrong passphrases since the last plug-in or success
 	notBefore    time.Time // no Unlock attempt before this
 	lastProgress time.Time // when progress was last published
+
+	run run // the backup run holding the slot (act == kindBackup)
 }
+
+// run is where a backup run is: the phase whose effect is under way and what the run has
+// learnt so far.
+type run struct {
+	phase     string // one of the phase* constants
+	inhibited bool   // the sleep inhibitor is held
+	adopted   bool   // the run uses the mapping an earlier daemon left
+	retried   bool   // the adopted mapping failed to mount and the drive was opened afresh
+	res       *Result
+	err       error // why the run stops (its cancel cause, or a *userError); nil: success
+	terr      error // the final teardown's error
+}
+
+// Phases of a run, in order; each waits for the result of an effect.
+const (
+	phaseInhibit     = "inhibit"      // effInhibit
+	phaseCloseBrowse = "close-browse" // effTeardown of the browse mount the run replaces
+	phaseKeyfile     = "keyfile"      // effUnlockKeyfile
+	phasePassphrase  = "passphrase"   // effAwaitPassphrase
+	phaseMount       = "mount"        // effMount
+	phaseReopen      = "reopen"       // effTeardown of an adopted mapping that did not mount
+	phaseSnapshots   = "snapshots"    // effListSnapshots before the engine
+	phaseEngine      = "engine"       // effRunEngine
+	phaseFinished    = "finished"     // effListSnapshots after the engine
+	phaseTeardown    = "teardown"     // the final effTeardown
+	phaseEnd         = "end"          // effRelease, effEndRun
+)
 
 // setUp tells whether a mapping or a mount may be left that a teardown must look after.
 func (s machine) setUp() bool { return s.mapTried || s.mountTried }
@@ -118,30 +147,41 @@ type (
 
 // Results of the steps of a run and of a teardown.
 type (
-	evUnlocking       struct{}
-	evAwaitPassphrase struct{ reason string }
 	evWrongPassphrase struct{}
 	evPassphraseOK    struct{}
 	evOpenBegin       struct{}
 	evOpened          struct{}
-	evMounting        struct{}
 	evMountBegin      struct{}
 	evMounted         struct{ readOnly bool }
-	evBackingUp       struct{}
 	evProgress        struct{ p Progress }
-	evFinishing       struct{}
 	evSnapshots       struct{ snaps []api.Snapshot }
 	evUnmounting      struct{}
 	evUnmounted       struct{}
 	evLocking         struct{}
 	evLocked          struct{}
 	evTornDown        struct{}
-	evRunEnded        struct {
-		res         *Result
-		err         error // why the run stopped (its cancel cause, or a *userError)
-		removed     bool  // the run's cause was ErrRemoved
-		teardownErr error
+)
+
+// Results of a run's effects. cause is the run's cancel cause when it was cancelled before the
+// effect returned (context.Cause), else nil.
+type (
+	evRunStarted  struct{}
+	evInhibited   struct{}
+	evKeyfileDone struct {
+		problem    string
+		err, cause error
 	}
+	evPassphraseDone struct{ err, cause error }
+	evMountDone      struct{ err, cause error }
+	evSnapshotsRead  struct{}
+	evEngineDone     struct {
+		res        Result
+		err, cause error
+	}
+	evTeardownDone struct{ err error }
+	// evRunEnded: the run released its inhibitor; removed tells whether its cause is
+	// ErrRemoved.
+	evRunEnded struct{ removed bool }
 )
 
 func (evPlug) eventName() string            { return "plug" }
@@ -162,24 +202,27 @@ func (evClaim) eventName() string           { return "claim" }
 func (evActivityEnded) eventName() string   { return "activity-ended" }
 func (evUnlockAttempt) eventName() string   { return "unlock-attempt" }
 func (evUnlockOver) eventName() string      { return "unlock-over" }
-func (evUnlocking) eventName() string       { return "unlocking" }
-func (evAwaitPassphrase) eventName() string { return "await-passphrase" }
 func (evWrongPassphrase) eventName() string { return "wrong-passphrase" }
 func (evPassphraseOK) eventName() string    { return "passphrase-ok" }
 func (evOpenBegin) eventName() string       { return "open-begin" }
 func (evOpened) eventName() string          { return "opened" }
-func (evMounting) eventName() string        { return "mounting" }
 func (evMountBegin) eventName() string      { return "mount-begin" }
 func (evMounted) eventName() string         { return "mounted" }
-func (evBackingUp) eventName() string       { return "backing-up" }
 func (evProgress) eventName() string        { return "progress" }
-func (evFinishing) eventName() string       { return "finishing" }
 func (evSnapshots) eventName() string       { return "snapshots" }
 func (evUnmounting) eventName() string      { return "unmounting" }
 func (evUnmounted) eventName() string       { return "unmounted" }
 func (evLocking) eventName() string         { return "locking" }
 func (evLocked) eventName() string          { return "locked" }
 func (evTornDown) eventName() string        { return "torn-down" }
+func (evRunStarted) eventName() string      { return "run-started" }
+func (evInhibited) eventName() string       { return "inhibited" }
+func (evKeyfileDone) eventName() string     { return "keyfile-done" }
+func (evPassphraseDone) eventName() string  { return "passphrase-done" }
+func (evMountDone) eventName() string       { return "mount-done" }
+func (evSnapshotsRead) eventName() string   { return "snapshots-read" }
+func (evEngineDone) eventName() string      { return "engine-done" }
+func (evTeardownDone) eventName() string    { return "teardown-done" }
 func (evRunEnded) eventName() string        { return "run-ended" }
 
 // effect is what step asks the executor to do.
@@ -207,6 +250,31 @@ type (
 		args  []any
 	}
 )
+
+// Effects of a run, run by the run's own goroutine, which feeds their results back.
+type (
+	effInhibit         struct{} // take the sleep inhibitor → evInhibited
+	effUnlockKeyfile   struct{} // identify the stick, open it with the keyfile → evKeyfileDone
+	effAwaitPassphrase struct{} // try what Unlock hands over until one opens → evPassphraseDone
+	effMount           struct{} // mount read-write → evMountDone
+	effListSnapshots   struct{} // read the snapshot list → evSnapshots, evSnapshotsRead
+	effRunEngine       struct{} // run the engine → evProgress…, evEngineDone
+	// effTeardown unmounts and locks → evTeardownDone; final: the run's last, which passes
+	// through unmounting and locking unless the stick was removed.
+	effTeardown struct{ final bool }
+	effRelease  struct{} // release the sleep inhibitor
+	effEndRun   struct{} // free the slot → evRunEnded
+)
+
+func (effInhibit) effectName() string         { return "inhibit" }
+func (effUnlockKeyfile) effectName() string   { return "unlock-keyfile" }
+func (effAwaitPassphrase) effectName() string { return "await-passphrase" }
+func (effMount) effectName() string           { return "mount" }
+func (effListSnapshots) effectName() string   { return "list-snapshots" }
+func (effRunEngine) effectName() string       { return "run-engine" }
+func (effTeardown) effectName() string        { return "teardown" }
+func (effRelease) effectName() string         { return "release" }
+func (effEndRun) effectName() string          { return "end-run" }
 
 func (effPublish) effectName() string      { return "publish" }
 func (effStartRun) effectName() string     { return "start-run" }

@@ -191,10 +191,6 @@ func (t *transition) on(ev event) {
 	case evUnlockOver:
 		s.unlocking = false
 
-	case evUnlocking:
-		t.set(api.StateUnlocking, "Unlocking the drive")
-	case evAwaitPassphrase:
-		t.set(api.StateAwaitingPassphrase, ev.reason)
 	case evWrongPassphrase:
 		s.fails++
 		delay := unlockDelay(s.fails)
@@ -211,20 +207,12 @@ func (t *transition) on(ev event) {
 		s.mapTried = true
 	case evOpened:
 		s.mapped = true
-	case evMounting:
-		t.set(api.StateMounting, "Mounting the drive")
 	case evMountBegin:
 		s.mountTried = true
 	case evMounted:
 		s.mounted, s.readOnly = true, ev.readOnly
-	case evBackingUp:
-		t.set(api.StateBackingUp, "Preparing the backup")
 	case evProgress:
 		t.progress(ev.p)
-	case evFinishing:
-		if s.st.State != api.StateFinishing {
-			t.set(api.StateFinishing, "Finishing the backup")
-		}
 	case evSnapshots:
 		var count uint32
 		var last int64
@@ -250,10 +238,10 @@ func (t *transition) on(ev event) {
 		s.mapTried, s.mapped = false, false
 	case evTornDown:
 		s.gone = false
-	case evRunEnded:
-		t.runEnded(ev)
 	default:
-		panic(fmt.Sprintf("internal error: drive event %T", ev))
+		if !t.runEvent(ev) {
+			panic(fmt.Sprintf("internal error: drive event %T", ev))
+		}
 	}
 }
 
@@ -313,12 +301,6 @@ func (t *transition) plug(dv device) {
 	}
 	t.set(api.StatePresent, "Plugged in")
 	t.startRun()
-}
-
-func (t *transition) startRun() {
-	t.s.startAfter = false
-	t.s.act = kindBackup
-	t.emit(effStartRun{dev: *t.s.dev})
 }
 
 // remove handles the removal of devPath, which may carry the drive.
@@ -416,86 +398,4 @@ func (t *transition) progress(p Progress) {
 	}
 	s.lastProgress = t.now
 	t.publish()
-}
-
-// runEnded publishes how a backup run ended and starts the next one if a replug or resume asked
-// for it.
-func (t *transition) runEnded(ev evRunEnded) {
-	s := &t.s
-	s.act = ""
-	err := ev.err
-	if err != nil && ev.removed {
-		// The backup failed because the stick was pulled (its writes failed before udev
-		// reported the removal).
-		err = ErrRemoved
-	}
-	var (
-		state  = api.StateSafeToRemove
-		reason string
-		result api.Result
-	)
-	switch {
-	case errors.Is(err, ErrRemoved):
-		result, reason = api.ResultInterrupted, "The drive was removed during the backup; plug it in again to resume"
-	case errors.Is(err, errShutdown):
-		result, reason = api.ResultInterrupted, "The backup service stopped; the backup continues when it starts again"
-	case errors.Is(err, errSuspend):
-		result, reason = api.ResultInterrupted, "Paused for suspend; the backup continues after resume"
-	case errors.Is(err, errEjected):
-		result, reason = api.ResultCancelled, "Safe to remove"
-	case errors.Is(err, errUserCancel):
-		result, reason = api.ResultCancelled, "Backup cancelled — safe to remove; the next backup continues where this one stopped"
-	case err != nil:
-		state, result = api.StateFailed, api.ResultFailed
-		reason = "The backup failed: " + err.Error()
-		s.failedAt = t.now
-		s.ioFailed = true
-		var ue *userError
-		if errors.As(err, &ue) {
-			reason = ue.reason
-			s.ioFailed = !ue.notIO
-		}
-	default:
-		result, reason = api.ResultSuccess, "Backup complete — safe to remove"
-		if ev.res != nil {
-			if n := len(ev.res.Warnings); n > 0 {
-				reason = fmt.Sprintf("Backup complete with %s — safe to remove", plural(uint64(n), "warning"))
-			}
-		}
-		if s.st.LastBackup == 0 {
-			s.st.LastBackup = uint64(t.now.Unix())
-		}
-	}
-	if err != nil {
-		t.log(slog.LevelInfo, "run ended", "result", string(result), "why", err)
-	}
-	s.st.LastResult = result
-	terr := ev.teardownErr
-	if terr != nil && !errors.Is(err, ErrRemoved) {
-		t.log(slog.LevelError, "cannot lock the drive", "err", terr)
-		state, result = api.StateFailed, api.ResultFailed
-		s.st.LastResult = result
-		reason = stillInUse
-	}
-	if s.ejecting && terr == nil && s.dev != nil {
-		// Eject reports safe-to-remove itself, once the device is powered off.
-		t.publish()
-		return
-	}
-	if s.dev == nil {
-		s.st.Present = false
-		state = api.StateAbsent
-		if result == api.ResultSuccess {
-			reason = "Backup complete"
-		} else if !errors.Is(err, ErrRemoved) && err != nil {
-			reason = "The drive was removed"
-		}
-		if errors.Is(err, ErrRemoved) && terr != nil {
-			t.log(slog.LevelError, "cannot clean up after the removed drive; replugging may fail until the programs using it exit", "err", terr)
-		}
-	}
-	t.set(state, reason)
-	if s.dev != nil && !s.stopping && !s.ejecting && s.startAfter {
-		t.plug(*s.dev)
-	}
 }
