@@ -16,6 +16,18 @@
 // and is reported failed ("still in use — close the programs using it, then eject it"), never
 // safe to remove.
 //
+// The machine: step(machine, event, now) → (machine, effects) is the whole state machine,
+// a pure function with no I/O, no lock and no goroutine (state.go, step.go, steprun.go). The
+// machine holds the published status and what a teardown and the next run need to know (the
+// device, the activity holding the drive's one slot, whether the mapping and mount are there,
+// a run's phase and whether it holds the sleep inhibitor). Udev events, sleep and resume, the
+// service's stop and bus calls are events; so are the results of effects. The executor
+// (exec.go) runs the effects: cancelling, claiming the slot and logging at once; opening,
+// mounting, the engine, teardown and the inhibitor in the goroutine of the run, one at a time,
+// feeding each result back to step. Publications are delivered after the Manager's lock is
+// released, one drive's in the order step made them, and a call returns once what it changed
+// is published.
+//
 // The lower layers (udev, cryptsetup, mount, USB power, the backup engine, logind) are consumed
 // through small interfaces declared here (Source, LUKS, Mounter, Engine, Logind) whose method
 // sets follow the agreed internal APIs; service/cmd/plugvaultd (adapters.go, logind.go) adapts
@@ -42,4 +54,144 @@
 // <mount_base>/<luks_uuid>/drive, which only root and the drive's run_as user can reach. While it is open for browsing the drive's State is present (it is
 // not safe to remove) and StateReason names the mount point; Eject, a removal or the next
 // backup run closes it.
+//
+// # State table
+//
+// For each event, the next state and the effects (logging left out) of step from each state.
+// The first column is a state as a run leaves it, or state/variant for another phase of a run
+// or another situation in that state; "*" stands for every state not listed for that event,
+// "=" for the state unchanged, "-" for no effect. An event not listed for a state leaves the
+// state alone and publishes nothing (it may record what is set up: open-begin, opened,
+// mount-begin, mounted, unmounted, locked, torn-down, adopted-mapping, adopted-mount,
+// passphrase-ok, unlock-over, eject-over, and a duplicate plug). shutdown-locked and the
+// eject-done events come after a teardown that closed everything. The events are those of
+// step_test.go, which checks this table against step:
+//
+//	state                  event                next                 effects
+//	absent                 plug                 present              publish,start-run
+//	absent                 plug-other           present              publish,start-run
+//	absent                 remove               =                    -
+//	present                remove               absent               publish
+//	present/browsing       remove               =                    start-cleanup
+//	safe-to-remove         remove               absent               publish
+//	safe-to-remove/resume  remove               absent               publish
+//	failed                 remove               absent               publish
+//	*                      remove               =                    cancel
+//	absent                 sleep                =                    -
+//	present                sleep                =                    -
+//	present/browsing       sleep                =                    -
+//	present/waiting        sleep                =                    -
+//	safe-to-remove         sleep                =                    -
+//	safe-to-remove/resume  sleep                =                    -
+//	failed                 sleep                =                    -
+//	*                      sleep                =                    cancel
+//	safe-to-remove/resume  resume               =                    start-run
+//	absent                 shutdown             =                    -
+//	present                shutdown             =                    -
+//	present/browsing       shutdown             =                    -
+//	safe-to-remove         shutdown             =                    -
+//	safe-to-remove/resume  shutdown             =                    -
+//	failed                 shutdown             =                    -
+//	*                      shutdown             =                    cancel
+//	absent                 shutdown-locked      =                    -
+//	safe-to-remove         shutdown-locked      =                    publish
+//	safe-to-remove/resume  shutdown-locked      =                    publish
+//	*                      shutdown-locked      safe-to-remove       publish
+//	present                backup-now           =                    start-run
+//	present/browsing       backup-now           =                    start-run
+//	safe-to-remove         backup-now           =                    start-run
+//	safe-to-remove/resume  backup-now           =                    start-run
+//	failed                 backup-now           =                    start-run
+//	*                      backup-now           =                    refuse
+//	absent                 cancel               =                    -
+//	present                cancel               =                    -
+//	present/browsing       cancel               =                    -
+//	present/waiting        cancel               =                    -
+//	safe-to-remove         cancel               =                    -
+//	safe-to-remove/resume  cancel               =                    -
+//	failed                 cancel               =                    -
+//	*                      cancel               =                    cancel
+//	absent                 eject                =                    refuse
+//	absent                 eject-wait           =                    -
+//	present                eject-wait           =                    -
+//	present/browsing       eject-wait           =                    -
+//	present/waiting        eject-wait           =                    -
+//	safe-to-remove         eject-wait           =                    -
+//	safe-to-remove/resume  eject-wait           =                    -
+//	failed                 eject-wait           =                    -
+//	*                      eject-wait           =                    cancel
+//	present                eject-claim          =                    claim
+//	present/browsing       eject-claim          =                    claim
+//	safe-to-remove         eject-claim          =                    claim
+//	safe-to-remove/resume  eject-claim          =                    claim
+//	failed                 eject-claim          =                    claim
+//	absent                 eject-done           =                    publish
+//	safe-to-remove         eject-done           =                    publish
+//	safe-to-remove/resume  eject-done           =                    publish
+//	*                      eject-done           safe-to-remove       publish
+//	absent                 eject-busy           =                    publish
+//	failed                 eject-busy           =                    publish,refuse
+//	*                      eject-busy           failed               publish,refuse
+//	absent                 eject-in-use         =                    publish
+//	present                eject-in-use         =                    publish,refuse
+//	present/browsing       eject-in-use         =                    publish,refuse
+//	present/waiting        eject-in-use         =                    publish,refuse
+//	present/run            eject-in-use         =                    publish,refuse
+//	present/inhibit        eject-in-use         =                    publish,refuse
+//	present/close-browse   eject-in-use         =                    publish,refuse
+//	*                      eject-in-use         present              publish,refuse
+//	absent                 eject-no-power-off   =                    publish
+//	safe-to-remove         eject-no-power-off   =                    publish
+//	safe-to-remove/resume  eject-no-power-off   =                    publish
+//	*                      eject-no-power-off   safe-to-remove       publish
+//	present                browse               =                    claim,publish
+//	present/browsing       browse               =                    claim,publish
+//	safe-to-remove         browse               present              claim,publish
+//	safe-to-remove/resume  browse               present              claim,publish
+//	failed                 browse               present              claim,publish
+//	*                      browse               =                    refuse
+//	absent                 activity-ended       =                    publish
+//	present/waiting        activity-ended       =                    publish,start-run
+//	absent                 activity-ended-busy  =                    publish
+//	present/waiting        activity-ended-busy  =                    publish,publish,start-run
+//	failed                 activity-ended-busy  =                    publish
+//	*                      activity-ended-busy  failed               publish
+//	awaiting-passphrase    unlock               =                    -
+//	*                      unlock               =                    refuse
+//	awaiting-passphrase    wrong-passphrase     =                    publish
+//	*                      wrong-passphrase     awaiting-passphrase  publish
+//	unmounting             unmounting           =                    publish
+//	*                      unmounting           unmounting           publish
+//	locking                locking              =                    publish
+//	locking/end            locking              =                    publish
+//	*                      locking              locking              publish
+//	backing-up             progress             =                    publish
+//	backing-up             progress-finishing   finishing            publish
+//	*                      snapshots            =                    publish
+//	present/run            run-started          =                    inhibit
+//	present/inhibit        inhibited            unlocking            publish,unlock-keyfile
+//	unlocking              keyfile-ok           mounting             publish,mount
+//	unlocking              keyfile-refused      awaiting-passphrase  publish,await-passphrase
+//	unlocking              keyfile-failed       =                    final-teardown
+//	awaiting-passphrase    passphrase-done      mounting             publish,mount
+//	awaiting-passphrase    passphrase-failed    =                    final-teardown
+//	mounting               mount-done           =                    list-snapshots
+//	mounting/adopted       mount-done           =                    list-snapshots
+//	mounting               mount-failed         =                    final-teardown
+//	mounting/adopted       mount-failed         =                    teardown
+//	mounting               cancelled            =                    final-teardown
+//	mounting/adopted       cancelled            =                    final-teardown
+//	mounting/snapshots     snapshots-read       backing-up           publish,run-engine
+//	finishing              snapshots-read       =                    final-teardown
+//	backing-up             engine-done          finishing            publish,list-snapshots
+//	backing-up             engine-failed        =                    final-teardown
+//	present/close-browse   teardown-done        unlocking            publish,unlock-keyfile
+//	unlocking/reopen       teardown-done        =                    publish,unlock-keyfile
+//	unmounting             teardown-done        =                    release,end-run
+//	locking                teardown-done        =                    release,end-run
+//	present/close-browse   teardown-failed      =                    final-teardown
+//	unlocking/reopen       teardown-failed      =                    final-teardown
+//	unmounting             teardown-failed      =                    release,end-run
+//	locking                teardown-failed      =                    release,end-run
+//	locking/end            run-ended            safe-to-remove       publish
 package drive

@@ -272,9 +272,14 @@ func (effAwaitPassphrase) effectName() string { return "await-passphrase" }
 func (effMount) effectName() string           { return "mount" }
 func (effListSnapshots) effectName() string   { return "list-snapshots" }
 func (effRunEngine) effectName() string       { return "run-engine" }
-func (effTeardown) effectName() string        { return "teardown" }
-func (effRelease) effectName() string         { return "release" }
-func (effEndRun) effectName() string          { return "end-run" }
+func (e effTeardown) effectName() string {
+	if e.final {
+		return "final-teardown"
+	}
+	return "teardown"
+}
+func (effRelease) effectName() string { return "release" }
+func (effEndRun) effectName() string  { return "end-run" }
 
 func (effPublish) effectName() string      { return "publish" }
 func (effStartRun) effectName() string     { return "start-run" }

@@ -40,8 +40,13 @@ func (t *transition) refuse(format string, args ...any) {
 
 func (t *transition) publish() { t.emit(effPublish{st: t.s.st}) }
 
-// set changes the state and reason and publishes.
+// set changes the state and reason and publishes. A drive whose mapping or mount may still be
+// there is never called safe to remove.
 func (t *transition) set(state api.State, reason string) {
+	if state == api.StateSafeToRemove && t.s.setUp() {
+		t.log(slog.LevelError, "internal error: safe to remove while set up", "mapped", t.s.mapTried, "mounted", t.s.mountTried)
+		state, reason = api.StateFailed, stillInUse
+	}
 	st := &t.s.st
 	if state != api.StateBackingUp {
 		st.Progress, st.Rate, st.EtaSeconds = 0, 0, -1

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/plugvault/plugvault/service/api"
 )
@@ -23,6 +24,12 @@ func (t *transition) startRun() {
 func (t *transition) runEvent(ev event) bool {
 	s := &t.s
 	r := &s.run
+	if want, ok := runPhaseOf(ev); !ok {
+		return false
+	} else if s.act != kindBackup || !slices.Contains(want, r.phase) {
+		// Not the result the run waits for (no run, or another phase): nothing to do.
+		return true
+	}
 	switch ev := ev.(type) {
 	case evRunStarted:
 		r.phase = phaseInhibit
@@ -122,6 +129,32 @@ func (t *transition) runEvent(ev event) bool {
 		return false
 	}
 	return true
+}
+
+// runPhaseOf lists the phases in which the run waits for ev; ok is false when ev is not the
+// result of a run's effect.
+func runPhaseOf(ev event) (phases []string, ok bool) {
+	switch ev.(type) {
+	case evRunStarted:
+		return []string{""}, true
+	case evInhibited:
+		return []string{phaseInhibit}, true
+	case evKeyfileDone:
+		return []string{phaseKeyfile}, true
+	case evPassphraseDone:
+		return []string{phasePassphrase}, true
+	case evMountDone:
+		return []string{phaseMount}, true
+	case evSnapshotsRead:
+		return []string{phaseSnapshots, phaseFinished}, true
+	case evEngineDone:
+		return []string{phaseEngine}, true
+	case evTeardownDone:
+		return []string{phaseCloseBrowse, phaseReopen, phaseTeardown}, true
+	case evRunEnded:
+		return []string{phaseEnd}, true
+	}
+	return nil, false
 }
 
 // unlock enters unlocking: the keyfile is tried unless the mapping is there already (adopted
