@@ -116,6 +116,9 @@ func (m *Manager) queueLocked(d *drive, p publication) {
 	}
 	d.out.pending = append(d.out.pending, p)
 	d.out.queued++
+	if m.onQueue != nil {
+		m.onQueue(d.uuid, p.st)
+	}
 }
 
 // unlock releases Manager.mu and then delivers what was queued meanwhile. Publications of one

@@ -70,7 +70,8 @@ type Manager struct {
 	dirty      []*drive       // drives with publications to deliver at the next unlock
 	published  *sync.Cond     // on mu: publications were delivered
 
-	onEvent func(Event) // test hook: called after each live event was handled
+	onEvent func(Event)                           // test hook: called after each live event was handled
+	onQueue func(uuid string, st api.DriveStatus) // test hook: called with Manager.mu held as a status is queued
 }
 
 // NewManager checks deps, fills in defaults and publishes every configured drive as absent

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
@@ -60,5 +61,58 @@ func TestPublisherRunsWithoutTheLock(t *testing.T) {
 	}
 	if e, c := entered.Load(), completed.Load(); e == 0 || c != e || int(c) < len(h.pub.statuses(uuidA))-1-n {
 		t.Errorf("publisher callbacks: %d entered, %d completed", e, c)
+	}
+}
+
+// TestPublicationsKeepTheirOrder: while one goroutine delivers a drive's status, a later status
+// of the same drive made by another goroutine waits for it and is delivered after it; the call
+// that made it returns only once it is delivered.
+func TestPublicationsKeepTheirOrder(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("Blue stick", uuidA, keyA)
+	first := drive.Progress{FilesDone: 1, FilesTotal: 10, BytesDone: 1, BytesTotal: 10}
+	second := drive.Progress{FilesDone: 2, FilesTotal: 10, BytesDone: 2, BytesTotal: 10}
+	entered, release := make(chan struct{}), make(chan struct{})
+	queued := make(chan struct{}, 1)
+	h.eng.onRun = func(job drive.Job, progress func(drive.Progress)) {
+		firstDone, secondDone := make(chan struct{}), make(chan struct{})
+		go func() { progress(first); close(firstDone) }()
+		<-entered // the first is being delivered, and the publisher holds it
+		h.clock.Advance(time.Second)
+		go func() { progress(second); close(secondDone) }()
+		<-queued
+		select {
+		case <-secondDone:
+			t.Error("the second progress call returned while the first status was still being delivered")
+		default:
+		}
+		close(release)
+		<-firstDone
+		<-secondDone
+	}
+	h.start()
+	h.m.SetOnQueue(func(uuid string, st api.DriveStatus) {
+		if st.FilesDone == second.FilesDone {
+			queued <- struct{}{}
+		}
+	})
+	prev := h.pub.check
+	h.pub.check = func(uuid string, st api.DriveStatus) {
+		prev(uuid, st)
+		if st.FilesDone == first.FilesDone {
+			close(entered)
+			<-release
+		}
+	}
+	h.plug(sdb, uuidA, 100, keyA)
+	h.waitState(uuidA, 0, api.StateSafeToRemove)
+	var done []uint64
+	for _, st := range h.pub.statuses(uuidA) {
+		if st.FilesDone != 0 {
+			done = append(done, st.FilesDone)
+		}
+	}
+	if !slices.Equal(done, []uint64{first.FilesDone, second.FilesDone}) {
+		t.Errorf("progress published in the order %v", done)
 	}
 }
