@@ -91,7 +91,7 @@ func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 		m.mu.Unlock()
 		return err
 	}
-	if err := m.applyLocked(d, evEject{}); err != nil {
+	if err := m.applyLocked(d, evEject{powerOff: powerOff}); err != nil {
 		m.unlock()
 		return err
 	}
@@ -105,26 +105,14 @@ func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 		<-a.done
 		m.mu.Lock()
 	}
-	m.applyLocked(d, evEjectClaim{})
-	a := d.act
-	if a == nil {
+	effs, _ := m.stepLocked(d, evEjectClaim{})
+	if len(effs) == 0 {
 		m.unlock()
 		return nil // removed meanwhile, and cleaned up: nothing left to eject
 	}
-	dv := *d.m.dev
+	x := &actor{m: m, d: d, a: d.act, dv: *d.m.dev, ctx: ctx}
 	m.unlock()
-
-	terr := m.teardown(d, true)
-	var perr error
-	if terr == nil && powerOff && m.deps.PowerOff != nil {
-		perr = m.deps.PowerOff(ctx, dv.diskDevPath())
-	}
-	m.mu.Lock()
-	m.endActivityLocked(d, a)
-	err = m.applyLocked(d, evEjectDone{teardownErr: terr, powerOffErr: perr})
-	m.unlock()
-	m.activityOver(a)
-	return err
+	return x.runEffects(effs)
 }
 
 // RunAs returns the drive's run_as user ("" when it has none).

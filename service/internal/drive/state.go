@@ -52,6 +52,7 @@ type machine struct {
 	startAfter bool // start a backup run when the current activity ends (replug, resume)
 	resume     bool // a run was stopped for suspend: start again after resume
 	ejecting   bool
+	powerOff   bool // the eject powers the stick off once it is locked
 	// gone: the stick of what is set up now was removed; teardown may then detach a busy
 	// mount lazily. Cleared once teardown has closed everything.
 	gone bool
@@ -125,12 +126,11 @@ type (
 	evBackupNow struct{}
 	evCancel    struct{}
 	// evEject starts an eject; evEjectWait cancels the activity it waits for (each one until
-	// the slot is free), evEjectClaim follows once it is, evEjectDone once the drive is locked
-	// (and maybe powered off), and evEjectOver in every case.
-	evEject      struct{}
+	// the slot is free), evEjectClaim follows once it is, then the results of its teardown and
+	// power-off, and evEjectOver in every case.
+	evEject      struct{ powerOff bool }
 	evEjectWait  struct{}
 	evEjectClaim struct{}
-	evEjectDone  struct{ teardownErr, powerOffErr error }
 	evEjectOver  struct{}
 	// evClaim claims the slot for a browse, restore or verify (kind), shown as present with
 	// reason; verb words a refusal.
@@ -179,6 +179,7 @@ type (
 		err, cause error
 	}
 	evTeardownDone struct{ err error }
+	evPowerOffDone struct{ err error }
 	// evRunEnded: the run released its inhibitor; removed tells whether its cause is
 	// ErrRemoved.
 	evRunEnded struct{ removed bool }
@@ -196,7 +197,6 @@ func (evCancel) eventName() string          { return "cancel" }
 func (evEject) eventName() string           { return "eject" }
 func (evEjectWait) eventName() string       { return "eject-wait" }
 func (evEjectClaim) eventName() string      { return "eject-claim" }
-func (evEjectDone) eventName() string       { return "eject-done" }
 func (evEjectOver) eventName() string       { return "eject-over" }
 func (evClaim) eventName() string           { return "claim" }
 func (evActivityEnded) eventName() string   { return "activity-ended" }
@@ -223,6 +223,7 @@ func (evMountDone) eventName() string       { return "mount-done" }
 func (evSnapshotsRead) eventName() string   { return "snapshots-read" }
 func (evEngineDone) eventName() string      { return "engine-done" }
 func (evTeardownDone) eventName() string    { return "teardown-done" }
+func (evPowerOffDone) eventName() string    { return "power-off-done" }
 func (evRunEnded) eventName() string        { return "run-ended" }
 
 // effect is what step asks the executor to do.
@@ -251,7 +252,8 @@ type (
 	}
 )
 
-// Effects of a run, run by the run's own goroutine, which feeds their results back.
+// Effects of an activity (a backup run or an eject), run by the goroutine that owns it, which
+// feeds their results back.
 type (
 	effInhibit         struct{} // take the sleep inhibitor → evInhibited
 	effUnlockKeyfile   struct{} // identify the stick, open it with the keyfile → evKeyfileDone
@@ -259,11 +261,14 @@ type (
 	effMount           struct{} // mount read-write → evMountDone
 	effListSnapshots   struct{} // read the snapshot list → evSnapshots, evSnapshotsRead
 	effRunEngine       struct{} // run the engine → evProgress…, evEngineDone
-	// effTeardown unmounts and locks → evTeardownDone; final: the run's last, which passes
-	// through unmounting and locking unless the stick was removed.
-	effTeardown struct{ final bool }
-	effRelease  struct{} // release the sleep inhibitor
-	effEndRun   struct{} // free the slot → evRunEnded
+	// effTeardown unmounts and locks → evTeardownDone; final: a run's last, which passes
+	// through unmounting and locking unless the stick was removed; eject: an eject's, which
+	// passes through them.
+	effTeardown    struct{ final, eject bool }
+	effRelease     struct{} // release the sleep inhibitor
+	effEndRun      struct{} // free the slot → evRunEnded
+	effPowerOff    struct{} // power the USB device off → evPowerOffDone
+	effEndActivity struct{} // free the slot (step has published the outcome)
 )
 
 func (effInhibit) effectName() string         { return "inhibit" }
@@ -273,13 +278,18 @@ func (effMount) effectName() string           { return "mount" }
 func (effListSnapshots) effectName() string   { return "list-snapshots" }
 func (effRunEngine) effectName() string       { return "run-engine" }
 func (e effTeardown) effectName() string {
-	if e.final {
+	switch {
+	case e.final:
 		return "final-teardown"
+	case e.eject:
+		return "eject-teardown"
 	}
 	return "teardown"
 }
-func (effRelease) effectName() string { return "release" }
-func (effEndRun) effectName() string  { return "end-run" }
+func (effRelease) effectName() string     { return "release" }
+func (effEndRun) effectName() string      { return "end-run" }
+func (effPowerOff) effectName() string    { return "power-off" }
+func (effEndActivity) effectName() string { return "end-activity" }
 
 func (effPublish) effectName() string      { return "publish" }
 func (effStartRun) effectName() string     { return "start-run" }

@@ -128,7 +128,7 @@ func (t *transition) on(ev event) {
 		case s.stopping:
 			t.refuse("cannot eject %s: the service is stopping and locks it: %w", name, api.ErrBusy)
 		default:
-			s.ejecting = true
+			s.ejecting, s.powerOff = true, ev.powerOff
 			s.startAfter, s.resume = false, false
 		}
 	case evEjectWait:
@@ -139,29 +139,10 @@ func (t *transition) on(ev event) {
 		// The activity the eject cancelled has ended; a removal meanwhile left nothing to eject.
 		if s.act == "" && s.dev != nil {
 			s.act = kindEject
-			t.emit(effClaim{kind: kindEject})
-		}
-	case evEjectDone:
-		s.act = ""
-		var inUse interface{ InUse() []string }
-		switch {
-		case t.settle(ev.teardownErr):
-			if s.dev != nil {
-				t.refuse("cannot eject %s: %w", name, ev.teardownErr)
-			}
-		case errors.As(ev.powerOffErr, &inUse):
-			// Ours is locked, but pulling the stick would hurt whatever else is on it: not safe.
-			uses := strings.Join(inUse.InUse(), ", ")
-			t.set(api.StatePresent, "Locked, but not powered off: the stick is still in use ("+uses+"); unmount that before you pull the stick")
-			t.refuse("cannot power off %s: it is locked, but the stick is still in use: %s: %w", name, uses, api.ErrBusy)
-		case ev.powerOffErr != nil:
-			t.log(slog.LevelWarn, "cannot power off the drive", "err", ev.powerOffErr)
-			t.set(api.StateSafeToRemove, "Safe to remove")
-		default:
-			t.set(api.StateSafeToRemove, "Safe to remove")
+			t.emit(effClaim{kind: kindEject}, effTeardown{eject: true})
 		}
 	case evEjectOver:
-		s.ejecting = false
+		s.ejecting, s.powerOff = false, false
 	case evClaim:
 		if t.refuseBusy(ev.verb) {
 			return
@@ -244,6 +225,9 @@ func (t *transition) on(ev event) {
 	case evTornDown:
 		s.gone = false
 	default:
+		if t.ejectEvent(ev) {
+			return
+		}
 		if !t.runEvent(ev) {
 			panic(fmt.Sprintf("internal error: drive event %T", ev))
 		}
@@ -403,4 +387,53 @@ func (t *transition) progress(p Progress) {
 	}
 	s.lastProgress = t.now
 	t.publish()
+}
+
+// ejectEvent handles the results of an eject's effects; it reports whether it took ev (a
+// power-off result is dropped when no eject holds the slot; a teardown result is left to the
+// run then).
+func (t *transition) ejectEvent(ev event) bool {
+	s, name := &t.s, t.s.st.Name
+	if s.act != kindEject {
+		_, ok := ev.(evPowerOffDone)
+		return ok
+	}
+	switch ev := ev.(type) {
+	case evTeardownDone:
+		if ev.err == nil && s.dev != nil && s.powerOff {
+			t.emit(effPowerOff{})
+			return true
+		}
+		s.act = ""
+		switch {
+		case t.settle(ev.err):
+			if s.dev != nil {
+				t.refuse("cannot eject %s: %w", name, ev.err)
+			}
+		default:
+			t.set(api.StateSafeToRemove, "Safe to remove")
+		}
+		t.emit(effEndActivity{})
+	case evPowerOffDone:
+		s.act = ""
+		var inUse interface{ InUse() []string }
+		switch {
+		case t.settle(nil):
+			// Removed meanwhile (a power-off makes the stick go).
+		case errors.As(ev.err, &inUse):
+			// Ours is locked, but pulling the stick would hurt whatever else is on it: not safe.
+			uses := strings.Join(inUse.InUse(), ", ")
+			t.set(api.StatePresent, "Locked, but not powered off: the stick is still in use ("+uses+"); unmount that before you pull the stick")
+			t.refuse("cannot power off %s: it is locked, but the stick is still in use: %s: %w", name, uses, api.ErrBusy)
+		case ev.err != nil:
+			t.log(slog.LevelWarn, "cannot power off the drive", "err", ev.err)
+			t.set(api.StateSafeToRemove, "Safe to remove")
+		default:
+			t.set(api.StateSafeToRemove, "Safe to remove")
+		}
+		t.emit(effEndActivity{})
+	default:
+		return false
+	}
+	return true
 }

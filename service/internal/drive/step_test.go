@@ -56,6 +56,9 @@ var stepFixtures = []struct {
 	{"unmounting", fixture(api.StateUnmounting, "")},
 	{"locking", fixture(api.StateLocking, "")},
 	{"locking/end", fixture(api.StateLocking, phaseEnd)},
+	{"locking/eject", fixture(api.StateLocking, "eject")},
+	{"locking/eject-power-off", fixture(api.StateLocking, "eject-power-off")},
+	{"locking/eject-gone", fixture(api.StateLocking, "eject-gone")},
 	{"safe-to-remove", fixture(api.StateSafeToRemove, "")},
 	{"safe-to-remove/resume", fixture(api.StateSafeToRemove, "resume")},
 	{"failed", fixture(api.StateFailed, "")},
@@ -67,6 +70,11 @@ var stepFixtures = []struct {
 func fixture(st api.State, variant string) machine {
 	s := machine{st: api.DriveStatus{Name: "A", LuksUUID: stepUUID, State: st, Present: st != api.StateAbsent, EtaSeconds: -1}}
 	if st == api.StateAbsent {
+		return s
+	}
+	if variant == "eject-gone" {
+		// The stick went while an eject locked it or powered it off.
+		s.act, s.ejecting, s.powerOff, s.gone = kindEject, true, true, true
 		return s
 	}
 	dv := stickB
@@ -129,11 +137,15 @@ func fixture(st api.State, variant string) machine {
 		inRun(phaseTeardown)
 		mounted()
 	case api.StateLocking:
-		inRun(phaseTeardown)
-		mapped()
-		if variant == phaseEnd {
+		switch variant {
+		case phaseEnd:
 			inRun(phaseEnd)
-			s.mapTried, s.mapped = false, false
+		case "eject", "eject-power-off":
+			// An eject's teardown has closed everything (or failed to).
+			s.act, s.ejecting, s.powerOff = kindEject, true, variant == "eject-power-off"
+		default:
+			inRun(phaseTeardown)
+			mapped()
 		}
 	case api.StateSafeToRemove:
 		s.resume = variant == "resume"
@@ -173,10 +185,6 @@ var stepEvents = []struct {
 	{"eject", evEject{}, false},
 	{"eject-wait", evEjectWait{}, false},
 	{"eject-claim", evEjectClaim{}, false},
-	{"eject-done", evEjectDone{}, true},
-	{"eject-busy", evEjectDone{teardownErr: errBoom}, false},
-	{"eject-in-use", evEjectDone{powerOffErr: inUseErr{}}, true},
-	{"eject-no-power-off", evEjectDone{powerOffErr: errBoom}, true},
 	{"eject-over", evEjectOver{}, false},
 	{"browse", evClaim{kind: kindBrowse, verb: "browse", reason: "Opening the drive for browsing"}, false},
 	{"activity-ended", evActivityEnded{}, false},
@@ -212,6 +220,9 @@ var stepEvents = []struct {
 	{"engine-failed", evEngineDone{err: errBoom}, false},
 	{"teardown-done", evTeardownDone{}, false},
 	{"teardown-failed", evTeardownDone{err: errBoom}, false},
+	{"power-off-done", evPowerOffDone{}, true},
+	{"power-off-in-use", evPowerOffDone{err: inUseErr{}}, true},
+	{"power-off-failed", evPowerOffDone{err: errBoom}, true},
 	{"run-ended", evRunEnded{}, false},
 }
 
@@ -283,7 +294,7 @@ func stepTable() string {
 			if !r.same {
 				next = string(r.next)
 			}
-			fmt.Fprintf(&b, "//\t%-22s %-20s %-20s %s\n", name, e.name, next, r.effects)
+			fmt.Fprintf(&b, "//\t%-24s %-20s %-20s %s\n", name, e.name, next, r.effects)
 		}
 		for i, f := range stepFixtures {
 			if cells[i] != def {
