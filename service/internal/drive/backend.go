@@ -153,26 +153,21 @@ func (m *Manager) Browse(ctx context.Context, uuid string, caller Caller) (strin
 		m.mu.Unlock()
 		return target, nil
 	}
-	prev := d.m.st
-	if err := m.applyLocked(d, evClaim{kind: kindBrowse, verb: "browse", reason: "Opening the drive for browsing"}); err != nil {
+	effs, err := m.stepLocked(d, evClaim{kind: kindBrowse, verb: "browse", reason: "Opening the drive for browsing",
+		openReason: "Open for browsing (read-only) at " + target + " — eject the drive when you are done"})
+	if err != nil {
 		m.unlock()
 		return "", err
 	}
-	dv := *d.m.dev
-	a := d.act
+	x := &actor{m: m, d: d, a: d.act, dv: *d.m.dev, ctx: ctx}
 	m.unlock()
-	stop := context.AfterFunc(ctx, func() { a.cancel(ctx.Err()) })
+	stop := context.AfterFunc(ctx, func() { x.a.cancel(ctx.Err()) })
 	defer stop()
-
-	if err := m.openReadOnly(a.ctx, d, dv); err != nil {
-		terr := m.teardown(d, false)
-		m.endActivity(d, a, &prev, terr)
-		return "", err
+	x.runEffects(effs)
+	if x.err != nil {
+		return "", x.err
 	}
 	m.log.Info("drive open for browsing", "drive", d.cfg.Name, "uid", caller.UID, "target", target)
-	st := prev
-	st.State, st.StateReason = api.StatePresent, "Open for browsing (read-only) at "+target+" — eject the drive when you are done"
-	m.endActivity(d, a, &st, nil)
 	return target, nil
 }
 
@@ -239,34 +234,18 @@ func (m *Manager) withDrive(ctx context.Context, uuid, kind, reason string, fn f
 		m.mu.Unlock()
 		return err
 	}
-	wasMounted := d.m.mounted
-	prev := d.m.st
-	if err := m.applyLocked(d, evClaim{kind: kind, verb: kind, reason: reason}); err != nil {
+	effs, err := m.stepLocked(d, evClaim{kind: kind, verb: kind, reason: reason})
+	if err != nil {
 		m.unlock()
 		return err
 	}
-	dv := *d.m.dev
-	a := d.act
+	x := &actor{m: m, d: d, a: d.act, dv: *d.m.dev, ctx: ctx,
+		work: func(ctx context.Context, target string) error { return fn(ctx, d, target) }}
 	m.unlock()
-	stop := context.AfterFunc(ctx, func() { a.cancel(ctx.Err()) })
+	stop := context.AfterFunc(ctx, func() { x.a.cancel(ctx.Err()) })
 	defer stop()
-
-	if !wasMounted {
-		if err := m.openReadOnly(a.ctx, d, dv); err != nil {
-			m.endActivity(d, a, &prev, m.teardown(d, false))
-			return err
-		}
-	}
-	err = fn(a.ctx, d, m.target(d))
-	if a.ctx.Err() != nil {
-		err = fmt.Errorf("cannot %s %s: %v: %w", kind, d.cfg.Name, context.Cause(a.ctx), api.ErrCancelled)
-	}
-	var terr error
-	if !wasMounted {
-		terr = m.teardown(d, false)
-	}
-	m.endActivity(d, a, &prev, terr)
-	return err
+	x.runEffects(effs)
+	return x.err
 }
 
 // openReadOnly unlocks with the keyfile (there is nobody to ask for a passphrase) and mounts

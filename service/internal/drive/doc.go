@@ -20,13 +20,14 @@
 // a pure function with no I/O, no lock and no goroutine (state.go, step.go, steprun.go). The
 // machine holds the published status and what a teardown and the next run need to know (the
 // device, the activity holding the drive's one slot, whether the mapping and mount are there,
-// a run's phase and whether it holds the sleep inhibitor). Udev events, sleep and resume, the
-// service's stop and bus calls are events; so are the results of effects. The executor
-// (exec.go) runs the effects: cancelling, claiming the slot and logging at once; opening,
-// mounting, the engine, teardown and the inhibitor in the goroutine of the run, one at a time,
-// feeding each result back to step. Publications are delivered after the Manager's lock is
-// released, one drive's in the order step made them, and a call returns once what it changed
-// is published.
+// the phase of the activity and whether a run holds the sleep inhibitor). Udev events, sleep
+// and resume, the service's stop and bus calls are events; so are the results of effects. The
+// executor runs the effects (exec.go, run.go): cancelling, claiming the slot and logging at
+// once; unlocking, mounting, the engine, teardown, power-off and the inhibitor one at a time in
+// the goroutine that owns the activity (the run's or the cleanup's own, the caller's for an
+// eject, browse, restore or verify), feeding each result back to step. Publications are
+// delivered after the Manager's lock is released, one drive's in the order step made them, and
+// a call returns once what it changed is published.
 //
 // The lower layers (udev, cryptsetup, mount, USB power, the backup engine, logind) are consumed
 // through small interfaces declared here (Source, LUKS, Mounter, Engine, Logind) whose method
@@ -80,17 +81,20 @@
 //	safe-to-remove/resume    remove               absent               publish
 //	failed                   remove               absent               publish
 //	*                        remove               =                    cancel
-//	absent                   sleep                =                    -
-//	present                  sleep                =                    -
-//	present/browsing         sleep                =                    -
-//	present/waiting          sleep                =                    -
-//	locking/eject            sleep                =                    -
-//	locking/eject-power-off  sleep                =                    -
-//	locking/eject-gone       sleep                =                    -
-//	safe-to-remove           sleep                =                    -
-//	safe-to-remove/resume    sleep                =                    -
-//	failed                   sleep                =                    -
-//	*                        sleep                =                    cancel
+//	present/run              sleep                =                    cancel
+//	present/inhibit          sleep                =                    cancel
+//	present/close-browse     sleep                =                    cancel
+//	unlocking                sleep                =                    cancel
+//	unlocking/reopen         sleep                =                    cancel
+//	awaiting-passphrase      sleep                =                    cancel
+//	mounting                 sleep                =                    cancel
+//	mounting/adopted         sleep                =                    cancel
+//	mounting/snapshots       sleep                =                    cancel
+//	backing-up               sleep                =                    cancel
+//	finishing                sleep                =                    cancel
+//	unmounting               sleep                =                    cancel
+//	locking                  sleep                =                    cancel
+//	locking/end              sleep                =                    cancel
 //	safe-to-remove/resume    resume               =                    start-run
 //	absent                   shutdown             =                    -
 //	present                  shutdown             =                    -
@@ -99,11 +103,11 @@
 //	safe-to-remove/resume    shutdown             =                    -
 //	failed                   shutdown             =                    -
 //	*                        shutdown             =                    cancel
-//	absent                   shutdown-locked      =                    -
-//	locking/eject-gone       shutdown-locked      =                    -
+//	present                  shutdown-locked      safe-to-remove       publish
+//	present/browsing         shutdown-locked      safe-to-remove       publish
 //	safe-to-remove           shutdown-locked      =                    publish
 //	safe-to-remove/resume    shutdown-locked      =                    publish
-//	*                        shutdown-locked      safe-to-remove       publish
+//	failed                   shutdown-locked      safe-to-remove       publish
 //	present                  backup-now           =                    start-run
 //	present/browsing         backup-now           =                    start-run
 //	safe-to-remove           backup-now           =                    start-run
@@ -138,20 +142,23 @@
 //	safe-to-remove           eject-claim          =                    claim,eject-teardown
 //	safe-to-remove/resume    eject-claim          =                    claim,eject-teardown
 //	failed                   eject-claim          =                    claim,eject-teardown
-//	present                  browse               =                    claim,publish
-//	present/browsing         browse               =                    claim,publish
-//	safe-to-remove           browse               present              claim,publish
-//	safe-to-remove/resume    browse               present              claim,publish
-//	failed                   browse               present              claim,publish
+//	present                  browse               =                    claim,publish,open-read-only
+//	present/browsing         browse               =                    claim,publish,publish,end-activity
+//	safe-to-remove           browse               present              claim,publish,open-read-only
+//	safe-to-remove/resume    browse               present              claim,publish,open-read-only
+//	failed                   browse               present              claim,publish,open-read-only
 //	*                        browse               =                    refuse
-//	absent                   activity-ended       =                    publish
-//	present/waiting          activity-ended       =                    publish,start-run
-//	locking/eject-gone       activity-ended       absent               publish
-//	absent                   activity-ended-busy  =                    publish
-//	present/waiting          activity-ended-busy  =                    publish,publish,start-run
-//	locking/eject-gone       activity-ended-busy  absent               publish
-//	failed                   activity-ended-busy  =                    publish
-//	*                        activity-ended-busy  failed               publish
+//	present                  verify               =                    claim,publish,open-read-only
+//	present/browsing         verify               =                    claim,publish,work
+//	safe-to-remove           verify               present              claim,publish,open-read-only
+//	safe-to-remove/resume    verify               present              claim,publish,open-read-only
+//	failed                   verify               present              claim,publish,open-read-only
+//	*                        verify               =                    refuse
+//	present/browse-open      open-done            =                    publish,end-activity
+//	present/verify-open      open-done            =                    work
+//	present/browse-open      open-failed          =                    teardown
+//	present/verify-open      open-failed          =                    teardown
+//	present/verify-work      work-done            =                    teardown
 //	awaiting-passphrase      unlock               =                    -
 //	*                        unlock               =                    refuse
 //	awaiting-passphrase      wrong-passphrase     =                    publish
@@ -184,6 +191,8 @@
 //	finishing                snapshots-read       =                    final-teardown
 //	backing-up               engine-done          finishing            publish,list-snapshots
 //	backing-up               engine-failed        =                    final-teardown
+//	present/waiting          teardown-done        =                    publish,start-run,end-activity
+//	present/verify-close     teardown-done        safe-to-remove       publish,end-activity
 //	present/close-browse     teardown-done        unlocking            publish,unlock-keyfile
 //	unlocking/reopen         teardown-done        =                    publish,unlock-keyfile
 //	unmounting               teardown-done        =                    release,end-run
@@ -191,6 +200,8 @@
 //	locking/eject            teardown-done        safe-to-remove       publish,end-activity
 //	locking/eject-power-off  teardown-done        =                    power-off
 //	locking/eject-gone       teardown-done        absent               publish,end-activity
+//	present/waiting          teardown-failed      =                    publish,publish,start-run,end-activity
+//	present/verify-close     teardown-failed      failed               publish,end-activity
 //	present/close-browse     teardown-failed      =                    final-teardown
 //	unlocking/reopen         teardown-failed      =                    final-teardown
 //	unmounting               teardown-failed      =                    release,end-run

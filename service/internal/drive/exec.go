@@ -51,10 +51,8 @@ func (m *Manager) stepLocked(d *drive, ev event) (runEffs []effect, err error) {
 		case effStartCleanup:
 			a := m.newActivityLocked(d, kindCleanup)
 			a.cancel(ErrRemoved)
-			go func() {
-				terr := m.teardown(d, false)
-				m.endActivity(d, a, nil, terr)
-			}()
+			x := &actor{m: m, d: d, a: a}
+			go x.runEffects([]effect{effTeardown{}})
 		case effRefuse:
 			err = e.err
 		default:

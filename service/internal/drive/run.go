@@ -58,9 +58,9 @@ func (m *Manager) backupRun(d *drive, a *activity, dv device) {
 	x.runEffects(effs)
 }
 
-// actor runs the effects of one activity (a backup run or an eject) in the goroutine that owns
-// it, and holds what they set up that is not state: the inhibitor, the mount's filesystem type
-// and device number.
+// actor runs the effects of one activity (a backup run, an eject, a browse, restore or verify)
+// in the goroutine that owns it, and holds what they set up that is not state: the inhibitor,
+// the mount's filesystem type and device number, the caller's work and error.
 type actor struct {
 	m   *Manager
 	d   *drive
@@ -71,6 +71,11 @@ type actor struct {
 	inhibitor io.Closer
 	fstype    string // of the mounted mapping
 	devNum    uint64 // the mapping's device number
+
+	// work is what a restore or verify does with the mounted drive; err is the error its
+	// caller gets (from the open or the work).
+	work func(ctx context.Context, target string) error
+	err  error
 }
 
 // runEffects runs effs and those step asks for with their results, one at a time, until the
@@ -170,6 +175,15 @@ func (x *actor) run(e effect) (ev event, over bool) {
 		m.applyLocked(d, evRunEnded{removed: removed})
 		m.unlock()
 		return nil, true
+	case effOpenReadOnly:
+		x.err = m.openReadOnly(a.ctx, d, x.dv)
+		return evOpenDone{failed: x.err != nil}, false
+	case effWork:
+		x.err = x.work(a.ctx, m.target(d))
+		if a.ctx.Err() != nil {
+			x.err = fmt.Errorf("cannot %s %s: %v: %w", a.kind, d.cfg.Name, context.Cause(a.ctx), api.ErrCancelled)
+		}
+		return evWorkDone{}, false
 	case effEndActivity:
 		m.mu.Lock()
 		m.endActivityLocked(d, a)
@@ -440,29 +454,6 @@ func (m *Manager) teardown(d *drive, publish bool) error {
 		m.apply(d, evTornDown{})
 	}
 	return errors.Join(errs...)
-}
-
-// endActivity ends a browse, restore, verify or cleanup activity. prev is the state to go back
-// to (nil: keep the current one).
-func (m *Manager) endActivity(d *drive, a *activity, prev *api.DriveStatus, terr error) {
-	for {
-		// A removal while the activity ran only cancelled it: whatever is still set up
-		// (a browse mount the activity used, say) goes now.
-		m.mu.Lock()
-		if d.m.dev != nil || !d.m.setUp() {
-			break
-		}
-		m.mu.Unlock()
-		if err := m.teardown(d, false); err != nil {
-			terr = err
-			m.mu.Lock()
-			break
-		}
-	}
-	m.endActivityLocked(d, a)
-	m.applyLocked(d, evActivityEnded{prev: prev, teardownErr: terr})
-	m.unlock()
-	m.activityOver(a)
 }
 
 // progress hands the engine's progress to step, which publishes it at most 5 times a second.

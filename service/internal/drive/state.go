@@ -71,7 +71,27 @@ type machine struct {
 	lastProgress time.Time // when progress was last published
 
 	run run // the backup run holding the slot (act == kindBackup)
+	op  op  // the browse, restore or verify holding the slot
 }
+
+// op is where a browse, restore, verify or cleanup is.
+type op struct {
+	phase     string    // one of the opPhase* constants
+	opened    bool      // it opened the drive (read-only) and closes it again, browse aside
+	endState  api.State // what it shows when it ends (the state before it, unless a browse opened)
+	endReason string
+	// openReason is what a browse shows once the drive is open.
+	openReason string
+	keep       bool // a cleanup: the state stays as it is unless the teardown decides it
+}
+
+// Phases of a browse, restore or verify; each waits for the result of an effect.
+const (
+	opPhaseOpen    = "open"    // effOpenReadOnly
+	opPhaseWork    = "work"    // effWork (restore, verify)
+	opPhaseClose   = "close"   // effTeardown of what it opened
+	opPhaseCleanup = "cleanup" // effTeardown of what a removal left set up
+)
 
 // run is where a backup run is: the phase whose effect is under way and what the run has
 // learnt so far.
@@ -133,14 +153,8 @@ type (
 	evEjectClaim struct{}
 	evEjectOver  struct{}
 	// evClaim claims the slot for a browse, restore or verify (kind), shown as present with
-	// reason; verb words a refusal.
-	evClaim struct{ kind, verb, reason string }
-	// evActivityEnded ends a browse, restore, verify or cleanup; prev is the status to go back
-	// to (nil: keep the current one).
-	evActivityEnded struct {
-		prev        *api.DriveStatus
-		teardownErr error
-	}
+	// reason; verb words a refusal; a browse shows openReason once the drive is open.
+	evClaim         struct{ kind, verb, reason, openReason string }
 	evUnlockAttempt struct{} // Unlock hands a passphrase over
 	evUnlockOver    struct{} // the Unlock call ends
 )
@@ -180,6 +194,8 @@ type (
 	}
 	evTeardownDone struct{ err error }
 	evPowerOffDone struct{ err error }
+	evOpenDone     struct{ failed bool } // the read-only open of a browse, restore or verify
+	evWorkDone     struct{}              // the restore or verify itself
 	// evRunEnded: the run released its inhibitor; removed tells whether its cause is
 	// ErrRemoved.
 	evRunEnded struct{ removed bool }
@@ -199,7 +215,6 @@ func (evEjectWait) eventName() string       { return "eject-wait" }
 func (evEjectClaim) eventName() string      { return "eject-claim" }
 func (evEjectOver) eventName() string       { return "eject-over" }
 func (evClaim) eventName() string           { return "claim" }
-func (evActivityEnded) eventName() string   { return "activity-ended" }
 func (evUnlockAttempt) eventName() string   { return "unlock-attempt" }
 func (evUnlockOver) eventName() string      { return "unlock-over" }
 func (evWrongPassphrase) eventName() string { return "wrong-passphrase" }
@@ -224,6 +239,8 @@ func (evSnapshotsRead) eventName() string   { return "snapshots-read" }
 func (evEngineDone) eventName() string      { return "engine-done" }
 func (evTeardownDone) eventName() string    { return "teardown-done" }
 func (evPowerOffDone) eventName() string    { return "power-off-done" }
+func (evOpenDone) eventName() string        { return "open-done" }
+func (evWorkDone) eventName() string        { return "work-done" }
 func (evRunEnded) eventName() string        { return "run-ended" }
 
 // effect is what step asks the executor to do.
@@ -236,7 +253,8 @@ type (
 	// effStartRun claims the slot for a backup run on dev and starts its goroutine (which
 	// holds the sleep inhibitor, unlocks, mounts, runs the engine and tears down).
 	effStartRun struct{ dev device }
-	// effStartCleanup starts the teardown of what a removed stick left set up.
+	// effStartCleanup starts the goroutine of a cleanup, the teardown of what a removed stick
+	// left set up; its result is an evTeardownDone.
 	effStartCleanup struct{}
 	// effClaim creates the activity (kind) that the calling goroutine runs itself.
 	effClaim struct{ kind string }
@@ -269,6 +287,9 @@ type (
 	effEndRun      struct{} // free the slot → evRunEnded
 	effPowerOff    struct{} // power the USB device off → evPowerOffDone
 	effEndActivity struct{} // free the slot (step has published the outcome)
+	// effOpenReadOnly unlocks with the keyfile and mounts read-only → evOpenDone.
+	effOpenReadOnly struct{}
+	effWork         struct{} // restore or verify → evWorkDone
 )
 
 func (effInhibit) effectName() string         { return "inhibit" }
@@ -286,10 +307,12 @@ func (e effTeardown) effectName() string {
 	}
 	return "teardown"
 }
-func (effRelease) effectName() string     { return "release" }
-func (effEndRun) effectName() string      { return "end-run" }
-func (effPowerOff) effectName() string    { return "power-off" }
-func (effEndActivity) effectName() string { return "end-activity" }
+func (effRelease) effectName() string      { return "release" }
+func (effEndRun) effectName() string       { return "end-run" }
+func (effPowerOff) effectName() string     { return "power-off" }
+func (effEndActivity) effectName() string  { return "end-activity" }
+func (effOpenReadOnly) effectName() string { return "open-read-only" }
+func (effWork) effectName() string         { return "work" }
 
 func (effPublish) effectName() string      { return "publish" }
 func (effStartRun) effectName() string     { return "start-run" }

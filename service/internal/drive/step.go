@@ -100,7 +100,8 @@ func (t *transition) on(ev event) {
 			t.emit(effCancel{cause: errShutdown})
 		}
 	case evShutdownLocked:
-		if s.dev != nil {
+		// Every activity has ended before the shutdown locks what is left.
+		if s.dev != nil && s.act == "" {
 			t.set(api.StateSafeToRemove, "Safe to remove")
 		}
 	case evAdopted:
@@ -148,18 +149,22 @@ func (t *transition) on(ev event) {
 			return
 		}
 		s.act = ev.kind
+		s.op = op{endState: s.st.State, endReason: s.st.StateReason, openReason: ev.openReason}
 		t.emit(effClaim{kind: ev.kind})
 		t.set(api.StatePresent, ev.reason)
-	case evActivityEnded:
-		s.act = ""
 		switch {
-		case t.settle(ev.teardownErr):
-		case ev.prev != nil:
-			t.set(ev.prev.State, ev.prev.StateReason)
+		case s.mounted && ev.kind == kindBrowse:
+			s.op.endState, s.op.endReason = api.StatePresent, ev.openReason
+			t.endOp(nil)
+			return
+		case s.mounted:
+			// Open for browsing: a restore or verify reads the mount as it is.
+			s.op.phase = opPhaseWork
+			t.emit(effWork{})
+			return
 		}
-		if s.dev != nil && s.startAfter {
-			t.plug(*s.dev)
-		}
+		s.op.phase = opPhaseOpen
+		t.emit(effOpenReadOnly{})
 	case evUnlockAttempt:
 		switch {
 		case s.dev == nil:
@@ -225,7 +230,7 @@ func (t *transition) on(ev event) {
 	case evTornDown:
 		s.gone = false
 	default:
-		if t.ejectEvent(ev) {
+		if t.ejectEvent(ev) || t.opEvent(ev) {
 			return
 		}
 		if !t.runEvent(ev) {
@@ -315,6 +320,7 @@ func (t *transition) remove(devPath string) {
 	case s.setUp():
 		// Left open for browsing: clean up in the background.
 		s.act = kindCleanup
+		s.op = op{phase: opPhaseCleanup, keep: true}
 		t.emit(effStartCleanup{})
 	case s.dev != nil:
 		t.plug(*s.dev)
@@ -436,4 +442,71 @@ func (t *transition) ejectEvent(ev event) bool {
 		return false
 	}
 	return true
+}
+
+// opEvent handles the results of the effects of a browse, restore, verify or cleanup; it reports
+// whether it took ev (those results are dropped when none holds the slot; a teardown result
+// is left to the others then).
+func (t *transition) opEvent(ev event) bool {
+	s := &t.s
+	o := &s.op
+	if s.act != kindBrowse && s.act != kindRestore && s.act != kindVerify && s.act != kindCleanup {
+		switch ev.(type) {
+		case evOpenDone, evWorkDone:
+			return true
+		}
+		return false
+	}
+	switch ev := ev.(type) {
+	case evOpenDone:
+		switch {
+		case o.phase != opPhaseOpen:
+		case ev.failed:
+			o.phase = opPhaseClose
+			t.emit(effTeardown{})
+		case s.act == kindBrowse:
+			o.endState, o.endReason = api.StatePresent, o.openReason
+			t.endOp(nil)
+		default:
+			o.opened = true
+			o.phase = opPhaseWork
+			t.emit(effWork{})
+		}
+	case evWorkDone:
+		switch {
+		case o.phase != opPhaseWork:
+		case o.opened:
+			o.phase = opPhaseClose
+			t.emit(effTeardown{})
+		default:
+			t.endOp(nil)
+		}
+	case evTeardownDone:
+		if o.phase == opPhaseClose || o.phase == opPhaseCleanup {
+			t.endOp(ev.err)
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+// endOp ends a browse, restore, verify or cleanup. A removal while it ran only cancelled it:
+// whatever is still set up (a browse mount it used, say) is torn down first.
+func (t *transition) endOp(teardownErr error) {
+	s := &t.s
+	if teardownErr == nil && s.dev == nil && s.setUp() {
+		s.op.phase = opPhaseCleanup
+		t.emit(effTeardown{})
+		return
+	}
+	o := s.op
+	s.act, s.op = "", op{}
+	if !t.settle(teardownErr) && !o.keep {
+		t.set(o.endState, o.endReason)
+	}
+	if s.dev != nil && s.startAfter {
+		t.plug(*s.dev)
+	}
+	t.emit(effEndActivity{})
 }

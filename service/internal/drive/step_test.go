@@ -42,6 +42,10 @@ var stepFixtures = []struct {
 	{"present", fixture(api.StatePresent, "")},
 	{"present/browsing", fixture(api.StatePresent, "browsing")},
 	{"present/waiting", fixture(api.StatePresent, "waiting")},
+	{"present/browse-open", fixture(api.StatePresent, "browse-open")},
+	{"present/verify-open", fixture(api.StatePresent, "verify-open")},
+	{"present/verify-work", fixture(api.StatePresent, "verify-work")},
+	{"present/verify-close", fixture(api.StatePresent, "verify-close")},
 	{"present/run", fixture(api.StatePresent, "run")},
 	{"present/inhibit", fixture(api.StatePresent, phaseInhibit)},
 	{"present/close-browse", fixture(api.StatePresent, phaseCloseBrowse)},
@@ -94,7 +98,25 @@ func fixture(st api.State, variant string) machine {
 		case "waiting":
 			// Plugged in again while the previous plug-in is cleaned up.
 			s.act, s.startAfter = kindCleanup, true
+			s.op = op{phase: opPhaseCleanup, keep: true}
 			mapped()
+		case "browse-open", "verify-open":
+			// Opening read-only, from safe-to-remove.
+			s.act = kindBrowse
+			if variant == "verify-open" {
+				s.act = kindVerify
+			}
+			s.op = op{phase: opPhaseOpen, endState: api.StateSafeToRemove, endReason: "Safe to remove", openReason: "Open for browsing"}
+			s.mapTried = true
+		case "verify-work":
+			s.act = kindVerify
+			s.op = op{phase: opPhaseWork, opened: true, endState: api.StateSafeToRemove, endReason: "Safe to remove"}
+			mounted()
+			s.readOnly = true
+		case "verify-close":
+			// The teardown of what the verify opened has closed everything (or failed to).
+			s.act = kindVerify
+			s.op = op{phase: opPhaseClose, opened: true, endState: api.StateSafeToRemove, endReason: "Safe to remove"}
 		case "run":
 			inRun("")
 		case phaseInhibit:
@@ -186,9 +208,11 @@ var stepEvents = []struct {
 	{"eject-wait", evEjectWait{}, false},
 	{"eject-claim", evEjectClaim{}, false},
 	{"eject-over", evEjectOver{}, false},
-	{"browse", evClaim{kind: kindBrowse, verb: "browse", reason: "Opening the drive for browsing"}, false},
-	{"activity-ended", evActivityEnded{}, false},
-	{"activity-ended-busy", evActivityEnded{teardownErr: errBoom}, false},
+	{"browse", evClaim{kind: kindBrowse, verb: "browse", reason: "Opening the drive for browsing", openReason: "Open for browsing"}, false},
+	{"verify", evClaim{kind: kindVerify, verb: "verify", reason: "Verifying the latest snapshot"}, false},
+	{"open-done", evOpenDone{}, false},
+	{"open-failed", evOpenDone{failed: true}, false},
+	{"work-done", evWorkDone{}, false},
 	{"unlock", evUnlockAttempt{}, false},
 	{"unlock-over", evUnlockOver{}, false},
 	{"wrong-passphrase", evWrongPassphrase{}, false},
@@ -444,11 +468,8 @@ func checkStep(t *testing.T, in machine, ev event, next machine, effs []effect) 
 			}
 		case effStartRun:
 			runs++
-			freed := false
-			switch ev.(type) {
-			case evRunEnded, evActivityEnded:
-				freed = true
-			}
+			_, freed := ev.(evRunEnded)
+			freed = freed || slices.ContainsFunc(effs, func(e effect) bool { _, ok := e.(effEndActivity); return ok })
 			if in.act != "" && !freed {
 				t.Errorf("%s: a run started while %s holds the slot", ev.eventName(), in.act)
 			}
