@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/plugvault/plugvault/service/api"
 )
@@ -246,33 +245,4 @@ func (m *Manager) withDrive(ctx context.Context, uuid, kind, reason string, fn f
 	defer stop()
 	x.runEffects(effs)
 	return x.err
-}
-
-// openReadOnly unlocks with the keyfile (there is nobody to ask for a passphrase) and mounts
-// read-only.
-func (m *Manager) openReadOnly(ctx context.Context, d *drive, dv device) error {
-	problem, err := m.unlockWithKeyfile(ctx, d, dv, true)
-	if err == nil && problem != "" {
-		err = fmt.Errorf("cannot unlock %s: %s, and opening a drive outside a backup needs its keyfile: %w", d.cfg.Name, problem, api.ErrFailed)
-	}
-	if err != nil {
-		return m.userErr(ctx, err)
-	}
-	if _, _, err := m.mount(ctx, d, true); err != nil {
-		return m.userErr(ctx, err)
-	}
-	m.refreshSnapshots(d, m.target(d))
-	return nil
-}
-
-// userErr turns a step's error into one for a D-Bus caller.
-func (m *Manager) userErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("cannot open the drive: %v: %w", context.Cause(ctx), api.ErrCancelled)
-	}
-	var ue *userError
-	if errors.As(err, &ue) {
-		return fmt.Errorf("cannot open the drive: %s: %w", strings.ToLower(ue.reason[:1])+ue.reason[1:], api.ErrFailed)
-	}
-	return err
 }

@@ -11,6 +11,9 @@ import (
 	"github.com/plugvault/plugvault/service/internal/backup"
 )
 
+// progressEvery: at most 5 progress publications a second.
+const progressEvery = 200 * time.Millisecond
+
 // step is the drive's state machine: from the machine s and the event ev that happened at now
 // it computes the next machine and the effects to run. It does no I/O, takes no lock and starts
 // nothing; the executor (Manager.apply) runs the effects and feeds their results back as
