@@ -8,7 +8,8 @@ import (
 
 // The executor: it feeds events to step under Manager.mu, runs the effects that need no I/O
 // (cancelling, claiming the activity slot, logging) at once, starts the goroutines of runs and
-// cleanups, and queues publications, which are delivered once Manager.mu is released.
+// cleanups, hands the effects of an activity to the goroutine that owns it (actor.go), and
+// queues publications, which are delivered once Manager.mu is released.
 
 // apply feeds ev to d's machine and runs the effects; the error is the refusal of the call
 // that caused ev, if any. It takes Manager.mu and publishes after releasing it.
@@ -21,16 +22,16 @@ func (m *Manager) apply(d *drive, ev event) error {
 
 // applyLocked is apply with Manager.mu held; what it publishes goes out at the next unlock.
 func (m *Manager) applyLocked(d *drive, ev event) error {
-	runEffs, err := m.stepLocked(d, ev)
-	if len(runEffs) > 0 {
-		m.log.Error("internal error: a run's effects asked for outside the run", "drive", d.cfg.Name, "event", ev.eventName())
+	actEffs, err := m.stepLocked(d, ev)
+	if len(actEffs) > 0 {
+		m.log.Error("internal error: an activity's effects asked for outside the activity", "drive", d.cfg.Name, "event", ev.eventName())
 	}
 	return err
 }
 
-// stepLocked feeds ev to d's machine and runs the effects but those of a run, which it returns
-// for the run's goroutine to run.
-func (m *Manager) stepLocked(d *drive, ev event) (runEffs []effect, err error) {
+// stepLocked feeds ev to d's machine and runs the effects but those of an activity, which it
+// returns for the goroutine that owns the activity to run.
+func (m *Manager) stepLocked(d *drive, ev event) (actEffs []effect, err error) {
 	next, effs := step(d.m, ev, m.clock())
 	d.m = next
 	for _, e := range effs {
@@ -56,10 +57,10 @@ func (m *Manager) stepLocked(d *drive, ev event) (runEffs []effect, err error) {
 		case effRefuse:
 			err = e.err
 		default:
-			runEffs = append(runEffs, e)
+			actEffs = append(actEffs, e)
 		}
 	}
-	return runEffs, err
+	return actEffs, err
 }
 
 // newActivityLocked creates the activity that holds d's slot (step has claimed it). Its owner

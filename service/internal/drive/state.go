@@ -71,7 +71,7 @@ type machine struct {
 	lastProgress time.Time // when progress was last published
 
 	run run // the backup run holding the slot (act == kindBackup)
-	op  op  // the browse, restore or verify holding the slot
+	op  op  // the browse, restore, verify or cleanup holding the slot
 }
 
 // op is where a browse, restore, verify or cleanup is.
@@ -85,7 +85,7 @@ type op struct {
 	keep       bool // a cleanup: the state stays as it is unless the teardown decides it
 }
 
-// Phases of a browse, restore or verify; each waits for the result of an effect.
+// Phases of a browse, restore, verify or cleanup; each waits for the result of an effect.
 const (
 	opPhaseOpen    = "open"    // effOpenReadOnly
 	opPhaseWork    = "work"    // effWork (restore, verify)
