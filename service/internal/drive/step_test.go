@@ -532,3 +532,76 @@ func TestStepRandomWalk(t *testing.T) {
 		}
 	}
 }
+
+// TestStepRunEndings: how a run ends decides the state, the result and the words users see.
+func TestStepRunEndings(t *testing.T) {
+	removedStick := func(s machine) machine { s.dev = nil; return s }
+	ejecting := func(s machine) machine { s.ejecting = true; return s }
+	for _, tc := range []struct {
+		name       string
+		err        error
+		removed    bool
+		terr       error
+		res        *Result
+		adjust     func(machine) machine
+		state      api.State
+		result     api.Result
+		reason     string
+		present    bool
+		noNewState bool // only the result is published (eject reports the state itself)
+	}{
+		{name: "success", res: &Result{}, state: api.StateSafeToRemove, result: api.ResultSuccess,
+			reason: "Backup complete — safe to remove", present: true},
+		{name: "success with warnings", res: &Result{Warnings: []string{"a", "b"}}, state: api.StateSafeToRemove,
+			result: api.ResultSuccess, reason: "Backup complete with 2 warnings — safe to remove", present: true},
+		{name: "success, stick gone", res: &Result{}, adjust: removedStick, state: api.StateAbsent,
+			result: api.ResultSuccess, reason: "Backup complete"},
+		{name: "removed", err: ErrRemoved, removed: true, adjust: removedStick, state: api.StateAbsent,
+			result: api.ResultInterrupted, reason: "The drive was removed during the backup; plug it in again to resume"},
+		{name: "write failed as it was pulled", err: failf(errBoom, "The backup failed: boom"), removed: true,
+			adjust: removedStick, state: api.StateAbsent, result: api.ResultInterrupted,
+			reason: "The drive was removed during the backup; plug it in again to resume"},
+		{name: "shutdown", err: errShutdown, state: api.StateSafeToRemove, result: api.ResultInterrupted,
+			reason: "The backup service stopped; the backup continues when it starts again", present: true},
+		{name: "suspend", err: errSuspend, state: api.StateSafeToRemove, result: api.ResultInterrupted,
+			reason: "Paused for suspend; the backup continues after resume", present: true},
+		{name: "cancel", err: errUserCancel, state: api.StateSafeToRemove, result: api.ResultCancelled,
+			reason: "Backup cancelled — safe to remove; the next backup continues where this one stopped", present: true},
+		{name: "eject", err: errEjected, adjust: ejecting, state: api.StateLocking, result: api.ResultCancelled,
+			present: true, noNewState: true},
+		{name: "failure", err: failf(errBoom, "The drive cannot be mounted: boom"), state: api.StateFailed,
+			result: api.ResultFailed, reason: "The drive cannot be mounted: boom", present: true},
+		{name: "failure, stick gone", err: failf(errBoom, "The drive cannot be mounted: boom"), adjust: removedStick,
+			state: api.StateAbsent, result: api.ResultFailed, reason: "The drive was removed"},
+		{name: "still in use", res: &Result{}, terr: errBoom, state: api.StateFailed, result: api.ResultFailed,
+			reason: stillInUse, present: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := fixture(api.StateLocking, phaseEnd)
+			s.run.err, s.run.res, s.run.terr = tc.err, tc.res, tc.terr
+			if tc.adjust != nil {
+				s = tc.adjust(s)
+			}
+			next, effs := step(s, evRunEnded{removed: tc.removed}, stepNow)
+			if next.act != "" {
+				t.Errorf("the slot is still held by %q", next.act)
+			}
+			st := next.st
+			if st.State != tc.state || st.LastResult != tc.result || st.Present != tc.present {
+				t.Errorf("state %s, result %s, present %v; want %s, %s, %v", st.State, st.LastResult, st.Present, tc.state, tc.result, tc.present)
+			}
+			if !tc.noNewState && st.StateReason != tc.reason {
+				t.Errorf("reason %q, want %q", st.StateReason, tc.reason)
+			}
+			var pubs []api.DriveStatus
+			for _, e := range effs {
+				if p, ok := e.(effPublish); ok {
+					pubs = append(pubs, p.st)
+				}
+			}
+			if len(pubs) != 1 || pubs[0] != st {
+				t.Errorf("published %+v, want the machine's status once", pubs)
+			}
+		})
+	}
+}
