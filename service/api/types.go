@@ -1,5 +1,7 @@
 package api
 
+import "regexp"
+
 // State is the State property of a Drive: where its state machine is.
 type State string
 
@@ -72,7 +74,7 @@ type DriveStatus struct {
 
 // Snapshot is one element of ListSnapshots' a(sxtts).
 type Snapshot struct {
-	Name    string // directory name, a UTC timestamp such as 20261126T083100Z
+	Name    string // directory name, a UTC timestamp in SnapshotLayout
 	Created int64  // Unix seconds
 	Files   uint64
 	Bytes   uint64
@@ -84,3 +86,15 @@ const (
 	SnapshotComplete = "complete"
 	SnapshotPartial  = "partial"
 )
+
+// SnapshotLayout is the time layout (time.Format) of a snapshot's name: the UTC second the
+// snapshot was started, such as 20261126T083100Z. Names sort in time order.
+const SnapshotLayout = "20060102T150405Z"
+
+// snapshotName is the one form a snapshot name takes: SnapshotLayout's digits, T and Z.
+var snapshotName = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z$`)
+
+// IsSnapshotName reports whether name is a snapshot name. The daemon checks every snapshot
+// name a caller sends with it, and the engine every directory name before it counts it as a
+// snapshot.
+func IsSnapshotName(name string) bool { return snapshotName.MatchString(name) }

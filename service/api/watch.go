@@ -38,23 +38,14 @@ type Event struct {
 // Watch subscribes to the daemon's signals and to its name owner, and delivers them as events
 // until ctx ends (then the channel is closed). Signals from any sender other than the current
 // owner of BusName are dropped, so another client cannot forge state. The first event is
-// EventServiceUp or EventServiceDown, telling whether the daemon runs right now; on
-// EventServiceUp the caller reads the current state (ListDrives, DriveStatus).
+// EventServiceUp or EventServiceDown, telling whether the daemon runs right now. Watch
+// delivers the signals alone: to follow the drives' state use WatchDrives, which reads it
+// inside the watch with nothing lost or repeated between the read and the signals.
 func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
-	rules := [][]dbus.MatchOption{
-		{dbus.WithMatchSender("org.freedesktop.DBus"), dbus.WithMatchInterface("org.freedesktop.DBus"),
-			dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, BusName)},
-		{dbus.WithMatchSender(BusName), dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
-			dbus.WithMatchMember("PropertiesChanged"), dbus.WithMatchPathNamespace("/org/plugvault/PlugVault1")},
-		{dbus.WithMatchSender(BusName), dbus.WithMatchInterface(ManagerInterface)},
+	sigs, unsubscribe, err := c.subscribe(ctx, 64)
+	if err != nil {
+		return nil, err
 	}
-	for _, r := range rules {
-		if err := c.conn.AddMatchSignalContext(ctx, r...); err != nil {
-			return nil, fmt.Errorf("cannot subscribe to plugvaultd's signals: %w", err)
-		}
-	}
-	sigs := make(chan *dbus.Signal, 64)
-	c.conn.Signal(sigs)
 
 	var owner string
 	if err := c.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.GetNameOwner", 0, BusName).Store(&owner); err != nil {
@@ -64,12 +55,7 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 	out := make(chan Event, 64)
 	go func() {
 		defer close(out)
-		defer func() {
-			c.conn.RemoveSignal(sigs)
-			for _, r := range rules {
-				_ = c.conn.RemoveMatchSignal(r...)
-			}
-		}()
+		defer unsubscribe()
 		send := func(ev Event) bool {
 			select {
 			case out <- ev:
@@ -106,11 +92,44 @@ func (c *Client) Watch(ctx context.Context) (<-chan Event, error) {
 	return out, nil
 }
 
+// watchRules match what Watch and WatchDrives follow: the daemon's name owner, its
+// PropertiesChanged and the Manager's signals.
+var watchRules = [][]dbus.MatchOption{
+	{dbus.WithMatchSender("org.freedesktop.DBus"), dbus.WithMatchInterface("org.freedesktop.DBus"),
+		dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, BusName)},
+	{dbus.WithMatchSender(BusName), dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
+		dbus.WithMatchMember("PropertiesChanged"), dbus.WithMatchPathNamespace("/org/plugvault/PlugVault1")},
+	{dbus.WithMatchSender(BusName), dbus.WithMatchInterface(ManagerInterface)},
+}
+
+// subscribe adds watchRules to the bus and returns the channel (of capacity size) the
+// connection delivers signals on; unsubscribe undoes both. The bus daemon handles the match
+// rules before any later message of this connection, so whatever is read after subscribe
+// returns is followed by every change after the read.
+func (c *Client) subscribe(ctx context.Context, size int) (sigs chan *dbus.Signal, unsubscribe func(), err error) {
+	for i, r := range watchRules {
+		if err := c.conn.AddMatchSignalContext(ctx, r...); err != nil {
+			for _, added := range watchRules[:i] {
+				_ = c.conn.RemoveMatchSignal(added...)
+			}
+			return nil, nil, fmt.Errorf("cannot subscribe to plugvaultd's signals: %w", err)
+		}
+	}
+	sigs = make(chan *dbus.Signal, size)
+	c.conn.Signal(sigs)
+	return sigs, func() {
+		c.conn.RemoveSignal(sigs)
+		for _, r := range watchRules {
+			_ = c.conn.RemoveMatchSignal(r...)
+		}
+	}, nil
+}
+
 // translate turns a signal into an event, tracking the daemon's unique name in owner.
 func (c *Client) translate(sig *dbus.Signal, owner *string) (Event, bool) {
 	if sig.Name == "org.freedesktop.DBus.NameOwnerChanged" {
-		var name, oldOwner, newOwner string
-		if sig.Sender != "org.freedesktop.DBus" || dbus.Store(sig.Body, &name, &oldOwner, &newOwner) != nil || name != BusName {
+		newOwner, ok := nameOwnerChange(sig)
+		if !ok {
 			return Event{}, false
 		}
 		*owner = newOwner
@@ -124,10 +143,8 @@ func (c *Client) translate(sig *dbus.Signal, owner *string) (Event, bool) {
 	}
 	switch sig.Name {
 	case "org.freedesktop.DBus.Properties.PropertiesChanged":
-		var iface string
-		var changed map[string]dbus.Variant
-		var invalidated []string
-		if dbus.Store(sig.Body, &iface, &changed, &invalidated) != nil {
+		iface, changed, _, ok := propertiesChanged(sig)
+		if !ok {
 			return Event{}, false
 		}
 		switch {
@@ -148,4 +165,21 @@ func (c *Client) translate(sig *dbus.Signal, owner *string) (Event, bool) {
 		return Event{Kind: kind, Drive: drive}, true
 	}
 	return Event{}, false
+}
+
+// nameOwnerChange decodes a NameOwnerChanged of BusName sent by the bus.
+func nameOwnerChange(sig *dbus.Signal) (newOwner string, ok bool) {
+	var name, oldOwner string
+	if sig.Sender != "org.freedesktop.DBus" || dbus.Store(sig.Body, &name, &oldOwner, &newOwner) != nil || name != BusName {
+		return "", false
+	}
+	return newOwner, true
+}
+
+// propertiesChanged decodes a PropertiesChanged.
+func propertiesChanged(sig *dbus.Signal) (iface string, changed map[string]dbus.Variant, invalidated []string, ok bool) {
+	if dbus.Store(sig.Body, &iface, &changed, &invalidated) != nil {
+		return "", nil, nil, false
+	}
+	return iface, changed, invalidated, true
 }

@@ -103,6 +103,14 @@ func (a *Agent) Do(ctx context.Context, req agentproto.Request) (agentproto.Resp
 	if err != nil {
 		return agentproto.Response{}, fmt.Errorf("cannot send %s to the guest agent: %w", req.Op, err)
 	}
+	// A request the guest never answers (the agent wedged, the port lost a line) fails after
+	// its own timeout and a margin, rather than hanging the suite until go test's timeout.
+	bound := noAnswerBound
+	if req.TimeoutMS > 0 {
+		bound = time.Duration(req.TimeoutMS)*time.Millisecond + noAnswerMargin
+	}
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
 	select {
 	case resp := <-ch:
 		if resp.Error == ErrGuestRebooted.Error() {
@@ -110,11 +118,26 @@ func (a *Agent) Do(ctx context.Context, req agentproto.Request) (agentproto.Resp
 		}
 		return resp, nil
 	case <-ctx.Done():
-		a.mu.Lock()
-		delete(a.pending, req.ID)
-		a.mu.Unlock()
+		a.forget(req.ID)
 		return agentproto.Response{}, fmt.Errorf("guest agent %s: %w", req.Op, ctx.Err())
+	case <-timer.C:
+		a.forget(req.ID)
+		return agentproto.Response{}, fmt.Errorf("guest agent %s: no answer within %v", req.Op, bound)
 	}
+}
+
+// noAnswerBound bounds the wait for requests without a timeout of their own (a manifest of a
+// large tree under TCG takes minutes); noAnswerMargin is added to a request's own timeout.
+const (
+	noAnswerBound  = 10 * time.Minute
+	noAnswerMargin = time.Minute
+)
+
+// forget drops the pending request id (its answer, should it come, is discarded).
+func (a *Agent) forget(id uint64) {
+	a.mu.Lock()
+	delete(a.pending, id)
+	a.mu.Unlock()
 }
 
 // clockOffset measures guest clock minus host clock with one round trip.

@@ -49,6 +49,7 @@ func tortureSticks() []StickPlan {
 		{Spec: StickSpec{Name: "t-trunc"}, Enrolled: true, Key: true},
 		{Spec: StickSpec{Name: "t-badfs"}, Enrolled: true, Key: true},
 		{Spec: StickSpec{Name: "t-sleep"}, Enrolled: true, Key: true},
+		{Spec: StickSpec{Name: "t-big"}, Enrolled: true, Key: true},
 	}
 }
 
@@ -1012,6 +1013,83 @@ func TestTortureBadInput(t *testing.T) {
 		c.Leftovers += len(left)
 		c.Line("%s: %s; leftovers %d; %s", d.what, outcome, len(left), written)
 	}
+}
+
+// TestTortureBigSource is R3 (its awkward source): one directory with 100 k entries (10 k in
+// the short pass) and a 4 GiB sparse file with a little data in it. The backup completes, the
+// snapshot equals the source, the sparse file stays sparse on the stick (its holes are not
+// written out) and verify agrees. The source is put back as it was afterwards.
+func TestTortureBigSource(t *testing.T) {
+	env, tl, ctx := tortureEnv(t)
+	c := tortureCase(t, "big source (R3)")
+	v := newVault(t, env, "t-big", false)
+	entries := 100000
+	if !*tortureFull {
+		entries = 10000
+	}
+	const sparseSize = 4 << 30
+	big := SourceDir + "/torture-big"
+	t.Cleanup(func() { env.VM.Exec(context.Background(), "rm", "-rf", big) })
+	// The data blocks sit at the start, in the middle and at the end of the sparse file.
+	script := fmt.Sprintf(`mkdir -p %[1]s/many && cd %[1]s/many && seq -f 'f%%06g' 1 %[2]d | xargs touch
+truncate -s %[3]d %[1]s/sparse.img
+for off in 0 %[4]d %[5]d; do head -c 65536 /dev/urandom | dd of=%[1]s/sparse.img bs=65536 seek=$off conv=notrunc status=none; done
+sync`, big, entries, sparseSize, sparseSize/2/65536, sparseSize/65536-1)
+	if _, err := env.VM.ExecAs(ctx, AliceUID, nil, "/bin/sh", "-ec", script); err != nil {
+		t.Fatal(err)
+	}
+	v.fresh = manifestOf(t, ctx, env, SourceDir, false)
+	if n := countUnder(v.fresh, "torture-big/many/"); n != entries {
+		t.Fatalf("the source holds %d entries in torture-big/many, want %d", n, entries)
+	}
+	mark := plug(t, ctx, env, tl, v.s)
+	replug := 0
+	if err := v.waitEnd(ctx, mark); err != nil {
+		replug = 1
+		t.Errorf("the backup of the big source: %v", err)
+	}
+	evs, _ := env.VM.Events(ctx, mark)
+	tl.AddEvents(env.VM, evs, v.s.Serial, drivePath(v.s))
+	lost, corrupted, note := v.check(ctx)
+	// The sparse file on the stick: at most the data written plus a little per extent.
+	var allocated int64
+	onStick(t, ctx, env, v.s, func(snapDir string) {
+		for name := range v.known {
+			src := snapshotSource(t, ctx, env, snapDir+"/"+name)
+			out, err := env.VM.Exec(ctx, "stat", "-c", "%b %B", src+"/torture-big/sparse.img")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var blocks, unit int64
+			if _, err := fmt.Sscan(out, &blocks, &unit); err != nil {
+				t.Fatalf("stat of the sparse file: %q: %v", out, err)
+			}
+			allocated = max(allocated, blocks*unit)
+		}
+	})
+	const allocBound = 16 << 20
+	if allocated > allocBound {
+		corrupted++
+		t.Errorf("the 4 GiB sparse file takes %d bytes on the stick (bound %d): its holes were written out", allocated, allocBound)
+	}
+	left := leftoversOfLocked(t, ctx, env)
+	daemonHealthy(t, ctx, env, "")
+	pullNow(t, ctx, env, v.s)
+	c.Count, c.Points = 1, 1
+	c.Lost, c.Corrupted, c.Leftovers, c.ReplugFailed = lost, corrupted, len(left), replug
+	c.Line("%d entries in one directory and a %d GiB sparse file (192 KiB of data): backed up; the sparse file takes %d KiB on the stick; leftovers %d; %s",
+		entries, sparseSize>>30, allocated>>10, len(left), note)
+}
+
+// countUnder counts the entries of m whose path starts with prefix.
+func countUnder(m map[string]agentproto.Entry, prefix string) int {
+	n := 0
+	for p := range m {
+		if strings.HasPrefix(p, prefix) {
+			n++
+		}
+	}
+	return n
 }
 
 // TestTortureSuspend is R2: the guest is suspended (systemctl suspend, through logind) while a

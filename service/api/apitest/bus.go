@@ -1,7 +1,8 @@
 // Package apitest helps test clients of the contract (the CLI, the tray) and the daemon itself:
 // a private dbus-daemon that behaves like the system bus, a fake plugvaultd that implements
-// the contract in memory and records every call, and the one rule for tests that need
-// something from the machine (Require, RequireRoot, RequireTool: skip on a laptop, fail under
+// the contract in memory and records every call, the checks that hold a service (the daemon
+// or the fake) to the contract (CheckMethods, CheckProperties), and the one rule for tests
+// that need something from the machine (Require, RequireRoot, RequireTool: skip on a laptop, fail under
 // CI=true).
 //
 // It starts a real dbus-daemon binary, so it imports os/exec; it is test support and is never

@@ -9,9 +9,9 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/introspect"
-	"github.com/godbus/dbus/v5/prop"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/props"
 )
 
 // Call is one method call the fake received.
@@ -28,8 +28,9 @@ var FakeHeaderBackup = []byte("LUKS\xba\xbe fake header backup")
 
 // FakeService stands for plugvaultd in client tests: it owns org.plugvault.PlugVault1 on a
 // private bus, serves the contract's objects with the real introspection XML, records every
-// call, answers with scripted errors, and lets the test change drive properties (which emits
-// PropertiesChanged exactly as the daemon does).
+// call, answers with scripted errors, and lets the test change drive properties. Its
+// properties are served by service/api/props, as the daemon's are, so Get, GetAll, Set and
+// PropertiesChanged behave the same.
 type FakeService struct {
 	Conn *dbus.Conn
 
@@ -37,8 +38,8 @@ type FakeService struct {
 	calls    []Call
 	errs     map[string]error // method -> error to answer with
 	results  map[string][]any // method -> extra return values
-	drives   map[dbus.ObjectPath]*prop.Properties
-	mgrProps *prop.Properties
+	drives   map[dbus.ObjectPath]*props.Properties
+	mgrProps *props.Properties
 	callCh   chan Call
 }
 
@@ -48,19 +49,18 @@ func StartFakeService(t testing.TB, bus *Bus) *FakeService {
 	t.Helper()
 	conn := bus.Conn(t)
 	f := &FakeService{Conn: conn, errs: map[string]error{}, results: map[string][]any{},
-		drives: map[dbus.ObjectPath]*prop.Properties{}, callCh: make(chan Call, 256)}
+		drives: map[dbus.ObjectPath]*props.Properties{}, callCh: make(chan Call, 256)}
 	if err := conn.ExportMethodTable(f.managerMethods(), api.ManagerPath, api.ManagerInterface); err != nil {
 		t.Fatal(err)
 	}
-	mp, err := prop.Export(conn, api.ManagerPath, prop.Map{api.ManagerInterface: {
-		api.PropVersion:      {Value: "0.0.0-fake", Emit: prop.EmitTrue},
-		api.PropDrives:       {Value: []dbus.ObjectPath{}, Emit: prop.EmitTrue},
-		api.PropReminderDays: {Value: uint32(7), Emit: prop.EmitTrue},
-	}})
-	if err != nil {
+	f.mgrProps = props.New(api.ManagerInterface, map[string]any{
+		api.PropVersion:      "0.0.0-fake",
+		api.PropDrives:       []dbus.ObjectPath{},
+		api.PropReminderDays: uint32(7),
+	})
+	if err := f.mgrProps.Export(conn, api.ManagerPath); err != nil {
 		t.Fatal(err)
 	}
-	f.mgrProps = mp
 	f.exportIntrospection(api.ManagerPath)
 	reply, err := conn.RequestName(api.BusName, dbus.NameFlagDoNotQueue)
 	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
@@ -80,13 +80,8 @@ func (f *FakeService) AddDrive(t testing.TB, st api.DriveStatus) dbus.ObjectPath
 	if err := f.Conn.ExportMethodTable(f.driveMethods(path), path, api.DriveInterface); err != nil {
 		t.Fatal(err)
 	}
-	props := prop.Map{api.DriveInterface: {}}
-	for k, v := range st.Props() {
-		// SetDrive emits one PropertiesChanged per change, carrying every changed property.
-		props[api.DriveInterface][k] = &prop.Prop{Value: v, Emit: prop.EmitFalse}
-	}
-	p, err := prop.Export(f.Conn, path, props)
-	if err != nil {
+	p := props.New(api.DriveInterface, st.Props())
+	if err := p.Export(f.Conn, path); err != nil {
 		t.Fatal(err)
 	}
 	f.exportIntrospection(path)
@@ -94,7 +89,7 @@ func (f *FakeService) AddDrive(t testing.TB, st api.DriveStatus) dbus.ObjectPath
 	f.drives[path] = p
 	paths := f.drivePathsLocked()
 	f.mu.Unlock()
-	f.mgrProps.SetMust(api.ManagerInterface, api.PropDrives, paths)
+	f.setManager(t, api.PropDrives, paths)
 	if err := f.Conn.Emit(api.ManagerPath, api.ManagerInterface+"."+api.SignalDriveAdded, path); err != nil {
 		t.Fatal(err)
 	}
@@ -108,10 +103,10 @@ func (f *FakeService) RemoveDrive(t testing.TB, path dbus.ObjectPath) {
 	delete(f.drives, path)
 	paths := f.drivePathsLocked()
 	f.mu.Unlock()
-	for _, iface := range []string{api.DriveInterface, "org.freedesktop.DBus.Properties", "org.freedesktop.DBus.Introspectable"} {
+	for _, iface := range []string{api.DriveInterface, props.Interface, "org.freedesktop.DBus.Introspectable"} {
 		_ = f.Conn.Export(nil, path, iface)
 	}
-	f.mgrProps.SetMust(api.ManagerInterface, api.PropDrives, paths)
+	f.setManager(t, api.PropDrives, paths)
 	if err := f.Conn.Emit(api.ManagerPath, api.ManagerInterface+"."+api.SignalDriveRemoved, path); err != nil {
 		t.Fatal(err)
 	}
@@ -136,26 +131,26 @@ func (f *FakeService) SetDrive(t testing.TB, path dbus.ObjectPath, st api.DriveS
 	if p == nil {
 		t.Fatalf("fake service has no drive %s", path)
 	}
-	changed := map[string]dbus.Variant{}
-	for k, v := range st.Props() {
-		cur, err := p.Get(api.DriveInterface, k)
-		if err == nil && cur.Value() == v {
-			continue
-		}
-		p.SetMust(api.DriveInterface, k, v)
-		changed[k] = dbus.MakeVariant(v)
-	}
-	if len(changed) == 0 {
-		return
-	}
-	if err := f.Conn.Emit(path, "org.freedesktop.DBus.Properties.PropertiesChanged", api.DriveInterface, changed, []string{}); err != nil {
+	if err := p.Emit(f.Conn, path, p.Update(st.Props())); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// SetReminderDays changes the Manager's ReminderDays property.
+// SetReminderDays changes the Manager's ReminderDays property. It panics when the change
+// cannot be announced (the fake's connection is gone).
 func (f *FakeService) SetReminderDays(days uint32) {
-	f.mgrProps.SetMust(api.ManagerInterface, api.PropReminderDays, days)
+	changed := f.mgrProps.Update(map[string]any{api.PropReminderDays: days})
+	if err := f.mgrProps.Emit(f.Conn, api.ManagerPath, changed); err != nil {
+		panic("fake service cannot announce ReminderDays: " + err.Error())
+	}
+}
+
+// setManager changes a Manager property and emits PropertiesChanged when it changed.
+func (f *FakeService) setManager(t testing.TB, name string, value any) {
+	t.Helper()
+	if err := f.mgrProps.Emit(f.Conn, api.ManagerPath, f.mgrProps.Update(map[string]any{name: value})); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // FailNext makes every later call of method answer err (a sentinel of service/api, wrapped

@@ -73,7 +73,7 @@ func TestStatusJSON(t *testing.T) {
 	if len(b) != len(want) {
 		t.Errorf("blue has %d fields, want %d: %v", len(b), len(want), b)
 	}
-	if g["path"] != string(green) || g["last_backup"] != nil || g["last_backup_age_seconds"] != nil || g["present"] != false || g["overdue"] != true {
+	if g["path"] != string(green) || g["last_backup"] != nil || g["last_backup_age_seconds"] != nil || g["present"] != false || g["overdue"] != false {
 		t.Errorf("green = %v", g)
 	}
 
@@ -88,26 +88,32 @@ func TestStatusJSON(t *testing.T) {
 func TestStatusHuman(t *testing.T) {
 	e := newEnv(t)
 	blue, _ := e.twoDrives()
+	e.fake.SetReminderDays(1)
 	st := blueStatus
 	st.State, st.Progress, st.FilesDone, st.FilesTotal = api.StateBackingUp, 0.5, 10, 20
 	st.BytesDone, st.BytesTotal, st.Rate, st.EtaSeconds = 3<<30, 6<<30, 12<<20, 200
 	e.fake.SetDrive(t, blue, st)
 	code, out, _ := e.run("", "status")
 	for _, want := range []string{
-		"blue: backing-up 50%, 10/20 files, 3.0 GiB/6.0 GiB, 12.0 MiB/s, ETA 3m20s",
+		"blue: backing-up 50%, 10/20 files, 3.2 of 6.4 GB, 12.6 MB/s, ETA 3m20s",
 		"last backup 2 days ago", "last run success, 14 snapshots",
 		"green: absent", "never backed up",
+		"blue: backing-up 50%, 10/20 files, 3.2 of 6.4 GB, 12.6 MB/s, ETA 3m20s\n    last backup 2 days ago (2026-11-24 10:00), last run success, 14 snapshots\n    reminder: no backup to this drive for 1 day(s) or more\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}
 	}
+	if n := strings.Count(out, "reminder:"); n != 1 {
+		t.Errorf("%d reminders, want 1 (green was never backed up, so it is not overdue):\n%s", n, out)
+	}
 	if code != 0 {
 		t.Errorf("exit %d", code)
 	}
-	st.State, st.StateReason = api.StateAwaitingPassphrase, "the keyfile was rejected"
+	// The daemon's reason is what the line says.
+	st.State, st.StateReason = api.StateAwaitingPassphrase, "The keyfile was rejected — enter the passphrase"
 	e.fake.SetDrive(t, blue, st)
-	if _, out, _ := e.run("", "status", "blue"); !strings.Contains(out, "blue: awaiting-passphrase (the keyfile was rejected)\n    enter the passphrase with: plugvault unlock blue\n") {
+	if _, out, _ := e.run("", "status", "blue"); !strings.Contains(out, "blue: The keyfile was rejected — enter the passphrase\n    enter the passphrase with: plugvault unlock blue\n") {
 		t.Errorf("no unlock hint:\n%s", out)
 	}
 	code, out, _ = e.run("", "status", "green")

@@ -123,7 +123,7 @@ func (d diskInfo) describe() string {
 	if d.Serial != "" {
 		fmt.Fprintf(&b, ", serial %s", d.Serial)
 	}
-	fmt.Fprintf(&b, ", %s", humanBytes(d.Size))
+	fmt.Fprintf(&b, ", %s", api.FormatBytes(d.Size))
 	if d.Bus != "" {
 		fmt.Fprintf(&b, ", %s", strings.ToUpper(d.Bus))
 	}
@@ -142,7 +142,7 @@ func (d diskInfo) describe() string {
 		if fs == "" {
 			fs = "unknown content"
 		}
-		fmt.Fprintf(&b, "  %-10s %10s  %s%s\n", p.Name, humanBytes(p.Size), fs, quoteLabel(p.Label))
+		fmt.Fprintf(&b, "  %-10s %10s  %s%s\n", p.Name, api.FormatBytes(p.Size), fs, quoteLabel(p.Label))
 	}
 	return b.String()
 }

@@ -141,7 +141,7 @@ func toDriveJSON(d drive, now time.Time, reminderDays uint32) driveJSON {
 		Progress: d.st.Progress, FilesDone: d.st.FilesDone, FilesTotal: d.st.FilesTotal,
 		BytesDone: d.st.BytesDone, BytesTotal: d.st.BytesTotal, Rate: d.st.Rate,
 		EtaSeconds: d.st.EtaSeconds, LastResult: string(d.st.LastResult),
-		SnapshotCount: d.st.SnapshotCount, Overdue: overdue(d.st, now, reminderDays),
+		SnapshotCount: d.st.SnapshotCount, Overdue: api.Overdue(d.st, reminderDays, now),
 	}
 	if d.st.LastBackup > 0 {
 		t := time.Unix(int64(d.st.LastBackup), 0).UTC()
@@ -150,32 +150,6 @@ func toDriveJSON(d drive, now time.Time, reminderDays uint32) driveJSON {
 		j.LastBackup, j.LastBackupAgeSeconds = &s, &age
 	}
 	return j
-}
-
-// overdue reports whether the drive is due a reminder: no complete backup within reminderDays
-// (0 turns reminders off).
-func overdue(st api.DriveStatus, now time.Time, reminderDays uint32) bool {
-	if reminderDays == 0 {
-		return false
-	}
-	if st.LastBackup == 0 {
-		return true
-	}
-	return now.Sub(time.Unix(int64(st.LastBackup), 0)) > time.Duration(reminderDays)*24*time.Hour
-}
-
-// humanBytes prints n with binary units: 0 B, 512 B, 1.5 KiB, 3.2 GiB.
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // humanAge prints how long ago t was, coarsely: "just now", "5 minutes ago", "3 days ago".
@@ -212,8 +186,8 @@ func humanDuration(d time.Duration) string {
 	}
 }
 
-// progressText is the live part of a drive's status: "42% 1234/5678 files, 1.2/3.4 GiB,
-// 12.0 MiB/s, ETA 3m20s".
+// progressText is the live part of a drive's status: "42%, 1234/5678 files, 1.2 of 3.4 GB,
+// 12.0 MB/s, ETA 3m20s".
 func progressText(st api.DriveStatus) string {
 	var parts []string
 	if st.FilesTotal > 0 {
@@ -223,12 +197,12 @@ func progressText(st api.DriveStatus) string {
 		parts = append(parts, fmt.Sprintf("%d files", st.FilesDone))
 	}
 	if st.BytesTotal > 0 {
-		parts = append(parts, fmt.Sprintf("%s/%s", humanBytes(st.BytesDone), humanBytes(st.BytesTotal)))
+		parts = append(parts, api.FormatBytesPair(st.BytesDone, st.BytesTotal))
 	} else {
-		parts = append(parts, humanBytes(st.BytesDone))
+		parts = append(parts, api.FormatBytes(st.BytesDone))
 	}
 	if st.Rate > 0 {
-		parts = append(parts, humanBytes(uint64(st.Rate))+"/s")
+		parts = append(parts, api.FormatBytes(uint64(st.Rate))+"/s")
 	}
 	if st.EtaSeconds >= 0 && st.State == api.StateBackingUp {
 		parts = append(parts, "ETA "+humanDuration(time.Duration(st.EtaSeconds)*time.Second))
@@ -236,16 +210,20 @@ func progressText(st api.DriveStatus) string {
 	return strings.Join(parts, ", ")
 }
 
-// statusLine is one line about a drive: "blue: backing-up 42%, …" or "blue: absent".
+// statusLine is one line about a drive: the daemon's StateReason, with the progress of a run
+// ("blue: Backing up 12 of 20 files (42%, 12/20 files, …)"); the state where there is no reason
+// ("blue: backing-up 42%, …", "blue: absent").
 func statusLine(d drive) string {
-	s := fmt.Sprintf("%s: %s", d.label(), d.st.State)
-	if d.st.State == api.StateBackingUp || d.st.State == api.StateFinishing {
-		s += " " + progressText(d.st)
+	progress := d.st.State == api.StateBackingUp || d.st.State == api.StateFinishing
+	switch {
+	case d.st.StateReason == "" && progress:
+		return fmt.Sprintf("%s: %s %s", d.label(), d.st.State, progressText(d.st))
+	case d.st.StateReason == "":
+		return fmt.Sprintf("%s: %s", d.label(), d.st.State)
+	case progress:
+		return fmt.Sprintf("%s: %s (%s)", d.label(), d.st.StateReason, progressText(d.st))
 	}
-	if d.st.StateReason != "" {
-		s += " (" + d.st.StateReason + ")"
-	}
-	return s
+	return fmt.Sprintf("%s: %s", d.label(), d.st.StateReason)
 }
 
 // lastBackupText says when the last complete backup was and how the last run ended.

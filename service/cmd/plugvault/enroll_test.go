@@ -51,7 +51,7 @@ func TestEnrollScripted(t *testing.T) {
 		t.Errorf("header backup file %v, %v; want a regular file of ours, 0600", fi, err)
 	}
 	// What will be destroyed, read from sysfs and the udev database.
-	for _, s := range []string{"DESTROYS everything on " + dev, "SanDisk Ultra", "serial 4C530001", "28.6 GiB", "USB", "removable",
+	for _, s := range []string{"DESTROYS everything on " + dev, "SanDisk Ultra", "serial 4C530001", "30.8 GB", "USB", "removable",
 		"sdz1", `vfat labelled "MYSTICK"`} {
 		if !strings.Contains(errOut, s) {
 			t.Errorf("the warning lacks %q:\n%s", s, errOut)

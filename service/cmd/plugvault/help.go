@@ -35,6 +35,8 @@ DRIVE:
    "last_backup": "2026-11-26T08:31:00Z" or null, "last_backup_age_seconds": 3600 or null,
    "last_result": "success"|"failed"|"cancelled"|"interrupted"|"",
    "snapshot_count": 14, "overdue": false}
+  overdue: the last complete backup is reminder_days or more days old (never with
+  reminder_days 0; a drive that was never backed up is not overdue).
 status --watch (JSON lines):
   {"event": "service-up"|"service-down"|"drive-changed"|"drive-added"|"drive-removed",
    "path": "…" (drive events), "drive": DRIVE (drive-changed, drive-added)}

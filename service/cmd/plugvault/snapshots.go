@@ -35,7 +35,7 @@ func runSnapshots(ctx context.Context, a *app, args []string) error {
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SNAPSHOT\tCREATED\tFILES\tSIZE\tSTATUS")
 	for _, s := range snaps {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.Name, time.Unix(s.Created, 0).Local().Format("2006-01-02 15:04"), s.Files, humanBytes(s.Bytes), s.Status)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.Name, time.Unix(s.Created, 0).Local().Format("2006-01-02 15:04"), s.Files, api.FormatBytes(s.Bytes), s.Status)
 	}
 	return tw.Flush()
 }

@@ -49,8 +49,8 @@ func runStatus(ctx context.Context, a *app, args []string) error {
 			a.printf("    enter the passphrase with: plugvault unlock %s\n", shellQuote(d.label()))
 		}
 		a.printf("    %s\n", lastBackupText(d.st, now))
-		if overdue(d.st, now, days) && d.st.LastBackup > 0 {
-			a.printf("    reminder: no backup to this drive for more than %d days\n", days)
+		if api.Overdue(d.st, days, now) {
+			a.printf("    reminder: no backup to this drive for %d day(s) or more\n", days)
 		}
 	}
 	return nil

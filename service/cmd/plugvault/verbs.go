@@ -14,11 +14,13 @@ var verbs []verb
 func init() {
 	verbs = []verb{
 		{name: "status", args: "[DRIVE] [--watch]", summary: "show every drive: state, progress, last backup",
-			help: `Shows each enrolled drive (or only DRIVE): its state, the progress of a running backup,
-and when the last complete backup was taken. With --watch it keeps running and prints every
-change as plugvaultd announces it (no polling): on a terminal a live progress line, otherwise
-one plain line per change (or one JSON object per line with --json). It follows plugvaultd
-across restarts; stop it with Ctrl-C.
+			help: `Shows each enrolled drive (or only DRIVE): its state (in plugvaultd's words where it gives
+a reason), the progress of a running backup, and when the last complete backup was taken,
+with a reminder when the drive is overdue: its last complete backup is reminder_days or more
+old (a drive that was never backed up is not overdue). With --watch it keeps running and
+prints every change as plugvaultd announces it (no polling): on a terminal a live progress
+line, otherwise one plain line per change (or one JSON object per line with --json). It
+follows plugvaultd across restarts; stop it with Ctrl-C.
 
 Examples:
   plugvault status

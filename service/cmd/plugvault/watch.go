@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/godbus/dbus/v5"
 
@@ -46,8 +47,14 @@ func (l *liner) drive(d drive) {
 		l.a.printf("%s\n", line)
 		return
 	}
-	key := string(d.st.State) + "\x00" + d.st.StateReason
-	if l.lastKey[d.path] != key || !(d.st.State == api.StateBackingUp || d.st.State == api.StateFinishing) {
+	// A run's reason moves with its progress ("Backing up 12 of 20 files"): while it runs,
+	// only a new state keeps the line.
+	running := d.st.State == api.StateBackingUp || d.st.State == api.StateFinishing
+	key := string(d.st.State)
+	if !running {
+		key += "\x00" + d.st.StateReason
+	}
+	if l.lastKey[d.path] != key || !running {
 		l.lastKey[d.path] = key
 		l.message(line)
 		if d.st.State == api.StateAwaitingPassphrase {
@@ -66,19 +73,18 @@ func (l *liner) end() {
 	}
 }
 
-// watchStatus follows PropertiesChanged (no polling) until ctx ends; Ctrl-C is a normal end.
+// watchStatus follows the drives through api.WatchDrives (no polling) until ctx ends; Ctrl-C
+// is a normal end.
 func (a *app) watchStatus(ctx context.Context, arg string) error {
-	events, err := a.client.Watch(ctx)
+	events, err := a.client.WatchDrives(ctx)
 	if err != nil {
 		return err
 	}
 	l := newLiner(a)
 	defer l.end()
-	drives := map[dbus.ObjectPath]*drive{}
 	var only dbus.ObjectPath // set when arg names one drive
-	var days uint32
 	first := true
-	emit := func(kind string, d *drive, path dbus.ObjectPath) error {
+	emit := func(kind string, d *drive, path dbus.ObjectPath, days uint32) error {
 		if a.o.json {
 			ev := watchEvent{Event: kind, Path: string(path)}
 			if d != nil {
@@ -102,17 +108,10 @@ func (a *app) watchStatus(ctx context.Context, arg string) error {
 	for ev := range events {
 		switch ev.Kind {
 		case api.EventServiceUp:
-			list, err := a.listDrives(ctx)
-			if err != nil {
-				if first {
-					return err
-				}
-				l.message(fmt.Sprintf("cannot read the drives: %v", err))
-				continue
+			list := make([]drive, 0, len(ev.Drives))
+			for _, e := range ev.Drives {
+				list = append(list, drive{path: e.Path, st: e.Status})
 			}
-			rctx, cancel := a.readCtx(ctx)
-			days, _ = a.client.ReminderDays(rctx)
-			cancel()
 			if arg != "" {
 				d, err := pickDrive(list, arg)
 				if err != nil {
@@ -126,55 +125,41 @@ func (a *app) watchStatus(ctx context.Context, arg string) error {
 				list = []drive{d}
 			}
 			first = false
-			clear(drives)
-			if err := emit("service-up", nil, ""); err != nil {
+			if err := emit("service-up", nil, "", ev.ReminderDays); err != nil {
 				return err
 			}
 			for i := range list {
-				d := list[i]
-				drives[d.path] = &d
-				if err := emit("drive-changed", &d, d.path); err != nil {
+				if err := emit("drive-changed", &list[i], list[i].path, ev.ReminderDays); err != nil {
 					return err
 				}
 			}
 		case api.EventServiceDown:
+			if ev.Err != nil {
+				if first {
+					return ev.Err
+				}
+				l.message(ev.Err.Error())
+			}
 			first = false
-			if err := emit("service-down", nil, ""); err != nil {
+			if err := emit("service-down", nil, "", 0); err != nil {
 				return err
 			}
-		case api.EventDriveAdded:
-			if only != "" {
+		case api.EventDriveAdded, api.EventDriveChanged:
+			if only != "" && (ev.Drive != only || ev.Kind == api.EventDriveAdded) {
 				continue
 			}
-			rctx, cancel := a.readCtx(ctx)
-			st, err := a.client.DriveStatus(rctx, ev.Drive)
-			cancel()
-			if err != nil {
-				continue // removed again already
+			kind := "drive-changed"
+			if ev.Kind == api.EventDriveAdded {
+				kind = "drive-added"
 			}
-			d := &drive{path: ev.Drive, st: st}
-			drives[ev.Drive] = d
-			if err := emit("drive-added", d, ev.Drive); err != nil {
+			if err := emit(kind, &drive{path: ev.Drive, st: ev.Status}, ev.Drive, ev.ReminderDays); err != nil {
 				return err
 			}
 		case api.EventDriveRemoved:
-			if _, ok := drives[ev.Drive]; !ok {
+			if only != "" && ev.Drive != only {
 				continue
 			}
-			delete(drives, ev.Drive)
-			if err := emit("drive-removed", nil, ev.Drive); err != nil {
-				return err
-			}
-		case api.EventDriveChanged:
-			d := drives[ev.Drive]
-			if d == nil {
-				continue
-			}
-			if err := d.st.Apply(ev.Changed); err != nil {
-				l.message(err.Error())
-				continue
-			}
-			if err := emit("drive-changed", d, ev.Drive); err != nil {
+			if err := emit("drive-removed", nil, ev.Drive, ev.ReminderDays); err != nil {
 				return err
 			}
 		}
@@ -189,9 +174,13 @@ func (a *app) watchStatus(ctx context.Context, arg string) error {
 func (a *app) backupAndWait(ctx context.Context, d drive) error {
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
-	events, err := a.client.Watch(wctx) // subscribe before starting, so no change is missed
+	events, err := a.client.WatchDrives(wctx)
 	if err != nil {
 		return err
+	}
+	// The state is read before the run starts, so every change of the run follows.
+	if _, ok := <-events; !ok {
+		return errors.New("cannot follow the backup: the connection to the system bus was lost")
 	}
 	actx, cancel := a.actionCtx(ctx)
 	err = a.client.BackupNow(actx, d.path, a.options(nil))
@@ -217,9 +206,7 @@ func (a *app) backupAndWait(ctx context.Context, d drive) error {
 			if ev.Drive != d.path {
 				continue
 			}
-			if err := d.st.Apply(ev.Changed); err != nil {
-				return err
-			}
+			d.st = ev.Status
 			if !a.o.json {
 				l.drive(d)
 			}
@@ -227,7 +214,7 @@ func (a *app) backupAndWait(ctx context.Context, d drive) error {
 				running = true
 				continue
 			}
-			if _, stateChanged := ev.Changed[api.PropState]; !stateChanged || !running && d.st.State != api.StateFailed {
+			if !slices.Contains(ev.Changed, api.PropState) || !running && d.st.State != api.StateFailed {
 				continue
 			}
 			l.end()

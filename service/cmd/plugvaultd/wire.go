@@ -105,8 +105,7 @@ func newServices(logger *slog.Logger, w wiring) (*services, error) {
 		return nil, err
 	}
 	enr, err := enroll.New(enroll.Deps{
-		LUKS:        cs,
-		MappingName: luks.MappingName,
+		LUKS: cs,
 		Keyslots: func(ctx context.Context, dev string) (map[int]enroll.Keyslot, error) {
 			h, err := cs.Dump(ctx, dev)
 			if err != nil {

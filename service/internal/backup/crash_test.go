@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
 )
 
@@ -90,7 +91,7 @@ func TestResumeReusesWhatThePartialHolds(t *testing.T) {
 		if strings.HasSuffix(n.Name(), partialExt) {
 			partial = n.Name()
 		}
-		if IsSnapshotName(n.Name()) || n.Name() == latestName {
+		if api.IsSnapshotName(n.Name()) || n.Name() == latestName {
 			t.Errorf("an interrupted run left %s", n.Name())
 		}
 	}
@@ -173,7 +174,7 @@ func crashLoop(t *testing.T, job Job, src string, kills int) {
 		cancel()
 		host := filepath.Join(job.Target, rootDir, job.Host)
 		if l, err := os.Readlink(filepath.Join(host, latestName)); err == nil {
-			if !IsSnapshotName(l) {
+			if !api.IsSnapshotName(l) {
 				t.Fatalf("latest names %q", l)
 			}
 			if _, err := os.Stat(filepath.Join(host, l, metaDir, "manifest")); err != nil {
@@ -183,7 +184,7 @@ func crashLoop(t *testing.T, job Job, src string, kills int) {
 		if job.FSType == "btrfs" {
 			// Whatever the child finished is promoted by the daemon side; an unfinished
 			// working tree must refuse promotion.
-			if err := Promote(job, time.Now().UTC().Format(timeLayout)); err == nil {
+			if err := Promote(job, time.Now().UTC().Format(api.SnapshotLayout)); err == nil {
 				t.Log("a finished run was promoted between kills")
 			}
 		}

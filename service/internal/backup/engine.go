@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/plugvault/plugvault/service/api"
 	"golang.org/x/sys/unix"
 )
 
@@ -108,9 +109,9 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	var complete, partials []string
 	for _, n := range names {
 		switch {
-		case IsSnapshotName(n):
+		case api.IsSnapshotName(n):
 			complete = append(complete, n)
-		case strings.HasSuffix(n, partialExt) && IsSnapshotName(strings.TrimSuffix(n, partialExt)):
+		case strings.HasSuffix(n, partialExt) && api.IsSnapshotName(strings.TrimSuffix(n, partialExt)):
 			partials = append(partials, n)
 		}
 	}
@@ -249,11 +250,11 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 // uniqueName is the snapshot name for a run started at now, later than every existing one.
 func uniqueName(now time.Time, existing []string) string {
 	t := now.UTC().Truncate(time.Second)
-	name := t.Format(timeLayout)
+	name := t.Format(api.SnapshotLayout)
 	if len(existing) > 0 && name <= existing[len(existing)-1] {
-		last, err := time.Parse(timeLayout, existing[len(existing)-1])
+		last, err := time.Parse(api.SnapshotLayout, existing[len(existing)-1])
 		if err == nil {
-			name = last.Add(time.Second).Format(timeLayout)
+			name = last.Add(time.Second).Format(api.SnapshotLayout)
 		}
 	}
 	return name

@@ -3,7 +3,6 @@ package backup
 import (
 	"fmt"
 	"path"
-	"regexp"
 	"strings"
 	"time"
 
@@ -85,13 +84,7 @@ const (
 	latestName = "latest"
 	partialExt = ".partial"
 	deleteExt  = ".deleting"
-	timeLayout = "20060102T150405Z"
 )
-
-var snapshotName = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z$`)
-
-// IsSnapshotName reports whether name is a complete snapshot's name.
-func IsSnapshotName(name string) bool { return snapshotName.MatchString(name) }
 
 // validHost rejects host names that could climb out of plugvault/.
 func validHost(h string) bool {

@@ -40,10 +40,10 @@ func List(target, host string) ([]api.Snapshot, error) {
 		if strings.HasSuffix(n, partialExt) {
 			base, status = strings.TrimSuffix(n, partialExt), api.SnapshotPartial
 		}
-		if !IsSnapshotName(base) {
+		if !api.IsSnapshotName(base) {
 			continue
 		}
-		t, _ := time.Parse(timeLayout, base)
+		t, _ := time.Parse(api.SnapshotLayout, base)
 		s := api.Snapshot{Name: base, Created: t.Unix(), Status: status}
 		if st := readStats(hfd, n); st != nil {
 			s.Files, s.Bytes = st.Entries, st.Bytes

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/plugvault/plugvault/service/api"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,7 +70,7 @@ func newestComplete(hfd int) string {
 	names, _ := readDirNames(hfd)
 	var best string
 	for _, n := range names {
-		if IsSnapshotName(n) && n > best {
+		if api.IsSnapshotName(n) && n > best {
 			best = n
 		}
 	}
@@ -83,7 +84,7 @@ func Promote(job Job, name string) error {
 	if err := job.validate(); err != nil {
 		return err
 	}
-	if !IsSnapshotName(name) {
+	if !api.IsSnapshotName(name) {
 		return fmt.Errorf("cannot promote: invalid snapshot name %q", name)
 	}
 	tfd, err := openDirPath(job.Target)
@@ -122,7 +123,7 @@ func Prune(job Job, now time.Time) ([]string, error) {
 	}
 	var complete []string
 	for _, n := range names {
-		if IsSnapshotName(n) {
+		if api.IsSnapshotName(n) {
 			complete = append(complete, n)
 		} else if strings.HasSuffix(n, deleteExt) {
 			_ = deleteSnapshot(hfd, n) // an interrupted delete

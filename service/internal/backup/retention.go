@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
 )
 
@@ -37,7 +38,7 @@ func planRetention(names []string, now time.Time, r config.Retention) (del []str
 	}
 	var ss []snap
 	for _, n := range names {
-		t, err := time.Parse(timeLayout, n)
+		t, err := time.Parse(api.SnapshotLayout, n)
 		if err != nil {
 			continue
 		}

@@ -5,12 +5,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
 )
 
 func TestPlanRetention(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	at := func(d time.Duration) string { return now.Add(-d).Format(timeLayout) }
+	at := func(d time.Duration) string { return now.Add(-d).Format(api.SnapshotLayout) }
 	h, day := time.Hour, 24*time.Hour
 	def := config.Retention{}
 	cases := []struct {

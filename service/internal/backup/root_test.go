@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/mount"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
@@ -303,7 +304,7 @@ func TestRootPromoteRefusesFreshWorkingTree(t *testing.T) {
 	if err := Prepare(job, os.Geteuid(), os.Getegid()); err != nil {
 		t.Fatal(err)
 	}
-	if err := Promote(job, testClock.now().UTC().Format(timeLayout)); err == nil {
+	if err := Promote(job, testClock.now().UTC().Format(api.SnapshotLayout)); err == nil {
 		t.Error("a working subvolume that never finished a run was promoted")
 	}
 	if snaps, _ := List(job.Target, job.Host); len(snaps) != 0 {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/plugvault/plugvault/service/api"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,7 +37,7 @@ func openSnapshot(target, host, snapshot string) (fd int, name string, err error
 			return -1, "", fmt.Errorf("cannot find a complete snapshot: %w", os.ErrNotExist)
 		}
 	}
-	if !IsSnapshotName(snapshot) {
+	if !api.IsSnapshotName(snapshot) {
 		return -1, "", fmt.Errorf("cannot find snapshot %q: %w", snapshot, os.ErrNotExist)
 	}
 	fd, err = openDirBeneath(hfd, snapshot)

@@ -38,7 +38,7 @@ type Drive struct {
 	LuksUUID string `toml:"luks_uuid"`
 	// Fingerprint identifies the drive by its LUKS UUID and volume-key digest
 	// (luks.Fingerprint), recorded at enroll or adopt, or at the first keyfile unlock of a
-	// drive registered before fingerprints existed. Empty: not recorded yet.
+	// drive whose entry has none. Empty: not recorded yet.
 	Fingerprint string `toml:"fingerprint"`
 	// Keyfile defaults to DefaultKeyDir/<luks_uuid>.key. An empty or missing keyfile means the
 	// drive is unlocked with a passphrase at every plug.

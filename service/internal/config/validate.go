@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"unicode"
@@ -29,9 +28,6 @@ const (
 	maxWeeklyWeeks    = 52 * 100
 	maxMinFreePercent = 90
 )
-
-// uuidRE is the form cryptsetup luksUUID prints: lowercase hex, 8-4-4-4-12.
-var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 // problem is one thing wrong with the configuration. drive is the index of the [[drive]] it is
 // about, or -1 for a top-level key; key is relative to the drive ("retention.daily_days").
@@ -135,9 +131,9 @@ func (c *Config) validate() []problem {
 		switch {
 		case d.LuksUUID == "":
 			add("luks_uuid", "missing; run: cryptsetup luksUUID /dev/sdX (the drive's partition or disk)")
-		case uuidRE.MatchString(strings.ToLower(d.LuksUUID)) && strings.ToLower(d.LuksUUID) != d.LuksUUID:
+		case luks.CheckUUID(strings.ToLower(d.LuksUUID)) == nil && strings.ToLower(d.LuksUUID) != d.LuksUUID:
 			add("luks_uuid", "%q has upper-case letters; write it as cryptsetup luksUUID prints it: %q", d.LuksUUID, strings.ToLower(d.LuksUUID))
-		case !uuidRE.MatchString(d.LuksUUID):
+		case luks.CheckUUID(d.LuksUUID) != nil:
 			add("luks_uuid", "%q is not a UUID; run: cryptsetup luksUUID /dev/sdX to print it", d.LuksUUID)
 		default:
 			if j, dup := uuids[d.LuksUUID]; dup {

@@ -14,16 +14,15 @@ import (
 	"github.com/godbus/dbus/v5/introspect"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/props"
 	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/polkit"
 	"github.com/plugvault/plugvault/service/internal/users"
 )
 
-// Standard D-Bus interfaces every object serves.
-const (
-	propertiesInterface     = "org.freedesktop.DBus.Properties"
-	introspectableInterface = "org.freedesktop.DBus.Introspectable"
-)
+// introspectableInterface is the standard interface every object serves besides its own
+// and props.Interface.
+const introspectableInterface = "org.freedesktop.DBus.Introspectable"
 
 // Default time limits of a call. godbus hands handlers no context, so each call gets one
 // derived from the daemon's root context.
@@ -58,7 +57,7 @@ type Daemon struct {
 	log      *slog.Logger
 	ctx      context.Context // root of every call's context; cancelled by Close
 	cancel   context.CancelFunc
-	mgrProps *properties
+	mgrProps *props.Properties
 	intro    map[string]string // introspection data by interface
 
 	// Set by Start before any object is exported: no call can reach them earlier.
@@ -76,7 +75,7 @@ type driveEntry struct {
 	uuid   string
 	path   dbus.ObjectPath
 	status api.DriveStatus // as published
-	props  *properties
+	props  *props.Properties
 }
 
 var _ drive.Publisher = (*Daemon)(nil)
@@ -106,7 +105,7 @@ func New(conn *dbus.Conn, opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{conn: conn, opts: opts, log: opts.Logger, drives: map[string]*driveEntry{}, intro: intro}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
-	d.mgrProps = newProperties(api.ManagerInterface, map[string]any{
+	d.mgrProps = props.New(api.ManagerInterface, map[string]any{
 		api.PropVersion:      opts.Version,
 		api.PropDrives:       []dbus.ObjectPath{},
 		api.PropReminderDays: opts.ReminderDays,
@@ -116,11 +115,11 @@ func New(conn *dbus.Conn, opts Options) (*Daemon, error) {
 
 // exportObject exports obj, its properties and its introspection data (from the contract) at
 // path.
-func (d *Daemon) exportObject(path dbus.ObjectPath, iface string, obj any, props *properties) error {
+func (d *Daemon) exportObject(path dbus.ObjectPath, iface string, obj any, p *props.Properties) error {
 	if err := d.conn.Export(obj, path, iface); err != nil {
 		return fmt.Errorf("cannot export %s: %w", path, err)
 	}
-	if err := d.conn.Export(props, path, propertiesInterface); err != nil {
+	if err := p.Export(d.conn, path); err != nil {
 		return fmt.Errorf("cannot export %s: %w", path, err)
 	}
 	if err := d.conn.Export(introspect.Introspectable(d.intro[iface]), path, introspectableInterface); err != nil {
@@ -130,7 +129,7 @@ func (d *Daemon) exportObject(path dbus.ObjectPath, iface string, obj any, props
 }
 
 func (d *Daemon) unexportObject(path dbus.ObjectPath, iface string) {
-	for _, i := range []string{iface, propertiesInterface, introspectableInterface} {
+	for _, i := range []string{iface, props.Interface, introspectableInterface} {
 		_ = d.conn.Export(nil, path, i)
 	}
 }
@@ -160,7 +159,7 @@ func (d *Daemon) Start(backend Backend, enroller Enroller) error {
 			return err
 		}
 	}
-	d.mgrProps.update(map[string]dbus.Variant{api.PropDrives: dbus.MakeVariant(d.drivePathsLocked())})
+	d.mgrProps.Update(map[string]any{api.PropDrives: d.drivePathsLocked()})
 	d.mu.Unlock()
 	reply, err := d.conn.RequestName(api.BusName, dbus.NameFlagDoNotQueue)
 	if err != nil {
@@ -223,7 +222,7 @@ func (d *Daemon) AddDrive(uuid string, st api.DriveStatus) error {
 			return fmt.Errorf("cannot publish drive %s: %s is already published", uuid, path)
 		}
 	}
-	e := &driveEntry{uuid: uuid, path: path, status: st, props: newProperties(api.DriveInterface, st.Props())}
+	e := &driveEntry{uuid: uuid, path: path, status: st, props: props.New(api.DriveInterface, st.Props())}
 	if !d.started {
 		d.drives[uuid] = e
 		return nil
@@ -251,22 +250,12 @@ func (d *Daemon) UpdateDrive(uuid string, st api.DriveStatus) {
 		d.log.Debug("update of a drive that is not published", "drive", uuid)
 		return
 	}
-	old := e.status.Props()
-	changed := map[string]dbus.Variant{}
-	for k, v := range st.Props() {
-		if old[k] != v {
-			changed[k] = dbus.MakeVariant(v)
-		}
-	}
 	e.status = st
-	if len(changed) == 0 {
-		return
-	}
-	e.props.update(changed)
+	changed := e.props.Update(st.Props())
 	if !d.started {
 		return
 	}
-	if err := d.conn.Emit(e.path, propertiesInterface+".PropertiesChanged", api.DriveInterface, changed, []string{}); err != nil {
+	if err := e.props.Emit(d.conn, e.path, changed); err != nil {
 		d.log.Warn("cannot emit PropertiesChanged", "drive", uuid, "error", err)
 	}
 }
@@ -303,10 +292,8 @@ func (d *Daemon) drivePathsLocked() []dbus.ObjectPath {
 }
 
 func (d *Daemon) publishDrivesLocked() {
-	paths := d.drivePathsLocked()
-	changed := map[string]dbus.Variant{api.PropDrives: dbus.MakeVariant(paths)}
-	d.mgrProps.update(changed)
-	if err := d.conn.Emit(api.ManagerPath, propertiesInterface+".PropertiesChanged", api.ManagerInterface, changed, []string{}); err != nil {
+	changed := d.mgrProps.Update(map[string]any{api.PropDrives: d.drivePathsLocked()})
+	if err := d.mgrProps.Emit(d.conn, api.ManagerPath, changed); err != nil {
 		d.log.Warn("cannot emit PropertiesChanged", "error", err)
 	}
 }

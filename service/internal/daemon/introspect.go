@@ -5,9 +5,9 @@ import (
 	"fmt"
 
 	"github.com/godbus/dbus/v5/introspect"
-	"github.com/godbus/dbus/v5/prop"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/props"
 )
 
 // peerData describes org.freedesktop.DBus.Peer, which godbus answers on every object.
@@ -31,7 +31,7 @@ func introspection() (map[string]string, error) {
 	}
 	out := map[string]string{}
 	for _, iface := range node.Interfaces {
-		n := introspect.Node{Interfaces: []introspect.Interface{iface, introspect.IntrospectData, prop.IntrospectData, peerData}}
+		n := introspect.Node{Interfaces: []introspect.Interface{iface, introspect.IntrospectData, props.IntrospectData, peerData}}
 		b, err := xml.MarshalIndent(n, "", "  ")
 		if err != nil {
 			return nil, fmt.Errorf("internal error: cannot marshal introspection data: %w", err)

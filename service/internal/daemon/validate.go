@@ -23,9 +23,6 @@ const (
 	maxLabel      = 16 // the smaller of ext4 (16) and btrfs (255)
 )
 
-// snapshotPattern is the only form a snapshot name takes: a UTC timestamp directory name.
-var snapshotPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z$`)
-
 // displayablePattern is what a device path must look like to be shown in a polkit dialog.
 var displayablePattern = regexp.MustCompile(`^/dev/[A-Za-z0-9._/:-]+$`)
 
@@ -96,7 +93,7 @@ func verbOf(method string) string {
 
 // validSnapshot checks a snapshot name from ListSnapshots.
 func validSnapshot(name string) error {
-	if !snapshotPattern.MatchString(name) {
+	if !api.IsSnapshotName(name) {
 		return invalid("cannot use snapshot %q: a snapshot name looks like 20261126T083100Z", name)
 	}
 	return nil

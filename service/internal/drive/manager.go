@@ -14,11 +14,8 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/config"
+	"github.com/plugvault/plugvault/service/internal/luks"
 )
-
-// MappingPrefix starts the name of every device-mapper mapping plugvaultd opens
-// ("plugvault-<luks_uuid>").
-const MappingPrefix = "plugvault-"
 
 // pulledWindow: a removal this soon after the backup failed is taken as its cause (writes to a
 // pulled stick fail before udev reports the removal).
@@ -168,7 +165,7 @@ func (m *Manager) RemoveDrive(uuid string) error {
 
 func (m *Manager) addDriveLocked(c config.Drive) error {
 	uuid := strings.ToLower(c.LuksUUID)
-	if !validUUID(uuid) {
+	if luks.CheckUUID(uuid) != nil {
 		return fmt.Errorf("cannot manage drive %q: invalid LUKS UUID %q", c.Name, c.LuksUUID)
 	}
 	if _, dup := m.drives[uuid]; dup {
@@ -185,20 +182,7 @@ func (m *Manager) addDriveLocked(c config.Drive) error {
 	return nil
 }
 
-// validUUID accepts what can safely go into a mapping name and a path element.
-func validUUID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func (m *Manager) mappingName(d *drive) string { return MappingPrefix + d.uuid }
+func (m *Manager) mappingName(d *drive) string { return luks.MappingPrefix + d.uuid }
 func (m *Manager) mapperPath(d *drive) string  { return filepath.Join(m.mapper, m.mappingName(d)) }
 func (m *Manager) target(d *drive) string      { return filepath.Join(m.base, d.uuid, "drive") }
 

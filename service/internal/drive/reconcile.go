@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/plugvault/plugvault/service/internal/luks"
 )
 
 // reconcile adopts (stick present) or cleans (stick absent) the mappings and mounts an earlier
@@ -41,10 +43,10 @@ func (m *Manager) reconcile(ctx context.Context, cold []Event) {
 	}
 	mappedDrive := make(map[string]*drive) // mapping name -> present drive
 	for _, name := range names {
-		if !strings.HasPrefix(name, MappingPrefix) {
+		if !strings.HasPrefix(name, luks.MappingPrefix) {
 			continue
 		}
-		if d := drives[strings.TrimPrefix(name, MappingPrefix)]; d != nil && present[d] {
+		if d := drives[strings.TrimPrefix(name, luks.MappingPrefix)]; d != nil && present[d] {
 			mappedDrive[name] = d
 		}
 	}
@@ -68,7 +70,7 @@ func (m *Manager) reconcile(ctx context.Context, cold []Event) {
 		}
 	}
 	for _, name := range names {
-		if !strings.HasPrefix(name, MappingPrefix) {
+		if !strings.HasPrefix(name, luks.MappingPrefix) {
 			continue
 		}
 		if d := mappedDrive[name]; d != nil {
@@ -103,7 +105,7 @@ func listMappings(dir string) ([]string, error) {
 	}
 	var names []string
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), MappingPrefix) {
+		if strings.HasPrefix(e.Name(), luks.MappingPrefix) {
 			names = append(names, e.Name())
 		}
 	}

@@ -40,14 +40,14 @@
 //
 // The LUKS operations (service/internal/luks), the configuration writer
 // (service/internal/config) and the Registry are consumed through the small interfaces and
-// function fields of Deps, so the unit tests run with fakes and a fake sysfs tree. mkfs,
-// udevadm and cryptsetup luksHeaderBackup run through sysexec.Runner; mkfs needs the opened
-// mapping (device-mapper), so it only really runs in the VM.
+// function fields of Deps, so the unit tests run with fakes and a fake sysfs tree; every
+// cryptsetup call goes through LUKS. mkfs and udevadm run through sysexec.Runner; mkfs needs
+// the opened mapping (device-mapper), so it only really runs in the VM.
 //
-// Wiring for the integrator (luks.Header is not imported here, so Dump is adapted):
+// plugvaultd wires it like this (luks.Header is not imported here, so Dump is adapted):
 //
 //	enroll.New(enroll.Deps{
-//		LUKS: cs, MappingName: luks.MappingName,
+//		LUKS: cs,
 //		Keyslots: func(ctx context.Context, dev string) (map[int]enroll.Keyslot, error) {
 //			h, err := cs.Dump(ctx, dev)
 //			if err != nil {

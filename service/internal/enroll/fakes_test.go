@@ -34,6 +34,11 @@ type fakeLUKS struct {
 	// before, when set, runs at the start of each call with the method's name (a test swaps
 	// the device there).
 	before func(method string)
+	// headerSize, when set, is the size of the header backup HeaderBackup writes (sparse);
+	// headerFile is the file it was told to write and headerDir what it found in its directory.
+	headerSize int64
+	headerFile string
+	headerDir  os.FileInfo
 }
 
 func newFakeLUKS() *fakeLUKS {
@@ -158,6 +163,31 @@ func (f *fakeLUKS) Close(ctx context.Context, name string, deferred bool) error 
 	return nil
 }
 
+// HeaderBackup writes fakeHeader (or headerSize bytes) to file, which it creates exclusively,
+// 0400, as cryptsetup luksHeaderBackup does.
+func (f *fakeLUKS) HeaderBackup(ctx context.Context, device, file string) error {
+	f.mu.Lock()
+	f.headerFile = file
+	f.headerDir, _ = os.Lstat(filepath.Dir(file))
+	f.mu.Unlock()
+	if err := f.record("HeaderBackup", device); err != nil {
+		return err
+	}
+	w, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	if err != nil {
+		return err
+	}
+	if f.headerSize > 0 {
+		err = w.Truncate(f.headerSize)
+	} else {
+		_, err = w.Write(fakeHeader)
+	}
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 func (f *fakeLUKS) keyslots(ctx context.Context, device string) (map[int]Keyslot, error) {
 	if err := f.record("Keyslots", device); err != nil {
 		return nil, err
@@ -169,7 +199,7 @@ func (f *fakeLUKS) keyslots(ctx context.Context, device string) (map[int]Keyslot
 	return m, nil
 }
 
-// fakeHeader is what the fake cryptsetup luksHeaderBackup writes.
+// fakeHeader is what the fake LUKS.HeaderBackup writes.
 var fakeHeader = []byte("LUKS\xba\xbe\x00\x02 header backup")
 
 // fakeRunner stands for sysexec.Exec: it records argv and fails the tools a test names.
@@ -177,10 +207,6 @@ type fakeRunner struct {
 	mu   sync.Mutex
 	runs [][]string
 	fail map[string]error // tool base name (or "udevadm control") -> error
-	// headerSize, when set, is the size of the header backup the fake cryptsetup writes
-	// (sparse); headerDir is what it found in the directory it writes to.
-	headerSize int64
-	headerDir  os.FileInfo
 }
 
 func (r *fakeRunner) Run(ctx context.Context, c sysexec.Cmd) (sysexec.Result, error) {
@@ -189,36 +215,11 @@ func (r *fakeRunner) Run(ctx context.Context, c sysexec.Cmd) (sysexec.Result, er
 	argv := append([]string{c.Path}, c.Args...)
 	r.runs = append(r.runs, argv)
 	tool := filepath.Base(c.Path)
-	if tool == "cryptsetup" && c.Args[0] == "luksHeaderBackup" && len(c.Args) > 3 {
-		r.headerDir, _ = os.Lstat(filepath.Dir(c.Args[3]))
-	}
 	if err := r.fail[tool+" "+c.Args[0]]; err != nil {
 		return sysexec.Result{}, err
 	}
 	if err := r.fail[tool]; err != nil {
 		return sysexec.Result{}, err
-	}
-	if tool == "cryptsetup" && c.Args[0] == "luksHeaderBackup" {
-		// cryptsetup creates the file exclusively (0400).
-		for i, a := range c.Args {
-			if a == "--header-backup-file" {
-				f, err := os.OpenFile(c.Args[i+1], os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
-				if err != nil {
-					return sysexec.Result{}, err
-				}
-				if r.headerSize > 0 {
-					err = f.Truncate(r.headerSize)
-				} else {
-					_, err = f.Write(fakeHeader)
-				}
-				if cerr := f.Close(); err == nil {
-					err = cerr
-				}
-				if err != nil {
-					return sysexec.Result{}, err
-				}
-			}
-		}
 	}
 	return sysexec.Result{}, nil
 }

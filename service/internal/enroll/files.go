@@ -7,21 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"syscall"
 )
-
-// uuidPattern is the only LUKS UUID form accepted. The UUID of an adopted stick comes from its
-// header, which anyone could have written: it is checked before it names a file or goes into a
-// udev rule.
-var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
-func checkUUID(uuid string) error {
-	if !uuidPattern.MatchString(uuid) {
-		return fmt.Errorf("%q is not a LUKS UUID", uuid)
-	}
-	return nil
-}
 
 // ensurePrivateDir makes dir (0700, owned by us) or checks it: a symlink or a directory owned
 // by someone else is refused; group or world bits are removed.

@@ -16,10 +16,10 @@ import (
 // keyslot area).
 const maxHeaderBackup = 24<<20 - 64<<10
 
-// headerBackup makes a LUKS header backup of device and returns its bytes. cryptsetup writes
-// it into a new directory of our own (0700, under Deps.TempDir), which is removed afterwards:
-// no path the caller chose is ever written or removed here.
-func (e *Enroller) headerBackup(ctx context.Context, cryptsetup, device string) ([]byte, error) {
+// headerBackup makes a LUKS header backup of device and returns its bytes. LUKS.HeaderBackup
+// writes it into a new directory of our own (0700, under Deps.TempDir), which is removed
+// afterwards: no path the caller chose is ever written or removed here.
+func (e *Enroller) headerBackup(ctx context.Context, device string) ([]byte, error) {
 	dir, err := os.MkdirTemp(e.d.TempDir, "plugvault-header-*")
 	if err != nil {
 		return nil, fmt.Errorf("cannot make a directory for the LUKS header backup: %w", err)
@@ -30,7 +30,7 @@ func (e *Enroller) headerBackup(ctx context.Context, cryptsetup, device string) 
 		}
 	}()
 	file := filepath.Join(dir, "header")
-	if err := e.run(ctx, cryptsetup, headerBackupArgs(device, file)); err != nil {
+	if err := e.d.LUKS.HeaderBackup(ctx, device, file); err != nil {
 		return nil, fmt.Errorf("cannot make the LUKS header backup: %w", err)
 	}
 	b, err := readHeaderBackup(file)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
+	"github.com/plugvault/plugvault/service/internal/luks"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
 )
 
@@ -61,12 +62,14 @@ func TestRealSysfs(t *testing.T) {
 	}
 }
 
-// TestRealHeaderBackup makes a header backup of a LUKS2 image file with the real cryptsetup:
-// the bytes that come back are the device's header area (what luksHeaderRestore puts back),
-// they fit a D-Bus reply, and the private directory is gone afterwards.
+// TestRealHeaderBackup makes a header backup of a LUKS2 loop device with the real cryptsetup
+// (luks.Cryptsetup): the bytes that come back are the device's header area (what
+// luksHeaderRestore puts back), they fit a D-Bus reply, and the private directory is gone
+// afterwards.
 func TestRealHeaderBackup(t *testing.T) {
 	apitest.RequireRoot(t)
 	cryptsetup := apitest.RequireTool(t, "cryptsetup")
+	losetup := apitest.RequireTool(t, "losetup")
 	img := filepath.Join(t.TempDir(), "stick.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -80,14 +83,24 @@ func TestRealHeaderBackup(t *testing.T) {
 	if out, err := format.CombinedOutput(); err != nil {
 		t.Fatalf("luksFormat: %v\n%s", err, out)
 	}
+	out, err := exec.Command(losetup, "--find", "--show", img).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command(losetup, "--detach", loop).Run() })
+	cs, err := luks.New(sysexec.Exec{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tmp := t.TempDir()
-	e, err := New(Deps{LUKS: newFakeLUKS(), Keyslots: newFakeLUKS().keyslots, Registry: &fakeRegistry{},
+	e, err := New(Deps{LUKS: cs, Keyslots: newFakeLUKS().keyslots, Registry: &fakeRegistry{},
 		LoadConfig: (&fakeConfig{}).load, AppendDrive: (&fakeConfig{}).append, RemoveDrive: (&fakeConfig{}).remove,
 		Runner: sysexec.Exec{}, TempDir: tmp})
 	if err != nil {
 		t.Fatal(err)
 	}
-	header, err := e.headerBackup(t.Context(), cryptsetup, img)
+	header, err := e.headerBackup(t.Context(), loop)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,15 +55,3 @@ func udevTriggerArgs(device string) []string {
 		"--", device,
 	}
 }
-
-// headerBackupArgs writes a LUKS header backup of device to file, a path in plugvaultd's own
-// private temporary directory (cryptsetup creates the file exclusively, mode 0400, and refuses
-// an existing one).
-func headerBackupArgs(device, file string) []string {
-	return []string{
-		"luksHeaderBackup",
-		"--batch-mode", // never prompt
-		"--header-backup-file", file,
-		"--", device,
-	}
-}

@@ -156,3 +156,15 @@ func killSlotArgs(device string, slot int) []string {
 		"--", device, strconv.Itoa(slot),
 	}
 }
+
+// headerBackupArgs writes a backup of device's LUKS header (metadata and keyslot area) to file,
+// which must not exist: cryptsetup creates it exclusively, mode 0400.
+func headerBackupArgs(device, file string) []string {
+	return []string{
+		"luksHeaderBackup",
+		"--batch-mode", // never prompt
+		noTokens,
+		"--header-backup-file=" + file, // the new file; HeaderBackup checked it is an absolute clean path
+		"--", device,
+	}
+}

@@ -7,7 +7,7 @@
 //     trailing newline is part of the key) or, for a second key, on an inherited pipe (fd 3,
 //     named /dev/fd/3). Never in argv, the environment or a log line.
 //   - Device paths are validated (absolute, canonical, under /dev, a block device, not a
-//     symlink) and mapping names must match plugvault-<lowercase uuid>.
+//     symlink); a LUKS UUID passes CheckUUID and a mapping name is one MappingName made.
 //   - Positional arguments follow "--", so no value is ever parsed as an option.
 //   - --disable-external-tokens on every command that reads a header: the stick is untrusted
 //     media, and a LUKS2 token could otherwise make cryptsetup load a token plugin.

@@ -334,3 +334,33 @@ func TestKillSlotRefusals(t *testing.T) {
 		}
 	}
 }
+
+// HeaderBackup runs luksHeaderBackup only on a checked device and an absolute clean file, and
+// maps cryptsetup's exit status like every other call.
+func TestHeaderBackup(t *testing.T) {
+	c, r := newFake(t, nil)
+	if err := c.HeaderBackup(context.Background(), "/dev/sdb", "/run/plugvault-header-1/header"); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.calls) != 1 || strings.Join(r.calls[0].args, " ") != strings.Join(headerBackupArgs("/dev/sdb", "/run/plugvault-header-1/header"), " ") {
+		t.Errorf("ran %v", r.calls)
+	}
+	r.calls = nil
+	for _, bad := range [][2]string{
+		{"/dev/sdb", "header"}, {"/dev/sdb", "/run/../etc/shadow"}, {"/dev/sdb", ""}, {"/dev/sdb", "-"},
+		{"sdb", "/run/x/header"}, {"/etc/shadow", "/run/x/header"}, {"/dev/../etc/shadow", "/run/x/header"},
+	} {
+		if err := c.HeaderBackup(context.Background(), bad[0], bad[1]); err == nil {
+			t.Errorf("HeaderBackup(%q, %q) accepted", bad[0], bad[1])
+		}
+	}
+	if len(r.calls) != 0 {
+		t.Errorf("cryptsetup ran for refused arguments: %v", r.calls)
+	}
+	c, _ = newFake(t, func([]string) (sysexec.Result, error) {
+		return sysexec.Result{}, exit(4, "Device /dev/sdb is not a valid LUKS device.")
+	})
+	if err := c.HeaderBackup(context.Background(), "/dev/sdb", "/run/x/header"); !errors.Is(err, ErrNoDevice) {
+		t.Errorf("exit 4: %v, want ErrNoDevice", err)
+	}
+}

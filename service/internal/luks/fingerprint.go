@@ -40,7 +40,7 @@ func Fingerprint(uuid string, h Header) (string, error) {
 	if len(d.Digest) == 0 || len(d.Salt) == 0 || d.Hash == "" {
 		return "", fmt.Errorf("cannot fingerprint the LUKS header: it has no volume-key digest")
 	}
-	if _, err := MappingName(strings.ToLower(uuid)); err != nil {
+	if err := CheckUUID(strings.ToLower(uuid)); err != nil {
 		return "", fmt.Errorf("cannot fingerprint the LUKS header: %q is not a canonical UUID", uuid)
 	}
 	var b strings.Builder

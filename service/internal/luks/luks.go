@@ -144,25 +144,6 @@ func checkPBKDF(p PBKDF) error {
 	return nil
 }
 
-// mappingRe is the only mapping name plugvault creates or touches.
-var mappingRe = regexp.MustCompile(`^plugvault-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
-
-// MappingName returns "plugvault-<uuid>" for a LUKS UUID in canonical lower-case form.
-func MappingName(luksUUID string) (string, error) {
-	name := "plugvault-" + luksUUID
-	if !mappingRe.MatchString(name) {
-		return "", fmt.Errorf("cannot use %q as a LUKS UUID: want 8-4-4-4-12 lower-case hex digits", luksUUID)
-	}
-	return name, nil
-}
-
-func checkName(name string) error {
-	if !mappingRe.MatchString(name) {
-		return fmt.Errorf("cannot use mapping name %q: want plugvault-<uuid>", name)
-	}
-	return nil
-}
-
 // checkDevice accepts only a canonical path of a block device node under /dev (no symlink,
 // no "..", no leading '-').
 func checkDevice(p string) error {
@@ -278,8 +259,8 @@ func (c *Cryptsetup) UUID(ctx context.Context, device string) (string, error) {
 		return "", err
 	}
 	u := strings.TrimSpace(string(res.Stdout))
-	if _, err := MappingName(u); err != nil {
-		return "", fmt.Errorf("cannot use the LUKS UUID of %s: %q is not a canonical UUID", device, u)
+	if err := CheckUUID(u); err != nil {
+		return "", fmt.Errorf("cannot use the LUKS UUID of %s: %w", device, err)
 	}
 	return u, nil
 }
@@ -383,6 +364,21 @@ func (c *Cryptsetup) Format(ctx context.Context, device string, passphrase []byt
 		return "", err
 	}
 	return c.UUID(ctx, device)
+}
+
+// HeaderBackup writes a backup of device's LUKS header to file, an absolute path that must not
+// exist yet (cryptsetup creates it, mode 0400). luksHeaderRestore puts such a backup back on a
+// stick whose header was damaged. The caller picks a file in a directory of its own: the
+// backup holds the keyslots, so it is as sensitive as the stick.
+func (c *Cryptsetup) HeaderBackup(ctx context.Context, device, file string) error {
+	if err := c.validateDevice(device); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(file) || filepath.Clean(file) != file {
+		return fmt.Errorf("cannot back up the LUKS header of %s to %q: not an absolute clean path", device, file)
+	}
+	_, err := c.exec(ctx, "back up the LUKS header of "+device, headerBackupArgs(device, file), nil, nil, quickTimeout)
+	return err
 }
 
 // checkLabel allows printable labels of up to 47 bytes (LUKS2 keeps 48 with the NUL).

@@ -1,6 +1,7 @@
 package luks
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -64,6 +65,28 @@ func TestRealHeaderOperations(t *testing.T) {
 	}
 	if got, err := c.UUID(ctx, img); err != nil || got != uuid {
 		t.Fatalf("UUID = %q, %v; Format said %q", got, err, uuid)
+	}
+	// The header backup is the image's header area, the bytes luksHeaderRestore puts back.
+	backup := filepath.Join(dir, "header")
+	if err := c.HeaderBackup(ctx, img, backup); err != nil {
+		t.Fatal(err)
+	}
+	hb, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hb) == 0 || len(hb) >= len(whole) || !bytes.Equal(hb, whole[:len(hb)]) || !bytes.HasPrefix(hb, []byte("LUKS\xba\xbe")) {
+		t.Errorf("the header backup (%d bytes) is not the image's LUKS header area", len(hb))
+	}
+	if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o400 {
+		t.Errorf("the header backup has mode %v (%v), want 0400", fi.Mode(), err)
+	}
+	if err := c.HeaderBackup(ctx, img, backup); err == nil {
+		t.Error("HeaderBackup overwrote an existing file")
 	}
 	h, err := c.Dump(ctx, img)
 	if err != nil {

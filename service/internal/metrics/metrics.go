@@ -148,9 +148,10 @@ func (c *Collector) logRun(uuid string, m driveMetrics) {
 		"drive", m.st.Name, "luks_uuid", uuid, "result", string(m.st.LastResult), "reason", reason)
 }
 
-// CheckOverdue logs a "drive overdue" journal entry for each drive whose newest complete
-// backup is older than days (0: never), once per backup: the next entry comes only after the
-// drive backed up again and fell behind again. Drives never backed up are not overdue yet.
+// CheckOverdue logs a "drive overdue" journal entry for each drive that is overdue
+// (api.Overdue: its newest complete backup is days old; never with days 0 or for a drive never
+// backed up), once per backup: the next entry comes only after the drive backed up again and
+// fell behind again.
 func (c *Collector) CheckOverdue(days uint32) {
 	if days == 0 {
 		return
@@ -164,13 +165,11 @@ func (c *Collector) CheckOverdue(days uint32) {
 	c.mu.Lock()
 	for uuid, d := range c.drives {
 		last := d.st.LastBackup
-		if last == 0 || d.warned == last {
+		if d.warned == last || !api.Overdue(d.st, days, now) {
 			continue
 		}
-		if age := now.Sub(time.Unix(int64(last), 0)); age > time.Duration(days)*24*time.Hour {
-			d.warned = last
-			late = append(late, due{uuid, d.st.Name, age.Hours() / 24})
-		}
+		d.warned = last
+		late = append(late, due{uuid, d.st.Name, now.Sub(time.Unix(int64(last), 0)).Hours() / 24})
 	}
 	c.mu.Unlock()
 	sort.Slice(late, func(i, j int) bool { return late[i].uuid < late[j].uuid })
@@ -215,11 +214,10 @@ func (c *Collector) nextOverdue(days uint32) (time.Time, bool) {
 	defer c.mu.Unlock()
 	var next time.Time
 	for _, d := range c.drives {
-		last := d.st.LastBackup
-		if last == 0 || d.warned == last {
+		due, ok := api.OverdueAt(d.st, days)
+		if !ok || d.warned == d.st.LastBackup {
 			continue
 		}
-		due := time.Unix(int64(last), 0).Add(time.Duration(days) * 24 * time.Hour)
 		if next.IsZero() || due.Before(next) {
 			next = due
 		}

@@ -12,7 +12,7 @@
 // on it. So the engine child, which runs as the drive's user, and that user browsing the
 // read-only backups reach the mount, and what they then see is the drive's own permissions;
 // nobody else can enter it, and so nobody else can keep it mounted by sitting in it.
-// Unmount and Detach also accept <base>/<name>, where older versions mounted.
+// Unmount and Detach also accept <base>/<name>, a mount point with no gate, and clean it up.
 // Mounts are always nosuid,nodev,noexec,noatime; the filesystem type and every extra option
 // come from an allow-list.
 //

@@ -1,8 +1,6 @@
 package mount
 
 import (
-	"github.com/plugvault/plugvault/service/internal/config"
-
 	"context"
 	"encoding/binary"
 	"errors"
@@ -19,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/config"
 )
 
 // DefaultBase is where plugvault mounts drives.
@@ -107,8 +106,8 @@ func (m *Mounter) ensureBase() error {
 // nameRe is a mount point name below the base: one path element, no dot files.
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
-// checkTarget accepts only base/<gate>/<name> (see Mount), and with legacy also base/<name>,
-// where older versions mounted: Unmount and Detach still clean those up.
+// checkTarget accepts only base/<gate>/<name> (see Mount), and with legacy also base/<name>, a
+// mount point with no gate: Mount never makes one, Unmount and Detach clean one up.
 func (m *Mounter) checkTarget(target string, legacy bool) error {
 	gate := filepath.Dir(target)
 	ok := filepath.Clean(target) == target && nameRe.MatchString(filepath.Base(target)) &&

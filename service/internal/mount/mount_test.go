@@ -54,7 +54,7 @@ func TestTargetMustBeTwoLevelsBelowBase(t *testing.T) {
 	if err := m.checkTarget("/run/plugvault/"+uuid+"/drive", false); err != nil {
 		t.Error(err)
 	}
-	// One level below is where older versions mounted: only cleaning up accepts it.
+	// One level below (no gate): only cleaning up accepts it.
 	if err := m.checkTarget("/run/plugvault/"+uuid, true); err != nil {
 		t.Error(err)
 	}

@@ -14,8 +14,9 @@
 //     systemd-journal groups) and it needs no terminal emulator. The window names the journalctl
 //     command for the full service log.
 //   - A reminder ("No backup to DRIVE for N days") is sent once per drive and last-backup time
-//     per tray session (so at least once per login), never while the drive is being backed up,
-//     and never for a drive that has never been backed up (its age is unknown).
+//     per tray session (so at least once per login) when the drive becomes overdue
+//     (api.OverdueAt: never for a drive that has never been backed up), and never while the
+//     drive is being backed up.
 //   - Menu items that cannot apply in a drive's state are left out, not greyed.
 //   - The monthly "check that you can restore" prompt comes when a drive with backups is
 //     plugged in and idle, once per 30 days; the first sight of a drive starts its clock. The

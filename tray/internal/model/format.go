@@ -34,38 +34,6 @@ func ShortUUID(uuid string) string {
 	return uuid
 }
 
-// FormatBytesPair formats done and total in the unit of total: "1.2 of 2.9 GB".
-func FormatBytesPair(done, total uint64) string {
-	unit, div := byteUnit(total)
-	if div == 1 {
-		return fmt.Sprintf("%d of %d %s", done, total, unit)
-	}
-	return fmt.Sprintf("%.1f of %.1f %s", float64(done)/div, float64(total)/div, unit)
-}
-
-// FormatBytes formats n with decimal units: "2.9 GB".
-func FormatBytes(n uint64) string {
-	unit, div := byteUnit(n)
-	if div == 1 {
-		return fmt.Sprintf("%d %s", n, unit)
-	}
-	return fmt.Sprintf("%.1f %s", float64(n)/div, unit)
-}
-
-func byteUnit(n uint64) (string, float64) {
-	switch {
-	case n >= 1e12:
-		return "TB", 1e12
-	case n >= 1e9:
-		return "GB", 1e9
-	case n >= 1e6:
-		return "MB", 1e6
-	case n >= 1e3:
-		return "kB", 1e3
-	}
-	return "bytes", 1
-}
-
 // FormatETA formats the seconds left of a backup: "3 min left"; "" when unknown (negative).
 func FormatETA(seconds int64) string {
 	switch {
@@ -137,11 +105,23 @@ func percent(p float64) string {
 	return fmt.Sprintf("%d%%", v)
 }
 
-// StatusLine is the first menu line of a drive and its line in the tooltip, for example
-// "Backing up to Blue stick: 42% · 1.2 of 2.9 GB · 3 min left" or
-// "Blue stick: Last backup 2 hours ago".
+// StatusLine is the first menu line of a drive and its line in the tooltip. The daemon's
+// StateReason says what the drive is doing, with the progress of a backup or the age of the
+// last backup after it: "Blue stick: Backing up 1,234 of 5,678 files · 42% · 1.2 of 2.9 GB ·
+// 3 min left", "Blue stick: Plugged in · Last backup 2 hours ago". A state without a reason
+// is named by the tray: "Blue stick: Safe to remove".
 func StatusLine(now time.Time, st api.DriveStatus) string {
 	name := DriveName(st)
+	if st.StateReason != "" {
+		parts := []string{name + ": " + shorten(st.StateReason, 80)}
+		switch st.State {
+		case api.StateAbsent, api.StatePresent:
+			parts = append(parts, lastBackup(now, st))
+		case api.StateBackingUp:
+			parts = append(parts, progress(st)...)
+		}
+		return strings.Join(parts, " · ")
+	}
 	switch st.State {
 	case api.StatePresent:
 		return name + ": Plugged in · " + lastBackup(now, st)
@@ -155,11 +135,7 @@ func StatusLine(now time.Time, st api.DriveStatus) string {
 		if st.BytesTotal == 0 {
 			return "Backing up to " + name + ": counting files…"
 		}
-		parts := []string{percent(st.Progress), FormatBytesPair(st.BytesDone, st.BytesTotal)}
-		if eta := FormatETA(st.EtaSeconds); eta != "" {
-			parts = append(parts, eta)
-		}
-		return "Backing up to " + name + ": " + strings.Join(parts, " · ")
+		return "Backing up to " + name + ": " + strings.Join(progress(st), " · ")
 	case api.StateFinishing:
 		return "Backing up to " + name + ": finishing…"
 	case api.StateUnmounting:
@@ -169,12 +145,21 @@ func StatusLine(now time.Time, st api.DriveStatus) string {
 	case api.StateSafeToRemove:
 		return name + ": Safe to remove"
 	case api.StateFailed:
-		if st.StateReason != "" {
-			return name + ": Backup failed: " + shorten(st.StateReason, 80)
-		}
 		return name + ": Backup failed"
 	}
 	return name + ": " + lastBackup(now, st)
+}
+
+// progress is how far a backup got: percent, bytes and time left, once the total is known.
+func progress(st api.DriveStatus) []string {
+	if st.BytesTotal == 0 {
+		return nil
+	}
+	parts := []string{percent(st.Progress), api.FormatBytesPair(st.BytesDone, st.BytesTotal)}
+	if eta := FormatETA(st.EtaSeconds); eta != "" {
+		parts = append(parts, eta)
+	}
+	return parts
 }
 
 func lastBackup(now time.Time, st api.DriveStatus) string {

@@ -78,11 +78,7 @@ func (m *Model) Update(now time.Time, ev Event) []Action {
 	case DriveRemoved:
 		acts = m.removeDrive(ev.Path)
 	case ManagerChanged:
-		if v, ok := ev.Changed[api.PropReminderDays]; ok {
-			if d, ok := v.Value().(uint32); ok {
-				m.reminderDays = d
-			}
-		}
+		m.reminderDays = ev.ReminderDays
 	case TimerFired:
 		// Relative times and due reminders are recomputed below.
 	case MenuClicked:
@@ -163,9 +159,7 @@ func (m *Model) driveChanged(ev DriveChanged) []Action {
 		return nil
 	}
 	old := d.st
-	if err := d.st.Apply(ev.Changed); err != nil {
-		m.logf(ev.Path, "%v", err)
-	}
+	d.st = ev.Status
 	if old.State == d.st.State {
 		if d.st.State == api.StateFailed && old.StateReason != d.st.StateReason {
 			m.logf(ev.Path, "failed: %s", d.st.StateReason)
@@ -552,12 +546,13 @@ func restoreCheckable(st api.DriveStatus) bool {
 	return st.Present && st.LastBackup != 0 && (st.State == api.StatePresent || st.State == api.StateSafeToRemove)
 }
 
-// reminderDue returns when d's reminder falls due, if one is pending.
+// reminderDue returns when d's reminder falls due (when it becomes overdue, api.OverdueAt), if
+// one is pending: none was sent for this backup and no run is going on.
 func (m *Model) reminderDue(d *drive) (time.Time, bool) {
-	if m.reminderDays == 0 || d.st.LastBackup == 0 || d.reminded == d.st.LastBackup || d.st.State.Running() {
+	if d.reminded == d.st.LastBackup || d.st.State.Running() {
 		return time.Time{}, false
 	}
-	return time.Unix(int64(d.st.LastBackup), 0).Add(time.Duration(m.reminderDays) * 24 * time.Hour), true
+	return api.OverdueAt(d.st, m.reminderDays)
 }
 
 func (m *Model) paths() []dbus.ObjectPath {

@@ -29,17 +29,23 @@ func up(m *Model, now time.Time, sts ...api.DriveStatus) []Action {
 		if i > 0 {
 			p = dbus.ObjectPath(fmt.Sprintf("%s%d", api.DrivesPathPrefix, 5000+i))
 		}
-		ev.Drives = append(ev.Drives, DriveSnapshot{Path: p, Status: st})
+		ev.Drives = append(ev.Drives, api.DriveEntry{Path: p, Status: st})
 	}
 	return m.Update(now, ev)
 }
 
-func changed(props map[string]any) map[string]dbus.Variant {
+// changeOf is the DriveChanged that sets props on the drive's status, as api.WatchDrives
+// delivers it.
+func changeOf(m *Model, p dbus.ObjectPath, props map[string]any) DriveChanged {
+	st := m.drives[p].st
 	c := map[string]dbus.Variant{}
 	for k, v := range props {
 		c[k] = dbus.MakeVariant(v)
 	}
-	return c
+	if err := st.Apply(c); err != nil {
+		panic(err)
+	}
+	return DriveChanged{Path: p, Status: st}
 }
 
 func find[T Action](acts []Action) (T, bool) {
@@ -109,10 +115,10 @@ func TestSpecCoversEveryState(t *testing.T) {
 	}
 }
 
-// checkMenu checks a one-drive menu in state s: the status line, a separator under it, exactly
-// the actions of the specification (enabled; the others left out, not greyed), Show log, a
-// separator, then About and Quit.
-func checkMenu(t *testing.T, s api.State, menu []MenuItem) {
+// checkMenu checks a one-drive menu in state s: the status line (containing line), a separator
+// under it, exactly the actions of the specification (enabled; the others left out, not
+// greyed), Show log, a separator, then About and Quit.
+func checkMenu(t *testing.T, s api.State, line string, menu []MenuItem) {
 	t.Helper()
 	kinds := map[ItemKind]bool{}
 	for i, it := range menu {
@@ -129,8 +135,8 @@ func checkMenu(t *testing.T, s api.State, menu []MenuItem) {
 			}
 			continue
 		case ItemStatus:
-			if !strings.Contains(it.Label, wantLine[s]) || it.Enabled {
-				t.Errorf("%s: status line %q (enabled %v) does not contain %q", s, it.Label, it.Enabled, wantLine[s])
+			if !strings.Contains(it.Label, line) || it.Enabled {
+				t.Errorf("%s: status line %q (enabled %v) does not contain %q", s, it.Label, it.Enabled, line)
 			}
 			if i+1 >= len(menu) || menu[i+1].Key.Kind != ItemHeadSeparator {
 				t.Errorf("%s: no separator under the status line", s)
@@ -176,7 +182,7 @@ func TestEveryStateOnServiceUp(t *testing.T) {
 				t.Errorf("tooltip %q does not contain %q", tip.Text, wantLine[s])
 			}
 			menu, _ := find[SetMenu](acts)
-			checkMenu(t, s, menu.Items)
+			checkMenu(t, s, wantLine[s], menu.Items)
 			notes := all[Notify](acts)
 			_, dialog := find[ShowDialog](acts)
 			if s == api.StateAwaitingPassphrase {
@@ -209,8 +215,9 @@ func wantNotification(from, to api.State) string {
 	return ""
 }
 
-// TestEveryTransition drives a drive from every state to every other state by
-// PropertiesChanged and checks icon, tooltip, menu, notifications and the dialog.
+// TestEveryTransition drives a drive from every state to every other state, with a reason as
+// the daemon gives one, and checks icon, tooltip (the reason is the status line), menu,
+// notifications and the dialog.
 func TestEveryTransition(t *testing.T) {
 	for _, from := range api.States {
 		for _, to := range api.States {
@@ -220,19 +227,21 @@ func TestEveryTransition(t *testing.T) {
 			t.Run(string(from)+"->"+string(to), func(t *testing.T) {
 				m := New()
 				up(m, t0, status(from))
-				props := map[string]any{api.PropState: string(to), api.PropPresent: to != api.StateAbsent}
+				reason := "Reason for " + string(to)
 				if to == api.StateFailed {
-					props[api.PropStateReason] = "the drive is full"
+					reason = "the drive is full"
 				}
-				acts := m.Update(t0.Add(time.Second), DriveChanged{Path: drivePath, Changed: changed(props)})
+				props := map[string]any{api.PropState: string(to), api.PropPresent: to != api.StateAbsent, api.PropStateReason: reason}
+				acts := m.Update(t0.Add(time.Second), changeOf(m, drivePath, props))
 				icon, tip, menu := m.View()
 				if icon.Icon != wantIcon[to] {
 					t.Errorf("icon %v, want %v", icon.Icon, wantIcon[to])
 				}
-				if !strings.Contains(tip, wantLine[to]) {
-					t.Errorf("tooltip %q does not contain %q", tip, wantLine[to])
+				line := "Blue stick: " + reason
+				if !strings.Contains(tip, line) {
+					t.Errorf("tooltip %q does not contain %q", tip, line)
 				}
-				checkMenu(t, to, menu)
+				checkMenu(t, to, line, menu)
 				if wantIcon[from] != wantIcon[to] {
 					if a, ok := find[SetIcon](acts); !ok || a.Icon != wantIcon[to] {
 						t.Errorf("no SetIcon %v in %+v", wantIcon[to], acts)
@@ -345,7 +354,7 @@ func TestServiceDownAndBack(t *testing.T) {
 			t.Errorf("%s: down: dialog hidden=%v", s, hidden)
 		}
 		// Property changes while down are ignored; the next ServiceUp carries the truth.
-		if acts := m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropState: "backing-up"})}); len(all[Notify](acts)) != 0 {
+		if acts := m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropState: "backing-up"})); len(all[Notify](acts)) != 0 {
 			t.Errorf("%s: notification while down", s)
 		}
 		acts = up(m, t0.Add(time.Minute), status(s))
@@ -374,6 +383,31 @@ func TestDriveRemovedAndAdded(t *testing.T) {
 		}
 		if _, ok := find[SetMenu](acts); !ok {
 			t.Errorf("%s: menu not rebuilt", s)
+		}
+	}
+}
+
+// The daemon's StateReason is the status line, with a backup's progress or the age of the
+// last backup after it.
+func TestStatusLineShowsTheReason(t *testing.T) {
+	for _, c := range []struct {
+		state  api.State
+		reason string
+		total  uint64
+		want   string
+	}{
+		{api.StatePresent, "Plugged in", 0, "Blue stick: Plugged in · Last backup 2 hours ago"},
+		{api.StateAbsent, "The drive was removed", 0, "Blue stick: The drive was removed · Last backup 2 hours ago"},
+		{api.StateAwaitingPassphrase, "The passphrase was wrong — try again", 0, "Blue stick: The passphrase was wrong — try again"},
+		{api.StateBackingUp, "Looking for changes (12 files found)", 0, "Blue stick: Looking for changes (12 files found)"},
+		{api.StateBackingUp, "Backing up 3 of 4 files", 2_900_000_000, "Blue stick: Backing up 3 of 4 files · 42% · 1.2 of 2.9 GB · 3 min left"},
+		{api.StateSafeToRemove, "Safe to remove", 0, "Blue stick: Safe to remove"},
+		{api.StateFailed, "The backup failed:   the drive\nis full", 0, "Blue stick: The backup failed: the drive is full"},
+	} {
+		st := status(c.state)
+		st.StateReason, st.Progress, st.BytesDone, st.BytesTotal, st.EtaSeconds = c.reason, 0.42, 1_234_000_000, c.total, 180
+		if got := StatusLine(t0, st); got != c.want {
+			t.Errorf("%s: got %q, want %q", c.state, got, c.want)
 		}
 	}
 }
@@ -414,9 +448,6 @@ func TestStatusLineFormats(t *testing.T) {
 			t.Errorf("FormatETA(%d) = %q, want %q", c.s, got, c.want)
 		}
 	}
-	if got := FormatBytesPair(512, 900); got != "512 of 900 bytes" {
-		t.Errorf("bytes: %q", got)
-	}
 	if got := DriveName(api.DriveStatus{LuksUUID: "deadbeef-1111"}); got != "drive deadbeef" {
 		t.Errorf("DriveName fallback: %q", got)
 	}
@@ -430,14 +461,14 @@ func TestProgressIcon(t *testing.T) {
 	if icon, _ := find[SetIcon](acts); icon.Icon != IconWorking || icon.Step != ProgressSteps/2 {
 		t.Errorf("icon %+v", icon)
 	}
-	acts = m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropProgress: 0.51})})
+	acts = m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropProgress: 0.51}))
 	if _, ok := find[SetIcon](acts); ok {
 		t.Error("icon resent although its step did not change")
 	}
 	if _, ok := find[SetTooltip](acts); !ok {
 		t.Error("tooltip not updated with the progress")
 	}
-	acts = m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropProgress: 1.0})})
+	acts = m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropProgress: 1.0}))
 	if icon, _ := find[SetIcon](acts); icon.Step != ProgressSteps {
 		t.Errorf("full progress icon %+v", icon)
 	}
@@ -523,7 +554,7 @@ func TestPassphraseDialogFlow(t *testing.T) {
 		t.Errorf("dialog not hidden after unlock: %+v", acts)
 	}
 	// The state then moves on: no dialog comes back.
-	acts = m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropState: "mounting"})})
+	acts = m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropState: "mounting"}))
 	if _, ok := find[ShowDialog](acts); ok {
 		t.Error("dialog reopened")
 	}
@@ -578,14 +609,14 @@ func TestReminders(t *testing.T) {
 	}
 	// A new backup re-arms it; lowering ReminderDays makes it due at once.
 	newLast := uint64(due.Add(-3 * 24 * time.Hour).Unix())
-	m.Update(due, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropLastBackup: newLast})})
-	acts = m.Update(due, ManagerChanged{Changed: changed(map[string]any{api.PropReminderDays: uint32(2)})})
+	m.Update(due, changeOf(m, drivePath, map[string]any{api.PropLastBackup: newLast}))
+	acts = m.Update(due, ManagerChanged{ReminderDays: 2})
 	if n := all[Notify](acts); len(n) != 1 || n[0].Summary != "No backup to Blue stick for 3 days" {
 		t.Errorf("reminder after ReminderDays changed: %+v", n)
 	}
 	// 0 turns reminders off; a running drive is never reminded.
 	m = New()
-	m.Update(t0, ServiceUp{ReminderDays: 0, Drives: []DriveSnapshot{{drivePath, st}}})
+	m.Update(t0, ServiceUp{ReminderDays: 0, Drives: []api.DriveEntry{{Path: drivePath, Status: st}}})
 	if acts := m.Update(t0.Add(30*24*time.Hour), TimerFired{}); len(all[Notify](acts)) != 0 {
 		t.Errorf("reminder with ReminderDays 0: %+v", acts)
 	}
@@ -614,13 +645,13 @@ func TestLogFollows(t *testing.T) {
 	m := New()
 	up(m, t0, status(api.StatePresent))
 	m.Update(t0, MenuClicked{Key: MenuKey{drivePath, ItemShowLog}})
-	acts := m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropState: "failed", api.PropStateReason: "the drive is full"})})
+	acts := m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropState: "failed", api.PropStateReason: "the drive is full"}))
 	lg, ok := find[ShowLog](acts)
 	if !ok || !strings.Contains(strings.Join(lg.Lines, "\n"), "failed: the drive is full") {
 		t.Errorf("log not updated: %+v", lg)
 	}
 	m.Update(t0, LogClosed{})
-	acts = m.Update(t0, DriveChanged{Path: drivePath, Changed: changed(map[string]any{api.PropState: "present"})})
+	acts = m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropState: "present"}))
 	if _, ok := find[ShowLog](acts); ok {
 		t.Error("closed log window updated")
 	}

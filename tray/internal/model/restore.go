@@ -26,7 +26,7 @@ func Timeline(snaps []api.Snapshot) []api.Snapshot {
 // "Thu 26 Nov 2026, 08:31 · 1,234 files · 2.1 GB".
 func TimelineLabel(s api.Snapshot, loc *time.Location) string {
 	t := time.Unix(s.Created, 0).In(loc)
-	return fmt.Sprintf("%s · %s · %s", t.Format("Mon 2 Jan 2006, 15:04"), plural(int64(s.Files), "file"), FormatBytes(s.Bytes))
+	return fmt.Sprintf("%s · %s · %s", t.Format("Mon 2 Jan 2006, 15:04"), plural(int64(s.Files), "file"), api.FormatBytes(s.Bytes))
 }
 
 // OriginalPlace returns where rel (a path relative to a snapshot's root, where every source is

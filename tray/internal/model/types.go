@@ -12,15 +12,9 @@ import (
 // a user action, the end of a call, or the timer. The tray feeds every event to Model.Update.
 type Event interface{ isEvent() }
 
-// DriveSnapshot is a drive and all its properties, as read after the service came up.
-type DriveSnapshot struct {
-	Path   dbus.ObjectPath
-	Status api.DriveStatus
-}
-
 // ServiceUp says the service runs and carries its whole state, read afresh.
 type ServiceUp struct {
-	Drives       []DriveSnapshot
+	Drives       []api.DriveEntry
 	ReminderDays uint32
 	Version      string // plugvaultd's version, for About
 }
@@ -28,10 +22,10 @@ type ServiceUp struct {
 // ServiceDown says the service stopped (or the bus connection dropped).
 type ServiceDown struct{}
 
-// DriveChanged carries a PropertiesChanged of a drive.
+// DriveChanged carries a drive's whole status after a change.
 type DriveChanged struct {
-	Path    dbus.ObjectPath
-	Changed map[string]dbus.Variant
+	Path   dbus.ObjectPath
+	Status api.DriveStatus
 }
 
 // DriveAdded says a drive was enrolled; Status is what the tray read.
@@ -43,8 +37,8 @@ type DriveAdded struct {
 // DriveRemoved says a drive was forgotten.
 type DriveRemoved struct{ Path dbus.ObjectPath }
 
-// ManagerChanged carries a PropertiesChanged of the Manager (ReminderDays).
-type ManagerChanged struct{ Changed map[string]dbus.Variant }
+// ManagerChanged carries the Manager's ReminderDays after a change.
+type ManagerChanged struct{ ReminderDays uint32 }
 
 // TimerFired says the time asked for by the last SetTimer has come.
 type TimerFired struct{}

@@ -14,7 +14,6 @@ import (
 const (
 	minBackoff = time.Second
 	maxBackoff = 30 * time.Second
-	readTime   = 30 * time.Second // reading the whole state after EventServiceUp
 )
 
 // clientRef is the current bus client, nil while disconnected.
@@ -35,7 +34,7 @@ func (r *clientRef) set(c *api.Client) {
 	r.mu.Unlock()
 }
 
-// watchService connects to the system bus and turns the service's signals into model events
+// watchService connects to the system bus and turns api.WatchDrives's events into model events
 // until ctx ends. When the connection drops it reports the service down and reconnects with
 // exponential backoff; a restart of the service itself arrives as EventServiceDown/Up on a
 // healthy connection.
@@ -74,35 +73,25 @@ var errConnLost = errors.New("the bus connection was closed")
 func (c *controller) follow(ctx context.Context, cl *api.Client) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events, err := cl.Watch(wctx)
+	events, err := cl.WatchDrives(wctx)
 	if err != nil {
 		return err
 	}
 	for ev := range events {
 		switch ev.Kind {
 		case api.EventServiceUp:
-			up, err := readState(ctx, cl)
-			if err != nil {
-				// The service went away again while we read; its EventServiceDown follows.
-				c.log.Warn("cannot read the service's state", "err", err)
-				continue
-			}
-			c.post(up)
+			c.post(model.ServiceUp{Drives: ev.Drives, ReminderDays: ev.ReminderDays, Version: ev.Version})
 		case api.EventServiceDown:
+			if ev.Err != nil {
+				c.log.Warn("cannot follow the service", "err", ev.Err)
+			}
 			c.post(model.ServiceDown{})
 		case api.EventDriveChanged:
-			c.post(model.DriveChanged{Path: ev.Drive, Changed: ev.Changed})
+			c.post(model.DriveChanged{Path: ev.Drive, Status: ev.Status})
 		case api.EventManagerChanged:
-			c.post(model.ManagerChanged{Changed: ev.Changed})
+			c.post(model.ManagerChanged{ReminderDays: ev.ReminderDays})
 		case api.EventDriveAdded:
-			rctx, rcancel := context.WithTimeout(ctx, readTime)
-			st, err := cl.DriveStatus(rctx, ev.Drive)
-			rcancel()
-			if err != nil {
-				c.log.Warn("cannot read a new drive", "drive", ev.Drive, "err", err)
-				continue
-			}
-			c.post(model.DriveAdded{Path: ev.Drive, Status: st})
+			c.post(model.DriveAdded{Path: ev.Drive, Status: ev.Status})
 		case api.EventDriveRemoved:
 			c.post(model.DriveRemoved{Path: ev.Drive})
 		}
@@ -111,34 +100,4 @@ func (c *controller) follow(ctx context.Context, cl *api.Client) error {
 		return errConnLost
 	}
 	return ctx.Err()
-}
-
-// readState reads everything the model needs after the service came up.
-func readState(ctx context.Context, cl *api.Client) (model.ServiceUp, error) {
-	ctx, cancel := context.WithTimeout(ctx, readTime)
-	defer cancel()
-	var up model.ServiceUp
-	days, err := cl.ReminderDays(ctx)
-	if err != nil {
-		return up, err
-	}
-	up.ReminderDays = days
-	if up.Version, err = cl.Version(ctx); err != nil {
-		return up, err
-	}
-	paths, err := cl.ListDrives(ctx)
-	if err != nil {
-		return up, err
-	}
-	for _, p := range paths {
-		st, err := cl.DriveStatus(ctx, p)
-		if errors.Is(err, api.ErrNotFound) {
-			continue // forgotten meanwhile; DriveRemoved follows
-		}
-		if err != nil {
-			return up, err
-		}
-		up.Drives = append(up.Drives, model.DriveSnapshot{Path: p, Status: st})
-	}
-	return up, nil
 }

@@ -72,7 +72,7 @@ func TestWatchServiceReconnects(t *testing.T) {
 			st.State = api.StatePresent
 		}
 		svc.SetDrive(t, drive, st)
-		if ch, ok := nextEvent(t, c).(model.DriveChanged); !ok || ch.Changed[api.PropState].Value() != string(st.State) {
+		if ch, ok := nextEvent(t, c).(model.DriveChanged); !ok || ch.Path != drive || ch.Status != st {
 			t.Fatalf("round %d: %+v", round, ch)
 		}
 		// Calls allow interactive authorization.
@@ -90,7 +90,7 @@ func TestWatchServiceReconnects(t *testing.T) {
 			if _, ok := nextEvent(t, c).(model.ServiceDown); !ok {
 				t.Fatal("a dropped connection is not reported as the service down")
 			}
-			// Watch's own EventServiceDown and the watcher's may both arrive.
+			// WatchDrives's own EventServiceDown and the watcher's may both arrive.
 			for {
 				ev := nextEvent(t, c)
 				if up, ok := ev.(model.ServiceUp); ok {

@@ -6,9 +6,9 @@
 // disks through sysfs and the udev database, with the user's own permissions.
 //
 // One controller goroutine owns the model. Everything that happens becomes a model.Event on
-// one channel: bus events from api.Client.Watch (after the state was read afresh on
-// EventServiceUp), menu clicks, dialog buttons, the end of method calls and the one timer the
-// model asks for. The controller carries out the actions the model returns: systray calls
+// one channel: the service's state and its changes from api.Client.WatchDrives (the CLI's
+// status --watch follows the same helper), menu clicks, dialog buttons, the end of method
+// calls and the one timer the model asks for. The controller carries out the actions the model returns: systray calls
 // directly (they are goroutine-safe), window work through fyne.Do, method calls and
 // notifications on their own goroutines so the UI never waits for the bus.
 //

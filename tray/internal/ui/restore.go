@@ -113,7 +113,7 @@ func (r *restoreWindow) build(title string) {
 		func(i widget.ListItemID, o fyne.CanvasObject) {
 			v := r.vers[i]
 			o.(*widget.Label).SetText(fmt.Sprintf("%s · %s · changed %s", time.Unix(v.snap.Created, 0).Local().Format("Mon 2 Jan 2006, 15:04"),
-				model.FormatBytes(uint64(max(v.size, 0))), v.modTime.Local().Format("2 Jan 2006 15:04")))
+				api.FormatBytes(uint64(max(v.size, 0))), v.modTime.Local().Format("2 Jan 2006 15:04")))
 		})
 	r.versionList.OnSelected = func(i widget.ListItemID) {
 		for j, s := range r.snaps {

@@ -100,7 +100,7 @@ func diskLine(d usbDisk) string {
 	if vm := strings.TrimSpace(d.Vendor + " " + d.Model); vm != "" {
 		parts = append(parts, vm)
 	}
-	parts = append(parts, model.FormatBytes(d.Size))
+	parts = append(parts, api.FormatBytes(d.Size))
 	if d.Serial != "" {
 		parts = append(parts, "serial "+d.Serial)
 	}
@@ -111,7 +111,7 @@ func diskLine(d usbDisk) string {
 func eraseText(d usbDisk) string {
 	var what []string
 	describe := func(dev, fstype, label string, size uint64) string {
-		s := dev + " (" + model.FormatBytes(size)
+		s := dev + " (" + api.FormatBytes(size)
 		if fstype != "" {
 			s += ", " + fstype
 		}

@@ -1,0 +1,64 @@
+package api
+
+import (
+	"fmt"
+	"time"
+)
+
+// This file holds the rules that the CLI and the tray apply to a drive's properties in the
+// same way, so the two never tell the user different things.
+
+// OverdueAt returns when a drive becomes overdue: reminderDays after its last complete backup.
+// ok is false when it never does: reminders are off (reminderDays 0), or the drive was never
+// backed up (a drive that has no backup yet is not overdue: there is no backup growing old).
+func OverdueAt(st DriveStatus, reminderDays uint32) (at time.Time, ok bool) {
+	if reminderDays == 0 || st.LastBackup == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(st.LastBackup), 0).Add(time.Duration(reminderDays) * 24 * time.Hour), true
+}
+
+// Overdue reports whether the drive is overdue at now: its last complete backup is
+// reminderDays or more old (see OverdueAt).
+func Overdue(st DriveStatus, reminderDays uint32, now time.Time) bool {
+	at, ok := OverdueAt(st, reminderDays)
+	return ok && !now.Before(at)
+}
+
+// FormatBytes formats n with decimal units, one decimal above a thousand: "1 byte",
+// "512 bytes", "1.2 GB".
+func FormatBytes(n uint64) string {
+	unit, div := byteUnit(n)
+	switch {
+	case n == 1:
+		return "1 byte"
+	case div == 1:
+		return fmt.Sprintf("%d %s", n, unit)
+	}
+	return fmt.Sprintf("%.1f %s", float64(n)/div, unit)
+}
+
+// FormatBytesPair formats done and total in the unit of total: "1.2 of 2.9 GB".
+func FormatBytesPair(done, total uint64) string {
+	unit, div := byteUnit(total)
+	if div == 1 {
+		return fmt.Sprintf("%d of %d %s", done, total, unit)
+	}
+	return fmt.Sprintf("%.1f of %.1f %s", float64(done)/div, float64(total)/div, unit)
+}
+
+// byteUnit picks the unit n is shown in. The thresholds sit where the rounded value reaches
+// 1000 of the smaller unit, so 999,960 bytes reads "1.0 MB", never "1000.0 kB".
+func byteUnit(n uint64) (string, float64) {
+	switch {
+	case n >= 999_950_000_000:
+		return "TB", 1e12
+	case n >= 999_950_000:
+		return "GB", 1e9
+	case n >= 999_950:
+		return "MB", 1e6
+	case n >= 1000:
+		return "kB", 1e3
+	}
+	return "bytes", 1
+}
