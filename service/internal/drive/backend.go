@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
-	"time"
 
 	"github.com/plugvault/plugvault/service/api"
 )
@@ -25,29 +23,12 @@ func (m *Manager) Unlock(ctx context.Context, uuid string, passphrase []byte) er
 		return err
 	}
 	a := d.act
-	switch {
-	case d.dev == nil:
-		m.mu.Unlock()
-		return fmt.Errorf("cannot unlock %s: %w", d.cfg.Name, api.ErrNotPresent)
-	case d.unlocking:
-		m.mu.Unlock()
-		return fmt.Errorf("cannot unlock %s: another passphrase is being tried: %w", d.cfg.Name, api.ErrBusy)
-	case a == nil || a.kind != kindBackup || d.st.State != api.StateAwaitingPassphrase:
-		m.mu.Unlock()
-		return fmt.Errorf("cannot unlock %s: it is not waiting for a passphrase: %w", d.cfg.Name, api.ErrBusy)
+	if err := m.applyLocked(d, evUnlockAttempt{}); err != nil {
+		m.unlock()
+		return err
 	}
-	if now := m.clock(); now.Before(d.notBefore) {
-		wait := (d.notBefore.Sub(now) + time.Second - 1) / time.Second
-		m.mu.Unlock()
-		return fmt.Errorf("cannot unlock %s: too many wrong passphrases; try again in %d s: %w", d.cfg.Name, wait, api.ErrBusy)
-	}
-	d.unlocking = true
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		d.unlocking = false
-		m.mu.Unlock()
-	}()
+	m.unlock()
+	defer m.apply(d, evUnlockOver{})
 	reply := make(chan error, 1)
 	select {
 	case a.pass <- attempt{passphrase: passphrase, reply: reply}:
@@ -60,7 +41,7 @@ func (m *Manager) Unlock(ctx context.Context, uuid string, passphrase []byte) er
 	err = <-reply
 	if errors.Is(err, api.ErrBadPassphrase) {
 		m.mu.Lock()
-		wait := d.notBefore.Sub(m.clock())
+		wait := d.m.notBefore.Sub(m.clock())
 		m.mu.Unlock()
 		if wait > 0 {
 			select {
@@ -77,38 +58,24 @@ func (m *Manager) Unlock(ctx context.Context, uuid string, passphrase []byte) er
 // failed) and returns once it has started.
 func (m *Manager) BackupNow(ctx context.Context, uuid string) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	d, err := m.lookupLocked(uuid)
 	if err != nil {
 		return err
 	}
-	switch {
-	case d.dev == nil:
-		return fmt.Errorf("cannot back up to %s: %w", d.cfg.Name, api.ErrNotPresent)
-	case d.act != nil:
-		return busyErrLocked(d, "back up to")
-	case d.ejecting:
-		return fmt.Errorf("cannot back up to %s: it is being ejected: %w", d.cfg.Name, api.ErrBusy)
-	case m.stopping:
-		return fmt.Errorf("cannot back up to %s: the service is stopping: %w", d.cfg.Name, api.ErrFailed)
-	}
-	m.startBackupLocked(d)
-	return nil
+	return m.applyLocked(d, evBackupNow{})
 }
 
 // Cancel stops the drive's current activity at a safe point; a backup run then unmounts and
 // locks the drive. Cancelling an idle drive does nothing.
 func (m *Manager) Cancel(ctx context.Context, uuid string) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	d, err := m.lookupLocked(uuid)
 	if err != nil {
 		return err
 	}
-	if d.act != nil && d.act.kind != kindEject && d.act.kind != kindCleanup {
-		d.act.cancel(errUserCancel)
-	}
-	return nil
+	return m.applyLocked(d, evCancel{})
 }
 
 // Eject stops any activity, unmounts and locks the drive, powers the USB device off if asked,
@@ -123,75 +90,28 @@ func (m *Manager) Eject(ctx context.Context, uuid string, powerOff bool) error {
 		m.mu.Unlock()
 		return err
 	}
-	if d.dev == nil {
-		m.mu.Unlock()
-		return fmt.Errorf("cannot eject %s: %w", d.cfg.Name, api.ErrNotPresent)
+	if err := m.applyLocked(d, evEject{powerOff: powerOff}); err != nil {
+		m.unlock()
+		return err
 	}
-	if d.ejecting {
-		m.mu.Unlock()
-		return fmt.Errorf("cannot eject %s: it is already being ejected: %w", d.cfg.Name, api.ErrBusy)
-	}
-	if m.stopping {
-		m.mu.Unlock()
-		return fmt.Errorf("cannot eject %s: the service is stopping and locks it: %w", d.cfg.Name, api.ErrBusy)
-	}
-	d.ejecting = true
-	d.startAfter, d.resume = false, false
-	defer func() {
-		m.mu.Lock()
-		d.ejecting = false
-		m.mu.Unlock()
-	}()
+	defer m.apply(d, evEjectOver{})
 	for d.act != nil {
 		a := d.act
-		if a.kind != kindCleanup {
-			a.cancel(errEjected)
-		}
-		m.mu.Unlock()
+		m.applyLocked(d, evEjectWait{})
+		m.unlock()
 		// Not bounded by ctx: the activity's teardown is, and the drive must be left in a
 		// known state (its state is published by this call once it is safe).
 		<-a.done
 		m.mu.Lock()
 	}
-	if d.dev == nil {
-		m.mu.Unlock()
+	effs, _ := m.stepLocked(d, evEjectClaim{})
+	if len(effs) == 0 {
+		m.unlock()
 		return nil // removed meanwhile, and cleaned up: nothing left to eject
 	}
-	dv := *d.dev
-	a := m.newActivityLocked(d, kindEject)
-	m.mu.Unlock()
-
-	terr := m.teardown(d, true)
-	var perr error
-	if terr == nil && powerOff && m.deps.PowerOff != nil {
-		perr = m.deps.PowerOff(ctx, dv.diskDevPath())
-	}
-	// What else uses the stick, when that kept it from being powered off
-	// (usbpower.InUseError).
-	var inUse interface{ InUse() []string }
-	m.mu.Lock()
-	defer close(a.done)
-	defer m.mu.Unlock()
-	defer m.wg.Done()
-	d.act = nil
-	a.cancel(nil)
-	switch {
-	case m.settleLocked(d, terr):
-		if d.dev != nil {
-			return fmt.Errorf("cannot eject %s: %w", d.cfg.Name, terr)
-		}
-	case errors.As(perr, &inUse):
-		// Ours is locked, but pulling the stick would hurt whatever else is on it: not safe.
-		uses := strings.Join(inUse.InUse(), ", ")
-		m.setStateLocked(d, api.StatePresent, "Locked, but not powered off: the stick is still in use ("+uses+"); unmount that before you pull the stick")
-		return fmt.Errorf("cannot power off %s: it is locked, but the stick is still in use: %s: %w", d.cfg.Name, uses, api.ErrBusy)
-	case perr != nil:
-		m.log.Warn("cannot power off the drive", "drive", d.cfg.Name, "err", perr)
-		m.setStateLocked(d, api.StateSafeToRemove, "Safe to remove")
-	default:
-		m.setStateLocked(d, api.StateSafeToRemove, "Safe to remove")
-	}
-	return nil
+	x := &actor{m: m, d: d, a: d.act, dv: *d.m.dev, ctx: ctx}
+	m.unlock()
+	return x.runEffects(effs)
 }
 
 // RunAs returns the drive's run_as user ("" when it has none).
@@ -227,32 +147,26 @@ func (m *Manager) Browse(ctx context.Context, uuid string, caller Caller) (strin
 		m.mu.Unlock()
 		return "", err
 	}
-	if err := m.idleLocked(d, "browse"); err != nil {
-		m.mu.Unlock()
-		return "", err
-	}
 	target := m.target(d)
-	if d.mounted {
+	if d.m.dev != nil && d.m.act == "" && !d.m.ejecting && !d.m.stopping && d.m.mounted {
 		m.mu.Unlock()
 		return target, nil
 	}
-	dv := *d.dev
-	a := m.newActivityLocked(d, kindBrowse)
-	prev := d.st
-	m.setStateLocked(d, api.StatePresent, "Opening the drive for browsing")
-	m.mu.Unlock()
-	stop := context.AfterFunc(ctx, func() { a.cancel(ctx.Err()) })
-	defer stop()
-
-	if err := m.openReadOnly(a.ctx, d, dv); err != nil {
-		terr := m.teardown(d, false)
-		m.endActivity(d, a, &prev, terr)
+	effs, err := m.stepLocked(d, evClaim{kind: kindBrowse, verb: "browse", reason: "Opening the drive for browsing",
+		openReason: "Open for browsing (read-only) at " + target + " — eject the drive when you are done"})
+	if err != nil {
+		m.unlock()
 		return "", err
 	}
+	x := &actor{m: m, d: d, a: d.act, dv: *d.m.dev, ctx: ctx}
+	m.unlock()
+	stop := context.AfterFunc(ctx, func() { x.a.cancel(ctx.Err()) })
+	defer stop()
+	x.runEffects(effs)
+	if x.err != nil {
+		return "", x.err
+	}
 	m.log.Info("drive open for browsing", "drive", d.cfg.Name, "uid", caller.UID, "target", target)
-	st := prev
-	st.State, st.StateReason = api.StatePresent, "Open for browsing (read-only) at "+target+" — eject the drive when you are done"
-	m.endActivity(d, a, &st, nil)
 	return target, nil
 }
 
@@ -310,21 +224,6 @@ func (m *Manager) snapshot(d *drive, name string, newest bool) (string, error) {
 	return "", fmt.Errorf("cannot find a complete snapshot on %s: %w", d.cfg.Name, api.ErrNotFound)
 }
 
-// idleLocked checks that d is plugged in and free for an operation.
-func (m *Manager) idleLocked(d *drive, verb string) error {
-	switch {
-	case d.dev == nil:
-		return fmt.Errorf("cannot %s %s: %w", verb, d.cfg.Name, api.ErrNotPresent)
-	case d.act != nil:
-		return busyErrLocked(d, verb)
-	case d.ejecting:
-		return fmt.Errorf("cannot %s %s: it is being ejected: %w", verb, d.cfg.Name, api.ErrBusy)
-	case m.stopping:
-		return fmt.Errorf("cannot %s %s: the service is stopping: %w", verb, d.cfg.Name, api.ErrFailed)
-	}
-	return nil
-}
-
 // withDrive runs fn with the drive mounted (read-only unless it already is) and puts it back
 // as it was afterwards.
 func (m *Manager) withDrive(ctx context.Context, uuid, kind, reason string, fn func(ctx context.Context, d *drive, target string) error) error {
@@ -334,62 +233,16 @@ func (m *Manager) withDrive(ctx context.Context, uuid, kind, reason string, fn f
 		m.mu.Unlock()
 		return err
 	}
-	if err := m.idleLocked(d, kind); err != nil {
-		m.mu.Unlock()
+	effs, err := m.stepLocked(d, evClaim{kind: kind, verb: kind, reason: reason})
+	if err != nil {
+		m.unlock()
 		return err
 	}
-	dv := *d.dev
-	wasMounted := d.mounted
-	a := m.newActivityLocked(d, kind)
-	prev := d.st
-	m.setStateLocked(d, api.StatePresent, reason)
-	m.mu.Unlock()
-	stop := context.AfterFunc(ctx, func() { a.cancel(ctx.Err()) })
+	x := &actor{m: m, d: d, a: d.act, dv: *d.m.dev, ctx: ctx,
+		work: func(ctx context.Context, target string) error { return fn(ctx, d, target) }}
+	m.unlock()
+	stop := context.AfterFunc(ctx, func() { x.a.cancel(ctx.Err()) })
 	defer stop()
-
-	if !wasMounted {
-		if err := m.openReadOnly(a.ctx, d, dv); err != nil {
-			m.endActivity(d, a, &prev, m.teardown(d, false))
-			return err
-		}
-	}
-	err = fn(a.ctx, d, m.target(d))
-	if a.ctx.Err() != nil {
-		err = fmt.Errorf("cannot %s %s: %v: %w", kind, d.cfg.Name, context.Cause(a.ctx), api.ErrCancelled)
-	}
-	var terr error
-	if !wasMounted {
-		terr = m.teardown(d, false)
-	}
-	m.endActivity(d, a, &prev, terr)
-	return err
-}
-
-// openReadOnly unlocks with the keyfile (there is nobody to ask for a passphrase) and mounts
-// read-only.
-func (m *Manager) openReadOnly(ctx context.Context, d *drive, dv device) error {
-	problem, err := m.unlockWithKeyfile(ctx, d, dv, true)
-	if err == nil && problem != "" {
-		err = fmt.Errorf("cannot unlock %s: %s, and opening a drive outside a backup needs its keyfile: %w", d.cfg.Name, problem, api.ErrFailed)
-	}
-	if err != nil {
-		return m.userErr(ctx, err)
-	}
-	if _, _, err := m.mount(ctx, d, true); err != nil {
-		return m.userErr(ctx, err)
-	}
-	m.refreshSnapshots(d, m.target(d))
-	return nil
-}
-
-// userErr turns a step's error into one for a D-Bus caller.
-func (m *Manager) userErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("cannot open the drive: %v: %w", context.Cause(ctx), api.ErrCancelled)
-	}
-	var ue *userError
-	if errors.As(err, &ue) {
-		return fmt.Errorf("cannot open the drive: %s: %w", strings.ToLower(ue.reason[:1])+ue.reason[1:], api.ErrFailed)
-	}
-	return err
+	x.runEffects(effs)
+	return x.err
 }

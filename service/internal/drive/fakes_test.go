@@ -429,11 +429,20 @@ type fakeEngine struct {
 	onRun     func(job drive.Job, progress func(drive.Progress))
 	verified  []string // guarded by sys.mu
 	onCtx     func(ctx context.Context)
+	running   int // runs under way
+	most      int // the most runs ever under way at once
 }
 
 func (e *fakeEngine) Run(ctx context.Context, job drive.Job, progress func(drive.Progress)) (drive.Result, error) {
 	e.mu.Lock()
 	e.jobs = append(e.jobs, job)
+	e.running++
+	e.most = max(e.most, e.running)
+	defer func() {
+		e.mu.Lock()
+		e.running--
+		e.mu.Unlock()
+	}()
 	script := append([]drive.Progress(nil), e.progress...)
 	onRun := e.onRun
 	if e.onCtx != nil {
@@ -498,6 +507,13 @@ func (e *fakeEngine) Restore(ctx context.Context, target, host string, req drive
 		return errors.New("restore: not mounted")
 	}
 	return nil
+}
+
+// mostAtOnce returns the most runs that were ever under way at the same time.
+func (e *fakeEngine) mostAtOnce() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.most
 }
 
 func (e *fakeEngine) runs() int {

@@ -13,7 +13,10 @@ import (
 
 // TestRandomSequences drives one drive through random sequences of udev events and calls
 // (fixed seeds, so a failure can be replayed) and checks the invariants that matter most:
-// nothing hangs, and once the stick is gone no mapping and no mount is left.
+// nothing hangs, safe-to-remove and absent are published only when nothing is mapped or
+// mounted (the harness checks every publication), nothing is mounted but a mapping our key
+// opened (the fake kernel refuses it), one run at a time, and once the stick is gone no mapping
+// and no mount is left.
 func TestRandomSequences(t *testing.T) {
 	for seed := range uint64(100) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -67,6 +70,9 @@ func TestRandomSequences(t *testing.T) {
 				t.Fatalf("final %+v", st)
 			}
 			h.sys.assertClean(t)
+			if n := h.eng.mostAtOnce(); n > 1 {
+				t.Errorf("%d engine runs at once", n)
+			}
 		})
 	}
 }
@@ -140,6 +146,9 @@ func TestRandomInterleavings(t *testing.T) {
 				return s.State == api.StateAbsent && !s.Present
 			})
 			h.sys.assertClean(t)
+			if n := h.eng.mostAtOnce(); n > 1 {
+				t.Errorf("%d engine runs at once", n)
+			}
 		})
 	}
 }
