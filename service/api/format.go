@@ -62,3 +62,42 @@ func byteUnit(n uint64) (string, float64) {
 	}
 	return "bytes", 1
 }
+
+// FormatAge says how long ago t was, seen from now: "just now", "5 minutes ago", "2 hours
+// ago", "3 days ago". The CLI and the tray both say it this way.
+func FormatAge(now, t time.Time) string {
+	d := now.Sub(t)
+	ago := func(n int64, unit string) string {
+		if n == 1 {
+			return "1 " + unit + " ago"
+		}
+		return fmt.Sprintf("%d %ss ago", n, unit)
+	}
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return ago(int64(d/time.Minute), "minute")
+	case d < 24*time.Hour:
+		return ago(int64(d/time.Hour), "hour")
+	}
+	return ago(int64(d/(24*time.Hour)), "day")
+}
+
+// NextAgeChange returns when FormatAge(·, t) next reads differently after now (a display that
+// shows the age wakes then, instead of polling).
+func NextAgeChange(now, t time.Time) time.Time {
+	d := now.Sub(t)
+	var step time.Duration
+	switch {
+	case d < 0:
+		return t
+	case d < time.Hour:
+		step = time.Minute
+	case d < 24*time.Hour:
+		step = time.Hour
+	default:
+		step = 24 * time.Hour
+	}
+	return t.Add((d/step + 1) * step)
+}

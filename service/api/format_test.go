@@ -78,3 +78,27 @@ func TestFormatBytesPair(t *testing.T) {
 		}
 	}
 }
+
+// The age reads coarsely, and NextAgeChange is the first moment it reads differently.
+func TestFormatAge(t *testing.T) {
+	t0 := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		ago  time.Duration
+		want string
+	}{{30 * time.Second, "just now"}, {time.Minute, "1 minute ago"}, {59 * time.Minute, "59 minutes ago"},
+		{time.Hour, "1 hour ago"}, {2 * time.Hour, "2 hours ago"}, {30 * time.Hour, "1 day ago"}, {49 * time.Hour, "2 days ago"}} {
+		then := t0.Add(-c.ago)
+		got := api.FormatAge(t0, then)
+		if got != c.want {
+			t.Errorf("FormatAge(-%v) = %q, want %q", c.ago, got, c.want)
+		}
+		next := api.NextAgeChange(t0, then)
+		if !next.After(t0) {
+			t.Errorf("NextAgeChange(-%v) = %v, not after now", c.ago, next)
+			continue
+		}
+		if api.FormatAge(next.Add(-time.Nanosecond), then) != got || api.FormatAge(next, then) == got {
+			t.Errorf("-%v: the age reads %q until %v, then %q", c.ago, got, next, api.FormatAge(next, then))
+		}
+	}
+}

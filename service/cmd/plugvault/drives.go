@@ -152,27 +152,6 @@ func toDriveJSON(d drive, now time.Time, reminderDays uint32) driveJSON {
 	return j
 }
 
-// humanAge prints how long ago t was, coarsely: "just now", "5 minutes ago", "3 days ago".
-func humanAge(now, t time.Time) string {
-	d := now.Sub(t)
-	plural := func(n int64, unit string) string {
-		if n == 1 {
-			return fmt.Sprintf("1 %s ago", unit)
-		}
-		return fmt.Sprintf("%d %ss ago", n, unit)
-	}
-	switch {
-	case d < time.Minute:
-		return "just now"
-	case d < time.Hour:
-		return plural(int64(d/time.Minute), "minute")
-	case d < 48*time.Hour:
-		return plural(int64(d/time.Hour), "hour")
-	default:
-		return plural(int64(d/(24*time.Hour)), "day")
-	}
-}
-
 // humanDuration prints an ETA: "45s", "3m20s", "1h02m".
 func humanDuration(d time.Duration) string {
 	d = d.Round(time.Second)
@@ -231,7 +210,7 @@ func lastBackupText(st api.DriveStatus, now time.Time) string {
 	s := "never backed up"
 	if st.LastBackup > 0 {
 		t := time.Unix(int64(st.LastBackup), 0)
-		s = "last backup " + humanAge(now, t) + " (" + t.Local().Format("2006-01-02 15:04") + ")"
+		s = "last backup " + api.FormatAge(now, t) + " (" + t.Local().Format("2006-01-02 15:04") + ")"
 	}
 	if st.LastResult != api.ResultNone {
 		s += ", last run " + string(st.LastResult)

@@ -54,38 +54,6 @@ func FormatETA(seconds int64) string {
 	return fmt.Sprintf("%d h %d min left", h, m)
 }
 
-// FormatAge says how long ago t was, seen from now: "just now", "5 minutes ago",
-// "2 hours ago", "3 days ago".
-func FormatAge(now, t time.Time) string {
-	d := now.Sub(t)
-	switch {
-	case d < time.Minute:
-		return "just now"
-	case d < time.Hour:
-		return plural(int64(d/time.Minute), "minute") + " ago"
-	case d < 24*time.Hour:
-		return plural(int64(d/time.Hour), "hour") + " ago"
-	}
-	return plural(int64(d/(24*time.Hour)), "day") + " ago"
-}
-
-// nextAgeChange returns when FormatAge(·, t) next reads differently after now.
-func nextAgeChange(now, t time.Time) time.Time {
-	d := now.Sub(t)
-	var step time.Duration
-	switch {
-	case d < 0:
-		return t
-	case d < time.Hour:
-		step = time.Minute
-	case d < 24*time.Hour:
-		step = time.Hour
-	default:
-		step = 24 * time.Hour
-	}
-	return t.Add((d/step + 1) * step)
-}
-
 func plural(n int64, unit string) string {
 	if n == 1 {
 		return "1 " + unit
@@ -166,7 +134,7 @@ func lastBackup(now time.Time, st api.DriveStatus) string {
 	if st.LastBackup == 0 {
 		return "Never backed up"
 	}
-	return "Last backup " + FormatAge(now, time.Unix(int64(st.LastBackup), 0))
+	return "Last backup " + api.FormatAge(now, time.Unix(int64(st.LastBackup), 0))
 }
 
 func shorten(s string, n int) string {

@@ -628,7 +628,7 @@ func (m *Model) view() view {
 		}
 		v.menu = append(v.menu, driveItems(p, st, line)...)
 		if st.LastBackup != 0 {
-			v.timer = earliest(v.timer, nextAgeChange(m.now, time.Unix(int64(st.LastBackup), 0)))
+			v.timer = earliest(v.timer, api.NextAgeChange(m.now, time.Unix(int64(st.LastBackup), 0)))
 		}
 		if due, ok := m.reminderDue(m.drives[p]); ok {
 			v.timer = earliest(v.timer, due)
