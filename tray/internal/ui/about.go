@@ -2,6 +2,7 @@ package ui
 
 import (
 	"strings"
+	"sync"
 	"time"
 
 	"fyne.io/fyne/v2"
@@ -41,11 +42,17 @@ func (a *aboutWindow) show(s model.ShowAbout) {
 // repaintSoon redraws w's content a few times shortly after it is shown. Without a window
 // manager (Xvfb) the frame fyne draws while the window is being mapped can be lost, and a
 // window with nothing animated in it (no blinking cursor) then stays black.
+// The redraws take repaintMu: once the app shuts down, fyne.Do runs its function on the
+// calling goroutine, and two windows' redraws would then lay out at the same time.
 func repaintSoon(w fyne.Window) {
 	go func() {
 		for _, d := range []time.Duration{100 * time.Millisecond, 400 * time.Millisecond, time.Second} {
 			time.Sleep(d)
+			repaintMu.Lock()
 			fyne.Do(func() { w.Content().Refresh() })
+			repaintMu.Unlock()
 		}
 	}()
 }
+
+var repaintMu sync.Mutex
