@@ -16,18 +16,18 @@
 // and is reported failed ("still in use — close the programs using it, then eject it"), never
 // safe to remove.
 //
-// The machine: step(machine, event, now) → (machine, effects) is the whole state machine,
-// a pure function with no I/O, no lock and no goroutine (state.go, step.go, steprun.go). The
-// machine holds the published status and what a teardown and the next run need to know (the
-// device, the activity holding the drive's one slot, whether the mapping and mount are there,
-// the phase of the activity and whether a run holds the sleep inhibitor). Udev events, sleep
-// and resume, the service's stop and bus calls are events; so are the results of effects. The
-// executor runs the effects (exec.go, run.go): cancelling, claiming the slot and logging at
+// The machine: step(machine, event, now) → (machine, effects) is the whole state machine, a pure
+// function with no I/O, no lock and no goroutine (state.go, step.go, steprun.go). The machine
+// holds the published status and what a teardown and the next run need to know (the device, the
+// activity holding the drive's one slot, whether the mapping and mount are there, the phase of the
+// activity and whether a run holds the sleep inhibitor). Udev events, sleep and resume, the
+// service's stop and bus calls are events; so are the results of effects. The executor runs the
+// effects (exec.go, actor.go, unlock.go, mount.go): cancelling, claiming the slot and logging at
 // once; unlocking, mounting, the engine, teardown, power-off and the inhibitor one at a time in
-// the goroutine that owns the activity (the run's or the cleanup's own, the caller's for an
-// eject, browse, restore or verify), feeding each result back to step. Publications are
-// delivered after the Manager's lock is released, one drive's in the order step made them, and
-// a call returns once what it changed is published.
+// the goroutine that owns the activity (the run's or the cleanup's own, the caller's for an eject,
+// browse, restore or verify), feeding each result back to step. Publications are delivered after
+// the Manager's lock is released, one drive's in the order step made them, and a call returns once
+// what it changed is published.
 //
 // The lower layers (udev, cryptsetup, mount, USB power, the backup engine, logind) are consumed
 // through small interfaces declared here (Source, LUKS, Mounter, Engine, Logind) whose method
