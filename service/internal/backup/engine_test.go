@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/plugvault/plugvault/service/internal/sysexec"
 )
 
 // buildRich makes a source tree with every file type and the hard cases.
@@ -575,6 +577,8 @@ func checkByteReports(t *testing.T, what string, reports [][2]uint64, total uint
 	}
 }
 
+// TestRestoreAndVerifyReportProgress runs Restore and Verify in the test process and in the
+// engine child (SpawnRestore, SpawnVerify): both report bytes that grow to the manifest's total.
 func TestRestoreAndVerifyReportProgress(t *testing.T) {
 	src := buildRich(t)
 	job := newJob(t, src, "ext4")
@@ -583,29 +587,64 @@ func TestRestoreAndVerifyReportProgress(t *testing.T) {
 	if total == 0 {
 		t.Fatal("the test tree has no file content")
 	}
-	var mu sync.Mutex
-	var reports [][2]uint64
-	record := func(done, total uint64) {
-		mu.Lock()
-		reports = append(reports, [2]uint64{done, total})
-		mu.Unlock()
-	}
-	if _, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot, record); err != nil || len(problems) > 0 {
-		t.Fatal(err, problems)
-	}
-	checkByteReports(t, "verify", reports, total)
-
-	reports = nil
-	dest := t.TempDir()
-	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, strings.TrimPrefix(src, "/"), dest, false, record); err != nil {
+	exe, err := os.Executable()
+	if err != nil {
 		t.Fatal(err)
 	}
-	checkByteReports(t, "restore", reports, total)
-
-	reports = nil
-	dir := filepath.Join(src, "dir")
-	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, strings.TrimPrefix(dir, "/"), t.TempDir(), false, record); err != nil {
-		t.Fatal(err)
+	childEnv = append(append([]string(nil), sysexec.Env...), "PLUGVAULT_TEST_ENGINE_CHILD=1")
+	t.Cleanup(func() { childEnv = nil })
+	type progressFunc = func(done, total uint64)
+	ways := []struct {
+		name    string
+		verify  func(progressFunc) ([]string, error)
+		restore func(rel, dest string, progress progressFunc) error
+	}{
+		{"in process, every step", func(p progressFunc) ([]string, error) {
+			_, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot, p)
+			return problems, err
+		}, func(rel, dest string, p progressFunc) error {
+			return Restore(context.Background(), job.Target, job.Host, res.Snapshot, rel, dest, false, p)
+		}},
+		{"in the engine child", func(p progressFunc) ([]string, error) {
+			_, problems, err := SpawnVerify(context.Background(), exe, nil, job.Target, job.Host, res.Snapshot, p)
+			return problems, err
+		}, func(rel, dest string, p progressFunc) error {
+			return SpawnRestore(context.Background(), exe, nil, job.Target, job.Host, res.Snapshot, rel, dest, false, p)
+		}},
 	}
-	checkByteReports(t, "restore of a directory", reports, regularBytes(t, dir))
+	for i, w := range ways {
+		t.Run(w.name, func(t *testing.T) {
+			if i == 0 {
+				byteInterval = 0
+				t.Cleanup(func() { byteInterval = progressInterval })
+			}
+			var mu sync.Mutex
+			var reports [][2]uint64
+			record := func(done, total uint64) {
+				mu.Lock()
+				reports = append(reports, [2]uint64{done, total})
+				mu.Unlock()
+			}
+			if problems, err := w.verify(record); err != nil || len(problems) > 0 {
+				t.Fatal(err, problems)
+			}
+			checkByteReports(t, "verify", reports, total)
+
+			reports = nil
+			if err := w.restore(strings.TrimPrefix(src, "/"), t.TempDir(), record); err != nil {
+				t.Fatal(err)
+			}
+			checkByteReports(t, "restore", reports, total)
+			if i == 0 && len(reports) < 4 {
+				t.Errorf("restore reported %v unthrottled, want a step per file", reports)
+			}
+
+			reports = nil
+			dir := filepath.Join(src, "dir")
+			if err := w.restore(strings.TrimPrefix(dir, "/"), t.TempDir(), record); err != nil {
+				t.Fatal(err)
+			}
+			checkByteReports(t, "restore of a directory", reports, regularBytes(t, dir))
+		})
+	}
 }

@@ -124,6 +124,10 @@ func (r *progressReporter) done() {
 	r.emit(true)
 }
 
+// byteInterval is the shortest time between two reports of a byteReporter (tests set 0 to
+// see every step).
+var byteInterval = progressInterval
+
 // byteReporter reports bytes done of a known total for Restore and Verify, throttled like the
 // backup's progress: at most one report per progressInterval, and always the first and the
 // last. It is safe for concurrent use (Verify checks directories in parallel).
@@ -157,7 +161,7 @@ func (r *byteReporter) add(n uint64) {
 		r.total = r.done // the tree differs from its manifest
 	}
 	now := r.clock()
-	if r.sent && now.Sub(r.last) < progressInterval {
+	if r.sent && now.Sub(r.last) < byteInterval {
 		return
 	}
 	r.last, r.sent = now, true
