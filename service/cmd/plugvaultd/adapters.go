@@ -132,14 +132,14 @@ func (systemEngine) List(target, host string) ([]api.Snapshot, error) {
 
 // Verify re-reads a snapshot in an engine child with the caller's credentials: a user verifies
 // what they may read, and the problems never name other users' files.
-func (e systemEngine) Verify(ctx context.Context, target, host, snapshot string, caller drive.Caller) (uint64, []string, error) {
-	return backup.SpawnVerify(ctx, e.Path, callerCredential(caller), target, host, snapshot)
+func (e systemEngine) Verify(ctx context.Context, target, host, snapshot string, caller drive.Caller, progress func(done, total uint64)) (uint64, []string, error) {
+	return backup.SpawnVerify(ctx, e.Path, callerCredential(caller), target, host, snapshot, progress)
 }
 
 // Restore copies a path out of a snapshot in an engine child with the caller's credentials, so
 // it writes only where the caller may write.
-func (e systemEngine) Restore(ctx context.Context, target, host string, req drive.RestoreRequest) error {
-	return backup.SpawnRestore(ctx, e.Path, callerCredential(req.Caller), target, host, req.Snapshot, req.Path, req.Destination, req.Overwrite)
+func (e systemEngine) Restore(ctx context.Context, target, host string, req drive.RestoreRequest, progress func(done, total uint64)) error {
+	return backup.SpawnRestore(ctx, e.Path, callerCredential(req.Caller), target, host, req.Snapshot, req.Path, req.Destination, req.Overwrite, progress)
 }
 
 // callerCredential is the caller's identity for an engine child: the uid and groups of the

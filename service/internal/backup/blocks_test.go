@@ -153,7 +153,7 @@ func TestRootBtrfsAppendWritesChangedBlocksOnly(t *testing.T) {
 		t.Errorf("the drive's used space grew by %d bytes for a 100-byte append: the file was not cloned", grown)
 	}
 	for _, snap := range []string{first.Snapshot, second.Snapshot} {
-		if _, problems, err := Verify(context.Background(), job.Target, job.Host, snap); err != nil || len(problems) > 0 {
+		if _, problems, err := Verify(context.Background(), job.Target, job.Host, snap, nil); err != nil || len(problems) > 0 {
 			t.Errorf("verify %s: %v %q", snap, err, problems)
 		}
 	}

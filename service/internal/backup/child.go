@@ -146,18 +146,35 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// SpawnVerify runs Verify in the engine child with cred's identity.
-func SpawnVerify(ctx context.Context, enginePath string, cred *syscall.Credential, target, host, snapshot string) (uint64, []string, error) {
+// SpawnVerify runs Verify in the engine child with cred's identity; progress (may be nil) gets
+// the child's reports of bytes done and total.
+func SpawnVerify(ctx context.Context, enginePath string, cred *syscall.Credential, target, host, snapshot string, progress func(done, total uint64)) (uint64, []string, error) {
 	var msg ChildMessage
-	err := runChild(ctx, enginePath, cred, ChildRequest{Op: "verify", Target: target, Host: host, Snapshot: snapshot}, nil, &msg)
+	err := runChild(ctx, enginePath, cred, ChildRequest{Op: "verify", Target: target, Host: host, Snapshot: snapshot}, bytesOnly(progress), &msg)
 	return msg.Checked, msg.Problems, err
 }
 
-// SpawnRestore runs Restore in the engine child with the calling user's credentials.
-func SpawnRestore(ctx context.Context, enginePath string, cred *syscall.Credential, target, host, snapshot, path, dest string, overwrite bool) error {
+// SpawnRestore runs Restore in the engine child with the calling user's credentials; progress
+// (may be nil) gets the child's reports of bytes done and total.
+func SpawnRestore(ctx context.Context, enginePath string, cred *syscall.Credential, target, host, snapshot, path, dest string, overwrite bool, progress func(done, total uint64)) error {
 	var msg ChildMessage
 	return runChild(ctx, enginePath, cred, ChildRequest{Op: "restore", Target: target, Host: host,
-		Snapshot: snapshot, Path: path, Dest: dest, Overwrite: overwrite}, nil, &msg)
+		Snapshot: snapshot, Path: path, Dest: dest, Overwrite: overwrite}, bytesOnly(progress), &msg)
+}
+
+// bytesOnly adapts a bytes-done callback to the child's progress messages (nil stays nil).
+func bytesOnly(progress func(done, total uint64)) func(Progress) {
+	if progress == nil {
+		return nil
+	}
+	return func(p Progress) { progress(p.BytesDone, p.BytesTotal) }
+}
+
+// sendBytes sends a bytes-done report of phase as a child progress message.
+func sendBytes(send func(ChildMessage), phase string) func(done, total uint64) {
+	return func(done, total uint64) {
+		send(ChildMessage{Progress: &Progress{Phase: phase, BytesDone: done, BytesTotal: total, ETA: -1}})
+	}
 }
 
 // ServeChild is the engine child's main loop: it reads a ChildRequest from in, does it and
@@ -195,13 +212,13 @@ func ServeChild(ctx context.Context, in io.Reader, out io.Writer, guard func(tar
 			final.Result = &res
 		}
 	case "verify":
-		n, probs, err := Verify(ctx, req.Target, req.Host, req.Snapshot)
+		n, probs, err := Verify(ctx, req.Target, req.Host, req.Snapshot, sendBytes(send, PhaseVerifying))
 		final.Checked, final.Problems = n, probs
 		if err != nil {
 			final.Error = err.Error()
 		}
 	case "restore":
-		if err := Restore(ctx, req.Target, req.Host, req.Snapshot, req.Path, req.Dest, req.Overwrite); err != nil {
+		if err := Restore(ctx, req.Target, req.Host, req.Snapshot, req.Path, req.Dest, req.Overwrite, sendBytes(send, PhaseRestoring)); err != nil {
 			final.Error = err.Error()
 		}
 	default:

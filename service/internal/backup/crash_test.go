@@ -191,7 +191,7 @@ func crashLoop(t *testing.T, job Job, src string, kills int) {
 	}
 	res := mustRun(t, job)
 	compareSnapshot(t, job, src)
-	if _, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot); err != nil || len(problems) > 0 {
+	if _, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot, nil); err != nil || len(problems) > 0 {
 		t.Errorf("Verify after crashes: %v %q", err, problems)
 	}
 }

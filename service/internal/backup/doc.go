@@ -104,6 +104,8 @@
 // stdout), then Promote (btrfs: read-only snapshot of .working, which needs root where
 // user_subvol_rm_allowed and ownership rules say no; "latest") and Prune (retention deletes,
 // BTRFS_IOC_SNAP_DESTROY needs root). On ext4 the child promotes its partial itself.
+// SpawnRestore and SpawnVerify run the same child with the caller's credentials; their
+// progress lines carry only the bytes of regular files done and the manifest's total.
 //
 // # Mount guard
 //

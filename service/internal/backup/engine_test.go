@@ -2,13 +2,17 @@ package backup
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/plugvault/plugvault/service/internal/sysexec"
 )
 
 // buildRich makes a source tree with every file type and the hard cases.
@@ -129,7 +133,7 @@ func TestBackupEveryFileTypeExt4Layout(t *testing.T) {
 		t.Errorf("sparse file not sparse in the snapshot: %d blocks for %d bytes", st.Blocks, st.Size)
 	}
 	compareSnapshot(t, job, src)
-	checked, problems, err := Verify(context.Background(), job.Target, job.Host, "")
+	checked, problems, err := Verify(context.Background(), job.Target, job.Host, "", nil)
 	if err != nil || len(problems) != 0 || checked == 0 {
 		t.Errorf("Verify: checked %d, problems %q, err %v", checked, problems, err)
 	}
@@ -279,21 +283,21 @@ func TestRestore(t *testing.T) {
 	res := mustRun(t, job)
 	rel := strings.TrimPrefix(src, "/")
 	dest := t.TempDir()
-	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, rel, dest, false); err != nil {
+	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, rel, dest, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	_ = os.Remove(filepath.Join(src, "sock"))
 	compareTrees(t, src, filepath.Join(dest, filepath.Base(src)))
-	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, rel, dest, false); err == nil {
+	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, rel, dest, false, nil); err == nil {
 		t.Error("restore over an existing tree without overwrite succeeded")
 	}
-	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, rel+"/a.txt", dest, true); err != nil {
+	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, rel+"/a.txt", dest, true, nil); err != nil {
 		t.Errorf("restore of one file: %v", err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dest, "a.txt")); string(b) != "hello" {
 		t.Errorf("restored a.txt = %q", b)
 	}
-	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, "../etc", dest, true); err == nil {
+	if err := Restore(context.Background(), job.Target, job.Host, res.Snapshot, "../etc", dest, true, nil); err == nil {
 		t.Error("a path climbing out of the snapshot was accepted")
 	}
 }
@@ -312,7 +316,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 	unix.UtimesNano(p, []unix.Timespec{st.Mtim, st.Mtim})
 	os.WriteFile(filepath.Join(snap, "intruder"), nil, 0o644)
 	os.Remove(filepath.Join(snap, "empty"))
-	_, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot)
+	_, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,7 +526,125 @@ func TestVanishedDuringBackup(t *testing.T) {
 		t.Errorf("manifest after vanishing: keep=%v victim=%v link=%v inner=%v", m[rel+"/keep"] != nil,
 			m[rel+"/victim"] != nil, m[rel+"/victimlink"] != nil, m[rel+"/victimdir/inner"] != nil)
 	}
-	if _, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot); err != nil || len(problems) > 0 {
+	if _, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot, nil); err != nil || len(problems) > 0 {
 		t.Errorf("the snapshot does not match its manifest: %v %q", err, problems)
+	}
+}
+
+// regularBytes is the size of the regular files under root, each path counted (as a manifest
+// lists hard links).
+func regularBytes(t *testing.T, root string) uint64 {
+	t.Helper()
+	var total uint64
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			total += uint64(fi.Size())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total
+}
+
+// checkByteReports checks reports grow monotonically against one total and end at it.
+func checkByteReports(t *testing.T, what string, reports [][2]uint64, total uint64) {
+	t.Helper()
+	if len(reports) < 2 {
+		t.Fatalf("%s: %d progress reports, want a first and a last", what, len(reports))
+	}
+	if reports[0][0] != 0 {
+		t.Errorf("%s: first report %v, want 0 done", what, reports[0])
+	}
+	for i, r := range reports {
+		if r[1] != total {
+			t.Errorf("%s: report %d total %d, want %d", what, i, r[1], total)
+		}
+		if i > 0 && r[0] < reports[i-1][0] {
+			t.Errorf("%s: report %d went back from %d to %d", what, i, reports[i-1][0], r[0])
+		}
+	}
+	if last := reports[len(reports)-1]; last[0] != total {
+		t.Errorf("%s: last report %v, want %d done", what, last, total)
+	}
+}
+
+// TestRestoreAndVerifyReportProgress runs Restore and Verify in the test process and in the
+// engine child (SpawnRestore, SpawnVerify): both report bytes that grow to the manifest's total.
+func TestRestoreAndVerifyReportProgress(t *testing.T) {
+	src := buildRich(t)
+	job := newJob(t, src, "ext4")
+	res := mustRun(t, job)
+	total := regularBytes(t, src)
+	if total == 0 {
+		t.Fatal("the test tree has no file content")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	childEnv = append(append([]string(nil), sysexec.Env...), "PLUGVAULT_TEST_ENGINE_CHILD=1")
+	t.Cleanup(func() { childEnv = nil })
+	type progressFunc = func(done, total uint64)
+	ways := []struct {
+		name    string
+		verify  func(progressFunc) ([]string, error)
+		restore func(rel, dest string, progress progressFunc) error
+	}{
+		{"in process, every step", func(p progressFunc) ([]string, error) {
+			_, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot, p)
+			return problems, err
+		}, func(rel, dest string, p progressFunc) error {
+			return Restore(context.Background(), job.Target, job.Host, res.Snapshot, rel, dest, false, p)
+		}},
+		{"in the engine child", func(p progressFunc) ([]string, error) {
+			_, problems, err := SpawnVerify(context.Background(), exe, nil, job.Target, job.Host, res.Snapshot, p)
+			return problems, err
+		}, func(rel, dest string, p progressFunc) error {
+			return SpawnRestore(context.Background(), exe, nil, job.Target, job.Host, res.Snapshot, rel, dest, false, p)
+		}},
+	}
+	for i, w := range ways {
+		t.Run(w.name, func(t *testing.T) {
+			if i == 0 {
+				byteInterval = 0
+				t.Cleanup(func() { byteInterval = progressInterval })
+			}
+			var mu sync.Mutex
+			var reports [][2]uint64
+			record := func(done, total uint64) {
+				mu.Lock()
+				reports = append(reports, [2]uint64{done, total})
+				mu.Unlock()
+			}
+			if problems, err := w.verify(record); err != nil || len(problems) > 0 {
+				t.Fatal(err, problems)
+			}
+			checkByteReports(t, "verify", reports, total)
+
+			reports = nil
+			if err := w.restore(strings.TrimPrefix(src, "/"), t.TempDir(), record); err != nil {
+				t.Fatal(err)
+			}
+			checkByteReports(t, "restore", reports, total)
+			if i == 0 && len(reports) < 4 {
+				t.Errorf("restore reported %v unthrottled, want a step per file", reports)
+			}
+
+			reports = nil
+			dir := filepath.Join(src, "dir")
+			if err := w.restore(strings.TrimPrefix(dir, "/"), t.TempDir(), record); err != nil {
+				t.Fatal(err)
+			}
+			checkByteReports(t, "restore of a directory", reports, regularBytes(t, dir))
+		})
 	}
 }

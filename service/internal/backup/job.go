@@ -43,7 +43,7 @@ type Result struct {
 
 // Progress is reported a few times a second at most.
 type Progress struct {
-	Phase      string        `json:"phase"` // "scanning", "copying", "finishing"
+	Phase      string        `json:"phase"` // "scanning", "copying", "finishing"; "restoring", "verifying"
 	FilesDone  uint64        `json:"files_done"`
 	FilesTotal uint64        `json:"files_total"`
 	BytesDone  uint64        `json:"bytes_done"`
@@ -75,6 +75,9 @@ const (
 	PhaseScanning  = "scanning"
 	PhaseCopying   = "copying"
 	PhaseFinishing = "finishing"
+	// PhaseRestoring and PhaseVerifying report only bytes (engine child to daemon).
+	PhaseRestoring = "restoring"
+	PhaseVerifying = "verifying"
 )
 
 const (

@@ -123,3 +123,63 @@ func (r *progressReporter) done() {
 	r.p.FilesDone, r.p.BytesDone, r.p.ETA = r.p.FilesTotal, r.p.BytesTotal, 0
 	r.emit(true)
 }
+
+// byteInterval is the shortest time between two reports of a byteReporter (tests set 0 to
+// see every step).
+var byteInterval = progressInterval
+
+// byteReporter reports bytes done of a known total for Restore and Verify, throttled like the
+// backup's progress: at most one report per progressInterval, and always the first and the
+// last. It is safe for concurrent use (Verify checks directories in parallel).
+type byteReporter struct {
+	fn    func(done, total uint64)
+	clock func() time.Time
+
+	mu    sync.Mutex
+	done  uint64
+	total uint64
+	last  time.Time
+	sent  bool
+}
+
+func newByteReporter(fn func(done, total uint64), total uint64) *byteReporter {
+	return &byteReporter{fn: fn, clock: time.Now, total: total}
+}
+
+// add counts n more bytes done.
+func (r *byteReporter) add(n uint64) {
+	if r == nil || r.fn == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n == 0 && r.sent {
+		return
+	}
+	r.done += n
+	if r.total > 0 && r.done > r.total {
+		r.total = r.done // the tree differs from its manifest
+	}
+	now := r.clock()
+	if r.sent && now.Sub(r.last) < byteInterval {
+		return
+	}
+	r.last, r.sent = now, true
+	r.fn(r.done, r.total)
+}
+
+// finish reports the end: everything done.
+func (r *byteReporter) finish() {
+	if r == nil || r.fn == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done < r.total {
+		r.done = r.total
+	} else {
+		r.total = r.done
+	}
+	r.last, r.sent = r.clock(), true
+	r.fn(r.done, r.total)
+}

@@ -69,3 +69,38 @@ func TestProgressETAFromPreviousRun(t *testing.T) {
 		t.Errorf("ETA from the previous run (100 MiB/s, 500 MiB left) = %v, want ~5s", got[0].ETA)
 	}
 }
+
+func TestByteReporterThrottles(t *testing.T) {
+	clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	type report struct{ done, total uint64 }
+	var got []report
+	r := newByteReporter(func(done, total uint64) { got = append(got, report{done, total}) }, 1000)
+	r.clock = clk.now
+	r.add(0)
+	if len(got) != 1 || got[0] != (report{0, 1000}) {
+		t.Fatalf("first report: %+v", got)
+	}
+	// Within one interval nothing more is reported.
+	for i := 0; i < 10; i++ {
+		clk.advance(progressInterval / 20)
+		r.add(10)
+	}
+	if len(got) != 1 {
+		t.Errorf("%d reports within one interval", len(got)-1)
+	}
+	clk.advance(progressInterval)
+	r.add(10)
+	if len(got) != 2 || got[1] != (report{110, 1000}) {
+		t.Errorf("after an interval: %+v", got)
+	}
+	// More than the manifest said: the total grows with it.
+	clk.advance(progressInterval)
+	r.add(2000)
+	if last := got[len(got)-1]; last.done != last.total || last.done != 2110 {
+		t.Errorf("past the total: %+v", last)
+	}
+	r.finish()
+	if last := got[len(got)-1]; last != (report{2110, 2110}) {
+		t.Errorf("finish: %+v", last)
+	}
+}

@@ -3,8 +3,10 @@ package backup
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,8 +15,10 @@ import (
 // the directory dest, preserving mode, owner (where the caller may set it), times, xattrs,
 // symlinks and hard links. Without overwrite an existing name at the destination is an error
 // and nothing is written. The daemon runs it in the engine child with the caller's
-// credentials (SpawnRestore), so the caller can only write where they may.
-func Restore(ctx context.Context, target, host, snapshot, rel, dest string, overwrite bool) error {
+// credentials (SpawnRestore), so the caller can only write where they may. progress (may be
+// nil) gets the bytes of regular files restored so far and their total from the snapshot's
+// manifest (0 when it cannot be read), at most every progressInterval and once at the end.
+func Restore(ctx context.Context, target, host, snapshot, rel, dest string, overwrite bool, progress func(done, total uint64)) error {
 	if !validRel(rel) {
 		return fmt.Errorf("cannot restore: invalid path %q", rel)
 	}
@@ -32,6 +36,10 @@ func Restore(ctx context.Context, target, host, snapshot, rel, dest string, over
 	}
 	defer unix.Close(dfd)
 	r := &restorer{ctx: ctx, links: map[[2]uint64]string{}, euid: os.Geteuid(), buf: make([]byte, 1<<20), droot: dfd}
+	if progress != nil {
+		r.progress = newByteReporter(progress, restoreTotal(sfd, rel))
+		r.progress.add(0)
+	}
 	if rel == "" {
 		// Everything: the snapshot root's entries, without its metadata.
 		names, err := readDirNames(sfd)
@@ -53,6 +61,7 @@ func Restore(ctx context.Context, target, host, snapshot, rel, dest string, over
 				return err
 			}
 		}
+		r.progress.finish()
 		return nil
 	}
 	pd, name := splitRel(rel)
@@ -67,7 +76,27 @@ func Restore(ctx context.Context, target, host, snapshot, rel, dest string, over
 	if _, err := lstatAt(dfd, name); err == nil && !overwrite {
 		return fmt.Errorf("cannot restore: %s already exists", path.Join(dest, name))
 	}
-	return r.copy(pfd, name, dfd, name, name)
+	if err := r.copy(pfd, name, dfd, name, name); err != nil {
+		return err
+	}
+	r.progress.finish()
+	return nil
+}
+
+// restoreTotal is the size of the regular files at rel ("" = everything) in the snapshot sfd
+// by its manifest, 0 when the manifest cannot be read.
+func restoreTotal(sfd int, rel string) uint64 {
+	m, err := readManifestAt(sfd, metaDir+"/manifest")
+	if err != nil {
+		return 0
+	}
+	var total uint64
+	for _, e := range m {
+		if e.Type == 'f' && e.Size > 0 && (rel == "" || e.Path == rel || strings.HasPrefix(e.Path, rel+"/")) {
+			total += uint64(e.Size)
+		}
+	}
+	return total
 }
 
 type restorer struct {
@@ -76,6 +105,16 @@ type restorer struct {
 	droot int
 	euid  int
 	buf   []byte
+
+	progress *byteReporter // nil: nobody asked
+}
+
+// progressWriter counts the bytes written through it as restored.
+type progressWriter struct{ r *byteReporter }
+
+func (w progressWriter) Write(p []byte) (int, error) {
+	w.r.add(uint64(len(p)))
+	return len(p), nil
 }
 
 // copy restores name in sdir as dname in ddir; rel is its path relative to the destination.
@@ -139,6 +178,7 @@ func (r *restorer) copy(sdir int, name string, ddir int, dname, rel string) erro
 					err = linkReplace(ffd, fn, ddir, dname)
 					unix.Close(ffd)
 					if err == nil {
+						r.progress.add(uint64(max(st.Size, 0)))
 						return nil
 					}
 				}
@@ -161,9 +201,17 @@ func (r *restorer) copy(sdir int, name string, ddir int, dname, rel string) erro
 				_ = unix.Unlinkat(ddir, tmp, 0)
 			}
 		}()
-		if _, err := copyData(in, out, st.Size, st.Blocks*512 < st.Size, nil, r.buf); err != nil {
+		var counter io.Writer
+		if r.progress != nil {
+			counter = progressWriter{r.progress}
+		}
+		n, err := copyData(in, out, st.Size, st.Blocks*512 < st.Size, counter, r.buf)
+		if err != nil {
 			unix.Close(out)
 			return fail(err)
+		}
+		if n < st.Size {
+			r.progress.add(uint64(st.Size - n)) // the file shrank while it was read
 		}
 		_, _ = copyXattrs(in, out)
 		_ = unix.Fchown(out, int(st.Uid), int(st.Gid))

@@ -110,7 +110,7 @@ func testRealTarget(t *testing.T, fstype string) {
 		t.Errorf("incremental copied %d bytes, want %d", st.BytesWritten, len("changed"))
 	}
 	// The first snapshot is intact.
-	if _, problems, err := Verify(context.Background(), job.Target, job.Host, first.Snapshot); err != nil || len(problems) > 0 {
+	if _, problems, err := Verify(context.Background(), job.Target, job.Host, first.Snapshot, nil); err != nil || len(problems) > 0 {
 		t.Errorf("first snapshot after the second run: %v %q", err, problems)
 	}
 	// The guard stops a run when the target is not our mount.
@@ -162,7 +162,7 @@ func TestRootSpawnUnprivileged(t *testing.T) {
 				t.Error("no progress reported")
 			}
 			compareSnapshot(t, job, src)
-			if _, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot); err != nil || len(problems) > 0 {
+			if _, problems, err := Verify(context.Background(), job.Target, job.Host, res.Snapshot, nil); err != nil || len(problems) > 0 {
 				t.Errorf("verify: %v %q", err, problems)
 			}
 			if fstype != "btrfs" {
@@ -273,7 +273,7 @@ func TestRootRestoreAsCaller(t *testing.T) {
 	os.Chown(mine, uid, gid)
 	openUp(mine)
 	rel := strings.TrimPrefix(src, "/") + "/doc.txt"
-	if err := SpawnRestore(context.Background(), bin, cred, job.Target, job.Host, res.Snapshot, rel, mine, false); err != nil {
+	if err := SpawnRestore(context.Background(), bin, cred, job.Target, job.Host, res.Snapshot, rel, mine, false, nil); err != nil {
 		t.Fatalf("restore into the caller's directory: %v", err)
 	}
 	var st unix.Stat_t
@@ -283,14 +283,14 @@ func TestRootRestoreAsCaller(t *testing.T) {
 	roots := filepath.Join(t.TempDir(), "root-only")
 	os.Mkdir(roots, 0o755)
 	openUp(roots)
-	if err := SpawnRestore(context.Background(), bin, cred, job.Target, job.Host, res.Snapshot, rel, roots, false); err == nil {
+	if err := SpawnRestore(context.Background(), bin, cred, job.Target, job.Host, res.Snapshot, rel, roots, false, nil); err == nil {
 		t.Error("an unprivileged caller restored into root's directory")
 	}
 	if _, err := os.Lstat(filepath.Join(roots, "doc.txt")); err == nil {
 		t.Error("a file appeared in root's directory")
 	}
 	// The manifest names every user's files: it is root's, and the daemon verifies as root.
-	checked, problems, err := SpawnVerify(context.Background(), bin, nil, job.Target, job.Host, "")
+	checked, problems, err := SpawnVerify(context.Background(), bin, nil, job.Target, job.Host, "", nil)
 	if err != nil || checked == 0 || len(problems) != 0 {
 		t.Errorf("verify as the caller: %d %q %v", checked, problems, err)
 	}

@@ -55,7 +55,7 @@ func checkSetID(t *testing.T, job Job, src string, run func(Job) Result) {
 	second := run(job)
 	compareSnapshot(t, job, src)
 	for _, snap := range []string{first.Snapshot, second.Snapshot} {
-		if _, problems, err := Verify(context.Background(), job.Target, job.Host, snap); err != nil || len(problems) > 0 {
+		if _, problems, err := Verify(context.Background(), job.Target, job.Host, snap, nil); err != nil || len(problems) > 0 {
 			t.Errorf("verify %s: %v %q", snap, err, problems)
 		}
 	}
@@ -64,7 +64,7 @@ func checkSetID(t *testing.T, job Job, src string, run func(Job) Result) {
 		t.Errorf("first snapshot's file has mode %o (%v), want 755", st.Mode&0o7777, err)
 	}
 	dest := t.TempDir()
-	if err := Restore(context.Background(), job.Target, job.Host, second.Snapshot, strings.TrimPrefix(src, "/"), dest, false); err != nil {
+	if err := Restore(context.Background(), job.Target, job.Host, second.Snapshot, strings.TrimPrefix(src, "/"), dest, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	compareTrees(t, src, filepath.Join(dest, filepath.Base(src)))

@@ -49,8 +49,10 @@ func openSnapshot(target, host, snapshot string) (fd int, name string, err error
 
 // Verify re-reads a snapshot and compares it with its manifest: type, size, mode, owner (where
 // it was preserved), times, symlink targets and content hashes where recorded; names the
-// manifest does not list are reported too. snapshot "" is the newest complete one.
-func Verify(ctx context.Context, target, host, snapshot string) (checked uint64, problems []string, err error) {
+// manifest does not list are reported too. snapshot "" is the newest complete one. progress
+// (may be nil) gets the bytes of the manifest's regular files checked so far and their total,
+// at most every progressInterval and once at the end.
+func Verify(ctx context.Context, target, host, snapshot string, progress func(done, total uint64)) (checked uint64, problems []string, err error) {
 	sfd, _, err := openSnapshot(target, host, snapshot)
 	if err != nil {
 		return 0, nil, fmt.Errorf("cannot verify: %w", err)
@@ -61,6 +63,17 @@ func Verify(ctx context.Context, target, host, snapshot string) (checked uint64,
 		return 0, nil, fmt.Errorf("cannot verify: cannot read the manifest: %w", err)
 	}
 	entries := sortedEntries(m)
+	var pr *byteReporter
+	if progress != nil {
+		var total uint64
+		for _, e := range entries {
+			if e.Type == 'f' && e.Size > 0 {
+				total += uint64(e.Size)
+			}
+		}
+		pr = newByteReporter(progress, total)
+		pr.add(0)
+	}
 	children := map[string]map[string]bool{"": {metaDir: true}}
 	for _, e := range entries {
 		d, n := splitRel(e.Path)
@@ -100,7 +113,7 @@ func Verify(ctx context.Context, target, host, snapshot string) (checked uint64,
 				if ctx.Err() != nil {
 					continue
 				}
-				c := verifyDir(sfd, d, byDir[d], children[d], buf, report)
+				c := verifyDir(sfd, d, byDir[d], children[d], buf, report, pr)
 				mu.Lock()
 				n += c
 				mu.Unlock()
@@ -115,10 +128,12 @@ func Verify(ctx context.Context, target, host, snapshot string) (checked uint64,
 	if ctx.Err() != nil {
 		return n, problems, fmt.Errorf("cannot verify: %w", ctx.Err())
 	}
+	pr.finish()
 	return n, problems, nil
 }
 
-func verifyDir(root int, dir string, entries []*Entry, want map[string]bool, buf []byte, report func(string, ...any)) uint64 {
+// verifyDir checks the entries of dir and counts their regular files' sizes on pr (may be nil).
+func verifyDir(root int, dir string, entries []*Entry, want map[string]bool, buf []byte, report func(string, ...any), pr *byteReporter) uint64 {
 	fd, err := openDirBeneath(root, dir)
 	if err != nil {
 		report("%s: cannot open: %v", "/"+dir, err)
@@ -135,8 +150,14 @@ func verifyDir(root int, dir string, entries []*Entry, want map[string]bool, buf
 		}
 	}
 	var checked uint64
+	var pending uint64 // the size of the file checked last, counted when its check ends
 	for _, e := range entries {
 		checked++
+		pr.add(pending)
+		pending = 0
+		if e.Type == 'f' && e.Size > 0 {
+			pending = uint64(e.Size)
+		}
 		_, name := splitRel(e.Path)
 		p := "/" + e.Path
 		st, err := lstatAt(fd, name)
@@ -184,6 +205,7 @@ func verifyDir(root int, dir string, entries []*Entry, want map[string]bool, buf
 			}
 		}
 	}
+	pr.add(pending)
 	return checked
 }
 

@@ -19,10 +19,11 @@ type Backend interface {
 	Eject(ctx context.Context, uuid string, powerOff bool) error
 	ListSnapshots(ctx context.Context, uuid string) ([]api.Snapshot, error)
 	Browse(ctx context.Context, uuid string, caller drive.Caller) (string, error)
-	Restore(ctx context.Context, uuid string, req drive.RestoreRequest) error
+	// Restore and Verify hand progress the bytes done and the total (0: unknown) as they go.
+	Restore(ctx context.Context, uuid string, req drive.RestoreRequest, progress func(done, total uint64)) error
 	// Verify runs with the caller's credentials, like Restore: a user verifies what they may
 	// read, and the problems it lists (paths) never reveal other users' file names.
-	Verify(ctx context.Context, uuid, snapshot string, caller drive.Caller) (checked uint64, problems []string, err error)
+	Verify(ctx context.Context, uuid, snapshot string, caller drive.Caller, progress func(done, total uint64)) (checked uint64, problems []string, err error)
 	// RunAs returns the user whose backups the drive holds and as whom they run (config
 	// run_as; "" or "root" means root). Callers who are someone else need
 	// api.ActionManageOtherUsersDrive for the methods in api.OtherUserActions.

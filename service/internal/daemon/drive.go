@@ -188,7 +188,7 @@ func (dr *Drive) Restore(sender dbus.Sender, msg dbus.Message, snapshot, path, d
 		Caller:      who,
 	}
 	job, err := dr.d.startJob(c, api.OperationRestore, api.DrivePath(dr.uuid), func(ctx context.Context) (uint64, []string, error) {
-		return 0, nil, dr.d.backend.Restore(ctx, dr.uuid, req)
+		return 0, nil, dr.d.backend.Restore(ctx, dr.uuid, req, jobProgress(ctx))
 	})
 	return job, c.reply(err)
 }
@@ -210,7 +210,7 @@ func (dr *Drive) Verify(sender dbus.Sender, msg dbus.Message, snapshot string, o
 		return "", c.reply(err)
 	}
 	job, err := dr.d.startJob(c, api.OperationVerify, api.DrivePath(dr.uuid), func(ctx context.Context) (uint64, []string, error) {
-		checked, problems, err := dr.d.backend.Verify(ctx, dr.uuid, snapshot, who)
+		checked, problems, err := dr.d.backend.Verify(ctx, dr.uuid, snapshot, who, jobProgress(ctx))
 		if problems == nil {
 			problems = []string{}
 		}

@@ -221,6 +221,12 @@ func ReportProgress(ctx context.Context, bytesDone, bytesTotal uint64) {
 	j.setProgress(bytesDone, bytesTotal)
 }
 
+// jobProgress is a progress callback that reports on the job whose work runs under ctx; the
+// backend calls it from its own goroutines and contexts.
+func jobProgress(ctx context.Context) func(done, total uint64) {
+	return func(done, total uint64) { ReportProgress(ctx, done, total) }
+}
+
 // setProgress publishes the progress and what follows from it.
 func (j *job) setProgress(bytesDone, bytesTotal uint64) {
 	j.mu.Lock()

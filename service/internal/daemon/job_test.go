@@ -119,6 +119,34 @@ func TestRestoreJob(t *testing.T) {
 	}
 }
 
+// A verification's job shows the bytes the backend reports through the callback the daemon
+// gave it, each report as it comes.
+func TestVerifyJobProgress(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)}
+	env := startEnv(t, testbus.EnvOptions{Options: daemon.Options{Now: clock.Now}})
+	ctx := ctxT(t)
+	hold := env.Backend.Hold(api.MethodVerify)
+	_, updates, done := runJob(ctx, env.Client, func(ctx context.Context) (dbus.ObjectPath, error) {
+		return env.Client.StartVerify(ctx, api.DrivePath(uuidOne), "", nil)
+	})
+	<-hold.Entered()
+	if first := <-updates; first.Progress != -1 || first.BytesDone != 0 || first.BytesTotal != 0 {
+		t.Errorf("new job: %+v, want no progress yet", first)
+	}
+	for _, b := range [][2]uint64{{0, 4096}, {1024, 4096}, {4096, 4096}} {
+		clock.Advance(time.Second)
+		hold.Progress(b[0], b[1])
+		st := <-updates
+		if st.BytesDone != b[0] || st.BytesTotal != b[1] || st.Progress != float64(b[0])/float64(b[1]) {
+			t.Errorf("after the backend reported %d of %d: %+v", b[0], b[1], st)
+		}
+	}
+	hold.Release(nil)
+	if r := <-done; r.err != nil || !r.res.Success {
+		t.Fatalf("verify job: %+v, %v", r.res, r.err)
+	}
+}
+
 // Verify returns what the backend found, through the job's Completed signal; a failure comes
 // back as the error it was in the daemon.
 func TestVerifyJob(t *testing.T) {

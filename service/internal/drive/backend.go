@@ -171,20 +171,21 @@ func (m *Manager) Browse(ctx context.Context, uuid string, caller Caller) (strin
 }
 
 // Restore restores from a snapshot with the caller's credentials, mounting the drive read-only
-// for the time of the restore unless it is open for browsing.
-func (m *Manager) Restore(ctx context.Context, uuid string, req RestoreRequest) error {
+// for the time of the restore unless it is open for browsing. progress (may be nil) gets the
+// engine's bytes done and total.
+func (m *Manager) Restore(ctx context.Context, uuid string, req RestoreRequest, progress func(done, total uint64)) error {
 	return m.withDrive(ctx, uuid, kindRestore, "Restoring from snapshot "+req.Snapshot, func(ctx context.Context, d *drive, target string) error {
 		if _, err := m.snapshot(d, req.Snapshot, false); err != nil {
 			return err
 		}
-		return m.deps.Engine.Restore(ctx, target, m.host, req)
+		return m.deps.Engine.Restore(ctx, target, m.host, req, progress)
 	})
 }
 
 // Verify re-reads a snapshot ("" = the newest complete one) and compares it with its
 // manifest, mounting the drive read-only for the time of the check unless it is open for
-// browsing.
-func (m *Manager) Verify(ctx context.Context, uuid, snapshot string, caller Caller) (checked uint64, problems []string, err error) {
+// browsing. progress (may be nil) gets the engine's bytes done and total.
+func (m *Manager) Verify(ctx context.Context, uuid, snapshot string, caller Caller, progress func(done, total uint64)) (checked uint64, problems []string, err error) {
 	reason := "Verifying snapshot " + snapshot
 	if snapshot == "" {
 		reason = "Verifying the latest snapshot"
@@ -195,7 +196,7 @@ func (m *Manager) Verify(ctx context.Context, uuid, snapshot string, caller Call
 			return err
 		}
 		var verr error
-		checked, problems, verr = m.deps.Engine.Verify(ctx, target, m.host, name, caller)
+		checked, problems, verr = m.deps.Engine.Verify(ctx, target, m.host, name, caller, progress)
 		return verr
 	})
 	return checked, problems, err

@@ -106,12 +106,13 @@ type Result struct {
 // is gone (when ctx ends it stops at a safe point or is killed; the partial snapshot stays for
 // resuming), so that nothing holds the mount when the state machine unmounts; when
 // context.Cause(ctx) is ErrRemoved the stick is gone and the child should be killed at once.
-// Restore runs with req.Caller's credentials.
+// Verify and Restore run with the caller's credentials and hand progress (may be nil) the
+// bytes done and the total (0: unknown) as they go.
 type Engine interface {
 	Run(ctx context.Context, job Job, progress func(Progress)) (Result, error)
 	List(target, host string) ([]api.Snapshot, error)
-	Verify(ctx context.Context, target, host, snapshot string, caller Caller) (checked uint64, problems []string, err error)
-	Restore(ctx context.Context, target, host string, req RestoreRequest) error
+	Verify(ctx context.Context, target, host, snapshot string, caller Caller, progress func(done, total uint64)) (checked uint64, problems []string, err error)
+	Restore(ctx context.Context, target, host string, req RestoreRequest, progress func(done, total uint64)) error
 }
 
 // Logind is the part of org.freedesktop.login1.Manager the state machine uses: a delay

@@ -484,7 +484,20 @@ func (e *fakeEngine) List(target, host string) ([]api.Snapshot, error) {
 	return append([]api.Snapshot(nil), e.snapshots[target]...), nil
 }
 
-func (e *fakeEngine) Verify(ctx context.Context, target, host, snapshot string, _ drive.Caller) (uint64, []string, error) {
+// engineBytes is the bytes done and total the fake engine reports during Verify and Restore.
+var engineBytes = [][2]uint64{{0, 100}, {60, 100}, {100, 100}}
+
+// reportBytes reports engineBytes on progress (may be nil).
+func reportBytes(progress func(done, total uint64)) {
+	if progress == nil {
+		return
+	}
+	for _, b := range engineBytes {
+		progress(b[0], b[1])
+	}
+}
+
+func (e *fakeEngine) Verify(ctx context.Context, target, host, snapshot string, _ drive.Caller, progress func(done, total uint64)) (uint64, []string, error) {
 	if err := e.sys.enter(ctx, "verify", target); err != nil {
 		return 0, nil, err
 	}
@@ -494,10 +507,11 @@ func (e *fakeEngine) Verify(ctx context.Context, target, host, snapshot string, 
 		return 0, nil, errors.New("verify: not mounted")
 	}
 	e.verified = append(e.verified, snapshot)
+	reportBytes(progress)
 	return 42, nil, nil
 }
 
-func (e *fakeEngine) Restore(ctx context.Context, target, host string, req drive.RestoreRequest) error {
+func (e *fakeEngine) Restore(ctx context.Context, target, host string, req drive.RestoreRequest, progress func(done, total uint64)) error {
 	if err := e.sys.enter(ctx, "restore", target); err != nil {
 		return err
 	}
@@ -506,6 +520,7 @@ func (e *fakeEngine) Restore(ctx context.Context, target, host string, req drive
 	if e.sys.mounts[target] == nil {
 		return errors.New("restore: not mounted")
 	}
+	reportBytes(progress)
 	return nil
 }
 

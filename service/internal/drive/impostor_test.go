@@ -56,7 +56,7 @@ func TestImpostorIsRefusedWithoutAPrompt(t *testing.T) {
 			if _, err := h.m.Browse(context.Background(), uuidA, drive.Caller{}); err == nil || !strings.Contains(err.Error(), "claims to be") {
 				t.Errorf("Browse of the impostor = %v", err)
 			}
-			if _, _, err := h.m.Verify(context.Background(), uuidA, "", drive.Caller{}); err == nil {
+			if _, _, err := h.m.Verify(context.Background(), uuidA, "", drive.Caller{}, nil); err == nil {
 				t.Error("Verify of the impostor succeeded")
 			}
 			if n := h.sys.count("mount"); n != 0 {

@@ -883,18 +883,24 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	h.waitState(uuidA, 0, api.StateSafeToRemove)
 	ctx := context.Background()
 
-	// Verify on a locked drive mounts read-only for the check and locks again.
-	checked, problems, err := h.m.Verify(ctx, uuidA, "snap1", drive.Caller{UID: 1000, GID: 1000, User: "alice"})
+	// Verify on a locked drive mounts read-only for the check and locks again; the engine's
+	// progress reaches the caller's callback.
+	var reports [][2]uint64
+	record := func(done, total uint64) { reports = append(reports, [2]uint64{done, total}) }
+	checked, problems, err := h.m.Verify(ctx, uuidA, "snap1", drive.Caller{UID: 1000, GID: 1000, User: "alice"}, record)
 	if err != nil || checked != 42 || len(problems) != 0 {
 		t.Fatalf("Verify = %d %v %v", checked, problems, err)
 	}
-	if _, _, err := h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"}); err != nil {
+	if !slices.Equal(reports, engineBytes) {
+		t.Errorf("Verify reported progress %v, the engine %v", reports, engineBytes)
+	}
+	if _, _, err := h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := h.m.Verify(ctx, uuidA, "snap9", drive.Caller{UID: 1000, GID: 1000, User: "alice"}); !errors.Is(err, api.ErrNotFound) {
+	if _, _, err := h.m.Verify(ctx, uuidA, "snap9", drive.Caller{UID: 1000, GID: 1000, User: "alice"}, nil); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("Verify of a snapshot that is not there = %v", err)
 	}
-	if err := h.m.Restore(ctx, uuidA, drive.RestoreRequest{Snapshot: "snap9", Destination: "/tmp/x"}); !errors.Is(err, api.ErrNotFound) {
+	if err := h.m.Restore(ctx, uuidA, drive.RestoreRequest{Snapshot: "snap9", Destination: "/tmp/x"}, nil); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("Restore of a snapshot that is not there = %v", err)
 	}
 	h.sys.mu.Lock()
@@ -921,8 +927,12 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	if st := h.pub.last(uuidA); st.State != api.StatePresent || !strings.Contains(st.StateReason, path) {
 		t.Errorf("while browsing: %+v", st)
 	}
-	if err := h.m.Restore(ctx, uuidA, drive.RestoreRequest{Snapshot: "snap1", Destination: "/tmp/x"}); err != nil {
+	reports = nil
+	if err := h.m.Restore(ctx, uuidA, drive.RestoreRequest{Snapshot: "snap1", Destination: "/tmp/x"}, record); err != nil {
 		t.Fatal(err)
+	}
+	if !slices.Equal(reports, engineBytes) {
+		t.Errorf("Restore reported progress %v, the engine %v", reports, engineBytes)
 	}
 	if len(h.sys.leftovers()) != 2 {
 		t.Error("restore closed the browse mount")
@@ -944,10 +954,10 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	if _, err := h.m.Browse(ctx, uuidA, drive.Caller{}); !errors.Is(err, api.ErrBusy) {
 		t.Errorf("Browse during a run = %v", err)
 	}
-	if err := h.m.Restore(ctx, uuidA, drive.RestoreRequest{Snapshot: "snap1"}); !errors.Is(err, api.ErrBusy) {
+	if err := h.m.Restore(ctx, uuidA, drive.RestoreRequest{Snapshot: "snap1"}, nil); !errors.Is(err, api.ErrBusy) {
 		t.Errorf("Restore during a run = %v", err)
 	}
-	if _, _, err := h.m.Verify(ctx, uuidA, "snap1", drive.Caller{UID: 1000, GID: 1000, User: "alice"}); !errors.Is(err, api.ErrBusy) {
+	if _, _, err := h.m.Verify(ctx, uuidA, "snap1", drive.Caller{UID: 1000, GID: 1000, User: "alice"}, nil); !errors.Is(err, api.ErrBusy) {
 		t.Errorf("Verify during a run = %v", err)
 	}
 	n = len(h.pub.statuses(uuidA))
@@ -1233,7 +1243,7 @@ func TestRemovalDuringVerifyOfABrowsedDrive(t *testing.T) {
 	g := h.sys.block("verify", 1)
 	errc := make(chan error, 1)
 	go func() {
-		_, _, err := h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"})
+		_, _, err := h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"}, nil)
 		errc <- err
 	}()
 	g.waitEntered(t)

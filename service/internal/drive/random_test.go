@@ -57,7 +57,7 @@ func TestRandomSequences(t *testing.T) {
 				case 8:
 					h.m.Browse(ctx, uuidA, drive.Caller{})
 				case 9:
-					h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"})
+					h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"}, nil)
 				}
 			}
 			n := len(h.pub.statuses(uuidA))
@@ -132,7 +132,7 @@ func TestRandomInterleavings(t *testing.T) {
 				case 10:
 					call(func() { h.m.Browse(ctx, uuidA, drive.Caller{}) })
 				case 11:
-					call(func() { h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"}) })
+					call(func() { h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"}, nil) })
 				}
 			}
 			for _, g := range gates {

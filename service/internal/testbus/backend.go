@@ -172,19 +172,19 @@ func (b *FakeBackend) Browse(_ context.Context, uuid string, caller drive.Caller
 }
 
 // Restore implements daemon.Backend; a test can hold it (Hold).
-func (b *FakeBackend) Restore(ctx context.Context, uuid string, req drive.RestoreRequest) error {
+func (b *FakeBackend) Restore(ctx context.Context, uuid string, req drive.RestoreRequest, progress func(done, total uint64)) error {
 	if err := b.record("Restore", uuid, nil, req); err != nil {
 		return err
 	}
-	return b.hold(ctx, "Restore")
+	return b.hold(ctx, "Restore", progress)
 }
 
 // Verify implements daemon.Backend; a test can hold it (Hold).
-func (b *FakeBackend) Verify(ctx context.Context, uuid, snapshot string, caller drive.Caller) (uint64, []string, error) {
+func (b *FakeBackend) Verify(ctx context.Context, uuid, snapshot string, caller drive.Caller, progress func(done, total uint64)) (uint64, []string, error) {
 	if err := b.record("Verify", uuid, nil, snapshot, caller); err != nil {
 		return 0, nil, err
 	}
-	if err := b.hold(ctx, "Verify"); err != nil {
+	if err := b.hold(ctx, "Verify", progress); err != nil {
 		return 0, nil, err
 	}
 	return 42, []string{}, nil
@@ -195,7 +195,7 @@ func (b *FakeBackend) Enroll(ctx context.Context, req enroll.Request) (enroll.Re
 	if err := b.record("Enroll", "", req.Passphrase, req); err != nil {
 		return enroll.Result{}, err
 	}
-	if err := b.hold(ctx, "Enroll"); err != nil {
+	if err := b.hold(ctx, "Enroll", nil); err != nil {
 		return enroll.Result{}, err
 	}
 	uuid, err := b.added(req.Name)

@@ -3,8 +3,6 @@ package testbus
 import (
 	"context"
 	"sync"
-
-	"github.com/plugvault/plugvault/service/internal/daemon"
 )
 
 // Held is a call of the fake backend that a test holds: it stands for a long operation (a
@@ -15,9 +13,9 @@ type Held struct {
 	released chan struct{} // closed by Release
 	returned chan struct{} // closed when the call returned
 	once     sync.Once
-	ctx      context.Context // the call's context, set before entered is closed
-	err      error           // set by Release before released is closed
-	result   error           // what the call returned, set before returned is closed
+	progress func(done, total uint64) // the call's progress callback, set before entered is closed
+	err      error                    // set by Release before released is closed
+	result   error                    // what the call returned, set before returned is closed
 }
 
 // Hold makes the next call of method ("Restore", "Verify", "Enroll", …) block once it is
@@ -46,11 +44,14 @@ func (h *Held) Result() error {
 	return h.result
 }
 
-// Progress reports progress from inside the held call, as the engine would (see
-// daemon.ReportProgress). It waits until the call has arrived.
+// Progress reports progress from inside the held call through the progress callback the
+// daemon passed to it, as the engine does. It waits until the call has arrived; a call that
+// takes no callback (Enroll) reports nothing.
 func (h *Held) Progress(bytesDone, bytesTotal uint64) {
 	<-h.entered
-	daemon.ReportProgress(h.ctx, bytesDone, bytesTotal)
+	if h.progress != nil {
+		h.progress(bytesDone, bytesTotal)
+	}
 }
 
 // Release lets the held call return err (nil: the fake's usual answer). Only the first
@@ -63,8 +64,9 @@ func (h *Held) Release(err error) {
 }
 
 // hold blocks the call of method if a test holds it; it returns the error the call should
-// return instead of the fake's usual answer, or nil.
-func (b *FakeBackend) hold(ctx context.Context, method string) error {
+// return instead of the fake's usual answer, or nil. progress is the call's progress callback
+// (may be nil).
+func (b *FakeBackend) hold(ctx context.Context, method string, progress func(done, total uint64)) error {
 	b.mu.Lock()
 	h := b.holds[method]
 	delete(b.holds, method)
@@ -72,7 +74,7 @@ func (b *FakeBackend) hold(ctx context.Context, method string) error {
 	if h == nil {
 		return nil
 	}
-	h.ctx = ctx
+	h.progress = progress
 	close(h.entered)
 	var err error
 	select {

@@ -432,7 +432,7 @@ func benchSet(label string, fill func(src string) (int, int64)) {
 	var problems []string
 	verifyT := measure(ext.mnt, func() {
 		var err error
-		checked, problems, err = backup.Verify(context.Background(), ext.mnt, "bench", "")
+		checked, problems, err = backup.Verify(context.Background(), ext.mnt, "bench", "", nil)
 		must(err)
 	})
 	// (c) 1% change
