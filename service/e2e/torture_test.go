@@ -1106,7 +1106,7 @@ func countUnder(m map[string]agentproto.Entry, prefix string) int {
 // again and completes; nothing is lost.
 func TestTortureSuspend(t *testing.T) {
 	if !*tortureFull {
-		t.Skip("suspend: only in the whole suite (make torture) until it has a record in CI's guest")
+		t.Skip("suspend: only in the whole suite (make torture): after the S3 wake-up the harness loses its guest agent (service/e2e/README.md)")
 	}
 	env, tl, ctx := tortureEnv(t)
 	c := tortureCase(t, "suspend during a backup (R2)")
