@@ -21,24 +21,6 @@ import (
 	"github.com/plugvault/plugvault/service/internal/testbus"
 )
 
-// fakeClock is the clock of job progress in tests.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 type jobRun struct {
 	res api.JobResult
 	err error
@@ -64,7 +46,7 @@ func runJob(ctx context.Context, c *api.Client, start func(context.Context) (dbu
 // A restore is a job: it reports its properties and progress while the work runs, completes
 // with the backend's answer, and stays readable for a while after Completed.
 func TestRestoreJob(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)}
+	clock := apitest.NewClock(time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC))
 	env := startEnv(t, testbus.EnvOptions{Options: daemon.Options{Now: clock.Now}})
 	ctx := ctxT(t)
 	drv := api.DrivePath(uuidOne)
@@ -122,7 +104,7 @@ func TestRestoreJob(t *testing.T) {
 // A verification's job shows the bytes the backend reports through the callback the daemon
 // gave it, each report as it comes.
 func TestVerifyJobProgress(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)}
+	clock := apitest.NewClock(time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC))
 	env := startEnv(t, testbus.EnvOptions{Options: daemon.Options{Now: clock.Now}})
 	ctx := ctxT(t)
 	hold := env.Backend.Hold(api.MethodVerify)

@@ -618,24 +618,6 @@ func (p *fakePublisher) waitFor(t *testing.T, uuid string, from int, what string
 	}
 }
 
-// fakeClock is a clock the test moves.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // fakeSource stands for the udev netlink monitor.
 type fakeSource struct {
 	ch   chan drive.Event

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/drive"
 )
@@ -37,7 +38,7 @@ type harness struct {
 	eng      *fakeEngine
 	pub      *fakePublisher
 	src      *fakeSource
-	clock    *fakeClock
+	clock    *apitest.Clock
 	logind   *fakeLogind
 	powerMu  sync.Mutex
 	powerOff []string
@@ -67,7 +68,7 @@ func newHarness(t *testing.T) *harness {
 		eng:     &fakeEngine{sys: sys, snapshots: map[string][]api.Snapshot{}},
 		pub:     newFakePublisher(),
 		src:     &fakeSource{ch: make(chan drive.Event, 64)},
-		clock:   &fakeClock{now: time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)},
+		clock:   apitest.NewClock(time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)),
 		logind:  &fakeLogind{sys: sys, sleep: make(chan bool)},
 		keyDir:  t.TempDir(),
 		cfg:     &config.Config{Version: 1, MountBase: base},
