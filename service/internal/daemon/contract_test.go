@@ -35,12 +35,7 @@ func TestServedMethodsMatchContract(t *testing.T) {
 // (apitest.CheckProperties, which checks the fake service the same way).
 func TestPublishedPropertiesMatchContract(t *testing.T) {
 	env := startEnv(t, testbus.EnvOptions{})
-	hold := env.Backend.Hold("Verify")
-	job, err := env.Client.StartVerify(ctxT(t), api.DrivePath(uuidOne), "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Release(nil)
+	_, job := heldVerifyJob(t, env)
 	apitest.CheckProperties(t, env.ClientBus, api.BusName, map[string]dbus.ObjectPath{
 		api.ManagerInterface: api.ManagerPath,
 		api.DriveInterface:   api.DrivePath(uuidOne),

@@ -401,13 +401,7 @@ func TestCancelJobOfAnotherUser(t *testing.T) {
 	}
 	env := startEnv(t, testbus.EnvOptions{Bus: bus})
 	ctx := ctxT(t)
-	hold := env.Backend.Hold(api.MethodVerify)
-	defer hold.Release(nil)
-	job, err := env.Client.StartVerify(ctx, api.DrivePath(uuidOne), "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-hold.Entered()
+	hold, job := heldVerifyJob(t, env)
 	out := apitest.RunAsNobody(t, apitest.UnprivilegedCopy(t), cancelJobEnv+"="+bus.Address+";"+string(job))
 	if got := string(out); got != api.ErrorName(api.ErrNotAuthorized) {
 		t.Errorf("Cancel by uid %d: %q, want NotAuthorized", apitest.NobodyUID, got)
@@ -447,14 +441,7 @@ func TestCloseEndsJobs(t *testing.T) {
 func TestBusctlIntrospectJob(t *testing.T) {
 	busctl := apitest.RequireTool(t, "busctl")
 	env := startEnv(t, testbus.EnvOptions{})
-	ctx := ctxT(t)
-	hold := env.Backend.Hold(api.MethodVerify)
-	defer hold.Release(nil)
-	job, err := env.Client.StartVerify(ctx, api.DrivePath(uuidOne), "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-hold.Entered()
+	_, job := heldVerifyJob(t, env)
 	out, err := exec.Command(busctl, "--address="+env.Bus.Address, "introspect", api.BusName, string(job)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("busctl introspect: %v\n%s", err, out)
@@ -480,4 +467,18 @@ func TestBusctlIntrospectJob(t *testing.T) {
 			t.Errorf("busctl introspect shows no line starting %q:\n%s", strings.Join(want, " "), out)
 		}
 	}
+}
+
+// heldVerifyJob starts a Verify job of drive one whose work waits (released at the end of the
+// test) and returns once the work has begun.
+func heldVerifyJob(t *testing.T, env *testbus.Env) (*testbus.Held, dbus.ObjectPath) {
+	t.Helper()
+	hold := env.Backend.Hold(api.MethodVerify)
+	t.Cleanup(func() { hold.Release(nil) })
+	job, err := env.Client.StartVerify(ctxT(t), api.DrivePath(uuidOne), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-hold.Entered()
+	return hold, job
 }
