@@ -422,9 +422,7 @@ func TestUnlockFromTerminalWithoutEcho(t *testing.T) {
 		t.Errorf("the passphrase was echoed: %q", echo)
 	}
 	// The terminal is restored: typed input echoes again.
-	if _, err := master.Write([]byte("visible\n")); err != nil {
-		t.Fatal(err)
-	}
+	typeLine(t, master, slave, "visible\n")
 	if echo := echoed(t, master, slave); !strings.Contains(echo, "visible") {
 		t.Errorf("echo was not restored: %q", echo)
 	}

@@ -223,6 +223,28 @@ func echoed(t *testing.T, master, slave *os.File) string {
 	return strings.TrimSuffix(string(got), marker)
 }
 
+// typeLine types line on the terminal and reads it back on the slave side as a program would.
+// The terminal echoes input while it processes it, before a read can return it, so the echo is
+// then complete and echoed's marker cannot land in the middle of it.
+func typeLine(t *testing.T, master, slave *os.File, line string) {
+	t.Helper()
+	if _, err := master.Write([]byte(line)); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	buf := make([]byte, 256)
+	for len(got) < len(line) {
+		n, err := slave.Read(buf)
+		if err != nil {
+			t.Fatalf("cannot read the pty slave: %v", err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if string(got) != line {
+		t.Fatalf("the terminal passed on %q, want %q", got, line)
+	}
+}
+
 // runAsync runs the CLI in the background and returns a channel with its exit code.
 func (e *env) runAsync(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, args ...string) <-chan int {
 	done := make(chan int, 1)
