@@ -101,3 +101,22 @@ func NextAgeChange(now, t time.Time) time.Time {
 	}
 	return t.Add((d/step + 1) * step)
 }
+
+// FormatTimeLeft formats the seconds left of a backup or a job: "3 min left"; "" when unknown
+// (negative). The CLI and the tray both say it this way.
+func FormatTimeLeft(seconds int64) string {
+	switch {
+	case seconds < 0:
+		return ""
+	case seconds < 60:
+		return "less than a minute left"
+	}
+	mins := (seconds + 30) / 60
+	if mins < 60 {
+		return fmt.Sprintf("%d min left", mins)
+	}
+	if h, m := mins/60, mins%60; m != 0 {
+		return fmt.Sprintf("%d h %d min left", h, m)
+	}
+	return fmt.Sprintf("%d h left", mins/60)
+}

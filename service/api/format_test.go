@@ -102,3 +102,15 @@ func TestFormatAge(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatTimeLeft(t *testing.T) {
+	for _, c := range []struct {
+		s    int64
+		want string
+	}{{-1, ""}, {0, "less than a minute left"}, {10, "less than a minute left"}, {89, "1 min left"}, {180, "3 min left"},
+		{3569, "59 min left"}, {3599, "1 h left"}, {3600, "1 h left"}, {3900, "1 h 5 min left"}, {7170, "2 h left"}} {
+		if got := api.FormatTimeLeft(c.s); got != c.want {
+			t.Errorf("FormatTimeLeft(%d) = %q, want %q", c.s, got, c.want)
+		}
+	}
+}

@@ -95,10 +95,10 @@ func TestStatusHuman(t *testing.T) {
 	e.fake.SetDrive(t, blue, st)
 	code, out, _ := e.run("", "status")
 	for _, want := range []string{
-		"blue: backing-up 50%, 10/20 files, 3.2 of 6.4 GB, 12.6 MB/s, ETA 3m20s",
+		"blue: backing-up 50%, 10/20 files, 3.2 of 6.4 GB, 12.6 MB/s, 3 min left",
 		"last backup 2 days ago", "last run success, 14 snapshots",
 		"green: absent", "never backed up",
-		"blue: backing-up 50%, 10/20 files, 3.2 of 6.4 GB, 12.6 MB/s, ETA 3m20s\n    last backup 2 days ago (2026-11-24 10:00), last run success, 14 snapshots\n    reminder: no backup to this drive for 1 day(s) or more\n",
+		"blue: backing-up 50%, 10/20 files, 3.2 of 6.4 GB, 12.6 MB/s, 3 min left\n    last backup 2 days ago (2026-11-24 10:00), last run success, 14 snapshots\n    reminder: no backup to this drive for 1 day(s) or more\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q:\n%s", want, out)

@@ -152,21 +152,8 @@ func toDriveJSON(d drive, now time.Time, reminderDays uint32) driveJSON {
 	return j
 }
 
-// humanDuration prints an ETA: "45s", "3m20s", "1h02m".
-func humanDuration(d time.Duration) string {
-	d = d.Round(time.Second)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d/time.Second))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
-	default:
-		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
-	}
-}
-
 // progressText is the live part of a drive's status: "42%, 1234/5678 files, 1.2 of 3.4 GB,
-// 12.0 MB/s, ETA 3m20s".
+// 12.0 MB/s, 3 min left".
 func progressText(st api.DriveStatus) string {
 	var parts []string
 	if st.FilesTotal > 0 {
@@ -183,8 +170,8 @@ func progressText(st api.DriveStatus) string {
 	if st.Rate > 0 {
 		parts = append(parts, api.FormatBytes(uint64(st.Rate))+"/s")
 	}
-	if st.EtaSeconds >= 0 && st.State == api.StateBackingUp {
-		parts = append(parts, "ETA "+humanDuration(time.Duration(st.EtaSeconds)*time.Second))
+	if left := api.FormatTimeLeft(st.EtaSeconds); left != "" && st.State == api.StateBackingUp {
+		parts = append(parts, left)
 	}
 	return strings.Join(parts, ", ")
 }

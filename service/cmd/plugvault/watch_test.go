@@ -24,7 +24,7 @@ func TestStatusWatchFollowsChangesAndRestarts(t *testing.T) {
 	st.State, st.Progress, st.FilesDone, st.FilesTotal, st.BytesDone, st.BytesTotal, st.Rate, st.EtaSeconds =
 		api.StateBackingUp, 0.25, 5, 20, 1<<20, 4<<20, 1<<20, 3
 	e.fake.SetDrive(t, blue, st)
-	out.waitFor(t, "blue: backing-up 25%, 5/20 files, 1.0 of 4.2 MB, 1.0 MB/s, ETA 3s\n", 1)
+	out.waitFor(t, "blue: backing-up 25%, 5/20 files, 1.0 of 4.2 MB, 1.0 MB/s, less than a minute left\n", 1)
 
 	// plugvaultd restarts: the watch says so, and reads the drives of the new instance.
 	e.fake.Conn.Close()

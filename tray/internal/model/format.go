@@ -34,26 +34,6 @@ func ShortUUID(uuid string) string {
 	return uuid
 }
 
-// FormatETA formats the seconds left of a backup: "3 min left"; "" when unknown (negative).
-func FormatETA(seconds int64) string {
-	switch {
-	case seconds < 0:
-		return ""
-	case seconds < 60:
-		return "less than a minute left"
-	case seconds < 3600:
-		return fmt.Sprintf("%d min left", (seconds+30)/60)
-	}
-	h, m := seconds/3600, (seconds%3600+30)/60
-	if m == 60 {
-		h, m = h+1, 0
-	}
-	if m == 0 {
-		return fmt.Sprintf("%d h left", h)
-	}
-	return fmt.Sprintf("%d h %d min left", h, m)
-}
-
 func plural(n int64, unit string) string {
 	if n == 1 {
 		return "1 " + unit
@@ -124,7 +104,7 @@ func progress(st api.DriveStatus) []string {
 		return nil
 	}
 	parts := []string{percent(st.Progress), api.FormatBytesPair(st.BytesDone, st.BytesTotal)}
-	if eta := FormatETA(st.EtaSeconds); eta != "" {
+	if eta := api.FormatTimeLeft(st.EtaSeconds); eta != "" {
 		parts = append(parts, eta)
 	}
 	return parts

@@ -431,14 +431,6 @@ func TestStatusLineFormats(t *testing.T) {
 	if got := StatusLine(t0, st); got != "Blue stick: Never backed up" {
 		t.Errorf("never: %q", got)
 	}
-	for _, c := range []struct {
-		s    int64
-		want string
-	}{{-1, ""}, {10, "less than a minute left"}, {180, "3 min left"}, {3600, "1 h left"}, {3900, "1 h 5 min left"}} {
-		if got := FormatETA(c.s); got != c.want {
-			t.Errorf("FormatETA(%d) = %q, want %q", c.s, got, c.want)
-		}
-	}
 	if got := DriveName(api.DriveStatus{LuksUUID: "deadbeef-1111"}); got != "drive deadbeef" {
 		t.Errorf("DriveName fallback: %q", got)
 	}
