@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/e2e/agentproto"
 	"github.com/plugvault/plugvault/service/internal/keyseal"
+	"github.com/plugvault/plugvault/service/internal/sysexec"
 )
 
 // The scenarios of the plugvault CLI's enroll, adopt and forget verbs, as the tray's user
@@ -198,21 +200,39 @@ func checkKeyFile(t *testing.T, ctx context.Context, env *Env, uuid string) []by
 	return unsealKey(t, ctx, env, path, []byte(stored))
 }
 
-// unsealKey asserts that a keyfile's content is sealed (keyseal.Header) and returns the key
-// inside, decrypted in the guest with the guest's host key.
+// unsealKey asserts that a keyfile's content is sealed (either form of keyseal) and returns the
+// key inside, unsealed by keyseal itself with systemd-creds run in the guest (the guest's host
+// key).
 func unsealKey(t *testing.T, ctx context.Context, env *Env, path string, stored []byte) []byte {
 	t.Helper()
 	if !keyseal.IsSealed(stored) {
 		t.Fatalf("the key file %s is not sealed: it starts %q", path, stored[:min(len(stored), 24)])
 	}
-	key, err := env.VM.ExecAs(ctx, 0, stored[len(keyseal.Header):], "systemd-creds", "decrypt", "--name="+keyseal.CredName, "-", "-")
+	s := &keyseal.Sealer{Runner: guestRunner{env.VM}, Tool: "systemd-creds"}
+	key, err := s.Unseal(ctx, stored)
 	if err != nil {
 		t.Fatalf("cannot unseal %s in the guest: %v", path, err)
 	}
 	if len(key) == 0 {
 		t.Fatalf("the key sealed in %s is empty", path)
 	}
-	return []byte(key)
+	return key
+}
+
+// guestRunner is a sysexec.Runner that runs each tool in the guest as root.
+type guestRunner struct{ vm *VM }
+
+func (g guestRunner) Run(ctx context.Context, c sysexec.Cmd) (sysexec.Result, error) {
+	var stdin []byte
+	if c.Stdin != nil {
+		b, err := io.ReadAll(c.Stdin)
+		if err != nil {
+			return sysexec.Result{}, err
+		}
+		stdin = b
+	}
+	out, err := g.vm.ExecAs(ctx, 0, stdin, append([]string{c.Path}, c.Args...)...)
+	return sysexec.Result{Stdout: []byte(out)}, err
 }
 
 // backupOnNextPlug pulls s, plugs it again and checks that the daemon backs up alice's home
@@ -436,8 +456,9 @@ func checkMappingIgnored(t *testing.T, ctx context.Context, env *Env, tl *Timeli
 
 // TestAdopt adopts hand-prepared sticks with `plugvault adopt --key-file` as alice, without
 // extra flags unless said: the classic tutorial's stick (luksFormat with a passphrase,
-// luksAddKey with a keyfile, ext4 inside; argon2id with a small cost) once with --keep-slot,
-// which keeps its argon2id keyfile slot, and once as is, which must add a PBKDF2 slot for a
+// luksAddKey with a 1 MiB keyfile, ext4 inside; argon2id with a small cost) once with
+// --keep-slot, which keeps its argon2id keyfile slot (and seals the 1 MiB key in keyseal's
+// envelope), and once as is, which must add a PBKDF2 slot for a
 // new key; and the seed's recipe followed exactly in the guest (luksFormat with cryptsetup's
 // benchmarked argon2id defaults, a 1 MiB keyfile from dd, luksAddKey), which must be adopted in
 // one step the same way. Each is backed up at once (it is plugged) and again on its next plug.

@@ -166,14 +166,14 @@ func fingerprint(path, uuid string) (string, error) {
 }
 
 // makeTutorialStick formats s like the classic tutorial: cryptsetup luksFormat with a
-// passphrase, then cryptsetup luksAddKey with a keyfile. Both slots are argon2id, the default,
+// passphrase, then cryptsetup luksAddKey with a 1 MiB keyfile. Both slots are argon2id, the default,
 // with a small fixed cost (32 MiB, 4 iterations) instead of the benchmarked one, so that a TCG
 // guest opens them in seconds. Secrets reach cryptsetup through files in a private directory.
 func makeTutorialStick(dir string, s *Stick, spec StickSpec) error {
 	if err := truncate(s.Path, StickSize); err != nil {
 		return err
 	}
-	s.Key = make([]byte, 2048)
+	s.Key = make([]byte, 1<<20) // dd if=/dev/urandom bs=1M count=1, as the tutorial does
 	if _, err := io.ReadFull(rand.Reader, s.Key); err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@
 // the key encrypted with the machine's host key (/var/lib/systemd/credential.secret, created on
 // first use) and, where a TPM2 is present, bound to that TPM as well (--with-key=auto). With
 // the host key alone, a copy of the whole root disk still carries the host key; only the TPM2
-// binding keeps a disk image from unlocking the sticks. A keyfile without Header is a plain
-// key and keeps working.
+// binding keeps a disk image from unlocking the sticks. A key larger than MaxCredKeySize (the
+// classic tutorial's 1 MiB keyfile, kept by adopt --keep-slot) is sealed in an envelope
+// (EnvelopeHeader): the credential holds a random data key, and the key follows encrypted with
+// it under AES-256-GCM. A keyfile without either header is a plain key and keeps working.
 package keyseal

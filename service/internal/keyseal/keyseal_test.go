@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/keyseal"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
 )
@@ -128,5 +129,61 @@ func TestSealRefuses(t *testing.T) {
 		if _, err := s.Seal(context.Background(), key); err == nil {
 			t.Errorf("%s: Seal succeeded", name)
 		}
+	}
+}
+
+// TestSealLargeKeyInEnvelope: the classic tutorial's 1 MiB keyfile is sealed in an envelope:
+// systemd-creds only ever sees a 32-byte data key, the stored form reads back to the same key
+// through Reader, fits what plugvaultd reads, and any change to it is refused.
+func TestSealLargeKeyInEnvelope(t *testing.T) {
+	f := &fakeCreds{}
+	s := &keyseal.Sealer{Runner: f, Tool: "/usr/bin/systemd-creds"}
+	key := make([]byte, 1<<20)
+	for i := range key {
+		key[i] = byte(i*7 + i>>11)
+	}
+	sealed, err := s.Seal(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !keyseal.IsSealed(sealed) || !bytes.HasPrefix(sealed, []byte(keyseal.EnvelopeHeader)) {
+		t.Fatalf("sealed form starts %q, want the envelope header", sealed[:40])
+	}
+	if len(f.stdin) != 1 || len(f.stdin[0]) != 32 {
+		t.Fatalf("systemd-creds was given %d inputs (first %d bytes); want one 32-byte data key", len(f.stdin), len(f.stdin[0]))
+	}
+	if bytes.Contains(sealed, key[:4096]) {
+		t.Fatal("the sealed form contains the key in clear")
+	}
+	got, err := s.Reader(func(string) ([]byte, error) { return sealed, nil })("/etc/plugvault/keys/u.key")
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("Reader = %d bytes, %v; want the 1 MiB key back", len(got), err)
+	}
+	// Every region of the sealed form is covered: header, credential, nonce, ciphertext, tag.
+	cred := len(keyseal.EnvelopeHeader) + bytes.IndexByte(sealed[len(keyseal.EnvelopeHeader):], '\n')
+	for name, at := range map[string]int{"header": 3, "credential": cred - 2, "nonce": cred + 3, "ciphertext": cred + 5000, "tag": len(sealed) - 1} {
+		bad := bytes.Clone(sealed)
+		bad[at] ^= 0x01
+		if k, err := s.Unseal(context.Background(), bad); err == nil && bytes.Equal(k, key) {
+			t.Errorf("%s changed: Unseal still returned the key", name)
+		} else if err == nil {
+			t.Errorf("%s changed: Unseal returned %d bytes and no error", name, len(k))
+		}
+	}
+	if _, err := s.Unseal(context.Background(), sealed[:len(sealed)-20]); err == nil {
+		t.Error("a truncated envelope was unsealed")
+	}
+}
+
+// TestLargestSealedKeyFitsTheReader: the largest key Seal accepts is stored in a keyfile that
+// config.ReadKeyfile still reads.
+func TestLargestSealedKeyFitsTheReader(t *testing.T) {
+	s := &keyseal.Sealer{Runner: &fakeCreds{}, Tool: "/usr/bin/systemd-creds"}
+	sealed, err := s.Seal(context.Background(), bytes.Repeat([]byte{0x5a}, keyseal.MaxKeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sealed) > config.MaxKeyfileSize {
+		t.Errorf("a sealed %d-byte key takes %d bytes; plugvaultd reads at most %d", keyseal.MaxKeySize, len(sealed), config.MaxKeyfileSize)
 	}
 }
