@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
@@ -53,8 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := logging.New(logLevel(os.Getenv(logLevelEnv)))
-	// Packages that log through the default logger (luks names the cryptsetup it found) reach
-	// the journal the same way.
+	// Packages that log through the default logger (luks names its cryptsetup) reach the journal.
 	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -68,10 +66,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
-
-// drainTimeout bounds the wait for the calls in flight at a stop (Daemon.Drain). With the
-// manager's own cleanup after it, it stays well under the unit's TimeoutStopSec (90 s).
-const drainTimeout = 45 * time.Second
 
 // serve runs the daemon until stop ends (SIGTERM) or the bus connection is lost. When stop ends
 // it first lets the calls in flight finish (an Enroll's rollback must not be cut), then stops
@@ -108,9 +102,8 @@ func serve(stop context.Context, logger *slog.Logger, configPath, busAddress, me
 	}
 	defer svc.monitor.Close()
 	// The manager reconciles leftovers, coldplugs and serves udev events until ctx ends, then
-	// cancels runs, unmounts and locks; wait for that before exiting.
-	// It also stops by itself when udev monitoring ends: then the daemon exits with the error
-	// (systemd restarts it) rather than serve the bus with no drive handling behind it.
+	// cancels runs, unmounts and locks (waited for before exiting). It stops by itself when udev
+	// monitoring ends: the daemon exits (systemd restarts it) rather than serve no drives.
 	managerStopped := make(chan struct{})
 	var managerErr error
 	returned := false
@@ -127,13 +120,8 @@ func serve(stop context.Context, logger *slog.Logger, configPath, busAddress, me
 	}
 	notify(logger, sd.SdNotifyReady)
 	notify(logger, fmt.Sprintf("STATUS=serving %d drive(s)", len(cfg.Drives)))
-	done := watchdog(ctx, logger)
-	defer func() { cancel(); <-done }()
-	overdueDone := make(chan struct{})
-	go func() { col.WatchOverdue(ctx, cfg.ReminderDays); close(overdueDone) }()
-	defer func() { cancel(); <-overdueDone }()
-	stats := logRuntimeOnSignal(ctx, logger)
-	defer func() { cancel(); <-stats }()
+	wait := background(ctx, logger, col, cfg.ReminderDays)
+	defer func() { cancel(); wait() }()
 	select {
 	case <-stop.Done():
 	case <-conn.Context().Done():
