@@ -113,6 +113,9 @@ func (s *Sealer) sealEnvelope(ctx context.Context, key []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// systemd-creds wraps its Base64 into lines; the envelope keeps it on one (systemd-creds
+	// decrypt skips whitespace, so either form decrypts).
+	cred = bytes.Join(bytes.Fields(cred), nil)
 	aead, err := envelopeAEAD(dataKey)
 	if err != nil {
 		return nil, err

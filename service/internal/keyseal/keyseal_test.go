@@ -16,12 +16,17 @@ import (
 )
 
 // fakeCreds stands for systemd-creds: encrypt prints the Base64 of the input with every byte
-// flipped, decrypt undoes that; it records every argv and stdin.
+// flipped after a credential header (credHead) of its own, in lines of 64 characters as systemd-creds wraps it; decrypt skips whitespace and
+// undoes that. It records every argv and stdin.
 type fakeCreds struct {
 	argv  [][]string
 	stdin [][]byte
 	fail  error
 }
+
+// credHead stands for what systemd-creds puts before the encrypted secret (its header, IV and
+// the rest): enough that even a 32-byte secret's credential spans lines.
+const credHead = "fake systemd-creds credential header, key id, IV, authentication tag"
 
 func (f *fakeCreds) Run(_ context.Context, c sysexec.Cmd) (sysexec.Result, error) {
 	in, _ := io.ReadAll(c.Stdin)
@@ -39,13 +44,23 @@ func (f *fakeCreds) Run(_ context.Context, c sysexec.Cmd) (sysexec.Result, error
 	}
 	switch c.Args[0] {
 	case "encrypt":
-		return sysexec.Result{Stdout: []byte(base64.StdEncoding.EncodeToString(flip(in)) + "\n")}, nil
+		b64 := base64.StdEncoding.EncodeToString(append([]byte(credHead), flip(in)...))
+		var out strings.Builder
+		for len(b64) > 64 {
+			out.WriteString(b64[:64] + "\n")
+			b64 = b64[64:]
+		}
+		out.WriteString(b64 + "\n")
+		return sysexec.Result{Stdout: []byte(out.String())}, nil
 	case "decrypt":
-		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(in)))
+		raw, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(string(in)), ""))
 		if err != nil {
 			return sysexec.Result{}, &sysexec.ExitError{Tool: c.Path, Code: 1, Stderr: "bad credential"}
 		}
-		return sysexec.Result{Stdout: flip(raw)}, nil
+		if !bytes.HasPrefix(raw, []byte(credHead)) {
+			return sysexec.Result{}, &sysexec.ExitError{Tool: c.Path, Code: 1, Stderr: "bad credential"}
+		}
+		return sysexec.Result{Stdout: flip(raw[len(credHead):])}, nil
 	}
 	return sysexec.Result{}, errors.New("unexpected verb")
 }
