@@ -14,6 +14,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	// Before fyne reads the locale: see the package.
+	_ "github.com/plugvault/plugvault/tray/internal/clocale"
 	"github.com/plugvault/plugvault/tray/internal/ui"
 )
 
