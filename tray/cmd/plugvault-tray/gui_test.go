@@ -805,6 +805,53 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		}
 	})
 
+	t.Run("session bus restart", func(t *testing.T) {
+		s.t = t
+		// The desktop's bus goes away under the tray and comes back on the same address: the
+		// tray starts afresh in the same process (exec) and shows its item on the new bus,
+		// with the drives read again from the system bus.
+		svc.SetDrive(t, blue, blueStatus(api.StatePresent))
+		session.Restart(outer)
+		panel = session.Conn(outer)
+		watcher = traytest.StartWatcher(outer, panel)
+		notes = traytest.StartNotifications(outer, session.Conn(outer))
+		select {
+		case name = <-watcher.Registered():
+		case err := <-exited:
+			t.Fatalf("the tray exited: %v", err)
+		case <-time.After(waitLimit):
+			t.Fatal("the tray never registered on the restarted session bus")
+		}
+		s.item = panel.Object(name, "/StatusNotifierItem")
+		if err := s.prop("Menu").Store(&menuPath); err != nil {
+			t.Fatal(err)
+		}
+		s.menu = panel.Object(name, menuPath)
+		if title := s.prop("Title").Value(); title != appName {
+			t.Errorf("Title %v after the restart, want %q", title, appName)
+		}
+		waitFor(t, "the drives on the restarted bus", func() (bool, string) {
+			tip := s.tooltip()
+			return strings.Contains(tip, "Blue stick: Plugged in"), tip
+		})
+		// Notifications go to the new bus too.
+		svc.SetDrive(t, blue, blueStatus(api.StateBackingUp))
+		waitNotification(t, notes, "Backing up to Blue stick")
+		waitFor(t, "the menu of a drive backing up", func() (bool, string) {
+			_, items := s.section("Backing up to Blue stick")
+			return items["Cancel backup"].Enabled, fmt.Sprintf("%+v", items)
+		})
+		svc.SetDrive(t, blue, blueStatus(api.StatePresent))
+		// The menu settles (the items of a plugged-in drive) before the next subtest reads it.
+		waitFor(t, "the menu of a plugged-in drive", func() (bool, string) {
+			_, items := s.section("Blue stick: Plugged in")
+			return items["Back up now"].Enabled, fmt.Sprintf("%+v", items)
+		})
+		if !strings.Contains(stderr.String(), "lost the session bus") {
+			t.Errorf("the tray did not say why it started again:\n%s", stderr.String())
+		}
+	})
+
 	t.Run("quit", func(t *testing.T) {
 		s.t = t
 		for _, e := range s.layout() {
