@@ -704,8 +704,8 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		mount := filepath.Join(orig, "mount")
 		rel := strings.TrimPrefix(orig, "/") + "/Quarterly report.txt"
 		snaps := []api.Snapshot{
-			{Name: "20261125T080000Z", Created: time.Now().Add(-48 * time.Hour).Unix(), Files: 3, Bytes: 2048, Status: api.SnapshotComplete},
-			{Name: "20261126T083100Z", Created: time.Now().Add(-24 * time.Hour).Unix(), Files: 3, Bytes: 4096, Status: api.SnapshotComplete},
+			{Name: "20261125T080000Z", Created: time.Now().Add(-48 * time.Hour).Unix(), Files: 3, Bytes: 2048, Status: api.SnapshotComplete, Changed: api.ChangedUnknown},
+			{Name: "20261126T083100Z", Created: time.Now().Add(-24 * time.Hour).Unix(), Files: 3, Bytes: 4096, Status: api.SnapshotComplete, Changed: 1},
 		}
 		for i, sn := range snaps {
 			p := filepath.Join(mount, "plugvault", "testhost", sn.Name, rel)
@@ -729,6 +729,10 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		waitFor(t, "the backups listed", func() (bool, string) {
 			return strings.Contains(stderr.String(), "restore window: backups listed"), "not yet"
 		})
+		// The newest backup's line in the timeline tells the files it changed.
+		if out := stderr.String(); !strings.Contains(out, "· 1 file changed") {
+			t.Errorf("the timeline does not show the files changed:\n%s", out)
+		}
 		windowShot(t, display, title, filepath.Join(artifacts, "restore.png"))
 		// As a person would: type a part of the name in the search field, Return picks the
 		// first match, Ctrl+R restores it to where it came from.
