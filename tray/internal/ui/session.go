@@ -11,9 +11,9 @@ import (
 
 // ErrSessionLost is returned by Run when the session bus went away (the desktop's dbus-daemon
 // stopped or restarted). The tray's item, menu, notifications and single-instance name all
-// live on that bus, and fyne.io/systray holds its own use of the connection with no way to
-// export the item again, so the tray cannot repair itself in place: the caller waits with
-// AwaitSessionBus and starts the tray afresh.
+// live on that bus, and fyne.io/systray exports the item once, on the shared session
+// connection, with no way to export it again, so the tray cannot repair itself in place: the
+// caller waits with AwaitSessionBus and starts the tray afresh.
 var ErrSessionLost = errors.New("lost the session bus")
 
 // Waiting for the session bus to come back: the first retry, the longest pause between
