@@ -72,14 +72,21 @@ type DriveStatus struct {
 	SnapshotCount uint32
 }
 
-// Snapshot is one element of ListSnapshots' a(sxtts).
+// Snapshot is one element of ListSnapshots' a(sxttsx).
 type Snapshot struct {
 	Name    string // directory name, a UTC timestamp in SnapshotLayout
 	Created int64  // Unix seconds
 	Files   uint64
 	Bytes   uint64
 	Status  string // SnapshotComplete or SnapshotPartial
+	// Changed is how many files (entries other than directories) the snapshot added,
+	// changed or removed since the one before it; -1 when not known (ChangedUnknown).
+	Changed int64
 }
+
+// ChangedUnknown is Snapshot.Changed of a snapshot that did not record its changes: one made
+// by an older version, or one that resumed an interrupted run.
+const ChangedUnknown = -1
 
 // Snapshot statuses.
 const (

@@ -28,6 +28,9 @@ type Bus struct {
 	Address string
 	// Dir is the daemon's temporary directory (socket and config).
 	Dir string
+
+	bin, conf string
+	cmd       *exec.Cmd
 }
 
 // busConfig makes a system-type bus that lets everyone own and send: tests that need the real
@@ -84,7 +87,15 @@ func StartBus(t testing.TB, opts BusOptions) *Bus {
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(busConfig, opts.Type, sock, opts.Policy)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--config-file="+conf, "--nofork", "--nopidfile", "--print-address=1")
+	b := &Bus{Dir: dir, bin: bin, conf: conf}
+	b.start(t)
+	return b
+}
+
+// start starts the daemon and sets Address; it is stopped at cleanup.
+func (b *Bus) start(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(b.bin, "--config-file="+b.conf, "--nofork", "--nopidfile", "--print-address=1")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -93,6 +104,7 @@ func StartBus(t testing.TB, opts BusOptions) *Bus {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("cannot start dbus-daemon: %v", err)
 	}
+	b.cmd = cmd
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -107,11 +119,20 @@ func StartBus(t testing.TB, opts BusOptions) *Bus {
 		if addr == "" {
 			t.Fatal("dbus-daemon printed no address")
 		}
-		return &Bus{Address: addr, Dir: dir}
+		b.Address = addr
 	case <-time.After(10 * time.Second):
 		t.Fatal("dbus-daemon did not start within 10 s")
 	}
-	return nil
+}
+
+// Restart stops the daemon, which drops every connection, and starts a new one that listens
+// on the same socket: a bus restarted under its clients, as a desktop session's bus is when
+// its service manager restarts it. Address changes only in its guid.
+func (b *Bus) Restart(t testing.TB) {
+	t.Helper()
+	_ = b.cmd.Process.Kill()
+	_ = b.cmd.Wait()
+	b.start(t)
 }
 
 // Conn opens a new connection to the bus, closed at cleanup.

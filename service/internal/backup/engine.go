@@ -185,7 +185,8 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	}
 
 	// Plan and copy.
-	if err := e.apply(makePlan(e.known, e.prev, scan.entries, e.resumed)); err != nil {
+	pl := makePlan(e.known, e.prev, scan.entries, e.resumed)
+	if err := e.apply(pl); err != nil {
 		return Result{}, err
 	}
 	copyDone := time.Now()
@@ -215,6 +216,9 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 		ScanSeconds: scanDone.Sub(started).Seconds(), CopySeconds: copyDone.Sub(scanDone).Seconds(),
 		Entries: files, Bytes: bytes, Written: e.written.Load(), BytesWritten: e.bytesWritten.Load(),
 		Removed: e.removed.Load(), Resumed: e.resumed, FSType: job.FSType}
+	if !e.resumed {
+		st.Changed = &pl.changed
+	}
 	var ru unix.Rusage
 	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
 		st.MaxRSSKiB = uint64(ru.Maxrss)

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/internal/sysexec"
 )
 
@@ -194,7 +196,22 @@ func TestIncrementalExt4LinksUnchangedAndCopiesChanged(t *testing.T) {
 	}
 	snaps, err := List(job.Target, job.Host)
 	if err != nil || len(snaps) != 2 || snaps[1].Name != second.Snapshot || snaps[1].Files != second.Files {
-		t.Errorf("List = %+v, %v", snaps, err)
+		t.Fatalf("List = %+v, %v", snaps, err)
+	}
+	// The first snapshot added every file; the second changed exec.sh and b.bin (its mode),
+	// added new/file and removed empty.
+	m, err := readManifestFile(filepath.Join(job.Target, rootDir, job.Host, first.Snapshot, metaDir, "manifest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files int64
+	for _, en := range m {
+		if en.Type != 'd' {
+			files++
+		}
+	}
+	if snaps[0].Changed != files || snaps[1].Changed != 4 {
+		t.Errorf("files changed %d and %d; want %d (every file) and 4", snaps[0].Changed, snaps[1].Changed, files)
 	}
 }
 
@@ -646,5 +663,37 @@ func TestRestoreAndVerifyReportProgress(t *testing.T) {
 			}
 			checkByteReports(t, "restore of a directory", reports, regularBytes(t, dir))
 		})
+	}
+}
+
+// TestListWithoutChangeCount: a snapshot whose stats do not record its changes (written by an
+// older version, or by a resumed run) is listed with ChangedUnknown, not 0.
+func TestListWithoutChangeCount(t *testing.T) {
+	src := t.TempDir()
+	tree{t, src}.file("a", "a", 0o644)
+	job := newJob(t, src, "ext4")
+	res := mustRun(t, job)
+	path := filepath.Join(job.Target, rootDir, job.Host, res.Snapshot, metaDir, "stats.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st["changed"]; !ok {
+		t.Fatalf("stats.json records no change count: %s", data)
+	}
+	delete(st, "changed")
+	if data, err = json.Marshal(st); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := List(job.Target, job.Host)
+	if err != nil || len(snaps) != 1 || snaps[0].Files == 0 || snaps[0].Changed != api.ChangedUnknown {
+		t.Errorf("List = %+v, %v; want the stats read and Changed unknown", snaps, err)
 	}
 }

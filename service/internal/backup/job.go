@@ -64,7 +64,11 @@ type Stats struct {
 	BytesWritten uint64    `json:"bytes_written"` // bytes copied
 	Removed      uint64    `json:"removed"`       // entries removed from the working tree
 	Resumed      bool      `json:"resumed"`       // continued an interrupted run
-	FSType       string    `json:"fstype"`
+	// Changed counts the entries other than directories added, changed or removed since the
+	// previous snapshot (all of them when there is none); nil when the run had no whole base
+	// to compare with (it resumed an interrupted run, or the working tree had no manifest).
+	Changed *uint64 `json:"changed,omitempty"`
+	FSType  string  `json:"fstype"`
 	// MaxRSSKiB is the peak resident memory of the process that ran the engine (the engine
 	// child, when spawned), in KiB.
 	MaxRSSKiB uint64 `json:"max_rss_kib,omitempty"`

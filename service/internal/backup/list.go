@@ -3,6 +3,7 @@ package backup
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -44,9 +45,12 @@ func List(target, host string) ([]api.Snapshot, error) {
 			continue
 		}
 		t, _ := time.Parse(api.SnapshotLayout, base)
-		s := api.Snapshot{Name: base, Created: t.Unix(), Status: status}
+		s := api.Snapshot{Name: base, Created: t.Unix(), Status: status, Changed: api.ChangedUnknown}
 		if st := readStats(hfd, n); st != nil {
 			s.Files, s.Bytes = st.Entries, st.Bytes
+			if st.Changed != nil {
+				s.Changed = int64(min(*st.Changed, math.MaxInt64))
+			}
 		}
 		out = append(out, s)
 	}

@@ -54,6 +54,10 @@ type plan struct {
 	want map[string]map[string]bool
 
 	files, keptFiles, bytes uint64 // entries in the scan, entries kept, bytes to write
+	// changed counts the entries other than directories that the run adds, changes or
+	// removes against its base: the previous snapshot (prev) or else the tree (known). It
+	// means "since the previous snapshot" only when the run does not resume an interrupted one.
+	changed uint64
 }
 
 // makePlan compares the scan (sorted, parents first) with what the tree is known to hold
@@ -133,6 +137,7 @@ func makePlan(known, prev map[string]*Entry, scan []*Entry, resumed bool) *plan 
 				} else {
 					p.follows = append(p.follows, action{s: s, op: opFollow, leader: l})
 					dirty[parentOf(s.Path)] = true
+					p.countChange(prev, s)
 				}
 				continue
 			}
@@ -159,10 +164,20 @@ func makePlan(known, prev map[string]*Entry, scan []*Entry, resumed bool) *plan 
 			if s.Type == 'f' && a.op == opCopy {
 				p.bytes += uint64(s.Size)
 			}
+			p.countChange(prev, s)
 			d := parentOf(s.Path)
 			p.writes[d] = append(p.writes[d], a)
 		}
 		dirty[parentOf(s.Path)] = true
+	}
+	base := known
+	if prev != nil {
+		base = prev
+	}
+	for path, b := range base {
+		if s := inSource[path]; b.Type != 'd' && (s == nil || s.Type == 'd') {
+			p.changed++
+		}
 	}
 	for d := range dirty {
 		if s, ok := inSource[d]; ok {
@@ -171,6 +186,14 @@ func makePlan(known, prev map[string]*Entry, scan []*Entry, resumed bool) *plan 
 	}
 	sort.Slice(p.dirty, func(i, j int) bool { return p.dirty[i].Path > p.dirty[j].Path })
 	return p
+}
+
+// countChange counts s, a non-directory the run writes, unless the previous snapshot (prev,
+// ext4/xfs: the tree starts empty there) holds it as it is.
+func (p *plan) countChange(prev map[string]*Entry, s *Entry) {
+	if pv := prev[s.Path]; pv == nil || !sameContent(pv, s) {
+		p.changed++
+	}
 }
 
 func parentOf(p string) string {

@@ -189,3 +189,36 @@ func TestMakePlanOrders(t *testing.T) {
 		t.Errorf("directory metadata set in order %q, want deepest first %q", dirty, want)
 	}
 }
+
+// TestMakePlanCountsChanges: the files (not directories) added, changed or removed since the
+// previous snapshot, on btrfs (the tree is the previous snapshot) and on ext4 (the tree starts
+// empty; the previous snapshot is prev).
+func TestMakePlanCountsChanges(t *testing.T) {
+	base := []string{"d a", "f a/x", "f a/y ino=101", "l a/l", "f a/h1 ino=7 nlink=2", "f a/h2 ino=7 nlink=2"}
+	edited := []string{"d a", "f a/x mtime=2", "f a/n ino=102", "l a/l", "f a/h1 ino=7 nlink=2", "f a/h2 ino=7 nlink=2", "d a/y"}
+	for _, c := range []struct {
+		name        string
+		known, prev []string
+		scan        []string
+		want        uint64
+	}{
+		{name: "btrfs: nothing changed", known: base, scan: base, want: 0},
+		{name: "ext4: nothing changed", prev: base, scan: base, want: 0},
+		// a/x changed, a/n added, a/y (a file) replaced by a directory: removed.
+		{name: "btrfs: changed, added, removed", known: base, scan: edited, want: 3},
+		{name: "ext4: changed, added, removed", prev: base, scan: edited, want: 3},
+		{name: "first snapshot: every file", scan: base, want: 5},
+		{name: "btrfs: a changed hard link group counts each name", known: base,
+			scan: []string{"d a", "f a/x", "f a/y ino=101", "l a/l", "f a/h1 ino=7 nlink=2 mtime=3", "f a/h2 ino=7 nlink=2 mtime=3"}, want: 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var prev map[string]*Entry
+			if c.prev != nil {
+				prev = byPath(c.prev...)
+			}
+			if p := makePlan(byPath(c.known...), prev, entries(c.scan...), false); p.changed != c.want {
+				t.Errorf("changed = %d, want %d (plan %q)", p.changed, c.want, planSummary(p))
+			}
+		})
+	}
+}

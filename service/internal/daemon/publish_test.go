@@ -161,7 +161,10 @@ func TestUnauthorizedReads(t *testing.T) {
 	env := startEnv(t, testbus.EnvOptions{})
 	ctx := ctxT(t)
 	env.Polkit.SetOutcome(t, testbus.Deny)
-	want := []api.Snapshot{{Name: "20261126T083100Z", Created: 1795681860, Files: 3, Bytes: 4096, Status: api.SnapshotComplete}}
+	want := []api.Snapshot{
+		{Name: "20261125T083100Z", Created: 1795595460, Files: 3, Bytes: 4096, Status: api.SnapshotComplete, Changed: api.ChangedUnknown},
+		{Name: "20261126T083100Z", Created: 1795681860, Files: 3, Bytes: 4096, Status: api.SnapshotComplete, Changed: 2},
+	}
 	env.Backend.SetSnapshots(want)
 	got, err := env.Client.ListSnapshots(ctx, api.DrivePath(uuidOne))
 	if err != nil || !reflect.DeepEqual(got, want) {

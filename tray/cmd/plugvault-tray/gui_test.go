@@ -704,8 +704,8 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		mount := filepath.Join(orig, "mount")
 		rel := strings.TrimPrefix(orig, "/") + "/Quarterly report.txt"
 		snaps := []api.Snapshot{
-			{Name: "20261125T080000Z", Created: time.Now().Add(-48 * time.Hour).Unix(), Files: 3, Bytes: 2048, Status: api.SnapshotComplete},
-			{Name: "20261126T083100Z", Created: time.Now().Add(-24 * time.Hour).Unix(), Files: 3, Bytes: 4096, Status: api.SnapshotComplete},
+			{Name: "20261125T080000Z", Created: time.Now().Add(-48 * time.Hour).Unix(), Files: 3, Bytes: 2048, Status: api.SnapshotComplete, Changed: api.ChangedUnknown},
+			{Name: "20261126T083100Z", Created: time.Now().Add(-24 * time.Hour).Unix(), Files: 3, Bytes: 4096, Status: api.SnapshotComplete, Changed: 1},
 		}
 		for i, sn := range snaps {
 			p := filepath.Join(mount, "plugvault", "testhost", sn.Name, rel)
@@ -729,6 +729,10 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		waitFor(t, "the backups listed", func() (bool, string) {
 			return strings.Contains(stderr.String(), "restore window: backups listed"), "not yet"
 		})
+		// The newest backup's line in the timeline tells the files it changed.
+		if out := stderr.String(); !strings.Contains(out, "· 1 file changed") {
+			t.Errorf("the timeline does not show the files changed:\n%s", out)
+		}
 		windowShot(t, display, title, filepath.Join(artifacts, "restore.png"))
 		// As a person would: type a part of the name in the search field, Return picks the
 		// first match, Ctrl+R restores it to where it came from.
@@ -802,6 +806,53 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		out, err := second.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "already runs in this session") {
 			t.Errorf("second tray: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("session bus restart", func(t *testing.T) {
+		s.t = t
+		// The desktop's bus goes away under the tray and comes back on the same address: the
+		// tray starts afresh in the same process (exec) and shows its item on the new bus,
+		// with the drives read again from the system bus.
+		svc.SetDrive(t, blue, blueStatus(api.StatePresent))
+		session.Restart(outer)
+		panel = session.Conn(outer)
+		watcher = traytest.StartWatcher(outer, panel)
+		notes = traytest.StartNotifications(outer, session.Conn(outer))
+		select {
+		case name = <-watcher.Registered():
+		case err := <-exited:
+			t.Fatalf("the tray exited: %v", err)
+		case <-time.After(waitLimit):
+			t.Fatal("the tray never registered on the restarted session bus")
+		}
+		s.item = panel.Object(name, "/StatusNotifierItem")
+		if err := s.prop("Menu").Store(&menuPath); err != nil {
+			t.Fatal(err)
+		}
+		s.menu = panel.Object(name, menuPath)
+		if title := s.prop("Title").Value(); title != appName {
+			t.Errorf("Title %v after the restart, want %q", title, appName)
+		}
+		waitFor(t, "the drives on the restarted bus", func() (bool, string) {
+			tip := s.tooltip()
+			return strings.Contains(tip, "Blue stick: Plugged in"), tip
+		})
+		// Notifications go to the new bus too.
+		svc.SetDrive(t, blue, blueStatus(api.StateBackingUp))
+		waitNotification(t, notes, "Backing up to Blue stick")
+		waitFor(t, "the menu of a drive backing up", func() (bool, string) {
+			_, items := s.section("Backing up to Blue stick")
+			return items["Cancel backup"].Enabled, fmt.Sprintf("%+v", items)
+		})
+		svc.SetDrive(t, blue, blueStatus(api.StatePresent))
+		// The menu settles (the items of a plugged-in drive) before the next subtest reads it.
+		waitFor(t, "the menu of a plugged-in drive", func() (bool, string) {
+			_, items := s.section("Blue stick: Plugged in")
+			return items["Back up now"].Enabled, fmt.Sprintf("%+v", items)
+		})
+		if !strings.Contains(stderr.String(), "lost the session bus") {
+			t.Errorf("the tray did not say why it started again:\n%s", stderr.String())
 		}
 	})
 

@@ -39,3 +39,22 @@ func TestBinaryRefusesRoot(t *testing.T) {
 		t.Errorf("as root: %v\n%s", err, out)
 	}
 }
+
+// TestNoLocaleErrorUnderC: under LANG=C.UTF-8, the default of many containers and minimal
+// systems, fyne prints nothing about the locale when it initialises (before main), and it
+// initialises whatever main then does; the session bus here does not exist, so main ends at
+// once.
+func TestNoLocaleErrorUnderC(t *testing.T) {
+	bin := buildTray(t)
+	for _, lang := range []string{"C.UTF-8", "C"} {
+		cmd := exec.Command(bin)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "LANG=" + lang, "DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent/bus"}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "plugvault-tray:") {
+			t.Fatalf("LANG=%s: the tray did not stop on the missing bus: %v\n%s", lang, err, out)
+		}
+		if strings.Contains(string(out), "locale") {
+			t.Errorf("LANG=%s: output mentions the locale:\n%s", lang, out)
+		}
+	}
+}

@@ -195,7 +195,7 @@ func (m *Model) enter(p dbus.ObjectPath, old, cur api.State) []Action {
 	tag := string(p)
 	switch {
 	case cur == api.StateAwaitingPassphrase && old != cur:
-		body := "Enter the passphrase of " + name + " to back up to it."
+		body := "Enter the passphrase of " + name + " to unlock it."
 		if st.StateReason != "" {
 			body = st.StateReason + ". " + body
 		}
@@ -229,12 +229,9 @@ func (m *Model) enter(p dbus.ObjectPath, old, cur api.State) []Action {
 		}
 		acts = append(acts, m.notify(p, n))
 	case cur == api.StateFailed:
-		reason := st.StateReason
-		if reason == "" {
-			reason = "The service gave no reason; see Show log"
-		}
-		acts = append(acts, m.notify(p, Notify{Tag: tag, Summary: "Backup to " + name + " failed",
-			Body: reason + ". Fix the problem, then choose Back up now or plug the drive in again.", Urgent: true, IconName: IconAttention.Name()}))
+		n := failedNotice(name, old, st.StateReason)
+		n.Tag = tag
+		acts = append(acts, m.notify(p, n))
 	case cur == api.StateAbsent && pulledTooEarly(old):
 		acts = append(acts, m.notify(p, Notify{Tag: tag, Summary: name + " was removed too early",
 			Body:   "The backup was interrupted; plug the drive in again to resume it. Next time wait until plugvault says it is safe to remove.",
@@ -244,6 +241,26 @@ func (m *Model) enter(p dbus.ObjectPath, old, cur api.State) []Action {
 		acts = append(acts, m.nextDialog()...)
 	}
 	return acts
+}
+
+// failedNotice is the notification of a run that ended in failed, entered from old. A run
+// that failed while unlocking never opened the stick: the reason says what the stick is (not
+// the drive, an unreadable header, an unrecorded identity) and what to do, so nothing is added
+// to it; backing up again would meet the same stick. Any later failure happened while backing
+// up, and the reason is followed by the way to try again.
+func failedNotice(name string, old api.State, reason string) Notify {
+	n := Notify{Summary: "Backup to " + name + " failed", Urgent: true, IconName: IconAttention.Name()}
+	if reason == "" {
+		reason = "The service gave no reason; see Show log"
+	}
+	switch old {
+	case api.StateUnlocking, api.StateAwaitingPassphrase:
+		n.Summary = "Cannot unlock " + name
+		n.Body = reason + "."
+	default:
+		n.Body = reason + ". Fix the problem, then choose Back up now or plug the drive in again."
+	}
+	return n
 }
 
 // pulledTooEarly reports whether pulling the stick in state s interrupted writing: before

@@ -206,6 +206,8 @@ func wantNotification(from, to api.State) string {
 		return "Backing up to Blue stick"
 	case to == api.StateSafeToRemove && from.Running():
 		return "Backup complete: safe to remove Blue stick"
+	case to == api.StateFailed && (from == api.StateUnlocking || from == api.StateAwaitingPassphrase):
+		return "Cannot unlock Blue stick"
 	case to == api.StateFailed:
 		return "Backup to Blue stick failed"
 	case to == api.StateAbsent && (from == api.StateMounting || from == api.StateBackingUp ||
@@ -736,5 +738,37 @@ func TestSetupItemAndPassphraseHint(t *testing.T) {
 	}
 	if h, _ := PassphraseHint("correct horse battery staple"); h != "Strong" {
 		t.Errorf("four words: %q", h)
+	}
+}
+
+// TestFailureNoticeFitsTheReason: a stick refused while unlocking (here an impostor) is told
+// with the daemon's reason alone; only a failure while backing up suggests backing up again.
+func TestFailureNoticeFitsTheReason(t *testing.T) {
+	const impostor = "This stick claims to be Blue stick but is not: its encryption header is not the drive's; it was left alone"
+	for _, tc := range []struct {
+		from    api.State
+		reason  string
+		summary string
+		advice  bool
+	}{
+		{api.StateUnlocking, impostor, "Cannot unlock Blue stick", false},
+		{api.StateAwaitingPassphrase, "Blue stick's identity has not been recorded yet", "Cannot unlock Blue stick", false},
+		{api.StateLocking, "The backup failed: the drive is full", "Backup to Blue stick failed", true},
+		{api.StateBackingUp, "The backup failed: the drive is full", "Backup to Blue stick failed", true},
+	} {
+		m := New()
+		up(m, t0, status(tc.from))
+		acts := m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropState: "failed", api.PropStateReason: tc.reason}))
+		notes := all[Notify](acts)
+		if len(notes) != 1 {
+			t.Fatalf("from %s: notifications %+v", tc.from, notes)
+		}
+		n := notes[0]
+		if n.Summary != tc.summary || !strings.HasPrefix(n.Body, tc.reason+".") || n.Tag != string(drivePath) || !n.Urgent {
+			t.Errorf("from %s: %+v; want summary %q and the reason first", tc.from, n, tc.summary)
+		}
+		if got := strings.Contains(n.Body, "Back up now"); got != tc.advice {
+			t.Errorf("from %s: body %q; advice to back up again %v, want %v", tc.from, n.Body, got, tc.advice)
+		}
 	}
 }

@@ -23,10 +23,18 @@ func Timeline(snaps []api.Snapshot) []api.Snapshot {
 }
 
 // TimelineLabel is a snapshot's line in the Restore window's timeline, in local time:
-// "Thu 26 Nov 2026, 08:31 · 1,234 files · 2.1 GB".
+// "Thu 26 Nov 2026, 08:31 · 1234 files · 2.1 GB · 12 files changed". A snapshot that did not
+// record its changes (api.ChangedUnknown) has no "changed" part.
 func TimelineLabel(s api.Snapshot, loc *time.Location) string {
 	t := time.Unix(s.Created, 0).In(loc)
-	return fmt.Sprintf("%s · %s · %s", t.Format("Mon 2 Jan 2006, 15:04"), plural(int64(s.Files), "file"), api.FormatBytes(s.Bytes))
+	line := fmt.Sprintf("%s · %s · %s", t.Format("Mon 2 Jan 2006, 15:04"), plural(int64(s.Files), "file"), api.FormatBytes(s.Bytes))
+	switch {
+	case s.Changed == 0:
+		line += " · no files changed"
+	case s.Changed > 0:
+		line += " · " + plural(s.Changed, "file") + " changed"
+	}
+	return line
 }
 
 // OriginalPlace returns where rel (a path relative to a snapshot's root, where every source is

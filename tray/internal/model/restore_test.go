@@ -56,3 +56,24 @@ func TestKeepBothName(t *testing.T) {
 		}
 	}
 }
+
+// TestTimelineLabelChanged: the files changed are shown when the snapshot recorded them, and
+// nothing (not 0) when it did not.
+func TestTimelineLabelChanged(t *testing.T) {
+	at := time.Date(2026, 11, 26, 8, 31, 0, 0, time.UTC).Unix()
+	for _, tc := range []struct {
+		changed int64
+		want    string
+	}{
+		{api.ChangedUnknown, ""},
+		{0, " · no files changed"},
+		{1, " · 1 file changed"},
+		{12, " · 12 files changed"},
+	} {
+		base := TimelineLabel(api.Snapshot{Created: at, Files: 3, Bytes: 10, Changed: api.ChangedUnknown}, time.UTC)
+		got := TimelineLabel(api.Snapshot{Created: at, Files: 3, Bytes: 10, Changed: tc.changed}, time.UTC)
+		if got != base+tc.want || strings.Contains(base, "changed") {
+			t.Errorf("changed %d: %q, want %q", tc.changed, got, base+tc.want)
+		}
+	}
+}

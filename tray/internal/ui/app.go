@@ -88,16 +88,26 @@ func Run(ctx context.Context, opts Options) error {
 	go c.loop(ctx)
 	go c.loadChecks()
 	runDone := make(chan struct{})
+	lost := make(chan struct{})
 	go func() {
 		select {
 		case <-parent.Done(): // SIGTERM, SIGINT
+			fyne.Do(a.Quit)
+		case <-session.Context().Done(): // systray shares this connection
+			c.log.Warn("lost the session bus; the tray starts again when it is back")
+			close(lost)
 			fyne.Do(a.Quit)
 		case <-runDone:
 		}
 	}()
 	a.Run()
 	close(runDone)
-	return nil
+	select {
+	case <-lost:
+		return ErrSessionLost
+	default:
+		return nil
+	}
 }
 
 // controller owns the model; see the package comment.

@@ -13,7 +13,9 @@
 // notifications on their own goroutines so the UI never waits for the bus.
 //
 // The tray follows the service across restarts (EventServiceUp/Down) and reconnects to the
-// system bus with backoff when the connection itself drops. It never polls. Calls allow
+// system bus with backoff when the connection itself drops. It never polls. When the session
+// bus goes away (where its item, menu and notifications live) Run returns ErrSessionLost and
+// the tray's main waits with AwaitSessionBus and starts the tray afresh. Calls allow
 // interactive authorization so that polkit's agent can ask the user. Windows are hidden,
 // never closed (fyne quits when its last window is destroyed).
 package ui

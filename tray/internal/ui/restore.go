@@ -69,7 +69,9 @@ func (c *controller) openRestore(a model.OpenRestore) {
 func (r *restoreWindow) build(title string) {
 	r.w = r.c.app.NewWindow(title)
 	r.timeline = widget.NewList(func() int { return len(r.snaps) },
-		func() fyne.CanvasObject { return widget.NewLabel("Mon 2 Jan 2006, 15:04 · 12,345 files · 100.0 GB") },
+		func() fyne.CanvasObject {
+			return widget.NewLabel("Mon 2 Jan 2006, 15:04 · 12,345 files · 100.0 GB · 1,234 files changed")
+		},
 		func(i widget.ListItemID, o fyne.CanvasObject) {
 			o.(*widget.Label).SetText(model.TimelineLabel(r.snaps[i], time.Local))
 		})
@@ -212,7 +214,8 @@ func (r *restoreWindow) load() {
 				return
 			}
 			r.snaps, r.base = snaps, base
-			r.c.log.Info("restore window: backups listed", "drive", r.drive, "snapshots", len(snaps))
+			r.c.log.Info("restore window: backups listed", "drive", r.drive, "snapshots", len(snaps),
+				"newest", model.TimelineLabel(snaps[0], time.Local))
 			r.timeline.Refresh()
 			r.timeline.Select(0)
 			r.status.SetText(fmt.Sprintf("%d backups on %s. Choose a backup, then a file or folder.", len(snaps), r.name))
