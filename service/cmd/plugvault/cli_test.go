@@ -229,7 +229,8 @@ func TestActionVerbs(t *testing.T) {
 func TestQueryVerbsJSON(t *testing.T) {
 	e := newEnv(t)
 	blue, _ := e.twoDrives()
-	snaps := []api.Snapshot{{Name: "20261124T080000Z", Created: fixedNow.Add(-52 * time.Hour).Unix(), Files: 5, Bytes: 50, Status: api.SnapshotComplete}}
+	snaps := []api.Snapshot{{Name: "20261124T080000Z", Created: fixedNow.Add(-52 * time.Hour).Unix(), Files: 5, Bytes: 50, Status: api.SnapshotComplete, Changed: 3},
+		{Name: "20261125T080000Z", Created: fixedNow.Add(-28 * time.Hour).Unix(), Files: 6, Bytes: 60, Status: api.SnapshotComplete, Changed: api.ChangedUnknown}}
 	e.fake.SetResult(api.MethodListSnapshots, snaps)
 	e.fake.SetResult(api.MethodBrowse, "/run/plugvault/browse/blue")
 	e.fake.SetResult(api.MethodVerify, uint64(42), []string{"home/a: size differs"})
@@ -239,14 +240,23 @@ func TestQueryVerbsJSON(t *testing.T) {
 		Drive     string           `json:"drive"`
 		Snapshots []map[string]any `json:"snapshots"`
 	}
-	if code != 0 || json.Unmarshal([]byte(out), &sd) != nil || sd.Drive != string(blue) || len(sd.Snapshots) != 1 {
+	if code != 0 || json.Unmarshal([]byte(out), &sd) != nil || sd.Drive != string(blue) || len(sd.Snapshots) != 2 {
 		t.Fatalf("snapshots --json: exit %d: %s", code, out)
 	}
 	s := sd.Snapshots[0]
 	wantCreated := time.Unix(snaps[0].Created, 0).UTC().Format(time.RFC3339)
 	if s["name"] != snaps[0].Name || s["created"] != wantCreated || s["created_unix"] != float64(snaps[0].Created) ||
-		s["files"] != 5.0 || s["bytes"] != 50.0 || s["status"] != "complete" || len(s) != 6 {
+		s["files"] != 5.0 || s["bytes"] != 50.0 || s["status"] != "complete" || s["changed"] != 3.0 || len(s) != 7 {
 		t.Errorf("snapshot JSON = %v", s)
+	}
+	if c, ok := sd.Snapshots[1]["changed"]; !ok || c != nil {
+		t.Errorf("a snapshot that did not record its changes: changed = %v (present %v), want null", c, ok)
+	}
+	code, out, _ = e.run("", "snapshots", "blue")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 3 || !strings.Contains(lines[0], "CHANGED") ||
+		strings.Fields(lines[1])[4] != "3" || strings.Fields(lines[2])[4] != "-" {
+		t.Errorf("snapshots table (exit %d):\n%s", code, out)
 	}
 
 	code, _, _ = e.run("", "browse", "--json")

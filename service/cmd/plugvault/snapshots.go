@@ -23,8 +23,12 @@ func runSnapshots(ctx context.Context, a *app, args []string) error {
 	if a.o.json {
 		doc := snapshotsDoc{Drive: string(d.path), Snapshots: []snapshotJSON{}}
 		for _, s := range snaps {
-			doc.Snapshots = append(doc.Snapshots, snapshotJSON{Name: s.Name, Created: time.Unix(s.Created, 0).UTC().Format(time.RFC3339),
-				CreatedUnix: s.Created, Files: s.Files, Bytes: s.Bytes, Status: s.Status})
+			j := snapshotJSON{Name: s.Name, Created: time.Unix(s.Created, 0).UTC().Format(time.RFC3339),
+				CreatedUnix: s.Created, Files: s.Files, Bytes: s.Bytes, Status: s.Status}
+			if s.Changed >= 0 {
+				j.Changed = &s.Changed
+			}
+			doc.Snapshots = append(doc.Snapshots, j)
 		}
 		return a.printJSON(doc)
 	}
@@ -33,9 +37,14 @@ func runSnapshots(ctx context.Context, a *app, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SNAPSHOT\tCREATED\tFILES\tSIZE\tSTATUS")
+	fmt.Fprintln(tw, "SNAPSHOT\tCREATED\tFILES\tCHANGED\tSIZE\tSTATUS")
 	for _, s := range snaps {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.Name, time.Unix(s.Created, 0).Local().Format("2006-01-02 15:04"), s.Files, api.FormatBytes(s.Bytes), s.Status)
+		changed := "-" // not recorded
+		if s.Changed >= 0 {
+			changed = fmt.Sprint(s.Changed)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", s.Name, time.Unix(s.Created, 0).Local().Format("2006-01-02 15:04"), s.Files, changed,
+			api.FormatBytes(s.Bytes), s.Status)
 	}
 	return tw.Flush()
 }
@@ -85,6 +94,9 @@ type snapshotJSON struct {
 	Files       uint64 `json:"files"`
 	Bytes       uint64 `json:"bytes"`
 	Status      string `json:"status"`
+	// Changed is how many files the snapshot added, changed or removed since the one before
+	// it; null when the snapshot did not record it.
+	Changed *int64 `json:"changed"`
 }
 
 type snapshotsDoc struct {
