@@ -618,6 +618,35 @@ func (p *fakePublisher) waitFor(t *testing.T, uuid string, from int, what string
 	}
 }
 
+// awaitsPassphrase waits until a status published for uuid at index *from or later is
+// awaiting-passphrase (it returns true and moves *from past it) or done is closed and no such
+// status came (false).
+func (p *fakePublisher) awaitsPassphrase(uuid string, from *int, done <-chan struct{}) bool {
+	for {
+		p.mu.Lock()
+		l := p.log[uuid]
+		for i := *from; i < len(l); i++ {
+			if l[i].State == api.StateAwaitingPassphrase {
+				p.mu.Unlock()
+				*from = i + 1
+				return true
+			}
+		}
+		*from = len(l)
+		ch := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-done:
+			select {
+			case <-ch:
+			default:
+				return false
+			}
+		}
+	}
+}
+
 // fakeSource stands for the udev netlink monitor.
 type fakeSource struct {
 	ch   chan drive.Event
