@@ -93,7 +93,10 @@ Examples:
 			flags: driveFlag, run: runSnapshots},
 		{name: "browse", args: "[DRIVE]", summary: "mount a drive read-only and print where",
 			help: `Unlocks and mounts the drive read-only and prints the directory with the snapshots, so
-you can look at them with any file manager. 'plugvault eject' ends it.
+you can look at them with any file manager. 'plugvault eject' ends it. When the drive's
+keyfile is missing, the drive asks for its passphrase: on a terminal it is asked here
+(without echo), otherwise enter it in the tray's dialog or with 'plugvault unlock'; the same
+holds for restore and verify. Ctrl-C cancels.
 
 Examples:
   plugvault browse blue
