@@ -317,6 +317,9 @@ func (f *FakeService) driveMethods(p dbus.ObjectPath) map[string]any {
 			close(w.ok)
 			return nil
 		},
+		api.MethodCheckPassphrase: func(msg dbus.Message, pass []byte, opts map[string]dbus.Variant) *dbus.Error {
+			return f.record(p, api.MethodCheckPassphrase, msg, append([]byte(nil), pass...), opts)
+		},
 		api.MethodBackupNow: simple(api.MethodBackupNow),
 		api.MethodCancel:    simple(api.MethodCancel),
 		api.MethodEject:     simple(api.MethodEject),

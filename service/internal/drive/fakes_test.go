@@ -254,8 +254,23 @@ func (s *fakeSys) Identify(ctx context.Context, device string) (uuid, fp string,
 	return d.uuid, d.fp, nil
 }
 
+// TestKey checks key against the device's keys; it maps nothing.
 func (s *fakeSys) TestKey(ctx context.Context, device string, key []byte, slot int) error {
-	return errors.New("TestKey is not used by the state machine")
+	s.mu.Lock()
+	d, ok := s.devices[device]
+	s.mu.Unlock()
+	if gerr := s.enter(ctx, "test-key", device); gerr != nil {
+		return gerr
+	}
+	if !ok {
+		return fmt.Errorf("cryptsetup: device %s does not exist", device)
+	}
+	for _, k := range d.keys {
+		if bytes.Equal(k, key) {
+			return nil
+		}
+	}
+	return errBadKey
 }
 
 // Open creates the mapping first and then blocks at its gate: an interrupted open may leave a
