@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +79,28 @@ func TestBrowseAsksForThePassphraseOnTheTerminal(t *testing.T) {
 	}
 	if echo := echoed(t, master, slave); strings.Contains(echo, "right") || strings.Contains(echo, "wrong") {
 		t.Errorf("the passphrase was echoed: %q", echo)
+	}
+}
+
+// check-passphrase hands the passphrase to CheckPassphrase and exits 0 when it is right, 6
+// when it is not.
+func TestCheckPassphrase(t *testing.T) {
+	e := newEnv(t)
+	blue, _ := e.twoDrives()
+	code, out, errOut := e.run("my pass\n", "check-passphrase", "blue", "--passphrase-stdin", "--json")
+	if code != 0 || strings.TrimSpace(out) != `{"drive":"`+string(blue)+`","correct":true}` {
+		t.Errorf("right passphrase: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	c := e.lastCall(api.MethodCheckPassphrase)
+	if c.Path != blue || string(c.Args[0].([]byte)) != "my pass" {
+		t.Errorf("call %v", c)
+	}
+	e.fake.FailNext(api.MethodCheckPassphrase, fmt.Errorf("the passphrase does not open blue: %w", api.ErrBadPassphrase))
+	code, out, errOut = e.run("not it", "check-passphrase", "blue", "--passphrase-stdin")
+	if code != exitBadPassphrase || out != "" || !strings.Contains(errOut, "that is not the passphrase of blue; its keyfile still unlocks it") {
+		t.Errorf("wrong passphrase: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if c := e.lastCall(api.MethodCheckPassphrase); string(c.Args[0].([]byte)) != "not it" {
+		t.Errorf("call %v", c)
 	}
 }
