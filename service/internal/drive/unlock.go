@@ -162,8 +162,10 @@ func (m *Manager) open(ctx context.Context, d *drive, dv device, key []byte, slo
 	return nil
 }
 
-// opPassphraseWait bounds how long a browse, restore or verify waits for its passphrase.
-const opPassphraseWait = 15 * time.Minute
+// opPassphraseWait bounds how long a browse, restore or verify waits for its passphrase. It is
+// shorter than the tray's call timeout (10 minutes), so that the wait ends before the caller
+// stops listening, and the drive does not wait for an answer nobody will get.
+const opPassphraseWait = 9 * time.Minute
 
 // errNoPassphrase ends a browse, restore or verify whose passphrase did not come.
 var errNoPassphrase = errors.New("nobody entered the passphrase in time")
