@@ -24,22 +24,30 @@ func (a *app) answeringPassphrase(ctx context.Context, d drive, call func(ctx co
 	if err != nil {
 		return call(ctx)
 	}
-	done := make(chan error, 1)
-	go func() { done <- call(ctx) }()
+	// finished is closed once call has returned, with its error in callErr: a prompt that is
+	// still open then is withdrawn (the drive may still look like it waits for a moment after
+	// the Unlock that answered it).
+	finished := make(chan struct{})
+	var callErr error
+	go func() {
+		callErr = call(ctx)
+		close(finished)
+	}()
 	term, _ := a.stdin.(*os.File)
 	ask := term != nil && isTerminal(term) && !a.o.passphraseStdin
 	told, waiting := false, false
 	for {
 		select {
-		case err := <-done:
-			return err
+		case <-finished:
+			return callErr
 		case <-ctx.Done():
 			if waiting {
 				cctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 				_ = a.client.Cancel(cctx, d.path, a.options(nil))
 				cancel()
 			}
-			return <-done
+			<-finished
+			return callErr
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
@@ -60,23 +68,29 @@ func (a *app) answeringPassphrase(ctx context.Context, d drive, call func(ctx co
 				}
 				continue
 			}
-			a.promptUntilUnlocked(ctx, term, d)
+			a.promptUntilUnlocked(ctx, finished, term, d)
 		}
 	}
 }
 
 // promptUntilUnlocked asks for d's passphrase on the terminal f and hands it to Unlock, again
 // after a wrong one, for as long as d waits for it. What the drive waits for is read afresh
-// before each prompt: the events that led here may be stale.
-func (a *app) promptUntilUnlocked(ctx context.Context, f *os.File, d drive) {
+// before each prompt: the events that led here may be stale. It stops when the call that
+// needs the passphrase has finished.
+func (a *app) promptUntilUnlocked(ctx context.Context, finished <-chan struct{}, f *os.File, d drive) {
 	for ctx.Err() == nil {
+		select {
+		case <-finished:
+			return
+		default:
+		}
 		rctx, cancel := a.readCtx(ctx)
 		st, err := a.client.DriveStatus(rctx, d.path)
 		cancel()
 		if err != nil || st.State != api.StateAwaitingPassphrase {
 			return
 		}
-		err = a.promptUnlock(ctx, f, d, st.StateReason)
+		err = a.promptUnlock(ctx, finished, f, d, st.StateReason)
 		switch {
 		case err == nil || ctx.Err() != nil || errors.Is(err, api.ErrBusy):
 			return
@@ -105,8 +119,9 @@ func statusOf(ev api.DrivesEvent, d drive) (api.DriveStatus, bool) {
 }
 
 // promptUnlock asks for d's passphrase on the terminal f and hands it to Unlock. Ctrl-C
-// during the prompt gives the terminal its settings back and returns ctx's error.
-func (a *app) promptUnlock(ctx context.Context, f *os.File, d drive, reason string) error {
+// during the prompt, or the end of the call (finished), gives the terminal its settings back
+// and returns without an Unlock.
+func (a *app) promptUnlock(ctx context.Context, finished <-chan struct{}, f *os.File, d drive, reason string) error {
 	fd := int(f.Fd())
 	saved, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	if err != nil {
@@ -129,6 +144,10 @@ func (a *app) promptUnlock(ctx context.Context, f *os.File, d drive, reason stri
 		_ = unix.IoctlSetTermios(fd, unix.TCSETS, saved)
 		fmt.Fprintln(a.stderr)
 		return ctx.Err()
+	case <-finished:
+		_ = unix.IoctlSetTermios(fd, unix.TCSETS, saved)
+		fmt.Fprintln(a.stderr)
+		return nil
 	}
 	if ans.err != nil {
 		return ans.err
