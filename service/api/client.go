@@ -176,6 +176,13 @@ func (c *Client) Unlock(ctx context.Context, drive dbus.ObjectPath, passphrase [
 	return c.call(ctx, drive, DriveInterface, MethodUnlock, nil, passphrase, c.options(opts))
 }
 
+// CheckPassphrase tells whether passphrase opens the plugged-in drive, without unlocking
+// anything; a wrong one fails with an error wrapping ErrBadPassphrase. The caller zeroes
+// passphrase afterwards.
+func (c *Client) CheckPassphrase(ctx context.Context, drive dbus.ObjectPath, passphrase []byte, opts Options) error {
+	return c.call(ctx, drive, DriveInterface, MethodCheckPassphrase, nil, passphrase, c.options(opts))
+}
+
 // BackupNow starts a run on a present, idle drive.
 func (c *Client) BackupNow(ctx context.Context, drive dbus.ObjectPath, opts Options) error {
 	return c.call(ctx, drive, DriveInterface, MethodBackupNow, nil, c.options(opts))

@@ -41,14 +41,15 @@ const (
 
 // Drive members.
 const (
-	MethodUnlock        = "Unlock"
-	MethodBackupNow     = "BackupNow"
-	MethodCancel        = "Cancel"
-	MethodEject         = "Eject"
-	MethodListSnapshots = "ListSnapshots"
-	MethodBrowse        = "Browse"
-	MethodRestore       = "Restore"
-	MethodVerify        = "Verify"
+	MethodUnlock          = "Unlock"
+	MethodCheckPassphrase = "CheckPassphrase"
+	MethodBackupNow       = "BackupNow"
+	MethodCancel          = "Cancel"
+	MethodEject           = "Eject"
+	MethodListSnapshots   = "ListSnapshots"
+	MethodBrowse          = "Browse"
+	MethodRestore         = "Restore"
+	MethodVerify          = "Verify"
 
 	PropName          = "Name"
 	PropLuksUUID      = "LuksUUID"
@@ -125,12 +126,16 @@ var MethodActions = map[string]string{
 	ManagerInterface + "." + MethodForget:   ActionForget,
 	ManagerInterface + "." + MethodSealKeys: ActionConfigure,
 	DriveInterface + "." + MethodUnlock:     ActionUnlock,
-	DriveInterface + "." + MethodBackupNow:  ActionBackup,
-	DriveInterface + "." + MethodCancel:     ActionBackup,
-	DriveInterface + "." + MethodEject:      ActionEject,
-	DriveInterface + "." + MethodBrowse:     ActionBrowse,
-	DriveInterface + "." + MethodRestore:    ActionRestore,
-	DriveInterface + "." + MethodVerify:     ActionBrowse,
+	// Checking a passphrase asks the same of the caller as unlocking with it: a person at
+	// the machine who knows (or guesses) the drive's passphrase. Its answer says no more than
+	// an Unlock's, and it is rate-limited the same way.
+	DriveInterface + "." + MethodCheckPassphrase: ActionUnlock,
+	DriveInterface + "." + MethodBackupNow:       ActionBackup,
+	DriveInterface + "." + MethodCancel:          ActionBackup,
+	DriveInterface + "." + MethodEject:           ActionEject,
+	DriveInterface + "." + MethodBrowse:          ActionBrowse,
+	DriveInterface + "." + MethodRestore:         ActionRestore,
+	DriveInterface + "." + MethodVerify:          ActionBrowse,
 }
 
 // OtherUserActions maps the Drive methods that reach a drive's backups or its user's running

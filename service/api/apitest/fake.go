@@ -1,6 +1,7 @@
 package apitest
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
 	"sort"
@@ -44,6 +45,14 @@ type FakeService struct {
 	lastJob  uint64
 	holdJobs bool
 	jobCh    chan *FakeJob
+	// needPass: the passphrase a drive's Browse waits for (see NeedPassphrase).
+	needPass map[dbus.ObjectPath]*passWait
+}
+
+// passWait is a Browse waiting for Unlock to bring the right passphrase.
+type passWait struct {
+	want []byte
+	ok   chan struct{}
 }
 
 // StartFakeService connects to bus, exports the Manager and owns the name. It is stopped at
@@ -52,7 +61,8 @@ func StartFakeService(t testing.TB, bus *Bus) *FakeService {
 	t.Helper()
 	conn := bus.Conn(t)
 	f := &FakeService{Conn: conn, errs: map[string]error{}, results: map[string][]any{},
-		drives: map[dbus.ObjectPath]*props.Properties{}, callCh: make(chan Call, 256), jobCh: make(chan *FakeJob, 16)}
+		drives: map[dbus.ObjectPath]*props.Properties{}, callCh: make(chan Call, 256), jobCh: make(chan *FakeJob, 16),
+		needPass: map[dbus.ObjectPath]*passWait{}}
 	if err := conn.ExportMethodTable(f.managerMethods(), api.ManagerPath, api.ManagerInterface); err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +146,25 @@ func (f *FakeService) SetDrive(t testing.TB, path dbus.ObjectPath, st api.DriveS
 	}
 	if err := p.Emit(f.Conn, path, p.Update(st.Props())); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// NeedPassphrase makes the next Browse of drive behave as plugvaultd's does when the keyfile
+// cannot open the drive: the drive goes to awaiting-passphrase and the call waits until an
+// Unlock brings pass (a wrong one fails with BadPassphrase), then the drive is present again.
+func (f *FakeService) NeedPassphrase(drive dbus.ObjectPath, pass []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.needPass[drive] = &passWait{want: append([]byte(nil), pass...), ok: make(chan struct{})}
+}
+
+// setState publishes drive's State and StateReason.
+func (f *FakeService) setState(drive dbus.ObjectPath, state api.State, reason string) {
+	f.mu.Lock()
+	p := f.drives[drive]
+	f.mu.Unlock()
+	if p != nil {
+		_ = p.Emit(f.Conn, drive, p.Update(map[string]any{api.PropState: string(state), api.PropStateReason: reason}))
 	}
 }
 
@@ -269,7 +298,27 @@ func (f *FakeService) driveMethods(p dbus.ObjectPath) map[string]any {
 	}
 	return map[string]any{
 		api.MethodUnlock: func(msg dbus.Message, pass []byte, opts map[string]dbus.Variant) *dbus.Error {
-			return f.record(p, api.MethodUnlock, msg, append([]byte(nil), pass...), opts)
+			if err := f.record(p, api.MethodUnlock, msg, append([]byte(nil), pass...), opts); err != nil {
+				return err
+			}
+			f.mu.Lock()
+			w := f.needPass[p]
+			f.mu.Unlock()
+			switch {
+			case w == nil:
+				return nil
+			case !bytes.Equal(pass, w.want):
+				f.setState(p, api.StateAwaitingPassphrase, "The passphrase was wrong — try again")
+				return api.ToDBusError(fmt.Errorf("cannot unlock: the passphrase is wrong: %w", api.ErrBadPassphrase))
+			}
+			f.mu.Lock()
+			delete(f.needPass, p)
+			f.mu.Unlock()
+			close(w.ok)
+			return nil
+		},
+		api.MethodCheckPassphrase: func(msg dbus.Message, pass []byte, opts map[string]dbus.Variant) *dbus.Error {
+			return f.record(p, api.MethodCheckPassphrase, msg, append([]byte(nil), pass...), opts)
 		},
 		api.MethodBackupNow: simple(api.MethodBackupNow),
 		api.MethodCancel:    simple(api.MethodCancel),
@@ -283,6 +332,14 @@ func (f *FakeService) driveMethods(p dbus.ObjectPath) map[string]any {
 		api.MethodBrowse: func(msg dbus.Message, opts map[string]dbus.Variant) (string, *dbus.Error) {
 			if err := f.record(p, api.MethodBrowse, msg, opts); err != nil {
 				return "", err
+			}
+			f.mu.Lock()
+			w := f.needPass[p]
+			f.mu.Unlock()
+			if w != nil {
+				f.setState(p, api.StateAwaitingPassphrase, "The keyfile is missing — enter the passphrase")
+				<-w.ok
+				f.setState(p, api.StatePresent, "Open for browsing")
 			}
 			return f.result(api.MethodBrowse, 0, "/run/plugvault/browse/fake").(string), nil
 		},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/plugvault/plugvault/service/api"
@@ -57,7 +58,10 @@ func runSimple(method string) func(ctx context.Context, a *app, args []string) e
 	}
 }
 
-func runUnlock(ctx context.Context, a *app, args []string) error {
+// withPassphrase resolves the drive in args, reads its passphrase (terminal without echo, or
+// --passphrase-stdin) and hands both to call with an action's timeout; the passphrase is
+// zeroed afterwards.
+func withPassphrase(ctx context.Context, a *app, args []string, call func(ctx context.Context, d drive, pass []byte) error) error {
 	d, err := a.driveFromArgs(ctx, args)
 	if err != nil {
 		return err
@@ -69,10 +73,36 @@ func runUnlock(ctx context.Context, a *app, args []string) error {
 	defer clear(pass)
 	actx, cancel := a.actionCtx(ctx)
 	defer cancel()
-	if err := a.client.Unlock(actx, d.path, pass, a.options(nil)); err != nil {
-		return callErr(err, "cannot unlock %s", d.label())
-	}
-	return a.actionDone(d, "unlock", fmt.Sprintf("%s unlocked; the backup goes on.", d.label()))
+	return call(actx, d, pass)
+}
+
+func runUnlock(ctx context.Context, a *app, args []string) error {
+	return withPassphrase(ctx, a, args, func(ctx context.Context, d drive, pass []byte) error {
+		if err := a.client.Unlock(ctx, d.path, pass, a.options(nil)); err != nil {
+			return callErr(err, "cannot unlock %s", d.label())
+		}
+		return a.actionDone(d, "unlock", fmt.Sprintf("%s unlocked; the backup goes on.", d.label()))
+	})
+}
+
+func runCheckPassphrase(ctx context.Context, a *app, args []string) error {
+	return withPassphrase(ctx, a, args, func(ctx context.Context, d drive, pass []byte) error {
+		err := a.client.CheckPassphrase(ctx, d.path, pass, a.options(nil))
+		if errors.Is(err, api.ErrBadPassphrase) {
+			return fmt.Errorf("that is not the passphrase of %s; its keyfile still unlocks it, but consider enrolling a new passphrase while you still can: %w", d.label(), err)
+		}
+		if err != nil {
+			return callErr(err, "cannot check the passphrase of %s", d.label())
+		}
+		if a.o.json {
+			return a.printJSON(struct {
+				Drive   string `json:"drive"`
+				Correct bool   `json:"correct"`
+			}{string(d.path), true})
+		}
+		a.printf("The passphrase of %s is correct.\n", d.label())
+		return nil
+	})
 }
 
 // actionDoc is the JSON document of the verbs that only act.

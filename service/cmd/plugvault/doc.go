@@ -1,5 +1,5 @@
 // Command plugvault is the command-line client of plugvaultd: status, list, backup, cancel,
-// eject, unlock, snapshots, browse, restore, verify, log, enroll, adopt and forget. It is a thin,
+// eject, unlock, check-passphrase, snapshots, browse, restore, verify, log, enroll, adopt and forget. It is a thin,
 // unprivileged client of the D-Bus contract in service/api; every privileged decision is
 // plugvaultd's (polkit). It imports service/api, godbus (the contract's own types) and
 // golang.org/x/sys/unix (terminal echo) besides the standard library, and never service/internal

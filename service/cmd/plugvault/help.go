@@ -40,6 +40,7 @@ DRIVE:
 status --watch (JSON lines):
   {"event": "service-up"|"service-down"|"drive-changed"|"drive-added"|"drive-removed",
    "path": "…" (drive events), "drive": DRIVE (drive-changed, drive-added)}
+check-passphrase: {"drive": "PATH", "correct": true} (a wrong passphrase is an error, exit 6)
 backup, cancel, eject, unlock, forget:
   {"drive": "PATH", "action": "backup"}
 backup --wait:
@@ -101,7 +102,7 @@ _plugvault() {
     done
     local common="--json --non-interactive --help"
     if [[ -z "$verb" ]]; then
-        COMPREPLY=($(compgen -W "status list backup cancel eject unlock snapshots browse restore verify log enroll adopt forget keys completion version help $common" -- "$cur"))
+        COMPREPLY=($(compgen -W "status list backup cancel eject unlock check-passphrase snapshots browse restore verify log enroll adopt forget keys completion version help $common" -- "$cur"))
         return
     fi
     case "$prev" in
@@ -120,7 +121,7 @@ _plugvault() {
         backup) flags+=" --wait --drive" ;;
         cancel|snapshots|browse|verify) flags+=" --drive" ;;
         eject) flags+=" --no-power-off --drive" ;;
-        unlock) flags+=" --passphrase-stdin --drive" ;;
+        unlock|check-passphrase) flags+=" --passphrase-stdin --drive" ;;
         restore) flags+=" --overwrite --drive" ;;
         log) flags+=" --follow --since --lines" ;;
         enroll) flags+=" --name --label --filesystem --header-backup --yes --passphrase-stdin" ;;
@@ -128,7 +129,7 @@ _plugvault() {
         forget) flags+=" --remove-keyslot --yes --drive" ;;
         completion) COMPREPLY=($(compgen -W "bash" -- "$cur")); return ;;
         keys) COMPREPLY=($(compgen -W "seal" -- "$cur")); return ;;
-        help) COMPREPLY=($(compgen -W "status list backup cancel eject unlock snapshots browse restore verify log enroll adopt forget keys completion version exit-codes json drive" -- "$cur")); return ;;
+        help) COMPREPLY=($(compgen -W "status list backup cancel eject unlock check-passphrase snapshots browse restore verify log enroll adopt forget keys completion version exit-codes json drive" -- "$cur")); return ;;
     esac
     if [[ "$cur" == -* ]]; then
         COMPREPLY=($(compgen -W "$flags" -- "$cur"))
@@ -139,7 +140,7 @@ _plugvault() {
             COMPREPLY=($(compgen -W "$(ls -d /dev/sd? /dev/sd?[0-9]* 2>/dev/null)" -- "$cur")) ;;
         restore)
             COMPREPLY=($(compgen -f -- "$cur")) ;;
-        status|backup|cancel|eject|unlock|snapshots|browse|log|forget)
+        status|backup|cancel|eject|unlock|check-passphrase|snapshots|browse|log|forget)
             COMPREPLY=($(compgen -W "$(plugvault __drives 2>/dev/null)" -- "$cur")) ;;
     esac
 }

@@ -39,8 +39,11 @@ func runRestore(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 	}
-	_, err = a.runJob(ctx, "restore", func(ctx context.Context) (dbus.ObjectPath, error) {
-		return a.client.StartRestore(ctx, d.path, snap, path, dest, a.options(api.Options{api.OptOverwrite: a.o.overwrite}))
+	err = a.answeringPassphrase(ctx, d, func(ctx context.Context) error {
+		_, err := a.runJob(ctx, "restore", func(ctx context.Context) (dbus.ObjectPath, error) {
+			return a.client.StartRestore(ctx, d.path, snap, path, dest, a.options(api.Options{api.OptOverwrite: a.o.overwrite}))
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("cannot restore from %s: %w", d.label(), err)
@@ -73,8 +76,13 @@ func runVerify(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	res, err := a.runJob(ctx, "verification", func(ctx context.Context) (dbus.ObjectPath, error) {
-		return a.client.StartVerify(ctx, d.path, snap, a.options(nil))
+	var res api.JobResult
+	err = a.answeringPassphrase(ctx, d, func(ctx context.Context) error {
+		var err error
+		res, err = a.runJob(ctx, "verification", func(ctx context.Context) (dbus.ObjectPath, error) {
+			return a.client.StartVerify(ctx, d.path, snap, a.options(nil))
+		})
+		return err
 	})
 	if err != nil {
 		return callErr(err, "cannot verify %s", d.label())

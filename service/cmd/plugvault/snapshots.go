@@ -54,9 +54,14 @@ func runBrowse(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	lctx, cancel := a.longCtx(ctx)
-	defer cancel()
-	path, err := a.client.Browse(lctx, d.path, a.options(nil))
+	var path string
+	err = a.answeringPassphrase(ctx, d, func(ctx context.Context) error {
+		lctx, cancel := a.longCtx(ctx)
+		defer cancel()
+		var err error
+		path, err = a.client.Browse(lctx, d.path, a.options(nil))
+		return err
+	})
 	if err != nil {
 		return callErr(err, "cannot browse %s", d.label())
 	}

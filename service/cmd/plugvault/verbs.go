@@ -84,6 +84,20 @@ Examples:
 				fs.BoolVar(&o.passphraseStdin, "passphrase-stdin", false, "read the passphrase from stdin (one trailing newline is removed)")
 			},
 			run: runUnlock},
+		{name: "check-passphrase", args: "[DRIVE] [--passphrase-stdin]", summary: "check that you still know a drive's passphrase",
+			help: `Tests a passphrase against the plugged-in drive without unlocking anything, so you learn
+in time whether you still know it (the keyfile does the daily work). Exits 0 when it is
+right and 6 when it is not; the drive's state does not change. Repeated wrong passphrases
+are answered more and more slowly. The passphrase is read as for unlock.
+
+Examples:
+  plugvault check-passphrase blue
+  printf '%s' "$PASS" | plugvault check-passphrase blue --passphrase-stdin --json`,
+			flags: func(fs *flag.FlagSet, o *opts) {
+				driveFlag(fs, o)
+				fs.BoolVar(&o.passphraseStdin, "passphrase-stdin", false, "read the passphrase from stdin (one trailing newline is removed)")
+			},
+			run: runCheckPassphrase},
 		{name: "snapshots", args: "[DRIVE]", summary: "list the snapshots on a drive",
 			help: `Lists the snapshots on the drive as of its last unlock, oldest first.
 
@@ -93,7 +107,10 @@ Examples:
 			flags: driveFlag, run: runSnapshots},
 		{name: "browse", args: "[DRIVE]", summary: "mount a drive read-only and print where",
 			help: `Unlocks and mounts the drive read-only and prints the directory with the snapshots, so
-you can look at them with any file manager. 'plugvault eject' ends it.
+you can look at them with any file manager. 'plugvault eject' ends it. When the drive's
+keyfile is missing, the drive asks for its passphrase: on a terminal it is asked here
+(without echo), otherwise enter it in the tray's dialog or with 'plugvault unlock'; the same
+holds for restore and verify. Ctrl-C cancels.
 
 Examples:
   plugvault browse blue

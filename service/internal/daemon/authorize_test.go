@@ -240,7 +240,7 @@ func TestSecretsZeroed(t *testing.T) {
 	env := startEnv(t, testbus.EnvOptions{})
 	ctx := ctxT(t)
 	for _, m := range mutatingMethods(t) {
-		if m.method != api.MethodUnlock && m.method != api.MethodEnroll && m.method != api.MethodAdopt {
+		if m.method != api.MethodUnlock && m.method != api.MethodCheckPassphrase && m.method != api.MethodEnroll && m.method != api.MethodAdopt {
 			continue
 		}
 		env.Backend.Reset()
@@ -258,9 +258,9 @@ func TestSecretsZeroed(t *testing.T) {
 				break
 			}
 		}
-		if m.method == api.MethodUnlock {
-			if string(calls[0].Secret) != "pass phrase" || calls[0].UUID != uuidOne {
-				t.Errorf("unlock call %+v", calls[0])
+		if m.method == api.MethodUnlock || m.method == api.MethodCheckPassphrase {
+			if string(calls[0].Secret) != "pass phrase" || calls[0].UUID != uuidOne || calls[0].Method != m.method {
+				t.Errorf("%s call %+v", m.method, calls[0])
 			}
 			continue
 		}

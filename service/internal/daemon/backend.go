@@ -14,6 +14,8 @@ import (
 // a message fit for the user.
 type Backend interface {
 	Unlock(ctx context.Context, uuid string, passphrase []byte) error
+	// CheckPassphrase tests passphrase against the plugged-in drive without opening it.
+	CheckPassphrase(ctx context.Context, uuid string, passphrase []byte) error
 	BackupNow(ctx context.Context, uuid string) error
 	Cancel(ctx context.Context, uuid string) error
 	Eject(ctx context.Context, uuid string, powerOff bool) error

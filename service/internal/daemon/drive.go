@@ -19,13 +19,14 @@ type Drive struct {
 
 // polkit messages, by method; %s is the drive's name.
 var driveMessages = map[string]string{
-	api.MethodUnlock:    "Authentication is required to unlock the backup drive %s",
-	api.MethodBackupNow: "Authentication is required to back up to the drive %s",
-	api.MethodCancel:    "Authentication is required to cancel the backup to the drive %s",
-	api.MethodEject:     "Authentication is required to eject the backup drive %s",
-	api.MethodBrowse:    "Authentication is required to browse the backups on the drive %s",
-	api.MethodRestore:   "Authentication is required to restore files from the backup drive %s",
-	api.MethodVerify:    "Authentication is required to verify the backups on the drive %s",
+	api.MethodUnlock:          "Authentication is required to unlock the backup drive %s",
+	api.MethodCheckPassphrase: "Authentication is required to check the passphrase of the backup drive %s",
+	api.MethodBackupNow:       "Authentication is required to back up to the drive %s",
+	api.MethodCancel:          "Authentication is required to cancel the backup to the drive %s",
+	api.MethodEject:           "Authentication is required to eject the backup drive %s",
+	api.MethodBrowse:          "Authentication is required to browse the backups on the drive %s",
+	api.MethodRestore:         "Authentication is required to restore files from the backup drive %s",
+	api.MethodVerify:          "Authentication is required to verify the backups on the drive %s",
 }
 
 // begin authorizes the call, then validates that the drive is (still) one we published and
@@ -93,6 +94,19 @@ func (dr *Drive) Unlock(sender dbus.Sender, msg dbus.Message, passphrase []byte,
 		return c.reply(invalid("cannot unlock: the passphrase must be 1 to %d bytes", maxPassphrase))
 	}
 	return c.reply(dr.d.backend.Unlock(c.ctx, dr.uuid, passphrase))
+}
+
+// CheckPassphrase tells whether a passphrase opens the plugged-in drive, mapping nothing.
+func (dr *Drive) CheckPassphrase(sender dbus.Sender, msg dbus.Message, passphrase []byte, opts map[string]dbus.Variant) *dbus.Error {
+	defer zero(msg.Body, passphrase)
+	c, _, err := dr.begin(sender, msg, api.MethodCheckPassphrase, opts)
+	if err != nil {
+		return c.reply(err)
+	}
+	if len(passphrase) == 0 || len(passphrase) > maxPassphrase {
+		return c.reply(invalid("cannot check the passphrase: it must be 1 to %d bytes", maxPassphrase))
+	}
+	return c.reply(dr.d.backend.CheckPassphrase(c.ctx, dr.uuid, passphrase))
 }
 
 // BackupNow starts a run on a present, idle drive.

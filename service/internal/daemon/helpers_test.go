@@ -68,6 +68,9 @@ func mutatingMethods(t *testing.T) []mutating {
 		{api.DriveInterface, api.MethodUnlock, func(ctx context.Context, c *api.Client, d dbus.ObjectPath, o api.Options) error {
 			return c.Unlock(ctx, d, []byte("pass phrase"), o)
 		}},
+		{api.DriveInterface, api.MethodCheckPassphrase, func(ctx context.Context, c *api.Client, d dbus.ObjectPath, o api.Options) error {
+			return c.CheckPassphrase(ctx, d, []byte("pass phrase"), o)
+		}},
 		{api.DriveInterface, api.MethodBackupNow, func(ctx context.Context, c *api.Client, d dbus.ObjectPath, o api.Options) error {
 			return c.BackupNow(ctx, d, o)
 		}},

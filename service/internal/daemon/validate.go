@@ -29,19 +29,20 @@ var displayablePattern = regexp.MustCompile(`^/dev/[A-Za-z0-9._/:-]+$`)
 // optionTypes lists the options each method understands and their D-Bus types. Unknown
 // options are ignored (the contract says so); known ones of the wrong type are rejected.
 var optionTypes = map[string]map[string]string{
-	api.MethodListDrives:    {},
-	api.MethodEnroll:        {api.OptName: "s", api.OptLabel: "s", api.OptFilesystem: "s", api.OptHeaderBackup: "b"},
-	api.MethodAdopt:         {api.OptName: "s", api.OptSecretIsPassphrase: "b", api.OptAddKeyfileSlot: "b"},
-	api.MethodForget:        {api.OptRemoveKeyslot: "b"},
-	api.MethodSealKeys:      {},
-	api.MethodUnlock:        {},
-	api.MethodBackupNow:     {},
-	api.MethodCancel:        {},
-	api.MethodEject:         {api.OptPowerOff: "b"},
-	api.MethodListSnapshots: {},
-	api.MethodBrowse:        {},
-	api.MethodRestore:       {api.OptOverwrite: "b"},
-	api.MethodVerify:        {},
+	api.MethodListDrives:      {},
+	api.MethodEnroll:          {api.OptName: "s", api.OptLabel: "s", api.OptFilesystem: "s", api.OptHeaderBackup: "b"},
+	api.MethodAdopt:           {api.OptName: "s", api.OptSecretIsPassphrase: "b", api.OptAddKeyfileSlot: "b"},
+	api.MethodForget:          {api.OptRemoveKeyslot: "b"},
+	api.MethodSealKeys:        {},
+	api.MethodUnlock:          {},
+	api.MethodCheckPassphrase: {},
+	api.MethodBackupNow:       {},
+	api.MethodCancel:          {},
+	api.MethodEject:           {api.OptPowerOff: "b"},
+	api.MethodListSnapshots:   {},
+	api.MethodBrowse:          {},
+	api.MethodRestore:         {api.OptOverwrite: "b"},
+	api.MethodVerify:          {},
 }
 
 // options is a checked a{sv}.

@@ -22,17 +22,18 @@ func TestWrongOptionTypes(t *testing.T) {
 	env := startEnv(t, testbus.EnvOptions{})
 	ctx := ctxT(t)
 	bad := map[string]api.Options{
-		api.MethodEnroll:    {api.OptName: int32(3)},
-		api.MethodAdopt:     {api.OptSecretIsPassphrase: "yes"},
-		api.MethodForget:    {api.OptRemoveKeyslot: uint32(1)},
-		api.MethodSealKeys:  {api.OptNoUserInteraction: "yes"},
-		api.MethodUnlock:    {api.OptNoUserInteraction: "true"},
-		api.MethodBackupNow: {api.OptNoUserInteraction: int32(1)},
-		api.MethodCancel:    {api.OptNoUserInteraction: []string{"x"}},
-		api.MethodEject:     {api.OptPowerOff: "false"},
-		api.MethodBrowse:    {api.OptNoUserInteraction: "no"},
-		api.MethodRestore:   {api.OptOverwrite: "yes"},
-		api.MethodVerify:    {api.OptNoUserInteraction: uint64(0)},
+		api.MethodEnroll:          {api.OptName: int32(3)},
+		api.MethodAdopt:           {api.OptSecretIsPassphrase: "yes"},
+		api.MethodForget:          {api.OptRemoveKeyslot: uint32(1)},
+		api.MethodSealKeys:        {api.OptNoUserInteraction: "yes"},
+		api.MethodUnlock:          {api.OptNoUserInteraction: "true"},
+		api.MethodCheckPassphrase: {api.OptNoUserInteraction: "yes"},
+		api.MethodBackupNow:       {api.OptNoUserInteraction: int32(1)},
+		api.MethodCancel:          {api.OptNoUserInteraction: []string{"x"}},
+		api.MethodEject:           {api.OptPowerOff: "false"},
+		api.MethodBrowse:          {api.OptNoUserInteraction: "no"},
+		api.MethodRestore:         {api.OptOverwrite: "yes"},
+		api.MethodVerify:          {api.OptNoUserInteraction: uint64(0)},
 	}
 	for _, m := range mutatingMethods(t) {
 		env.Polkit.Reset()

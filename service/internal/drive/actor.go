@@ -89,7 +89,18 @@ func (x *actor) run(e effect) (ev event, over bool) {
 		problem, err := m.unlockWithKeyfile(a.ctx, d, x.dv, false)
 		return evKeyfileDone{problem: problem, err: err, cause: x.cause()}, false
 	case effAwaitPassphrase:
-		err := m.awaitPassphrase(a.ctx, d, a, x.dv)
+		if a.kind == kindBackup {
+			err := m.awaitPassphrase(a.ctx, d, a, x.dv, false)
+			return evPassphraseDone{err: err, cause: x.cause()}, false
+		}
+		// A browse, restore or verify waits for its caller's passphrase a bounded time: the
+		// caller may be a script that cannot answer.
+		ctx, cancel := context.WithTimeoutCause(a.ctx, opPassphraseWait, errNoPassphrase)
+		err := m.awaitPassphrase(ctx, d, a, x.dv, true)
+		if err != nil {
+			x.err = m.userErr(ctx, err)
+		}
+		cancel()
 		return evPassphraseDone{err: err, cause: x.cause()}, false
 	case effMount:
 		var err error
@@ -136,7 +147,11 @@ func (x *actor) run(e effect) (ev event, over bool) {
 		m.unlock()
 		return nil, true
 	case effOpenReadOnly:
-		x.err = m.openReadOnly(a.ctx, d, x.dv)
+		var problem string
+		problem, x.err = m.openReadOnly(a.ctx, d, x.dv)
+		return evOpenDone{failed: x.err != nil, problem: problem}, false
+	case effMountReadOnly:
+		x.err = m.mountReadOnly(a.ctx, d)
 		return evOpenDone{failed: x.err != nil}, false
 	case effWork:
 		x.err = x.work(a.ctx, m.target(d))

@@ -8,7 +8,8 @@ import (
 	"github.com/plugvault/plugvault/service/api"
 )
 
-// Unlock hands a passphrase to the run that awaits one. A wrong passphrase returns an error
+// Unlock hands a passphrase to the activity that awaits one: a backup run, or a browse,
+// restore or verify whose keyfile cannot open the drive. A wrong passphrase returns an error
 // wrapping api.ErrBadPassphrase and the drive keeps waiting. After repeated failures the
 // answer comes more and more slowly (0, 1, 2, 4 … s, capped), and until the delay is over any
 // other attempt on this drive is refused with api.ErrBusy (also when the caller gave up
@@ -137,7 +138,8 @@ func (m *Manager) ListSnapshots(ctx context.Context, uuid string) ([]api.Snapsho
 	return append([]api.Snapshot(nil), d.snapshots...), nil
 }
 
-// Browse unlocks the drive with its keyfile and mounts it read-only at
+// Browse unlocks the drive with its keyfile (or, when that cannot open it, with the
+// passphrase Unlock hands over) and mounts it read-only at
 // <mount_base>/<luks_uuid>/drive, which it returns (only root and run_as can reach it). The
 // drive then stays present (not safe to remove) until Eject, a backup run or its removal.
 func (m *Manager) Browse(ctx context.Context, uuid string, caller Caller) (string, error) {

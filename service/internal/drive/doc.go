@@ -51,6 +51,18 @@
 // Restart: Run first adopts what an earlier daemon left (the plugvault-* mapping and the mount
 // of a drive whose stick is plugged in, and the run continues from there) and cleans the rest.
 //
+// Browse, restore and verify without the keyfile: when the keyfile cannot open a stick that is
+// the drive (the same test as a run's: its header carries the recorded fingerprint), the
+// activity moves the drive to awaiting-passphrase with the reason in StateReason, exactly as a
+// run does, and the Unlock that hands a run its passphrase hands this one over too (with the
+// same growing delay after wrong ones); the mapping it opens is read-only. This reuses what
+// every client already has: the tray opens its passphrase dialog for any drive in
+// awaiting-passphrase, and the CLI's unlock answers it, so no method grew a second way to
+// take a secret. The caller of Browse waits (its call has the daemon's long call timeout; a
+// Restore or Verify job runs on meanwhile); Cancel, Eject, a removal or
+// opPassphraseWait without an answer end the wait, and the drive goes back to where it was.
+// An impostor or a drive without a recorded fingerprint is refused as in a run, never asked.
+//
 // Browsing: Browse unlocks with the keyfile and mounts the drive read-only at
 // <mount_base>/<luks_uuid>/drive, which only root and the drive's run_as user can reach. While it is open for browsing the drive's State is present (it is
 // not safe to remove) and StateReason names the mount point; Eject, a removal or the next
@@ -158,10 +170,14 @@
 //	present/verify-open      open-done            =                    work
 //	present/browse-open      open-failed          =                    teardown
 //	present/verify-open      open-failed          =                    teardown
+//	present/browse-open      open-keyfile-refused awaiting-passphrase  publish,await-passphrase
+//	present/verify-open      open-keyfile-refused awaiting-passphrase  publish,await-passphrase
 //	present/verify-work      work-done            =                    teardown
 //	awaiting-passphrase      unlock               =                    -
+//	awaiting-passphrase/op   unlock               =                    -
 //	*                        unlock               =                    refuse
 //	awaiting-passphrase      wrong-passphrase     =                    publish
+//	awaiting-passphrase/op   wrong-passphrase     =                    publish
 //	*                        wrong-passphrase     awaiting-passphrase  publish
 //	unmounting               unmounting           =                    publish
 //	*                        unmounting           unmounting           publish
@@ -180,7 +196,9 @@
 //	unlocking                keyfile-refused      awaiting-passphrase  publish,await-passphrase
 //	unlocking                keyfile-failed       =                    final-teardown
 //	awaiting-passphrase      passphrase-done      mounting             publish,mount
+//	awaiting-passphrase/op   passphrase-done      present              publish,mount-read-only
 //	awaiting-passphrase      passphrase-failed    =                    final-teardown
+//	awaiting-passphrase/op   passphrase-failed    present              publish,teardown
 //	mounting                 mount-done           =                    list-snapshots
 //	mounting/adopted         mount-done           =                    list-snapshots
 //	mounting                 mount-failed         =                    final-teardown

@@ -68,7 +68,7 @@ func (m *Manager) stepLocked(d *drive, ev event) (actEffs []effect, err error) {
 func (m *Manager) newActivityLocked(d *drive, kind string) *activity {
 	ctx, cancel := context.WithCancelCause(m.baseCtx)
 	a := &activity{kind: kind, ctx: ctx, cancel: cancel, done: make(chan struct{})}
-	if kind == kindBackup {
+	if kind != kindEject && kind != kindCleanup {
 		a.pass = make(chan attempt)
 	}
 	d.act = a

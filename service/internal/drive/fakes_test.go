@@ -254,8 +254,23 @@ func (s *fakeSys) Identify(ctx context.Context, device string) (uuid, fp string,
 	return d.uuid, d.fp, nil
 }
 
+// TestKey checks key against the device's keys; it maps nothing.
 func (s *fakeSys) TestKey(ctx context.Context, device string, key []byte, slot int) error {
-	return errors.New("TestKey is not used by the state machine")
+	s.mu.Lock()
+	d, ok := s.devices[device]
+	s.mu.Unlock()
+	if gerr := s.enter(ctx, "test-key", device); gerr != nil {
+		return gerr
+	}
+	if !ok {
+		return fmt.Errorf("cryptsetup: device %s does not exist", device)
+	}
+	for _, k := range d.keys {
+		if bytes.Equal(k, key) {
+			return nil
+		}
+	}
+	return errBadKey
 }
 
 // Open creates the mapping first and then blocks at its gate: an interrupted open may leave a
@@ -614,6 +629,35 @@ func (p *fakePublisher) waitFor(t *testing.T, uuid string, from int, what string
 		case <-ch:
 		case <-deadline:
 			t.Fatalf("drive %s never published %s; states: %v", uuid, what, p.states(uuid))
+		}
+	}
+}
+
+// awaitsPassphrase waits until a status published for uuid at index *from or later is
+// awaiting-passphrase (it returns true and moves *from past it) or done is closed and no such
+// status came (false).
+func (p *fakePublisher) awaitsPassphrase(uuid string, from *int, done <-chan struct{}) bool {
+	for {
+		p.mu.Lock()
+		l := p.log[uuid]
+		for i := *from; i < len(l); i++ {
+			if l[i].State == api.StateAwaitingPassphrase {
+				p.mu.Unlock()
+				*from = i + 1
+				return true
+			}
+		}
+		*from = len(l)
+		ch := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-done:
+			select {
+			case <-ch:
+			default:
+				return false
+			}
 		}
 	}
 }

@@ -129,6 +129,13 @@ func TestUnrecordedDriveWithoutKeyfileIsNotPrompted(t *testing.T) {
 	if !strings.Contains(st.StateReason, "identity has not been recorded yet") || !strings.Contains(st.StateReason, "plugvault adopt") {
 		t.Errorf("reason %q", st.StateReason)
 	}
+	// Browse and Verify refuse it as well, without asking.
+	if _, err := h.m.Browse(context.Background(), uuidA, drive.Caller{}); err == nil || !strings.Contains(err.Error(), "identity has not been recorded yet") {
+		t.Errorf("Browse of the unrecorded drive = %v", err)
+	}
+	if _, _, err := h.m.Verify(context.Background(), uuidA, "", drive.Caller{}, nil); err == nil {
+		t.Error("Verify of the unrecorded drive succeeded")
+	}
 	if slices.Contains(h.pub.states(uuidA), api.StateAwaitingPassphrase) {
 		t.Errorf("asked for a passphrase: %v", h.pub.states(uuidA))
 	}

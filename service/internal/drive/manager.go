@@ -46,6 +46,7 @@ type drive struct {
 	act       *activity // the activity holding the slot (m.act is its kind)
 	snapshots []api.Snapshot
 	out       outbox
+	check     passCheck // CheckPassphrase's attempts
 }
 
 // Manager runs the state machines of all configured drives. It implements the daemon's Backend.

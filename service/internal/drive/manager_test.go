@@ -17,6 +17,7 @@ import (
 	"github.com/plugvault/plugvault/service/api/apitest"
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/drive"
+	"github.com/plugvault/plugvault/service/internal/luks"
 )
 
 const (
@@ -974,21 +975,121 @@ func TestBrowseVerifyRestore(t *testing.T) {
 	h.sys.assertClean(t)
 }
 
-func TestBrowseNeedsKeyfile(t *testing.T) {
+// Browse, Verify and Restore of a drive whose keyfile is missing move it to
+// awaiting-passphrase; Unlock hands the passphrase over (wrong ones answered after the same
+// growing delay as in a run), the drive is opened and mounted read-only, the call goes on, and
+// the drive ends where it was.
+func TestBrowseVerifyRestoreAskForThePassphrase(t *testing.T) {
+	for _, kind := range []string{"browse", "verify", "restore"} {
+		t.Run(kind, func(t *testing.T) {
+			h := newHarness(t)
+			h.addDrive("A", uuidA, nil)
+			h.start()
+			h.plug(sdb, uuidA, 10, passA)
+			_, n := h.waitState(uuidA, 0, api.StateAwaitingPassphrase)
+			// A first backup with the passphrase writes the snapshot.
+			if err := h.m.Unlock(context.Background(), uuidA, passA); err != nil {
+				t.Fatal(err)
+			}
+			_, n = h.waitState(uuidA, n, api.StateSafeToRemove)
+			h.powerMu.Lock()
+			h.afters = nil
+			h.powerMu.Unlock()
+
+			ctx := context.Background()
+			done := make(chan error, 1)
+			var path string
+			go func() {
+				var err error
+				switch kind {
+				case "browse":
+					path, err = h.m.Browse(ctx, uuidA, drive.Caller{UID: 1000})
+				case "verify":
+					_, _, err = h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"}, nil)
+				case "restore":
+					err = h.m.Restore(ctx, uuidA, drive.RestoreRequest{Snapshot: "snap1", Destination: "/tmp/x"}, nil)
+				}
+				done <- err
+			}()
+			st, n := h.waitState(uuidA, n, api.StateAwaitingPassphrase)
+			if !strings.HasSuffix(st.StateReason, "is missing — enter the passphrase") {
+				t.Errorf("reason %q", st.StateReason)
+			}
+			for i := range 2 {
+				if err := h.m.Unlock(ctx, uuidA, []byte("wrong")); !errors.Is(err, api.ErrBadPassphrase) {
+					t.Fatalf("wrong passphrase %d: %v", i+1, err)
+				}
+			}
+			h.powerMu.Lock()
+			afters := slices.Clone(h.afters)
+			h.powerMu.Unlock()
+			if want := []time.Duration{time.Second}; !slices.Equal(afters, want) {
+				t.Errorf("wrong passphrases answered after %v, want %v", afters, want)
+			}
+			if err := h.m.Unlock(ctx, uuidA, passA); err != nil {
+				t.Fatalf("right passphrase: %v", err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("%s after the passphrase: %v", kind, err)
+			}
+			if kind != "browse" {
+				h.sys.mu.Lock()
+				verified := len(h.eng.verified)
+				h.sys.mu.Unlock()
+				restored := h.sys.count("restore")
+				if kind == "verify" && verified != 1 || kind == "restore" && restored != 1 {
+					t.Errorf("%s did not reach the engine: %d verified, %d restored", kind, verified, restored)
+				}
+				h.waitState(uuidA, n, api.StateSafeToRemove)
+				h.sys.assertClean(t)
+				return
+			}
+			h.sys.mu.Lock()
+			mnt, mp := h.sys.mounts[path], h.sys.mappings[luks.MappingPrefix+uuidA]
+			h.sys.mu.Unlock()
+			if mnt == nil || !mnt.readOnly || mp == nil || !mp.readOnly {
+				t.Fatalf("browse with the passphrase: mount %+v, mapping %+v; want both read-only", mnt, mp)
+			}
+			if st := h.pub.last(uuidA); st.State != api.StatePresent || !strings.Contains(st.StateReason, path) {
+				t.Errorf("while browsing: %+v", st)
+			}
+			if err := h.m.Eject(ctx, uuidA, false); err != nil {
+				t.Fatal(err)
+			}
+			h.sys.assertClean(t)
+		})
+	}
+}
+
+// A Browse waiting for the passphrase ends with Cancelled when the drive's activity is
+// cancelled, and the drive is back where it was, nothing left open.
+func TestBrowseWaitingForThePassphraseCancelled(t *testing.T) {
 	h := newHarness(t)
 	h.addDrive("A", uuidA, nil)
 	h.start()
 	h.plug(sdb, uuidA, 10, passA)
-	h.waitState(uuidA, 0, api.StateAwaitingPassphrase)
+	_, n := h.waitState(uuidA, 0, api.StateAwaitingPassphrase)
 	if err := h.m.Cancel(context.Background(), uuidA); err != nil {
 		t.Fatal(err)
 	}
-	h.waitState(uuidA, 0, api.StateSafeToRemove)
-	_, err := h.m.Browse(context.Background(), uuidA, drive.Caller{})
-	if err == nil || !strings.Contains(err.Error(), "keyfile") {
-		t.Errorf("Browse without keyfile = %v", err)
+	_, n = h.waitState(uuidA, n, api.StateSafeToRemove)
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.m.Browse(context.Background(), uuidA, drive.Caller{})
+		done <- err
+	}()
+	_, n = h.waitState(uuidA, n, api.StateAwaitingPassphrase)
+	if err := h.m.Cancel(context.Background(), uuidA); err != nil {
+		t.Fatal(err)
 	}
+	if err := <-done; !errors.Is(err, api.ErrCancelled) {
+		t.Errorf("Browse cancelled while waiting for the passphrase = %v", err)
+	}
+	h.waitState(uuidA, n, api.StateSafeToRemove)
 	h.sys.assertClean(t)
+	if err := h.m.Unlock(context.Background(), uuidA, passA); !errors.Is(err, api.ErrBusy) {
+		t.Errorf("Unlock after the cancel = %v, want Busy", err)
+	}
 }
 
 func TestGroupDigits(t *testing.T) {

@@ -122,16 +122,22 @@ func (m *Manager) refreshSnapshots(d *drive, target string) {
 	m.applyLocked(d, evSnapshots{snaps: snaps})
 }
 
-// openReadOnly unlocks with the keyfile (there is nobody to ask for a passphrase) and mounts
-// read-only.
-func (m *Manager) openReadOnly(ctx context.Context, d *drive, dv device) error {
-	problem, err := m.unlockWithKeyfile(ctx, d, dv, true)
-	if err == nil && problem != "" {
-		err = fmt.Errorf("cannot unlock %s: %s, and opening a drive outside a backup needs its keyfile: %w", d.cfg.Name, problem, api.ErrFailed)
-	}
+// openReadOnly unlocks with the keyfile and mounts read-only. A non-empty problem (lower
+// case) says why the keyfile cannot open a stick that is the drive (its fingerprint matched):
+// nothing is mounted then, and the drive's passphrase may be asked for.
+func (m *Manager) openReadOnly(ctx context.Context, d *drive, dv device) (problem string, err error) {
+	problem, err = m.unlockWithKeyfile(ctx, d, dv, true)
 	if err != nil {
-		return m.userErr(ctx, err)
+		return "", m.userErr(ctx, err)
 	}
+	if problem != "" {
+		return problem, nil
+	}
+	return "", m.mountReadOnly(ctx, d)
+}
+
+// mountReadOnly mounts d's open mapping read-only and reads its snapshot list.
+func (m *Manager) mountReadOnly(ctx context.Context, d *drive) error {
 	if _, _, err := m.mount(ctx, d, true); err != nil {
 		return m.userErr(ctx, err)
 	}

@@ -55,9 +55,11 @@ func TestRandomSequences(t *testing.T) {
 					}
 					h.m.Unlock(ctx, uuidA, pass)
 				case 8:
-					h.m.Browse(ctx, uuidA, drive.Caller{})
+					answerPassphrase(h, r, func() { h.m.Browse(ctx, uuidA, drive.Caller{}) })
 				case 9:
-					h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"}, nil)
+					answerPassphrase(h, r, func() {
+						h.m.Verify(ctx, uuidA, "", drive.Caller{UID: 1000, GID: 1000, User: "alice"}, nil)
+					})
 				}
 			}
 			n := len(h.pub.statuses(uuidA))
@@ -77,6 +79,24 @@ func TestRandomSequences(t *testing.T) {
 	}
 }
 
+// answerPassphrase runs call (a Browse or Verify) and, each time the drive asks for its
+// passphrase meanwhile, gives it or cancels, at random.
+func answerPassphrase(h *harness, r *rand.Rand, call func()) {
+	from := len(h.pub.statuses(uuidA))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		call()
+	}()
+	for h.pub.awaitsPassphrase(uuidA, &from, done) {
+		if r.IntN(2) == 0 {
+			h.m.Unlock(context.Background(), uuidA, passA)
+		} else {
+			h.m.Cancel(context.Background(), uuidA)
+		}
+	}
+}
+
 // TestRandomInterleavings is TestRandomSequences with slow operations: random cryptsetup,
 // mount and engine calls block until a later step releases them, and the D-Bus calls run
 // concurrently, as they do in the daemon.
@@ -92,7 +112,10 @@ func TestRandomInterleavings(t *testing.T) {
 			}
 			h.addDrive("A", uuidA, key)
 			h.start()
-			ctx := context.Background()
+			// Cancelled once the steps are done: a Browse or Verify may still wait for a
+			// passphrase nobody gives.
+			ctx, cancelCalls := context.WithCancel(context.Background())
+			defer cancelCalls()
 			var calls sync.WaitGroup
 			call := func(f func()) {
 				calls.Add(1)
@@ -138,6 +161,7 @@ func TestRandomInterleavings(t *testing.T) {
 			for _, g := range gates {
 				g.open()
 			}
+			cancelCalls()
 			calls.Wait()
 			n := len(h.pub.statuses(uuidA))
 			h.send(stick("remove", sdb, uuidA, seq+1))

@@ -80,17 +80,20 @@ type op struct {
 	opened    bool      // it opened the drive (read-only) and closes it again, browse aside
 	endState  api.State // what it shows when it ends (the state before it, unless a browse opened)
 	endReason string
-	// openReason is what a browse shows once the drive is open.
+	// reason is what it shows while it works (the claim's reason); openReason is what a
+	// browse shows once the drive is open.
+	reason     string
 	openReason string
 	keep       bool // a cleanup: the state stays as it is unless the teardown decides it
 }
 
 // Phases of a browse, restore, verify or cleanup; each waits for the result of an effect.
 const (
-	opPhaseOpen    = "open"    // effOpenReadOnly
-	opPhaseWork    = "work"    // effWork (restore, verify)
-	opPhaseClose   = "close"   // effTeardown of what it opened
-	opPhaseCleanup = "cleanup" // effTeardown of what a removal left set up
+	opPhaseOpen       = "open"       // effOpenReadOnly, or effMountReadOnly after the passphrase
+	opPhasePassphrase = "passphrase" // effAwaitPassphrase: the keyfile cannot open the drive
+	opPhaseWork       = "work"       // effWork (restore, verify)
+	opPhaseClose      = "close"      // effTeardown of what it opened
+	opPhaseCleanup    = "cleanup"    // effTeardown of what a removal left set up
 )
 
 // run is where a backup run is: the phase whose effect is under way and what the run has
@@ -194,8 +197,13 @@ type (
 	}
 	evTeardownDone struct{ err error }
 	evPowerOffDone struct{ err error }
-	evOpenDone     struct{ failed bool } // the read-only open of a browse, restore or verify
-	evWorkDone     struct{}              // the restore or verify itself
+	// evOpenDone: the read-only open of a browse, restore or verify; problem (lower case)
+	// says why the keyfile cannot open a stick that is the drive: its passphrase is needed.
+	evOpenDone struct {
+		failed  bool
+		problem string
+	}
+	evWorkDone struct{} // the restore or verify itself
 	// evRunEnded: the run released its inhibitor; removed tells whether its cause is
 	// ErrRemoved.
 	evRunEnded struct{ removed bool }
@@ -289,7 +297,9 @@ type (
 	effEndActivity struct{} // free the slot (step has published the outcome)
 	// effOpenReadOnly unlocks with the keyfile and mounts read-only → evOpenDone.
 	effOpenReadOnly struct{}
-	effWork         struct{} // restore or verify → evWorkDone
+	// effMountReadOnly mounts read-only the mapping a passphrase opened → evOpenDone.
+	effMountReadOnly struct{}
+	effWork          struct{} // restore or verify → evWorkDone
 )
 
 func (effInhibit) effectName() string         { return "inhibit" }
@@ -307,12 +317,13 @@ func (e effTeardown) effectName() string {
 	}
 	return "teardown"
 }
-func (effRelease) effectName() string      { return "release" }
-func (effEndRun) effectName() string       { return "end-run" }
-func (effPowerOff) effectName() string     { return "power-off" }
-func (effEndActivity) effectName() string  { return "end-activity" }
-func (effOpenReadOnly) effectName() string { return "open-read-only" }
-func (effWork) effectName() string         { return "work" }
+func (effRelease) effectName() string       { return "release" }
+func (effEndRun) effectName() string        { return "end-run" }
+func (effPowerOff) effectName() string      { return "power-off" }
+func (effEndActivity) effectName() string   { return "end-activity" }
+func (effOpenReadOnly) effectName() string  { return "open-read-only" }
+func (effMountReadOnly) effectName() string { return "mount-read-only" }
+func (effWork) effectName() string          { return "work" }
 
 func (effPublish) effectName() string      { return "publish" }
 func (effStartRun) effectName() string     { return "start-run" }
@@ -330,7 +341,7 @@ type activity struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	done   chan struct{}
-	pass   chan attempt // passphrases from Unlock, backup runs only
+	pass   chan attempt // passphrases from Unlock: backup runs, browse, restore and verify
 }
 
 // attempt is one Unlock call handed to the run that awaits a passphrase.

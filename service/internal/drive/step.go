@@ -152,7 +152,7 @@ func (t *transition) on(ev event) {
 			return
 		}
 		s.act = ev.kind
-		s.op = op{endState: s.st.State, endReason: s.st.StateReason, openReason: ev.openReason}
+		s.op = op{endState: s.st.State, endReason: s.st.StateReason, reason: ev.reason, openReason: ev.openReason}
 		t.emit(effClaim{kind: ev.kind})
 		t.set(api.StatePresent, ev.reason)
 		switch {
@@ -174,7 +174,7 @@ func (t *transition) on(ev event) {
 			t.refuse("cannot unlock %s: %w", name, api.ErrNotPresent)
 		case s.unlocking:
 			t.refuse("cannot unlock %s: another passphrase is being tried: %w", name, api.ErrBusy)
-		case s.act != kindBackup || s.st.State != api.StateAwaitingPassphrase:
+		case s.st.State != api.StateAwaitingPassphrase || s.act == "" || s.act == kindEject || s.act == kindCleanup:
 			t.refuse("cannot unlock %s: it is not waiting for a passphrase: %w", name, api.ErrBusy)
 		case t.now.Before(s.notBefore):
 			wait := (s.notBefore.Sub(t.now) + time.Second - 1) / time.Second
@@ -464,6 +464,12 @@ func (t *transition) opEvent(ev event) bool {
 	case evOpenDone:
 		switch {
 		case o.phase != opPhaseOpen:
+		case ev.problem != "":
+			// The stick is the drive (its fingerprint matched) but the keyfile cannot open
+			// it: Unlock hands the passphrase over, as in a run.
+			o.phase = opPhasePassphrase
+			t.set(api.StateAwaitingPassphrase, capitalize(ev.problem)+" — enter the passphrase")
+			t.emit(effAwaitPassphrase{})
 		case ev.failed:
 			o.phase = opPhaseClose
 			t.emit(effTeardown{})
@@ -474,6 +480,21 @@ func (t *transition) opEvent(ev event) bool {
 			o.opened = true
 			o.phase = opPhaseWork
 			t.emit(effWork{})
+		}
+	case evPassphraseDone:
+		switch {
+		case o.phase != opPhasePassphrase:
+		case ev.err != nil:
+			// Cancelled, or the open failed: close what the attempts may have left.
+			o.phase = opPhaseClose
+			if s.dev != nil {
+				t.set(api.StatePresent, o.reason)
+			}
+			t.emit(effTeardown{})
+		default:
+			o.phase = opPhaseOpen
+			t.set(api.StatePresent, o.reason)
+			t.emit(effMountReadOnly{})
 		}
 	case evWorkDone:
 		switch {

@@ -52,6 +52,7 @@ var stepFixtures = []struct {
 	{"unlocking", fixture(api.StateUnlocking, "")},
 	{"unlocking/reopen", fixture(api.StateUnlocking, phaseReopen)},
 	{"awaiting-passphrase", fixture(api.StateAwaitingPassphrase, "")},
+	{"awaiting-passphrase/op", fixture(api.StateAwaitingPassphrase, "op")},
 	{"mounting", fixture(api.StateMounting, "")},
 	{"mounting/adopted", fixture(api.StateMounting, "adopted")},
 	{"mounting/snapshots", fixture(api.StateMounting, phaseSnapshots)},
@@ -135,8 +136,14 @@ func fixture(st api.State, variant string) machine {
 		inRun(phaseKeyfile)
 		s.mapTried = true
 	case api.StateAwaitingPassphrase:
-		inRun(phasePassphrase)
 		s.mapTried = true
+		if variant == "op" {
+			// A verify from safe-to-remove whose keyfile the drive refused.
+			s.act = kindVerify
+			s.op = op{phase: opPhasePassphrase, endState: api.StateSafeToRemove, endReason: "Safe to remove", reason: "Verifying the latest snapshot"}
+			break
+		}
+		inRun(phasePassphrase)
 	case api.StateMounting:
 		switch variant {
 		case phaseSnapshots:
@@ -212,6 +219,7 @@ var stepEvents = []struct {
 	{"verify", evClaim{kind: kindVerify, verb: "verify", reason: "Verifying the latest snapshot"}, false},
 	{"open-done", evOpenDone{}, false},
 	{"open-failed", evOpenDone{failed: true}, false},
+	{"open-keyfile-refused", evOpenDone{problem: "the keyfile /k is missing"}, false},
 	{"work-done", evWorkDone{}, false},
 	{"unlock", evUnlockAttempt{}, false},
 	{"unlock-over", evUnlockOver{}, false},

@@ -162,9 +162,17 @@ func (m *Manager) open(ctx context.Context, d *drive, dv device, key []byte, slo
 	return nil
 }
 
-// awaitPassphrase tries every passphrase Unlock hands over until one opens the drive or the
-// run ends.
-func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv device) error {
+// opPassphraseWait bounds how long a browse, restore or verify waits for its passphrase. It is
+// shorter than the tray's call timeout (10 minutes), so that the wait ends before the caller
+// stops listening, and the drive does not wait for an answer nobody will get.
+const opPassphraseWait = 9 * time.Minute
+
+// errNoPassphrase ends a browse, restore or verify whose passphrase did not come.
+var errNoPassphrase = errors.New("nobody entered the passphrase in time")
+
+// awaitPassphrase tries every passphrase Unlock hands over until one opens the drive (read-only
+// for a browse, restore or verify) or ctx ends.
+func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv device, readOnly bool) error {
 	for {
 		var at attempt
 		select {
@@ -172,7 +180,7 @@ func (m *Manager) awaitPassphrase(ctx context.Context, d *drive, a *activity, dv
 			return context.Cause(ctx)
 		case at = <-a.pass:
 		}
-		err := m.open(ctx, d, dv, at.passphrase, -1, false)
+		err := m.open(ctx, d, dv, at.passphrase, -1, readOnly)
 		if errors.Is(err, api.ErrBadPassphrase) && ctx.Err() == nil {
 			m.apply(d, evWrongPassphrase{}) // published before the answer: the caller sees it
 			at.reply <- fmt.Errorf("cannot unlock %s: the passphrase is wrong: %w", d.cfg.Name, api.ErrBadPassphrase)

@@ -138,6 +138,11 @@ func (b *FakeBackend) Unlock(_ context.Context, uuid string, passphrase []byte) 
 	return b.record("Unlock", uuid, passphrase)
 }
 
+// CheckPassphrase implements daemon.Backend.
+func (b *FakeBackend) CheckPassphrase(_ context.Context, uuid string, passphrase []byte) error {
+	return b.record("CheckPassphrase", uuid, passphrase)
+}
+
 // BackupNow implements daemon.Backend.
 func (b *FakeBackend) BackupNow(_ context.Context, uuid string) error {
 	return b.record("BackupNow", uuid, nil)
