@@ -141,13 +141,16 @@ var MethodActions = map[string]string{
 // OtherUserActions maps the Drive methods that reach a drive's backups or its user's running
 // backup to the second action they need when the caller is not the drive's run_as user (root
 // passes it: polkit authorizes root): browsing, restoring and verifying read another user's
-// files, and cancelling or ejecting stops their backup or takes their open drive away.
+// files, cancelling or ejecting stops their backup or takes their open drive away, and checking
+// a passphrase would let anyone at the machine guess another user's passphrase whenever the
+// stick is plugged in (an Unlock can only answer while the drive asks for it).
 var OtherUserActions = map[string]string{
-	DriveInterface + "." + MethodBrowse:  ActionManageOtherUsersDrive,
-	DriveInterface + "." + MethodRestore: ActionManageOtherUsersDrive,
-	DriveInterface + "." + MethodVerify:  ActionManageOtherUsersDrive,
-	DriveInterface + "." + MethodCancel:  ActionManageOtherUsersDrive,
-	DriveInterface + "." + MethodEject:   ActionManageOtherUsersDrive,
+	DriveInterface + "." + MethodCheckPassphrase: ActionManageOtherUsersDrive,
+	DriveInterface + "." + MethodBrowse:          ActionManageOtherUsersDrive,
+	DriveInterface + "." + MethodRestore:         ActionManageOtherUsersDrive,
+	DriveInterface + "." + MethodVerify:          ActionManageOtherUsersDrive,
+	DriveInterface + "." + MethodCancel:          ActionManageOtherUsersDrive,
+	DriveInterface + "." + MethodEject:           ActionManageOtherUsersDrive,
 }
 
 // DrivePath returns the object path of the drive with the given LUKS UUID: every byte that is

@@ -54,11 +54,12 @@ func (dr *Drive) begin(sender dbus.Sender, msg dbus.Message, method string, opts
 
 // polkit messages of the second check when the drive belongs to another user, by method.
 var otherUserMessages = map[string]string{
-	api.MethodCancel:  "Authentication is required to cancel another user's backup to the drive %s",
-	api.MethodEject:   "Authentication is required to eject the backup drive %s of another user",
-	api.MethodBrowse:  "Authentication is required to browse another user's backups on the drive %s",
-	api.MethodRestore: "Authentication is required to restore files from another user's backups on the drive %s",
-	api.MethodVerify:  "Authentication is required to verify another user's backups on the drive %s",
+	api.MethodCheckPassphrase: "Authentication is required to check the passphrase of another user's backup drive %s",
+	api.MethodCancel:          "Authentication is required to cancel another user's backup to the drive %s",
+	api.MethodEject:           "Authentication is required to eject the backup drive %s of another user",
+	api.MethodBrowse:          "Authentication is required to browse another user's backups on the drive %s",
+	api.MethodRestore:         "Authentication is required to restore files from another user's backups on the drive %s",
+	api.MethodVerify:          "Authentication is required to verify another user's backups on the drive %s",
 }
 
 // authorizeOtherUser asks polkit for action as well unless the caller is the drive's run_as
