@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -145,7 +146,8 @@ func TestPullMidway(t *testing.T) {
 
 // TestPassphrase is scenario d: without a keyfile the drive waits for its passphrase; a wrong
 // one is refused with BadPassphrase and the drive keeps waiting; the right one goes on to a
-// complete backup.
+// complete backup. Then CheckPassphrase tells a wrong passphrase from the right one without
+// mapping anything, and a Verify waits for the passphrase too and checks the snapshot with it.
 func TestPassphrase(t *testing.T) {
 	env := vmEnv(t)
 	tl, ctx := scenario(t, env)
@@ -171,6 +173,60 @@ func TestPassphrase(t *testing.T) {
 	completeCycle(t, ctx, env, tl, mark, s, []api.State{api.StateAwaitingPassphrase, api.StateMounting,
 		api.StateBackingUp, api.StateFinishing, api.StateLocking, api.StateSafeToRemove})
 	checkAllSnapshots(t, ctx, env, tl, s, 1)
+
+	// The passphrase check maps nothing and leaves the state alone.
+	for _, tc := range []struct {
+		pass []byte
+		want string
+	}{{[]byte("not the passphrase"), api.ErrorPrefix + "BadPassphrase"}, {s.Passphrase, ""}} {
+		res := call(t, ctx, env, 0, api.MethodCheckPassphrase, s, tc.pass, nil)
+		tl.Add(fmt.Sprintf("CheckPassphrase: %q", res.ErrorName), time.Now())
+		if res.ErrorName != tc.want {
+			t.Errorf("CheckPassphrase: %q %v, want %q", res.ErrorName, res.Err, tc.want)
+		}
+		checkNoLeftovers(t, ctx, env, s)
+		if st := status(t, ctx, env, s); st.State != api.StateSafeToRemove {
+			t.Errorf("after CheckPassphrase the drive is %s, want safe-to-remove", st.State)
+		}
+	}
+
+	// Without a keyfile a Verify asks for the passphrase the same way, and goes on once it has it.
+	mark, err := env.VM.Mark(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type verifyCall struct {
+		res CallResult
+		err error
+	}
+	verified := make(chan verifyCall, 1)
+	go func() {
+		res, err := env.VM.Call(ctx, 0, api.MethodVerify, drivePath(s), nil)
+		verified <- verifyCall{res, err}
+	}()
+	waitState(t, ctx, env, mark, s, api.StateAwaitingPassphrase)
+	tl.Add("Verify waits for the passphrase", time.Now())
+	if res := call(t, ctx, env, 0, api.MethodUnlock, s, s.Passphrase, nil); res.Err != nil {
+		t.Fatalf("Unlock for the Verify: %v", res.Err)
+	}
+	vc := <-verified
+	if vc.err != nil {
+		t.Fatalf("Verify: %v", vc.err)
+	}
+	var v struct {
+		Checked  uint64   `json:"checked"`
+		Problems []string `json:"problems"`
+	}
+	if vc.res.Err == nil {
+		if err := json.Unmarshal(vc.res.JSON, &v); err != nil {
+			t.Fatalf("Verify: cannot decode the result: %v", err)
+		}
+	}
+	if vc.res.Err != nil || len(v.Problems) > 0 || v.Checked == 0 {
+		t.Errorf("Verify with the passphrase: %v, %d checked, problems %v", vc.res.Err, v.Checked, v.Problems)
+	}
+	tl.Add(fmt.Sprintf("Verify with the passphrase: %d entries checked", v.Checked), time.Now())
+	checkNoLeftovers(t, ctx, env, s)
 	pull(t, ctx, env, tl, s, true)
 }
 

@@ -146,6 +146,10 @@ func dispatch(ctx context.Context, c *api.Client, req agentproto.Request) (any, 
 		pass := append([]byte(nil), req.Args...)
 		defer clear(pass)
 		return nil, c.Unlock(ctx, drive, pass, opts)
+	case api.MethodCheckPassphrase:
+		pass := append([]byte(nil), req.Args...)
+		defer clear(pass)
+		return nil, c.CheckPassphrase(ctx, drive, pass, opts)
 	case api.MethodVerify:
 		checked, problems, err := c.Verify(ctx, drive, string(req.Args), opts)
 		return VerifyResult{Checked: checked, Problems: problems}, err
