@@ -15,14 +15,14 @@ import (
 // directory dfd.
 func (e *engine) place(srcDir func() (int, error), dfd, prevFd int, name string, a action, buf []byte) (*Entry, error) {
 	s := a.s
-	en := *s
 	// ext4: an unchanged entry of the previous snapshot is hard-linked, never copied.
 	if a.op == opLink && prevFd >= 0 {
 		if p := e.prev[s.Path]; p != nil {
 			err := linkReplace(prevFd, name, dfd, name)
 			if err == nil {
-				en.Hash, en.Flags, en.Blocks = p.Hash, p.Flags, p.Blocks
-				return &en, nil
+				// The scan's entry (owned by the run) becomes the stored one, as keepEntry does.
+				s.Hash, s.Flags, s.Blocks = p.Hash, p.Flags, p.Blocks
+				return s, nil
 			}
 			// Otherwise copy: too many links (EMLINK), gone from the previous snapshot, or not
 			// ours to link (fs.protected_hardlinks for an unprivileged engine: EPERM).
@@ -31,6 +31,7 @@ func (e *engine) place(srcDir func() (int, error), dfd, prevFd int, name string,
 			}
 		}
 	}
+	en := *s
 	// Only file data and symlink targets are read from the source; the rest is in the scan.
 	sfd, err := srcDir()
 	if err != nil && (s.Type == 'f' || s.Type == 'l') {
