@@ -1,0 +1,51 @@
+package backup
+
+import (
+	"runtime/debug"
+	"sync"
+)
+
+// The engine child (ServeChild) collects garbage rarely (plugvault-engine sets GOGC 400: the
+// scan and the manifests live for the whole run, and collecting them over and over costs CPU),
+// so without a bound its heap grows to several times what it holds. memBudget bounds it with a
+// soft memory limit (debug.SetMemoryLimit) that grows with the tree: memBase plus memPerEntry
+// for each entry, counting the larger of the previous snapshot's entries and those scanned so
+// far. A run holds about 650 bytes per entry (the scan, the previous manifest and the maps
+// over them), so the limit leaves the collector room to work without running constantly.
+const (
+	memBase     = 32 << 20
+	memPerEntry = 1 << 10
+	// memStep is how many more entries it takes to raise the limit again.
+	memStep = 8192
+)
+
+// memBudget is the engine child's soft memory limit. A nil *memBudget (a run in process: the
+// daemon's or a test's memory is not the engine's to limit) does nothing.
+type memBudget struct {
+	mu      sync.Mutex
+	entries uint64 // what the limit was last set for
+}
+
+// newMemBudget sets the limit for a tree of about entries entries.
+func newMemBudget(entries uint64) *memBudget {
+	b := &memBudget{}
+	b.set(entries)
+	return b
+}
+
+func (b *memBudget) set(entries uint64) {
+	b.entries = entries
+	debug.SetMemoryLimit(int64(memBase + memPerEntry*entries))
+}
+
+// grow raises the limit when the tree turns out bigger than it was set for.
+func (b *memBudget) grow(entries uint64) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if entries >= b.entries+memStep {
+		b.set(entries)
+	}
+}
