@@ -227,10 +227,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 		ScanSeconds: scanDone.Sub(started).Seconds(), CopySeconds: copyDone.Sub(scanDone).Seconds(),
 		Entries: files, Bytes: bytes, Written: e.written.Load(), BytesWritten: e.bytesWritten.Load(),
 		Removed: e.removed.Load(), Resumed: e.resumed, FSType: job.FSType}
-	var ru unix.Rusage
-	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
-		st.MaxRSSKiB = uint64(ru.Maxrss)
-	}
+	st.MaxRSSKiB = peakRSSKiB()
 	if err := g.check(); err != nil {
 		return Result{}, err
 	}

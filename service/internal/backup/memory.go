@@ -1,7 +1,10 @@
 package backup
 
 import (
+	"bytes"
+	"os"
 	"runtime/debug"
+	"strconv"
 	"sync"
 )
 
@@ -48,4 +51,21 @@ func (b *memBudget) grow(entries uint64) {
 	if entries >= b.entries+memStep {
 		b.set(entries)
 	}
+}
+
+// peakRSSKiB is the process's peak resident memory in KiB (VmHWM), 0 if unknown. It is read
+// from /proc and not from getrusage: ru_maxrss survives execve, so in a child started by a
+// big process (the daemon, the bench) it would report the parent's peak.
+func peakRSSKiB() uint64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, ln := range bytes.Split(data, []byte{'\n'}) {
+		if v, ok := bytes.CutPrefix(ln, []byte("VmHWM:")); ok {
+			n, _ := strconv.ParseUint(string(bytes.TrimSuffix(bytes.TrimSpace(v), []byte(" kB"))), 10, 64)
+			return n
+		}
+	}
+	return 0
 }

@@ -1,7 +1,11 @@
 package backup
 
 import (
+	"os"
+	"runtime"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -33,4 +37,30 @@ func TestMemBudget(t *testing.T) {
 	if got := limit(); got != bigger {
 		t.Errorf("a nil budget changed the limit to %d", got)
 	}
+}
+
+func TestPeakRSS(t *testing.T) {
+	// Hold 64 MiB more: the peak is at least what the process holds now, and that is at least
+	// the 64 MiB.
+	buf := make([]byte, 64<<20)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1
+	}
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rss uint64
+	for _, ln := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(ln, "VmRSS:"); ok {
+			rss, _ = strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	if rss < 64<<10 {
+		t.Fatalf("resident %d KiB while holding 64 MiB", rss)
+	}
+	if peak := peakRSSKiB(); peak < rss {
+		t.Errorf("peak RSS %d KiB, less than the %d KiB resident now", peak, rss)
+	}
+	runtime.KeepAlive(buf)
 }
