@@ -253,6 +253,7 @@ func writeManifest(w io.Writer, entries []*Entry) error {
 // readManifest parses a manifest into a map by path.
 func readManifest(r io.Reader) (map[string]*Entry, error) {
 	m := make(map[string]*Entry)
+	var slab []Entry
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<16), 1<<24)
 	first := true
@@ -271,7 +272,13 @@ func readManifest(r io.Reader) (map[string]*Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("manifest line %d: %w", line, err)
 		}
-		m[e.Path] = &e
+		// Entries are allocated a slab at a time: one allocation per 1024 entries, none wasted
+		// to size classes.
+		if len(slab) == cap(slab) {
+			slab = make([]Entry, 0, 1024)
+		}
+		slab = append(slab, e)
+		m[e.Path] = &slab[len(slab)-1]
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
