@@ -11,6 +11,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// copyBufSize is the buffer a copy worker reads and writes file data with.
+const copyBufSize = 1 << 20
+
+// metaWorkers is how many workers make links and directories and set directory metadata:
+// work that moves no data but waits for metadata to be read, so more of it is kept in
+// flight than copies.
+const metaWorkers = 16
+
 // place writes (opCopy) or links (opLink) one non-directory entry into the destination
 // directory dfd.
 func (e *engine) place(srcDir func() (int, error), dfd, prevFd int, name string, a action, buf []byte) (*Entry, error) {
@@ -46,6 +54,9 @@ func (e *engine) place(srcDir func() (int, error), dfd, prevFd int, name string,
 	}
 	switch s.Type {
 	case 'f':
+		if buf == nil {
+			buf = make([]byte, copyBufSize) // a link worker's link that could not be made
+		}
 		return e.copyFile(sfd, dfd, name, tmp, &en, buf)
 	case 'l':
 		target, err := readlinkAt(sfd, name)
