@@ -17,7 +17,7 @@ import (
 // over them), so the limit leaves the collector room to work without running constantly.
 const (
 	memBase     = 32 << 20
-	memPerEntry = 1 << 10
+	memPerEntry = 768
 	// memStep is how many more entries it takes to raise the limit again.
 	memStep = 8192
 )
