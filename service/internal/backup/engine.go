@@ -197,7 +197,9 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	}
 
 	// Plan and copy.
-	if err := e.apply(makePlan(e.known, e.prev, scan.entries, e.resumed)); err != nil {
+	p := makePlan(e.known, e.prev, scan.entries, e.resumed)
+	e.mem.recheck()
+	if err := e.apply(p); err != nil {
 		return Result{}, err
 	}
 	copyDone := time.Now()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"sync"
 )
@@ -13,8 +14,9 @@ import (
 // so without a bound its heap grows to several times what it holds. memBudget bounds it with a
 // soft memory limit (debug.SetMemoryLimit) that grows with the tree: memBase plus memPerEntry
 // for each entry, counting the larger of the previous snapshot's entries and those scanned so
-// far. A run holds about 650 bytes per entry (the scan, the previous manifest and the maps
-// over them), so the limit leaves the collector room to work without running constantly.
+// far, and never less than the live heap and half as much again. A run holds about 650-800
+// bytes per entry (the scan, the previous manifest and the maps over them), so the limit
+// leaves the collector room to work without running constantly.
 const (
 	memBase     = 32 << 20
 	memPerEntry = 768
@@ -38,7 +40,34 @@ func newMemBudget(entries uint64) *memBudget {
 
 func (b *memBudget) set(entries uint64) {
 	b.entries = entries
-	debug.SetMemoryLimit(int64(memBase + memPerEntry*entries))
+	limit := uint64(memBase + memPerEntry*entries)
+	// Never below the live heap and half as much again: a limit under what the run holds
+	// (a tree of long paths) would make the collector run without pause.
+	if live := liveHeap(); limit < live+live/2 {
+		limit = live + live/2
+	}
+	debug.SetMemoryLimit(int64(limit))
+}
+
+// recheck sets the limit again for the live heap, once the run holds more than the scan
+// (after the plan).
+func (b *memBudget) recheck() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.set(b.entries)
+}
+
+// liveHeap is the heap the last garbage collection found live, in bytes.
+func liveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
 
 // grow raises the limit when the tree turns out bigger than it was set for.

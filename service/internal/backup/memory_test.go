@@ -14,16 +14,19 @@ func TestMemBudget(t *testing.T) {
 	defer debug.SetMemoryLimit(orig)
 	limit := func() int64 { return debug.SetMemoryLimit(-1) }
 
-	b := newMemBudget(1000)
+	// A million entries: a limit above what the test process holds, so the live heap plays
+	// no part.
+	const n = 1 << 20
+	b := newMemBudget(n)
 	first := limit()
 	if first <= memBase || first == orig {
-		t.Fatalf("limit for 1000 entries: %d (base %d, before %d)", first, memBase, orig)
+		t.Fatalf("limit for %d entries: %d (base %d, before %d)", n, first, memBase, orig)
 	}
-	b.grow(1000 + memStep - 1)
+	b.grow(n + memStep - 1)
 	if got := limit(); got != first {
 		t.Errorf("a few more entries moved the limit from %d to %d", first, got)
 	}
-	b.grow(1000 + 10*memStep)
+	b.grow(n + 10*memStep)
 	bigger := limit()
 	if bigger <= first {
 		t.Errorf("ten steps more entries: limit %d, was %d", bigger, first)
@@ -37,6 +40,27 @@ func TestMemBudget(t *testing.T) {
 	if got := limit(); got != bigger {
 		t.Errorf("a nil budget changed the limit to %d", got)
 	}
+}
+
+// The limit never falls under what the heap holds: the collector would run without pause.
+func TestMemBudgetAboveLiveHeap(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(orig)
+	held := make([]byte, 64<<20)
+	runtime.GC()
+	live := liveHeap()
+	if live < 64<<20 {
+		t.Fatalf("live heap %d while holding 64 MiB", live)
+	}
+	b := newMemBudget(0)
+	if got := debug.SetMemoryLimit(-1); got < int64(live+live/2) {
+		t.Errorf("limit %d with %d bytes live", got, live)
+	}
+	b.recheck()
+	if got := debug.SetMemoryLimit(-1); got < int64(live+live/2) {
+		t.Errorf("limit %d after recheck with %d bytes live", got, live)
+	}
+	runtime.KeepAlive(held)
 }
 
 func TestPeakRSS(t *testing.T) {
