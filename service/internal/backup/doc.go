@@ -91,11 +91,12 @@
 // # Memory
 //
 // A run holds the scan and what the destination holds (the previous manifest) for the whole
-// run: about 650-750 bytes per entry. Entries are allocated a directory (walk) or 1024
-// (manifest) at a time, and an entry read from a manifest keeps only its own strings. The
-// engine child collects garbage rarely (GOGC 400) and bounds its heap with a soft memory limit
-// of 32 MiB plus 768 bytes per entry of the tree, raised as the walk finds more entries.
-// Stats.MaxRSSKiB is the process's own peak (VmHWM).
+// run: about 650-800 bytes per entry (more with long paths). Entries are allocated a directory
+// (walk) or 1024 (manifest) at a time, and an entry read from a manifest keeps only its own
+// strings. The engine child collects garbage rarely (GOGC 400) and bounds its heap with a soft
+// memory limit of 32 MiB plus 768 bytes per entry of the tree, raised as the walk finds more
+// entries and never below the live heap and half as much again. Stats.MaxRSSKiB is the
+// process's own peak (VmHWM).
 //
 // # Crash safety and resume
 //
