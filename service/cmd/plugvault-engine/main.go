@@ -41,8 +41,9 @@ func main() {
 	// plugvaultd runs with UMask=0077; the engine sets every mode it means explicitly, and the
 	// directories it creates without one (snapshot roots) are meant to be browsable (0755).
 	unix.Umask(0o022)
-	// The scan and the manifests are ~1 KiB per entry and live for the whole run: collecting
-	// less often saves CPU on a 100k-file tree at the cost of some memory.
+	// The scan and the manifests live for the whole run: collecting less often saves CPU on a
+	// 100k-file tree. A backup bounds the heap with a soft memory limit that grows with the
+	// tree (backup's memBudget).
 	debug.SetGCPercent(400)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

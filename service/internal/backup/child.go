@@ -205,7 +205,7 @@ func ServeChild(ctx context.Context, in io.Reader, out io.Writer, guard func(tar
 		if job.Dev != 0 {
 			g = func() error { return guard(job.Target, job.Dev) }
 		}
-		res, err := runEngine(ctx, job, g, func(p Progress) { send(ChildMessage{Progress: &p}) }, time.Now())
+		res, err := runEngine(ctx, job, g, func(p Progress) { send(ChildMessage{Progress: &p}) }, time.Now(), true)
 		if err != nil {
 			final.Error = err.Error()
 		} else {

@@ -11,18 +11,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// copyBufSize is the buffer a copy worker reads and writes file data with.
+const copyBufSize = 1 << 20
+
+// metaWorkers is how many workers make links and directories and set directory metadata:
+// work that moves no data but waits for metadata to be read, so more of it is kept in
+// flight than copies.
+const metaWorkers = 16
+
 // place writes (opCopy) or links (opLink) one non-directory entry into the destination
 // directory dfd.
 func (e *engine) place(srcDir func() (int, error), dfd, prevFd int, name string, a action, buf []byte) (*Entry, error) {
 	s := a.s
-	en := *s
 	// ext4: an unchanged entry of the previous snapshot is hard-linked, never copied.
 	if a.op == opLink && prevFd >= 0 {
 		if p := e.prev[s.Path]; p != nil {
 			err := linkReplace(prevFd, name, dfd, name)
 			if err == nil {
-				en.Hash, en.Flags, en.Blocks = p.Hash, p.Flags, p.Blocks
-				return &en, nil
+				// The scan's entry (owned by the run) becomes the stored one, as keepEntry does.
+				s.Hash, s.Flags, s.Blocks = p.Hash, p.Flags, p.Blocks
+				return s, nil
 			}
 			// Otherwise copy: too many links (EMLINK), gone from the previous snapshot, or not
 			// ours to link (fs.protected_hardlinks for an unprivileged engine: EPERM).
@@ -31,6 +39,7 @@ func (e *engine) place(srcDir func() (int, error), dfd, prevFd int, name string,
 			}
 		}
 	}
+	en := *s
 	// Only file data and symlink targets are read from the source; the rest is in the scan.
 	sfd, err := srcDir()
 	if err != nil && (s.Type == 'f' || s.Type == 'l') {
@@ -45,6 +54,9 @@ func (e *engine) place(srcDir func() (int, error), dfd, prevFd int, name string,
 	}
 	switch s.Type {
 	case 'f':
+		if buf == nil {
+			buf = make([]byte, copyBufSize) // a link worker's link that could not be made
+		}
 		return e.copyFile(sfd, dfd, name, tmp, &en, buf)
 	case 'l':
 		target, err := readlinkAt(sfd, name)

@@ -36,7 +36,9 @@
 // A run builds <name>.partial: unchanged files and symlinks are hard links into the previous
 // complete snapshot, changed ones are copied, directories are created fresh. Files linked from
 // a complete snapshot are never written or chmod-ed (a metadata-only change makes a new copy).
-// The partial is promoted with an atomic rename.
+// The partial is promoted with an atomic rename. Links and directories wait on metadata
+// reads, not on data: they are made by more workers (16) than copies (Job.CopyWorkers). A
+// no-change run adds the directory tree and nothing else: the unchanged manifest is linked too.
 //
 // # Change detection
 //
@@ -70,7 +72,7 @@
 // segment name a line, and each segment, .plugvault/m/<name>, holds the lines of one
 // directory's entries (format 1 lines, no header) and is named by its SHA-256. A run writes
 // only the segments that do not exist yet and removes the unreferenced ones once the new
-// index is durable. Both formats are read (older snapshots have format 1; ext4/xfs snapshots
+// index is durable; segments are read in parallel. Both formats are read (older snapshots have format 1; ext4/xfs snapshots
 // keep it, as an unchanged manifest is one hard link there).
 //
 // The journal (.plugvault/journal) has the same line format, plus lines "del <quoted path>"
@@ -84,7 +86,17 @@
 // planner (what to delete, create, copy, link); update.go carries a plan out; copy.go and
 // blocks.go write files; journal.go and meta.go make the run durable; privileged.go holds
 // the root steps (Prepare, Promote, Prune, Run), child.go the engine child and its protocol,
-// list.go the listing.
+// list.go the listing; memory.go the engine child's memory limit.
+//
+// # Memory
+//
+// A run holds the scan and what the destination holds (the previous manifest) for the whole
+// run: about 650-800 bytes per entry (more with long paths). Entries are allocated a directory
+// (walk) or 1024 (manifest) at a time, and an entry read from a manifest keeps only its own
+// strings. The engine child collects garbage rarely (GOGC 400) and bounds its heap with a soft
+// memory limit of 32 MiB plus 768 bytes per entry of the tree, raised as the walk finds more
+// entries and never below the live heap and half as much again. Stats.MaxRSSKiB is the
+// process's own peak (VmHWM).
 //
 // # Crash safety and resume
 //

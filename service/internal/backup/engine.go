@@ -46,6 +46,7 @@ type engine struct {
 	failed   error
 
 	tr           *tracer
+	mem          *memBudget // the engine child's memory limit, nil in process
 	written      atomic.Uint64
 	bytesWritten atomic.Uint64
 	removed      atomic.Uint64
@@ -79,8 +80,9 @@ func (e *engine) err() error {
 
 // runEngine does the unprivileged part of a backup: it brings the destination tree up to date
 // with the sources and, on ext4/xfs, promotes it. On btrfs the returned snapshot name is still
-// to be taken from .working by Promote.
-func runEngine(ctx context.Context, job Job, guard func() error, progress func(Progress), now time.Time) (Result, error) {
+// to be taken from .working by Promote. limitMemory: the run is the process's only work (the
+// engine child), so it sets the process's soft memory limit for the tree (memory.go).
+func runEngine(ctx context.Context, job Job, guard func() error, progress func(Progress), now time.Time, limitMemory bool) (Result, error) {
 	if err := job.validate(); err != nil {
 		return Result{}, err
 	}
@@ -123,6 +125,13 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 		prevStats = readStats(hostFd, complete[len(complete)-1])
 	}
 	e.prog.prev = prevStats
+	if limitMemory {
+		var n uint64
+		if prevStats != nil {
+			n = prevStats.Entries
+		}
+		e.mem = newMemBudget(n)
+	}
 
 	var prevName string
 	if len(complete) > 0 {
@@ -159,7 +168,10 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 		patterns = append(patterns, DefaultExcludes...)
 	}
 	w := &walker{sources: e.sources, excl: newExcluder(patterns), skipDev: job.Dev, skipPath: job.Target,
-		workers: job.workers(), onEntries: func(n uint64) { e.prog.scanned(n) }}
+		workers: job.workers(), onEntries: func(n uint64) {
+			e.prog.scanned(n)
+			e.mem.grow(n)
+		}}
 	var tst unix.Stat_t
 	if unix.Fstat(targetFd, &tst) == nil {
 		w.skipDir = [2]uint64{tst.Dev, tst.Ino}
@@ -186,6 +198,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 
 	// Plan and copy.
 	pl := makePlan(e.known, e.prev, scan.entries, e.resumed)
+	e.mem.recheck()
 	if err := e.apply(pl); err != nil {
 		return Result{}, err
 	}
@@ -219,10 +232,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	if !e.resumed {
 		st.Changed = &pl.changed
 	}
-	var ru unix.Rusage
-	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
-		st.MaxRSSKiB = uint64(ru.Maxrss)
-	}
+	st.MaxRSSKiB = peakRSSKiB()
 	if err := g.check(); err != nil {
 		return Result{}, err
 	}

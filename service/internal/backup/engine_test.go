@@ -697,3 +697,31 @@ func TestListWithoutChangeCount(t *testing.T) {
 		t.Errorf("List = %+v, %v; want the stats read and Changed unknown", snaps, err)
 	}
 }
+
+// An unchanged file that can no longer be linked from the previous snapshot (gone from it) is
+// copied instead, by the workers that make links.
+func TestExt4LinkFallsBackToCopy(t *testing.T) {
+	src := t.TempDir()
+	tr := tree{t, src}
+	tr.mkdir("d")
+	tr.file("d/kept", "kept data", 0o644)
+	tr.file("d/gone", "gone from the snapshot", 0o644)
+	job := newJob(t, src, "ext4")
+	first := mustRun(t, job)
+	if err := os.Remove(filepath.Join(snapPath(job, first.Snapshot, src), "d/gone")); err != nil {
+		t.Fatal(err)
+	}
+	second := mustRun(t, job)
+	dst := snapPath(job, second.Snapshot, src)
+	compareTrees(t, src, dst)
+	var a, b unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dst, "d/kept"), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lstat(filepath.Join(snapPath(job, first.Snapshot, src), "d/kept"), &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Ino != b.Ino {
+		t.Error("an unchanged file was not linked from the previous snapshot")
+	}
+}

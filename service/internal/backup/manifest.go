@@ -193,21 +193,23 @@ func parseEntry(line string) (Entry, error) {
 	e.Size, e.Mtime, e.Ctime = int64(nums[3]), int64(nums[4]), int64(nums[5])
 	e.Ino, e.Dev, e.Nlink, e.Rdev = nums[6], nums[7], uint32(nums[8]), nums[9]
 	if f[11] != "-" {
-		e.Flags = f[11]
+		e.Flags = strings.Clone(f[11])
 	}
+	var hash string
 	if f[12] != "-" {
-		e.Hash = f[12]
+		hash = f[12]
 	}
 	p, rest, err := nextQuoted(f[13])
 	if err != nil {
 		return e, err
 	}
-	e.Path = p
+	var link string
 	if e.Type == 'l' {
-		if e.Link, rest, err = nextQuoted(rest); err != nil {
+		if link, rest, err = nextQuoted(rest); err != nil {
 			return e, err
 		}
 	}
+	e.Path, e.Hash, e.Link = ownStrings(p, hash, link)
 	if h, ok := strings.CutPrefix(rest, blocksField); ok && e.Type == 'f' {
 		b, err := hex.DecodeString(h)
 		if err != nil || len(b)%blockSumLen != 0 {
@@ -219,6 +221,19 @@ func parseEntry(line string) (Entry, error) {
 		return e, fmt.Errorf("bad path %q", e.Path)
 	}
 	return e, nil
+}
+
+// ownStrings returns copies of a, b and c that share one allocation of their own. Strings
+// cut from a manifest line would keep the whole line alive as long as the entry: a manifest
+// is held for a whole run, so its entries keep only their own bytes.
+func ownStrings(a, b, c string) (string, string, string) {
+	var sb strings.Builder
+	sb.Grow(len(a) + len(b) + len(c))
+	sb.WriteString(a)
+	sb.WriteString(b)
+	sb.WriteString(c)
+	s := sb.String()
+	return s[:len(a)], s[len(a) : len(a)+len(b)], s[len(a)+len(b):]
 }
 
 // writeManifest writes entries (parents before children) in the manifest format.
@@ -238,6 +253,7 @@ func writeManifest(w io.Writer, entries []*Entry) error {
 // readManifest parses a manifest into a map by path.
 func readManifest(r io.Reader) (map[string]*Entry, error) {
 	m := make(map[string]*Entry)
+	var slab []Entry
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<16), 1<<24)
 	first := true
@@ -256,7 +272,13 @@ func readManifest(r io.Reader) (map[string]*Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("manifest line %d: %w", line, err)
 		}
-		m[e.Path] = &e
+		// Entries are allocated a slab at a time: one allocation per 1024 entries, none wasted
+		// to size classes.
+		if len(slab) == cap(slab) {
+			slab = make([]Entry, 0, 1024)
+		}
+		slab = append(slab, e)
+		m[e.Path] = &slab[len(slab)-1]
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err

@@ -232,7 +232,7 @@ func run(ctx context.Context, job Job, guard func() error, progress func(Progres
 		return Result{}, err
 	}
 	tr.step("prepare")
-	res, err := runEngine(ctx, job, guard, progress, now())
+	res, err := runEngine(ctx, job, guard, progress, now(), false)
 	tr = newTracer()
 	if err != nil {
 		return res, err

@@ -10,6 +10,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,7 +46,7 @@ func readManifestAt(root int, rel string) (map[string]*Entry, error) {
 		return nil, fmt.Errorf("cannot open the manifest's segments: %w", err)
 	}
 	defer unix.Close(sfd)
-	m := make(map[string]*Entry)
+	var names []string
 	sc := bufio.NewScanner(br)
 	sc.Scan() // the header
 	for sc.Scan() {
@@ -52,28 +54,75 @@ func readManifestAt(root int, rel string) (map[string]*Entry, error) {
 		if len(name) != 2*sha256.Size || strings.Trim(name, "0123456789abcdef") != "" {
 			return nil, fmt.Errorf("bad manifest segment name %q", name)
 		}
-		data, err := readFileAt(sfd, name, 1<<30)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read manifest segment %s: %w", name, err)
-		}
-		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != name {
-			return nil, fmt.Errorf("manifest segment %s is damaged", name)
-		}
-		for i, ln := range bytes.Split(data, []byte{'\n'}) {
-			if len(ln) == 0 {
-				continue
-			}
-			e, err := parseEntry(string(ln))
-			if err != nil {
-				return nil, fmt.Errorf("manifest segment %s line %d: %w", name, i+1, err)
-			}
-			m[e.Path] = &e
-		}
+		names = append(names, name)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
+	// The segments are small files spread over the drive: read in parallel, so that a cold
+	// cache costs a few round trips to the drive at once instead of one per directory.
+	segs := make([][]Entry, len(names))
+	errs := make([]error, len(names))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := min(segmentReaders, len(names)); w > 0; w-- {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(names) {
+					return
+				}
+				segs[i], errs[i] = readSegment(sfd, names[i])
+				if errs[i] != nil {
+					next.Store(int64(len(names))) // stop the others
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	n := 0
+	for i := range names {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		n += len(segs[i])
+	}
+	m := make(map[string]*Entry, n)
+	for _, seg := range segs {
+		for i := range seg {
+			m[seg[i].Path] = &seg[i]
+		}
+	}
 	return m, nil
+}
+
+// segmentReaders is how many manifest segments are read at once.
+const segmentReaders = 8
+
+// readSegment reads and checks one segment (below the segment directory sfd).
+func readSegment(sfd int, name string) ([]Entry, error) {
+	data, err := readFileAt(sfd, name, 1<<30)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read manifest segment %s: %w", name, err)
+	}
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != name {
+		return nil, fmt.Errorf("manifest segment %s is damaged", name)
+	}
+	out := make([]Entry, 0, bytes.Count(data, []byte{'\n'}))
+	for i, ln := range bytes.Split(data, []byte{'\n'}) {
+		if len(ln) == 0 {
+			continue
+		}
+		e, err := parseEntry(string(ln))
+		if err != nil {
+			return nil, fmt.Errorf("manifest segment %s line %d: %w", name, i+1, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 // writeSegmented writes entries as a segmented manifest below destFd: the segments that do

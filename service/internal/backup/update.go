@@ -58,27 +58,15 @@ func (e *engine) apply(p *plan) error {
 	stopCommit := e.startCommitter()
 	defer stopCommit()
 	// Files, symlinks and special files, one directory per task, in parallel. Big directories
-	// are split so they copy in parallel too.
+	// are split so they copy in parallel too. Links (ext4/xfs: unchanged entries of the
+	// previous snapshot) go to a pool of their own with more workers: a link moves no data but
+	// waits for the previous snapshot's directory and inode to be read.
 	type task struct {
 		dir  string
 		acts []action
 	}
 	const chunk = 64
-	tasks := make(chan task)
-	var wg sync.WaitGroup
-	for i := 0; i < e.job.copyWorkers(); i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 1<<20)
-			for t := range tasks {
-				if e.err() != nil {
-					continue
-				}
-				e.doDir(t.dir, t.acts, buf)
-			}
-		}()
-	}
+	var copyTasks, linkTasks []task
 	dirNames := make([]string, 0, len(p.writes))
 	for d, acts := range p.writes {
 		dirNames = append(dirNames, d)
@@ -87,15 +75,49 @@ func (e *engine) apply(p *plan) error {
 		}
 	}
 	sort.Strings(dirNames)
-	for _, d := range dirNames {
-		acts := p.writes[d]
+	split := func(list []task, d string, acts []action) []task {
 		for len(acts) > chunk {
-			tasks <- task{d, acts[:chunk]}
+			list = append(list, task{d, acts[:chunk]})
 			acts = acts[chunk:]
 		}
-		tasks <- task{d, acts}
+		if len(acts) > 0 {
+			list = append(list, task{d, acts})
+		}
+		return list
 	}
-	close(tasks)
+	for _, d := range dirNames {
+		var links, others []action
+		for _, a := range p.writes[d] {
+			if a.op == opLink {
+				links = append(links, a)
+			} else {
+				others = append(others, a)
+			}
+		}
+		linkTasks = split(linkTasks, d, links)
+		copyTasks = split(copyTasks, d, others)
+	}
+	var wg sync.WaitGroup
+	run := func(tasks []task, workers int, buf func() []byte) {
+		var next atomic.Int64
+		for w := min(workers, len(tasks)); w > 0; w-- {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b := buf()
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= len(tasks) || e.err() != nil {
+						return
+					}
+					e.doDir(tasks[i].dir, tasks[i].acts, b)
+				}
+			}()
+		}
+	}
+	run(copyTasks, e.job.copyWorkers(), func() []byte { return make([]byte, copyBufSize) })
+	// A link that cannot be made is copied (place allocates a buffer then).
+	run(linkTasks, metaWorkers, func() []byte { return nil })
 	wg.Wait()
 	if err := e.err(); err != nil {
 		return err
@@ -153,7 +175,7 @@ func (e *engine) byLevel(dirs []*Entry, deepestFirst bool, fn func(*Entry) error
 		level := levels[n]
 		var next atomic.Int64
 		var wg sync.WaitGroup
-		for w := min(e.job.copyWorkers(), len(level)); w > 0; w-- {
+		for w := min(metaWorkers, len(level)); w > 0; w-- {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

@@ -211,7 +211,11 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 			}
 		}
 	}
-	var local []*Entry
+	// The directory's entries share one allocation; the pointers stay valid as the slab
+	// never grows past its capacity.
+	slab := make([]Entry, 0, len(names))
+	local := make([]*Entry, 0, len(names))
+	dirRel := joinRel(s.prefix, rel)
 	var subdirs []string
 	var files, bytes uint64
 	for _, n := range names {
@@ -229,8 +233,7 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 			}
 			continue
 		}
-		p := joinRel(s.prefix, joinRel(rel, n))
-		e := entryFromStat(p, &st)
+		e := entryFromStat(joinRel(dirRel, n), &st)
 		switch e.Type {
 		case 'l':
 			if e.Link, err = readlinkAt(fd, n); err != nil {
@@ -250,11 +253,12 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 			continue
 		}
 		files++
-		local = append(local, &e)
+		slab = append(slab, e)
+		local = append(local, &slab[len(slab)-1])
 	}
 	w.mu.Lock()
 	if len(local) > 0 {
-		w.byDir[joinRel(s.prefix, rel)] = local
+		w.byDir[dirRel] = local
 	}
 	w.res.files += files
 	w.res.bytes += bytes
