@@ -45,7 +45,9 @@ type engine struct {
 	out      map[string]*Entry // what the new snapshot holds
 	failed   error
 
-	tr           *tracer
+	tr *tracer
+	// estimate is about how many bytes of file data the run writes (newBytes).
+	estimate     uint64
 	written      atomic.Uint64
 	bytesWritten atomic.Uint64
 	removed      atomic.Uint64
@@ -79,7 +81,8 @@ func (e *engine) err() error {
 
 // runEngine does the unprivileged part of a backup: it brings the destination tree up to date
 // with the sources and, on ext4/xfs, promotes it. On btrfs the returned snapshot name is still
-// to be taken from .working by Promote.
+// to be taken from .working by Promote. When the target has no room for the run it stops with
+// a noRoomError (withRoom makes room and runs it again).
 func runEngine(ctx context.Context, job Job, guard func() error, progress func(Progress), now time.Time) (Result, error) {
 	if err := job.validate(); err != nil {
 		return Result{}, err
@@ -185,8 +188,13 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	}
 
 	// Plan and copy.
-	if err := e.apply(makePlan(e.known, e.prev, scan.entries, e.resumed)); err != nil {
+	p := makePlan(e.known, e.prev, scan.entries, e.resumed)
+	e.estimate = e.newBytes(p, scan.sparse)
+	if err := e.roomCheck(complete); err != nil {
 		return Result{}, err
+	}
+	if err := e.apply(p); err != nil {
+		return Result{}, e.noRoom(err)
 	}
 	copyDone := time.Now()
 	e.tr.step("update")
@@ -224,7 +232,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	}
 	stale, err := writeMeta(e.destFd, entries, st, res, e.dest.reusableManifest(e, entries), e.dest.segmentsManifest())
 	if err != nil {
-		return Result{}, err
+		return Result{}, e.noRoom(err)
 	}
 	e.tr.step("write metadata")
 	if err := unix.Syncfs(e.destFd); err != nil {
