@@ -15,6 +15,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
+	"github.com/plugvault/plugvault/service/internal/backup"
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/drive"
 )
@@ -1317,5 +1318,26 @@ func TestBusyMountOfAPulledStickIsDetached(t *testing.T) {
 	}
 	h.plug(sdc, uuidA, 12, keyA)
 	h.waitState(uuidA, n, api.StateSafeToRemove)
+	h.sys.assertClean(t)
+}
+
+// TestDriveFullReason: a run that does not fit even after thinning fails with a reason that
+// names the drive, says how much is missing and what to do.
+func TestDriveFullReason(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	const short = 3_100_000_000
+	h.eng.err = &backup.FullError{Short: short, Err: errors.New("cannot write: no space left on device")}
+	h.start()
+	h.plug(sdb, uuidA, 10, keyA)
+	st, _ := h.waitState(uuidA, 0, api.StateFailed)
+	for _, want := range []string{st.Name + " is full", "about " + api.FormatBytes(short) + " more", "even after deleting old snapshots", "bigger drive"} {
+		if !strings.Contains(st.StateReason, want) {
+			t.Errorf("reason %q lacks %q", st.StateReason, want)
+		}
+	}
+	if st.LastResult != api.ResultFailed || st.Name == "" {
+		t.Errorf("failed with %+v", st)
+	}
 	h.sys.assertClean(t)
 }

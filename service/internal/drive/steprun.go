@@ -88,7 +88,7 @@ func (t *transition) runEvent(ev event) bool {
 		case ev.err != nil && ev.cause != nil:
 			t.stop(ev.cause)
 		case ev.err != nil:
-			t.stop(failf(ev.err, "The backup failed: %v", ev.err))
+			t.stop(engineFailed(s.st.Name, ev.err))
 		default:
 			res := ev.res
 			r.res = &res
