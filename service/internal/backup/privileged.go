@@ -211,18 +211,13 @@ func freePercent(fd int) (float64, error) {
 // waitFreeChange waits (bounded) for btrfs' cleaner to free a deleted snapshot's space, so the
 // space floor does not delete more than needed.
 func waitFreeChange(fd int, before float64) {
-	if btrfsSyncDeleted(fd) == nil {
-		// Cleaned up: the commit that follows frees the space.
-		_ = unix.Syncfs(fd)
-		return
-	}
-	_ = unix.Syncfs(fd)
+	btrfsSync(fd)
 	for i := 0; i < 40; i++ {
 		if f, err := freePercent(fd); err != nil || f > before {
 			return
 		}
 		time.Sleep(250 * time.Millisecond)
-		_ = unix.Syncfs(fd)
+		btrfsSync(fd)
 	}
 }
 
