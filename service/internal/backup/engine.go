@@ -46,11 +46,12 @@ type engine struct {
 	failed   error
 
 	tr *tracer
-	// estimate is about how many bytes of file data the run writes (newBytes).
-	estimate     uint64
-	written      atomic.Uint64
-	bytesWritten atomic.Uint64
-	removed      atomic.Uint64
+	// estimate and highEstimate are about how many bytes of file data the run writes, low
+	// and high (newBytes).
+	estimate, highEstimate uint64
+	written                atomic.Uint64
+	bytesWritten           atomic.Uint64
+	removed                atomic.Uint64
 }
 
 func (e *engine) warn(format string, args ...any) {
@@ -189,7 +190,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 
 	// Plan and copy.
 	p := makePlan(e.known, e.prev, scan.entries, e.resumed)
-	e.estimate = e.newBytes(p, scan.sparse)
+	e.estimate, e.highEstimate = e.newBytes(p, scan.sparse)
 	if err := e.roomCheck(complete); err != nil {
 		return Result{}, err
 	}

@@ -60,28 +60,28 @@ func (e *FullError) Unwrap() error { return e.Err }
 func slack(n uint64) uint64 { return n/50 + 4<<20 }
 
 // newBytes estimates the bytes of file data p writes: the size of each copied file (the
-// allocated size of a sparse one). A changed file that is rewritten from a clone of its
-// previous version counts nothing: only its changed blocks are written, and an estimate
-// must not be larger than what is written (it may thin snapshots).
-func (e *engine) newBytes(p *plan, sparse map[string]int64) uint64 {
-	var n uint64
+// allocated size of a sparse one). In low, a changed file that is rewritten from a clone of
+// its previous version counts nothing (only its changed blocks are written, and the estimate
+// that may thin snapshots before the copy must not be larger than what is written); high
+// counts it whole.
+func (e *engine) newBytes(p *plan, sparse map[string]int64) (low, high uint64) {
 	for _, acts := range p.writes {
 		for _, a := range acts {
 			s := a.s
 			if s.Type != 'f' || a.op != opCopy {
 				continue
 			}
-			if e.dest.clonesInPlace() && e.known[s.Path] != nil && s.Size >= blockMin {
-				continue
-			}
+			n := uint64(s.Size)
 			if alloc, ok := sparse[s.Path]; ok {
-				n += uint64(alloc)
-				continue
+				n = uint64(alloc)
 			}
-			n += uint64(s.Size)
+			high += n
+			if !(e.dest.clonesInPlace() && e.known[s.Path] != nil && s.Size >= blockMin) {
+				low += n
+			}
 		}
 	}
-	return n
+	return low, high
 }
 
 // roomCheck is the engine's check before copying: when the target has other complete
@@ -100,17 +100,18 @@ func (e *engine) roomCheck(complete []string) error {
 	return &noRoomError{NoRoom: NoRoom{Need: need, Total: need}}
 }
 
-// noRoom turns a run's error caused by a full target into a noRoomError.
+// noRoom turns a run's error caused by a full target into a noRoomError. A write failed, so
+// what the run needs is taken from the high estimate.
 func (e *engine) noRoom(err error) error {
 	var nr *noRoomError
 	if err == nil || !errors.Is(err, unix.ENOSPC) || errors.As(err, &nr) {
 		return err
 	}
-	need := slack(e.estimate)
-	if w := e.bytesWritten.Load(); w < e.estimate {
-		need += e.estimate - w
+	need := slack(e.highEstimate)
+	if w := e.bytesWritten.Load(); w < e.highEstimate {
+		need += e.highEstimate - w
 	}
-	return &noRoomError{NoRoom: NoRoom{Need: need, Total: e.estimate + slack(e.estimate), Hit: true}, err: err}
+	return &noRoomError{NoRoom: NoRoom{Need: need, Total: e.highEstimate + slack(e.highEstimate), Hit: true}, err: err}
 }
 
 func freeBytes(fd int) (uint64, error) {
