@@ -1322,12 +1322,19 @@ func TestBusyMountOfAPulledStickIsDetached(t *testing.T) {
 }
 
 // TestDriveFullReason: a run that does not fit even after thinning fails with a reason that
-// names the drive, says how much is missing and what to do.
+// names the drive, says how much is missing and what to do, and the snapshots it left are
+// counted.
 func TestDriveFullReason(t *testing.T) {
 	h := newHarness(t)
 	h.addDrive("A", uuidA, keyA)
 	const short = 3_100_000_000
 	h.eng.err = &backup.FullError{Short: short, Err: errors.New("cannot write: no space left on device")}
+	// What the run leaves on the drive (it thinned snapshots before it gave up) is read again.
+	h.eng.onRun = func(job drive.Job, _ func(drive.Progress)) {
+		h.eng.mu.Lock()
+		h.eng.snapshots[job.Target] = []api.Snapshot{{Name: "20261205T120000Z", Created: 1_700_000_000, Status: api.SnapshotComplete}}
+		h.eng.mu.Unlock()
+	}
 	h.start()
 	h.plug(sdb, uuidA, 10, keyA)
 	st, _ := h.waitState(uuidA, 0, api.StateFailed)
@@ -1336,8 +1343,8 @@ func TestDriveFullReason(t *testing.T) {
 			t.Errorf("reason %q lacks %q", st.StateReason, want)
 		}
 	}
-	if st.LastResult != api.ResultFailed || st.Name == "" {
-		t.Errorf("failed with %+v", st)
+	if st.LastResult != api.ResultFailed || st.Name == "" || st.SnapshotCount != 1 {
+		t.Errorf("failed with %+v, want the snapshot the run left counted", st)
 	}
 	h.sys.assertClean(t)
 }
