@@ -17,6 +17,8 @@ type StickPlan struct {
 	// Key installs its keyfile (only for enrolled sticks); without it the daemon must ask for
 	// the passphrase.
 	Key bool
+	// MinFreePercent is its retention's space floor in config.toml (0: the default).
+	MinFreePercent int
 }
 
 // Env is a booted guest with its sticks.
@@ -80,7 +82,7 @@ func Setup(ctx context.Context, cfg SetupConfig) (*Env, error) {
 		}
 		env.Sticks[s.Name] = s
 		if p.Enrolled {
-			drives = append(drives, ConfDrive{Stick: s, InstallKey: p.Key})
+			drives = append(drives, ConfDrive{Stick: s, InstallKey: p.Key, MinFreePercent: p.MinFreePercent})
 		}
 	}
 	step(fmt.Sprintf("%d test stick(s) made", len(cfg.Sticks)), start)

@@ -49,6 +49,8 @@ type ConfDrive struct {
 	// InstallKey puts the keyfile into /etc/plugvault/keys; without it the drive needs its
 	// passphrase at every plug.
 	InstallKey bool
+	// MinFreePercent is the drive's retention.min_free_percent (0: not set).
+	MinFreePercent int
 }
 
 // Install is what PrepareShare produced.
@@ -159,6 +161,9 @@ func writeConfig(overlay string, drives []ConfDrive) error {
 			d.Stick.Name, d.Stick.UUID, SourceDir)
 		if d.Stick.Fingerprint != "" {
 			fmt.Fprintf(&b, "fingerprint = %q\n", d.Stick.Fingerprint)
+		}
+		if d.MinFreePercent > 0 {
+			fmt.Fprintf(&b, "[drive.retention]\nmin_free_percent = %d\n", d.MinFreePercent)
 		}
 		if d.InstallKey {
 			if err := os.WriteFile(filepath.Join(keys, d.Stick.UUID+".key"), d.Stick.Key, 0o400); err != nil {

@@ -37,6 +37,8 @@ type StickSpec struct {
 	Passphrase string
 	// Label is the filesystem label (default "plugvault").
 	Label string
+	// Size of a LUKS stick in bytes (0: StickSize).
+	Size int64
 }
 
 // Stick is a test stick: an image file the VM can plug as a USB mass-storage device.
@@ -80,7 +82,11 @@ func MakeStick(dir string, spec StickSpec) (*Stick, error) {
 	if spec.Tutorial {
 		return s, makeTutorialStick(dir, s, spec)
 	}
-	fsSize := int64(StickSize)
+	size := int64(StickSize)
+	if spec.Size > 0 && s.LUKS {
+		size = spec.Size
+	}
+	fsSize := size
 	if s.LUKS {
 		fsSize -= 32 << 20
 	}
@@ -104,7 +110,7 @@ func MakeStick(dir string, spec StickSpec) (*Stick, error) {
 		s.UUID = strings.TrimSpace(out)
 		return s, err
 	}
-	if err := truncate(s.Path, StickSize); err != nil {
+	if err := truncate(s.Path, size); err != nil {
 		return nil, err
 	}
 	s.Key = make([]byte, 4096)

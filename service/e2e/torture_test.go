@@ -50,6 +50,10 @@ func tortureSticks() []StickPlan {
 		{Spec: StickSpec{Name: "t-badfs"}, Enrolled: true, Key: true},
 		{Spec: StickSpec{Name: "t-sleep"}, Enrolled: true, Key: true},
 		{Spec: StickSpec{Name: "t-big"}, Enrolled: true, Key: true},
+		// A space floor of 1 %: only the run's own need for room thins its snapshots.
+		{Spec: StickSpec{Name: "t-full", Size: fullStickSize}, Enrolled: true, Key: true, MinFreePercent: 1},
+		// Its space floor is above what its snapshots leave free: every run prunes.
+		{Spec: StickSpec{Name: "t-prune", Size: fullStickSize}, Enrolled: true, Key: true, MinFreePercent: 90},
 	}
 }
 
@@ -97,6 +101,10 @@ type vault struct {
 	env  *Env
 	s    *Stick
 	pass bool // passphrase only (no keyfile installed)
+	// thins: the drive's retention deletes snapshots; a known snapshot older than the newest
+	// one on the stick may be gone (check counts it as thinned, not lost).
+	thins   bool
+	thinned int
 	// wait bounds each wait for the end of a run (cycleTimeout unless the case sets more).
 	wait time.Duration
 
@@ -173,7 +181,16 @@ func (v *vault) check(ctx context.Context) (lost, corrupted int, note string) {
 			v.known[sn.Name] = v.fresh
 		}
 	}
+	newest := ""
+	for name := range have {
+		newest = max(newest, name)
+	}
 	for name := range v.known {
+		if v.thins && !have[name] && name < newest {
+			delete(v.known, name)
+			v.thinned++
+			continue
+		}
 		if !have[name] && !v.lost[name] {
 			v.lost[name] = true
 			lost++
@@ -215,6 +232,9 @@ func (v *vault) check(ctx context.Context) (lost, corrupted int, note string) {
 		verified = fmt.Sprintf("verify: %d entries ok", vr.Checked)
 	}
 	note = fmt.Sprintf("%d complete snapshots equal to the source as it was", len(v.known)-len(v.lost)-len(bad))
+	if v.thinned > 0 {
+		note += fmt.Sprintf(" (%d thinned by retention so far)", v.thinned)
+	}
 	if partial > 0 {
 		note += fmt.Sprintf(", %d partial", partial)
 	}
@@ -317,7 +337,7 @@ type yankPoint struct {
 	endKind  string            // closes it (a journal step's end); "" with kind drive: the next state
 	endMatch map[string]string
 	big      bool   // change enough data to watch copy percentages
-	vault    string // "pass": the passphrase-only stick
+	vault    string // "pass": the passphrase-only stick; "prune": the stick whose every run prunes
 	eject    bool   // Eject (with power-off) after safe-to-remove, pull during the power-off
 }
 
@@ -351,6 +371,7 @@ func yankPoints() []yankPoint {
 		progress("copy 75%", 0.75),
 		progress("copy 90%", 0.90),
 		{name: "engine finishing (promote, prune follow)", kind: j, match: step("engine-finishing", "begin"), endKind: j, endMatch: step("engine", "end"), big: true},
+		{name: "retention pruning", kind: j, match: step("prune", "begin"), endKind: j, endMatch: step("prune", "end"), big: true, vault: "prune"},
 		{name: "state finishing", kind: agentproto.KindDrive, match: state(api.StateFinishing)},
 		{name: "unmount", kind: j, match: step("unmount", "begin"), endKind: j, endMatch: step("unmount", "end")},
 		{name: "state locking", kind: agentproto.KindDrive, match: state(api.StateLocking)},
@@ -361,7 +382,7 @@ func yankPoints() []yankPoint {
 }
 
 // shortYankPoints are the points of the CI pass.
-var shortYankPoints = []string{"udev add (settling)", "cryptsetup open (keyfile)", "mount", "copy 50%", "cryptsetup close"}
+var shortYankPoints = []string{"udev add (settling)", "cryptsetup open (keyfile)", "mount", "copy 50%", "cryptsetup close", "retention pruning"}
 
 // landed says whether the pull (at pullSeq) fell inside p's window that opened with trig.
 func landed(evs []agentproto.Event, p yankPoint, s *Stick, trig *agentproto.Event, pullSeq uint64) (bool, string) {
@@ -410,7 +431,9 @@ func landed(evs []agentproto.Event, p yankPoint, s *Stick, trig *agentproto.Even
 func TestTortureYank(t *testing.T) {
 	env, tl, ctx := tortureEnv(t)
 	c := tortureCase(t, "yank (R1)")
-	vaults := map[string]*vault{"": newVault(t, env, "t-yank", false), "pass": newVault(t, env, "t-pass", true)}
+	vaults := map[string]*vault{"": newVault(t, env, "t-yank", false), "pass": newVault(t, env, "t-pass", true),
+		"prune": newVault(t, env, "t-prune", false)}
+	vaults["prune"].thins = true
 	pid := mainPID(t, ctx, env)
 	points := yankPoints()
 	if *torturePoints != "" {
@@ -437,9 +460,20 @@ func TestTortureYank(t *testing.T) {
 		points = short
 	}
 	landedAt := map[string]bool{}
+	seeded := map[string]bool{}
 	for _, p := range points {
 		v := vaults[p.vault]
 		s := v.s
+		if v.thins && !seeded[p.vault] {
+			// A first snapshot, so that the run the pull interrupts has one to delete.
+			seeded[p.vault] = true
+			v.churn(ctx, 16<<20)
+			if err := v.waitEnd(ctx, plug(t, ctx, env, tl, s)); err != nil {
+				t.Fatalf("%s: the first run: %v", s.Name, err)
+			}
+			v.check(ctx)
+			pullNow(t, ctx, env, s)
+		}
 		size := 256 << 10
 		if p.big {
 			size = 16 << 20

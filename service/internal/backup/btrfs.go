@@ -14,6 +14,7 @@ const (
 	btrfsIocSubvolCreate  = 0x5000940e // _IOW(0x94, 14, struct btrfs_ioctl_vol_args)
 	btrfsIocSnapDestroy   = 0x5000940f // _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
 	btrfsIocSnapCreateV2  = 0x50009417 // _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
+	btrfsIocSync          = 0x00009408 // _IO(0x94, 8)
 	btrfsSubvolRdonly     = 1 << 1
 	btrfsPathNameMax      = 4087
 	btrfsSubvolNameMax    = 4039
@@ -70,6 +71,15 @@ func btrfsDestroy(dir int, name string) error {
 		return err
 	}
 	return ioctl(dir, btrfsIocSnapDestroy, unsafe.Pointer(&a))
+}
+
+// btrfsSync commits the filesystem of fd and wakes its cleaner, which removes deleted
+// subvolumes (a plain syncfs leaves that to the next periodic commit, up to 30 s away). On
+// another filesystem it is a syncfs.
+func btrfsSync(fd int) {
+	if ioctl(fd, btrfsIocSync, nil) != nil {
+		_ = unix.Syncfs(fd)
+	}
 }
 
 // isSubvolume reports whether name in dir is the root of a btrfs subvolume.

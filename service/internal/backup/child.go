@@ -37,12 +37,15 @@ type ChildMessage struct {
 	Problems []string  `json:"problems,omitempty"`
 	Done     bool      `json:"done,omitempty"`
 	Error    string    `json:"error,omitempty"`
+	// NoRoom: the backup stopped for want of room on the target (with Error).
+	NoRoom *NoRoom `json:"no_room,omitempty"`
 }
 
 // Spawn runs a backup with the engine in a child process (service/cmd/plugvault-engine at
 // enginePath) with cred's identity, at idle I/O and batch CPU priority, in its own process
 // group that is killed at once when ctx ends. The daemon (root) does Prepare before and
-// Promote and Prune after it; cred nil runs the child as the daemon's user.
+// Promote and Prune after it, and thins snapshots when the child stops for want of room (then
+// it runs the child again); cred nil runs the child as the daemon's user.
 func Spawn(ctx context.Context, enginePath string, job Job, cred *syscall.Credential, progress func(Progress)) (Result, error) {
 	if err := job.validate(); err != nil {
 		return Result{}, err
@@ -60,18 +63,23 @@ func Spawn(ctx context.Context, enginePath string, job Job, cred *syscall.Creden
 			return Result{}, fmt.Errorf("cannot write to the backup drive: %w", err)
 		}
 	}
-	if err := Prepare(job, uid, gid); err != nil {
-		return Result{}, err
-	}
-	var msg ChildMessage
-	err := runChild(ctx, enginePath, cred, ChildRequest{Op: "backup", Job: &job}, progress, &msg)
+	res, err := withRoom(job, guard, time.Now, progress, func(job Job) (Result, error) {
+		if err := Prepare(job, uid, gid); err != nil {
+			return Result{}, err
+		}
+		var msg ChildMessage
+		if err := runChild(ctx, enginePath, cred, ChildRequest{Op: "backup", Job: &job}, progress, &msg); err != nil {
+			return Result{}, err
+		}
+		if msg.Result == nil {
+			return Result{}, fmt.Errorf("cannot back up: the engine reported no result")
+		}
+		return *msg.Result, nil
+	})
 	if err != nil {
-		return Result{}, err
+		return res, err
 	}
-	if msg.Result == nil {
-		return Result{}, fmt.Errorf("cannot back up: the engine reported no result")
-	}
-	return finishRun(job, guard, *msg.Result, time.Now, progress)
+	return finishRun(job, guard, res, time.Now, progress)
 }
 
 // childEnv is the engine child's environment (nil: sysexec's fixed one); tests add a marker.
@@ -117,6 +125,9 @@ func runChild(ctx context.Context, enginePath string, cred *syscall.Credential, 
 		return fmt.Errorf("cannot finish: %w", ctx.Err())
 	}
 	if got && final.Error != "" {
+		if final.NoRoom != nil {
+			return &noRoomError{NoRoom: *final.NoRoom, err: errors.New(final.Error)}
+		}
 		return errors.New(final.Error)
 	}
 	if werr != nil || !got || !final.Done {
@@ -208,6 +219,10 @@ func ServeChild(ctx context.Context, in io.Reader, out io.Writer, guard func(tar
 		res, err := runEngine(ctx, job, g, func(p Progress) { send(ChildMessage{Progress: &p}) }, time.Now(), true)
 		if err != nil {
 			final.Error = err.Error()
+			var nr *noRoomError
+			if errors.As(err, &nr) {
+				final.NoRoom = &nr.NoRoom
+			}
 		} else {
 			final.Result = &res
 		}

@@ -45,11 +45,14 @@ type engine struct {
 	out      map[string]*Entry // what the new snapshot holds
 	failed   error
 
-	tr           *tracer
-	mem          *memBudget // the engine child's memory limit, nil in process
-	written      atomic.Uint64
-	bytesWritten atomic.Uint64
-	removed      atomic.Uint64
+	tr  *tracer
+	mem *memBudget // the engine child's memory limit, nil in process
+	// estimate and highEstimate are about how many bytes of file data the run writes, low
+	// and high (newBytes).
+	estimate, highEstimate uint64
+	written                atomic.Uint64
+	bytesWritten           atomic.Uint64
+	removed                atomic.Uint64
 }
 
 func (e *engine) warn(format string, args ...any) {
@@ -80,8 +83,10 @@ func (e *engine) err() error {
 
 // runEngine does the unprivileged part of a backup: it brings the destination tree up to date
 // with the sources and, on ext4/xfs, promotes it. On btrfs the returned snapshot name is still
-// to be taken from .working by Promote. limitMemory: the run is the process's only work (the
-// engine child), so it sets the process's soft memory limit for the tree (memory.go).
+// to be taken from .working by Promote. When the target has no room for the run it stops with
+// a noRoomError (withRoom makes room and runs it again). limitMemory: the run is the process's
+// only work (the engine child), so it sets the process's soft memory limit for the tree
+// (memory.go).
 func runEngine(ctx context.Context, job Job, guard func() error, progress func(Progress), now time.Time, limitMemory bool) (Result, error) {
 	if err := job.validate(); err != nil {
 		return Result{}, err
@@ -199,8 +204,12 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	// Plan and copy.
 	pl := makePlan(e.known, e.prev, scan.entries, e.resumed)
 	e.mem.recheck()
-	if err := e.apply(pl); err != nil {
+	e.estimate, e.highEstimate = e.newBytes(pl, scan.sparse)
+	if err := e.roomCheck(complete); err != nil {
 		return Result{}, err
+	}
+	if err := e.apply(pl); err != nil {
+		return Result{}, e.noRoom(err)
 	}
 	copyDone := time.Now()
 	e.tr.step("update")
@@ -238,7 +247,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	}
 	stale, err := writeMeta(e.destFd, entries, st, res, e.dest.reusableManifest(e, entries), e.dest.segmentsManifest())
 	if err != nil {
-		return Result{}, err
+		return Result{}, e.noRoom(err)
 	}
 	e.tr.step("write metadata")
 	if err := unix.Syncfs(e.destFd); err != nil {

@@ -31,6 +31,9 @@ type Job struct {
 	Workers int `json:"workers,omitempty"`
 	// CopyWorkers is the number of parallel copiers (0: Workers).
 	CopyWorkers int `json:"copy_workers,omitempty"`
+	// SpaceChecked skips the engine's room check before copying (the daemon sets it once it
+	// has thinned snapshots for the run; from then on only a failed write asks for room).
+	SpaceChecked bool `json:"space_checked,omitempty"`
 }
 
 // Result is what a finished run reports.
@@ -43,7 +46,7 @@ type Result struct {
 
 // Progress is reported a few times a second at most.
 type Progress struct {
-	Phase      string        `json:"phase"` // "scanning", "copying", "finishing"; "restoring", "verifying"
+	Phase      string        `json:"phase"` // "scanning", "copying", "finishing", "pruning"; "restoring", "verifying"
 	FilesDone  uint64        `json:"files_done"`
 	FilesTotal uint64        `json:"files_total"`
 	BytesDone  uint64        `json:"bytes_done"`
@@ -79,6 +82,9 @@ const (
 	PhaseScanning  = "scanning"
 	PhaseCopying   = "copying"
 	PhaseFinishing = "finishing"
+	// PhasePruning is the daemon deleting old snapshots: to make room for a run that does not
+	// fit, or by retention after a run.
+	PhasePruning = "pruning"
 	// PhaseRestoring and PhaseVerifying report only bytes (engine child to daemon).
 	PhaseRestoring = "restoring"
 	PhaseVerifying = "verifying"

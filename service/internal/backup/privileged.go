@@ -104,6 +104,17 @@ func Promote(job Job, name string) error {
 // out, then the oldest ones while free space is under the floor; the newest complete snapshot
 // is never deleted. It returns the names deleted.
 func Prune(job Job, now time.Time) ([]string, error) {
+	floor := float64(effectiveRetention(job.Retention).MinFreePercent)
+	return thin(job, now, func(hfd int, _ int) bool {
+		free, err := freePercent(hfd)
+		return err == nil && free < floor
+	})
+}
+
+// thin deletes the complete snapshots the policy thins out, then the oldest ones while short
+// (called with the host directory and the number deleted so far) says space is short; the
+// newest complete snapshot is never deleted. It returns the names deleted.
+func thin(job Job, now time.Time, short func(hfd int, deleted int) bool) ([]string, error) {
 	if err := job.validate(); err != nil {
 		return nil, err
 	}
@@ -146,11 +157,11 @@ func Prune(job Job, now time.Time) ([]string, error) {
 			left = append(left, n)
 		}
 	}
-	for len(left) > 1 {
-		free, err := freePercent(hfd)
-		if err != nil || free >= float64(r.MinFreePercent) {
-			break
-		}
+	for len(left) > 1 && short(hfd, len(deleted)) {
+		// Space freed before (a removed file) shows once committed: only then is the
+		// change the settle waits for the snapshot's.
+		_ = unix.Syncfs(hfd)
+		free, _ := freePercent(hfd)
 		if err := deleteSnapshot(hfd, left[0]); err != nil {
 			return deleted, err
 		}
@@ -200,18 +211,19 @@ func freePercent(fd int) (float64, error) {
 // waitFreeChange waits (bounded) for btrfs' cleaner to free a deleted snapshot's space, so the
 // space floor does not delete more than needed.
 func waitFreeChange(fd int, before float64) {
-	_ = unix.Syncfs(fd)
+	btrfsSync(fd)
 	for i := 0; i < 40; i++ {
 		if f, err := freePercent(fd); err != nil || f > before {
 			return
 		}
 		time.Sleep(250 * time.Millisecond)
-		_ = unix.Syncfs(fd)
+		btrfsSync(fd)
 	}
 }
 
-// Run does a whole backup in this process: Prepare, the engine, Promote and Prune. guard (the
-// mount guard) is called before each batch of writes; progress a few times a second at most.
+// Run does a whole backup in this process: Prepare, the engine (again after thinning
+// snapshots when it does not fit), Promote and Prune. guard (the mount guard) is called before
+// each batch of writes; progress a few times a second at most.
 func Run(ctx context.Context, job Job, guard func() error, progress func(Progress)) (Result, error) {
 	return run(ctx, job, guard, progress, time.Now)
 }
@@ -227,23 +239,25 @@ func run(ctx context.Context, job Job, guard func() error, progress func(Progres
 			return Result{}, fmt.Errorf("cannot write to the backup drive: %w", err)
 		}
 	}
-	tr := newTracer()
-	if err := Prepare(job, os.Geteuid(), os.Getegid()); err != nil {
-		return Result{}, err
-	}
-	tr.step("prepare")
-	res, err := runEngine(ctx, job, guard, progress, now(), false)
-	tr = newTracer()
+	res, err := withRoom(job, guard, now, progress, func(job Job) (Result, error) {
+		tr := newTracer()
+		if err := Prepare(job, os.Geteuid(), os.Getegid()); err != nil {
+			return Result{}, err
+		}
+		tr.step("prepare")
+		return runEngine(ctx, job, guard, progress, now(), false)
+	})
 	if err != nil {
 		return res, err
 	}
+	tr := newTracer()
 	res, err = finishRun(job, guard, res, now, progress)
 	tr.step("promote and prune")
 	return res, err
 }
 
 // finishRun is the privileged end of a run: promote, then prune. progress (nil: none) hears
-// PhaseFinishing before anything is promoted.
+// PhaseFinishing before anything is promoted and PhasePruning before the prune.
 func finishRun(job Job, guard func() error, res Result, now func() time.Time, progress func(Progress)) (Result, error) {
 	if progress != nil {
 		progress(Progress{Phase: PhaseFinishing, FilesDone: res.Files, FilesTotal: res.Files,
@@ -256,6 +270,10 @@ func finishRun(job Job, guard func() error, res Result, now func() time.Time, pr
 	}
 	if err := Promote(job, res.Snapshot); err != nil {
 		return res, err
+	}
+	if progress != nil {
+		progress(Progress{Phase: PhasePruning, FilesDone: res.Files, FilesTotal: res.Files,
+			BytesDone: res.Bytes, BytesTotal: res.Bytes})
 	}
 	if _, err := Prune(job, now()); err != nil {
 		res.Warnings = append(res.Warnings, err.Error())

@@ -77,6 +77,9 @@ type scanResult struct {
 	files    uint64
 	bytes    uint64
 	warnings []string
+	// sparse is the allocated size of each sparse regular file (fewer bytes allocated than
+	// its size).
+	sparse map[string]int64
 }
 
 // walker is a parallel stat walk of the sources.
@@ -218,6 +221,7 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 	dirRel := joinRel(s.prefix, rel)
 	var subdirs []string
 	var files, bytes uint64
+	var sparse map[string]int64
 	for _, n := range names {
 		abs := path.Join(dirAbs, n)
 		if cache && n != "CACHEDIR.TAG" {
@@ -249,6 +253,12 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 			subdirs = append(subdirs, joinRel(rel, n))
 		case 'f':
 			bytes += uint64(st.Size)
+			if alloc := st.Blocks * 512; alloc < st.Size {
+				if sparse == nil {
+					sparse = map[string]int64{}
+				}
+				sparse[e.Path] = alloc
+			}
 		case '?':
 			continue
 		}
@@ -262,6 +272,12 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 	}
 	w.res.files += files
 	w.res.bytes += bytes
+	for p, n := range sparse {
+		if w.res.sparse == nil {
+			w.res.sparse = map[string]int64{}
+		}
+		w.res.sparse[p] = n
+	}
 	w.mu.Unlock()
 	if w.onEntries != nil {
 		w.onEntries(w.nEntries.Add(uint64(len(local))))

@@ -208,7 +208,7 @@
 //	mounting/snapshots       snapshots-read       backing-up           publish,run-engine
 //	finishing                snapshots-read       =                    final-teardown
 //	backing-up               engine-done          finishing            publish,list-snapshots
-//	backing-up               engine-failed        =                    final-teardown
+//	backing-up               engine-failed        =                    list-snapshots
 //	present/waiting          teardown-done        =                    publish,start-run,end-activity
 //	present/verify-close     teardown-done        safe-to-remove       publish,end-activity
 //	present/close-browse     teardown-done        unlocking            publish,unlock-keyfile

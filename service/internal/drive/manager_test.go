@@ -15,6 +15,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/api/apitest"
+	"github.com/plugvault/plugvault/service/internal/backup"
 	"github.com/plugvault/plugvault/service/internal/config"
 	"github.com/plugvault/plugvault/service/internal/drive"
 	"github.com/plugvault/plugvault/service/internal/luks"
@@ -1418,5 +1419,33 @@ func TestBusyMountOfAPulledStickIsDetached(t *testing.T) {
 	}
 	h.plug(sdc, uuidA, 12, keyA)
 	h.waitState(uuidA, n, api.StateSafeToRemove)
+	h.sys.assertClean(t)
+}
+
+// TestDriveFullReason: a run that does not fit even after thinning fails with a reason that
+// names the drive, says how much is missing and what to do, and the snapshots it left are
+// counted.
+func TestDriveFullReason(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	const short = 3_100_000_000
+	h.eng.err = &backup.FullError{Short: short, Err: errors.New("cannot write: no space left on device")}
+	// What the run leaves on the drive (it thinned snapshots before it gave up) is read again.
+	h.eng.onRun = func(job drive.Job, _ func(drive.Progress)) {
+		h.eng.mu.Lock()
+		h.eng.snapshots[job.Target] = []api.Snapshot{{Name: "20261205T120000Z", Created: 1_700_000_000, Status: api.SnapshotComplete}}
+		h.eng.mu.Unlock()
+	}
+	h.start()
+	h.plug(sdb, uuidA, 10, keyA)
+	st, _ := h.waitState(uuidA, 0, api.StateFailed)
+	for _, want := range []string{st.Name + " is full", "about " + api.FormatBytes(short) + " more", "even after deleting old snapshots", "bigger drive"} {
+		if !strings.Contains(st.StateReason, want) {
+			t.Errorf("reason %q lacks %q", st.StateReason, want)
+		}
+	}
+	if st.LastResult != api.ResultFailed || st.Name == "" || st.SnapshotCount != 1 {
+		t.Errorf("failed with %+v, want the snapshot the run left counted", st)
+	}
 	h.sys.assertClean(t)
 }

@@ -1,8 +1,12 @@
 package drive
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/plugvault/plugvault/service/api"
+	"github.com/plugvault/plugvault/service/internal/backup"
 )
 
 // stillInUse is the reason shown when teardown could not unmount or lock the drive.
@@ -20,6 +24,16 @@ func (e *userError) Unwrap() error { return e.err }
 
 func failf(err error, reason string, args ...any) error {
 	return &userError{reason: fmt.Sprintf(reason, args...), err: err}
+}
+
+// engineFailed is the reason for a failed engine run of drive name.
+func engineFailed(name string, err error) error {
+	var full *backup.FullError
+	if errors.As(err, &full) {
+		return &userError{err: err, notIO: true, reason: fmt.Sprintf("%s is full: this backup needs about %s more than the drive has free, "+
+			"even after deleting old snapshots — use a bigger drive or exclude large folders", name, api.FormatBytes(full.Short))}
+	}
+	return failf(err, "The backup failed: %v", err)
 }
 
 // groupDigits writes n with thousands separators: 8310 → "8,310".

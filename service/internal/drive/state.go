@@ -105,6 +105,7 @@ type run struct {
 	retried   bool   // the adopted mapping failed to mount and the drive was opened afresh
 	res       *Result
 	err       error // why the run stops (its cancel cause, or a *userError); nil: success
+	failed    error // the engine's failure, kept while the snapshot list is read again
 	terr      error // the final teardown's error
 }
 
@@ -118,7 +119,7 @@ const (
 	phaseReopen      = "reopen"       // effTeardown of an adopted mapping that did not mount
 	phaseSnapshots   = "snapshots"    // effListSnapshots before the engine
 	phaseEngine      = "engine"       // effRunEngine
-	phaseFinished    = "finished"     // effListSnapshots after the engine
+	phaseFinished    = "finished"     // effListSnapshots after the engine (also after it failed)
 	phaseTeardown    = "teardown"     // the final effTeardown
 	phaseEnd         = "end"          // effRelease, effEndRun
 )

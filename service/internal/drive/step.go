@@ -366,6 +366,10 @@ func (t *transition) progress(p Progress) {
 	if s.act != kindBackup || s.st.State != api.StateBackingUp {
 		return
 	}
+	if p.Phase == backup.PhasePruning {
+		// Making room for the run: the next phase reports again.
+		return
+	}
 	if p.Phase == backup.PhaseFinishing {
 		// Syncing, promoting and pruning: published as they begin, not once they are done.
 		t.set(api.StateFinishing, "Finishing the backup")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+
+	"github.com/plugvault/plugvault/service/internal/backup"
 )
 
 // The slow steps of a run (cryptsetup open and close, mount, unmount, the engine's phases,
@@ -20,8 +22,13 @@ const (
 	StepUnmount  = "unmount"
 	StepEngine   = "engine"    // the whole engine run: Prepare, the child, Promote and Prune
 	StepPowerOff = "power-off" // the USB port's power-off after an eject
+	// StepPrune is the deleting of old snapshots, inside StepEngine: retention after the run,
+	// or making room for a run that does not fit. It begins with the engine's "pruning" phase
+	// and ends with the next phase or the engine's end.
+	StepPrune = "prune"
 	// StepEnginePhase+phase marks the engine child reporting a new phase ("engine-scanning",
-	// "engine-copying", "engine-finishing"); PHASE is "begin" only.
+	// "engine-copying", "engine-finishing"); PHASE is "begin" only. The "pruning" phase is
+	// logged as StepPrune.
 	StepEnginePhase = "engine-"
 )
 
@@ -94,8 +101,15 @@ func (s stepEngine) Run(ctx context.Context, job Job, progress func(Progress)) (
 	wrapped := func(p Progress) {
 		mu.Lock()
 		if p.Phase != phase && p.Phase != "" {
+			if phase == backup.PhasePruning {
+				s.log.Debug("step ends", "step", StepPrune, "phase", "end", "target", job.Target)
+			}
 			phase = p.Phase
-			s.log.Debug("step begins", "step", StepEnginePhase+p.Phase, "phase", "begin", "target", job.Target)
+			if phase == backup.PhasePruning {
+				s.log.Debug("step begins", "step", StepPrune, "phase", "begin", "target", job.Target)
+			} else {
+				s.log.Debug("step begins", "step", StepEnginePhase+p.Phase, "phase", "begin", "target", job.Target)
+			}
 		}
 		mu.Unlock()
 		if progress != nil {
@@ -105,6 +119,16 @@ func (s stepEngine) Run(ctx context.Context, job Job, progress func(Progress)) (
 	err = logStep(s.log, StepEngine, []any{"target", job.Target}, func() error {
 		var rerr error
 		res, rerr = s.Engine.Run(ctx, job, wrapped)
+		mu.Lock()
+		if phase == backup.PhasePruning {
+			end := []any{"step", StepPrune, "phase", "end", "target", job.Target}
+			if rerr != nil {
+				end = append(end, "err", rerr)
+			}
+			s.log.Debug("step ends", end...)
+		}
+		phase = ""
+		mu.Unlock()
 		return rerr
 	})
 	return res, err

@@ -39,7 +39,8 @@ func (l *luksStub) Open(_ context.Context, _, _ string, key []byte, _ int, _ boo
 type engineStub struct{ Engine }
 
 func (engineStub) Run(_ context.Context, _ Job, progress func(Progress)) (Result, error) {
-	for _, ph := range []string{"scanning", "scanning", "copying", "finishing"} {
+	// Room is made before the copy; retention prunes after the run.
+	for _, ph := range []string{"scanning", "scanning", "pruning", "scanning", "copying", "finishing", "pruning"} {
 		progress(Progress{Phase: ph})
 	}
 	return Result{Snapshot: "s1"}, nil
@@ -61,7 +62,7 @@ func TestStepLog(t *testing.T) {
 		t.Errorf("the key did not reach the wrapped Open")
 	}
 	res, err := deps.Engine.Run(context.Background(), Job{Target: "/run/plugvault/u1"}, func(p Progress) { seen = append(seen, p.Phase) })
-	if err != nil || res.Snapshot != "s1" || len(seen) != 4 {
+	if err != nil || res.Snapshot != "s1" || len(seen) != 7 {
 		t.Errorf("Run: %+v %v, progress %v", res, err, seen)
 	}
 	if err := deps.PowerOff(context.Background(), "/devices/usb1"); err != nil {
@@ -72,8 +73,13 @@ func TestStepLog(t *testing.T) {
 		"DEBUG step ends step=cryptsetup-open phase=end device=/dev/sdb mapping=plugvault-u1 with=passphrase err=cannot open: bad key",
 		"DEBUG step begins step=engine phase=begin target=/run/plugvault/u1",
 		"DEBUG step begins step=engine-scanning phase=begin target=/run/plugvault/u1",
+		"DEBUG step begins step=prune phase=begin target=/run/plugvault/u1",
+		"DEBUG step ends step=prune phase=end target=/run/plugvault/u1",
+		"DEBUG step begins step=engine-scanning phase=begin target=/run/plugvault/u1",
 		"DEBUG step begins step=engine-copying phase=begin target=/run/plugvault/u1",
 		"DEBUG step begins step=engine-finishing phase=begin target=/run/plugvault/u1",
+		"DEBUG step begins step=prune phase=begin target=/run/plugvault/u1",
+		"DEBUG step ends step=prune phase=end target=/run/plugvault/u1",
 		"DEBUG step ends step=engine phase=end target=/run/plugvault/u1",
 		"DEBUG step begins step=power-off phase=begin devpath=/devices/usb1",
 		"DEBUG step ends step=power-off phase=end devpath=/devices/usb1",

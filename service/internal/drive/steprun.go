@@ -81,14 +81,17 @@ func (t *transition) runEvent(ev event) bool {
 			t.set(api.StateBackingUp, "Preparing the backup")
 			t.emit(effRunEngine{})
 		case phaseFinished:
-			t.stop(nil)
+			t.stop(r.failed)
 		}
 	case evEngineDone:
 		switch {
 		case ev.err != nil && ev.cause != nil:
 			t.stop(ev.cause)
 		case ev.err != nil:
-			t.stop(failf(ev.err, "The backup failed: %v", ev.err))
+			// The run may have thinned snapshots before it failed: the list is read again.
+			r.failed = engineFailed(s.st.Name, ev.err)
+			r.phase = phaseFinished
+			t.emit(effListSnapshots{})
 		default:
 			res := ev.res
 			r.res = &res
