@@ -44,6 +44,7 @@ var stickPlans = []StickPlan{
 	{Spec: StickSpec{Name: "impostor", Blank: true}},                             // TestImpostor: formatted in the guest with trusted's UUID
 	{Spec: StickSpec{Name: "pkg"}, Enrolled: true, Key: true},                    // TestPackage: remove, reinstall, upgrade
 	{Spec: StickSpec{Name: "sealme"}, Enrolled: true, Key: true},                 // TestKeysSeal: a plain key sealed in place
+	{Spec: StickSpec{Name: "trayflow", Blank: true}},                             // TestTrayFlows: set up and restored from as the tray does
 }
 
 var (

@@ -255,8 +255,13 @@ type CallResult struct {
 // Call makes one plugvaultd call in the guest as uid (0 = root) through service/api, without
 // interactive authorization. args is Unlock's passphrase or Verify's snapshot name.
 func (vm *VM) Call(ctx context.Context, uid int, method, drive string, args []byte) (CallResult, error) {
-	resp, err := vm.Agent.Do(ctx, agentproto.Request{Op: agentproto.OpCall, UID: uid, Method: method, Drive: drive,
-		Args: args, TimeoutMS: deadlineMS(ctx, 2*time.Minute)})
+	return vm.CallWith(ctx, uid, agentproto.Request{Method: method, Drive: drive, Args: args})
+}
+
+// CallWith is Call with every argument of the request (Strings, Options) as req has them.
+func (vm *VM) CallWith(ctx context.Context, uid int, req agentproto.Request) (CallResult, error) {
+	req.Op, req.UID, req.TimeoutMS = agentproto.OpCall, uid, deadlineMS(ctx, 2*time.Minute)
+	resp, err := vm.Agent.Do(ctx, req)
 	if err != nil {
 		return CallResult{}, err
 	}

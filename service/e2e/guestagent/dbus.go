@@ -146,6 +146,22 @@ func dispatch(ctx context.Context, c *api.Client, req agentproto.Request) (any, 
 		pass := append([]byte(nil), req.Args...)
 		defer clear(pass)
 		return nil, c.Unlock(ctx, drive, pass, opts)
+	case api.MethodEnroll:
+		// As the tray's "Set up a new drive…" calls it: the passphrase and a name, no header
+		// backup.
+		if len(req.Strings) != 2 {
+			return nil, errors.New("Enroll takes a device and a name")
+		}
+		pass := append([]byte(nil), req.Args...)
+		defer clear(pass)
+		opts[api.OptName] = req.Strings[1]
+		p, _, err := c.Enroll(ctx, req.Strings[0], pass, opts)
+		return p, err
+	case api.MethodRestore:
+		if len(req.Strings) != 3 {
+			return nil, errors.New("Restore takes a snapshot, a path and a destination")
+		}
+		return nil, c.Restore(ctx, drive, req.Strings[0], req.Strings[1], req.Strings[2], opts)
 	case api.MethodCheckPassphrase:
 		pass := append([]byte(nil), req.Args...)
 		defer clear(pass)
