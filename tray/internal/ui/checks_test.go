@@ -10,7 +10,7 @@ import (
 func TestRestoreChecksFile(t *testing.T) {
 	state := t.TempDir()
 	t.Setenv("XDG_STATE_HOME", state)
-	path, err := checksFile()
+	path, err := checksFile(restoreChecksName)
 	if err != nil || path != filepath.Join(state, "plugvault", "restore-checks.json") {
 		t.Fatalf("checksFile = %q, %v", path, err)
 	}
