@@ -345,6 +345,32 @@ func windowShot(t *testing.T, display, title, path string) int {
 	return colours
 }
 
+// typeAndSubmit focuses the visible window titled title, types text into it (its focused
+// entry) and presses Return, as a person would.
+func typeAndSubmit(t *testing.T, display, title, text string) {
+	t.Helper()
+	for _, args := range [][]string{
+		{"search", "--sync", "--onlyvisible", "--name", title, "windowfocus", "--sync"},
+		{"type", "--delay", "15", text},
+		{"key", "Return"},
+	} {
+		if out, err := xdotool(t, display, args...); err != nil {
+			t.Fatalf("xdotool %v: %v %s", args[0], err, out)
+		}
+	}
+}
+
+// waitColour waits until a screenshot of the window titled title, saved at path, shows at
+// least 20 pixels that count finds (text drawn in a theme colour).
+func waitColour(t *testing.T, display, title, path, colour string, count func(*testing.T, string) int) {
+	t.Helper()
+	waitFor(t, colour+" text in "+title, func() (bool, string) {
+		windowShot(t, display, title, path)
+		n := count(t, path)
+		return n >= 20, fmt.Sprintf("%d %s pixels", n, colour)
+	})
+}
+
 // clickLastButton clicks the button in the bottom right corner of the visible window titled
 // title, where the tray's windows have their main button.
 func clickLastButton(t *testing.T, display, title string) {
@@ -676,12 +702,7 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 
 		svc.FailNext(api.MethodUnlock, fmt.Errorf("the passphrase does not unlock the drive: %w", api.ErrBadPassphrase))
 		const wrong = "not my passphrase"
-		if out, err := xdotool(t, display, "type", "--delay", "15", wrong); err != nil {
-			t.Fatalf("xdotool type: %v %s", err, out)
-		}
-		if out, err := xdotool(t, display, "key", "Return"); err != nil {
-			t.Fatalf("xdotool key: %v %s", err, out)
-		}
+		typeAndSubmit(t, display, title, wrong)
 		c := waitCall(t, svc, blue, api.MethodUnlock)
 		if got := c.Args[0].([]byte); string(got) != wrong || !c.Interactive {
 			t.Errorf("Unlock received %q (interactive %v), typed %q", got, c.Interactive, wrong)
@@ -693,24 +714,11 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 			t.Errorf("the dialog closed after a wrong passphrase: %v %s", err, out)
 		}
 		// The inline message is drawn in the theme's error colour (red).
-		waitFor(t, "the red message in the dialog", func() (bool, string) {
-			path := filepath.Join(artifacts, "dialog-wrong-passphrase.png")
-			windowShot(t, display, title, path)
-			n := redPixels(t, path)
-			return n >= 20, fmt.Sprintf("%d red pixels", n)
-		})
+		waitColour(t, display, title, filepath.Join(artifacts, "dialog-wrong-passphrase.png"), "red", redPixels)
 
 		svc.FailNext(api.MethodUnlock, nil)
 		const right = "correct horse: battery staple!"
-		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title, "windowfocus", "--sync"); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-		if out, err := xdotool(t, display, "type", "--delay", "15", right); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-		if out, err := xdotool(t, display, "key", "Return"); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
+		typeAndSubmit(t, display, title, right)
 		c = waitCall(t, svc, blue, api.MethodUnlock)
 		if got := c.Args[0].([]byte); string(got) != right {
 			t.Errorf("Unlock received %q, typed %q", got, right)
@@ -754,11 +762,7 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 
 		svc.FailNext(api.MethodCheckPassphrase, fmt.Errorf("the passphrase does not open the drive: %w", api.ErrBadPassphrase))
 		const wrong = "forgotten, maybe"
-		for _, args := range [][]string{{"type", "--delay", "15", wrong}, {"key", "Return"}} {
-			if out, err := xdotool(t, display, args...); err != nil {
-				t.Fatalf("xdotool %v: %v %s", args, err, out)
-			}
-		}
+		typeAndSubmit(t, display, title, wrong)
 		c := waitCall(t, svc, greenPath, api.MethodCheckPassphrase)
 		if got := c.Args[0].([]byte); string(got) != wrong || !c.Interactive {
 			t.Errorf("CheckPassphrase received %q (interactive %v), typed %q", got, c.Interactive, wrong)
@@ -766,23 +770,11 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		waitFor(t, "the wrong-passphrase advice", func() (bool, string) {
 			return strings.Contains(stderr.String(), "set a new one while the keyfile still works"), "not shown"
 		})
-		waitFor(t, "the red advice in the dialog", func() (bool, string) {
-			path := filepath.Join(artifacts, "passcheck-wrong.png")
-			windowShot(t, display, title, path)
-			n := redPixels(t, path)
-			return n >= 20, fmt.Sprintf("%d red pixels", n)
-		})
+		waitColour(t, display, title, filepath.Join(artifacts, "passcheck-wrong.png"), "red", redPixels)
 
 		svc.FailNext(api.MethodCheckPassphrase, nil)
 		const right = "green: still remembered"
-		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title, "windowfocus", "--sync"); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-		for _, args := range [][]string{{"type", "--delay", "15", right}, {"key", "Return"}} {
-			if out, err := xdotool(t, display, args...); err != nil {
-				t.Fatalf("xdotool %v: %v %s", args, err, out)
-			}
-		}
+		typeAndSubmit(t, display, title, right)
 		c = waitCall(t, svc, greenPath, api.MethodCheckPassphrase)
 		if got := c.Args[0].([]byte); string(got) != right {
 			t.Errorf("CheckPassphrase received %q, typed %q", got, right)
@@ -790,12 +782,11 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		waitFor(t, "the right-passphrase message", func() (bool, string) {
 			return strings.Contains(stderr.String(), "That is the right passphrase of Green stick"), "not shown"
 		})
-		waitFor(t, "the green message in the dialog", func() (bool, string) {
-			path := filepath.Join(artifacts, "passcheck-right.png")
-			windowShot(t, display, title, path)
-			n, red := greenPixels(t, path), redPixels(t, path)
-			return n >= 20 && red == 0, fmt.Sprintf("%d green, %d red pixels", n, red)
-		})
+		path := filepath.Join(artifacts, "passcheck-right.png")
+		waitColour(t, display, title, path, "green", greenPixels)
+		if n := redPixels(t, path); n != 0 {
+			t.Errorf("the right passphrase is shown with %d red pixels in %s", n, path)
+		}
 		// The check is recorded: the next one is due in about 90 days.
 		waitFor(t, "the check recorded", func() (bool, string) {
 			b, _ := os.ReadFile(passChecks)
