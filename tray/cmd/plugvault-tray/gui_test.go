@@ -859,8 +859,30 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		}
 		svc.SetResult(api.MethodListSnapshots, snaps)
 		svc.SetResult(api.MethodBrowse, mount)
+		// The keyfile cannot open the drive: opening it asks for the passphrase first.
+		const pass = "blue: restore with this"
+		svc.NeedPassphrase(blue, []byte(pass))
 		s.clickItem("Blue stick: Plugged in", "Restore files…")
 		const title = "Restore from Blue stick - " + model.AppName
+		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title); err != nil {
+			t.Fatalf("no Restore window: %v %s", err, out)
+		}
+		const dialog = "Unlock Blue stick - plugvault"
+		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", dialog); err != nil {
+			t.Fatalf("no passphrase dialog for the Restore window: %v %s", err, out)
+		}
+		windowShot(t, display, dialog, filepath.Join(artifacts, "restore-passphrase.png"))
+		if strings.Contains(stderr.String(), "restore window: backups listed") {
+			t.Error("the backups were listed before the passphrase was given")
+		}
+		typeAndSubmit(t, display, dialog, pass)
+		if c := waitCall(t, svc, blue, api.MethodUnlock); string(c.Args[0].([]byte)) != pass {
+			t.Errorf("Unlock received %q, typed %q", c.Args[0], pass)
+		}
+		waitFor(t, "the dialog to go away", func() (bool, string) {
+			_, err := xdotool(t, display, "search", "--onlyvisible", "--name", dialog)
+			return err != nil, "still visible"
+		})
 		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title, "windowfocus", "--sync"); err != nil {
 			t.Fatalf("no Restore window: %v %s", err, out)
 		}
@@ -888,6 +910,13 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		}
 		windowShot(t, display, title, filepath.Join(artifacts, "restore-done.png"))
 		unmapWindow(t, display, title)
+		// The drive opened with the passphrase carries a reason in its status line; the next
+		// subtests find it plugged in as before.
+		svc.SetDrive(t, blue, blueStatus(api.StatePresent))
+		waitFor(t, "the menu of a plugged-in drive", func() (bool, string) {
+			_, items := s.section("Blue stick: Plugged in")
+			return items["Show log"].Enabled, fmt.Sprintf("%+v", items)
+		})
 	})
 
 	t.Run("show log", func(t *testing.T) {
