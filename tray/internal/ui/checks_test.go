@@ -14,6 +14,9 @@ func TestRestoreChecksFile(t *testing.T) {
 	if err != nil || path != filepath.Join(state, "plugvault", "restore-checks.json") {
 		t.Fatalf("checksFile = %q, %v", path, err)
 	}
+	if pass, err := checksFile(passChecksName); err != nil || pass != filepath.Join(state, "plugvault", "passphrase-checks.json") {
+		t.Errorf("checksFile(passChecksName) = %q, %v", pass, err)
+	}
 	if m, err := loadChecks(path); err != nil || len(m) != 0 {
 		t.Errorf("missing file: %v, %v", m, err)
 	}
