@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -343,6 +345,58 @@ func windowShot(t *testing.T, display, title, path string) int {
 	return colours
 }
 
+// typeAndSubmit focuses the visible window titled title, types text into it (its focused
+// entry) and presses Return, as a person would.
+func typeAndSubmit(t *testing.T, display, title, text string) {
+	t.Helper()
+	for _, args := range [][]string{
+		{"search", "--sync", "--onlyvisible", "--name", title, "windowfocus", "--sync"},
+		{"type", "--delay", "15", text},
+		{"key", "Return"},
+	} {
+		if out, err := xdotool(t, display, args...); err != nil {
+			t.Fatalf("xdotool %v: %v %s", args[0], err, out)
+		}
+	}
+}
+
+// waitColour waits until a screenshot of the window titled title, saved at path, shows at
+// least 20 pixels that count finds (text drawn in a theme colour).
+func waitColour(t *testing.T, display, title, path, colour string, count func(*testing.T, string) int) {
+	t.Helper()
+	waitFor(t, colour+" text in "+title, func() (bool, string) {
+		windowShot(t, display, title, path)
+		n := count(t, path)
+		return n >= 20, fmt.Sprintf("%d %s pixels", n, colour)
+	})
+}
+
+// clickLastButton clicks the button in the bottom right corner of the visible window titled
+// title, where the tray's windows have their main button.
+func clickLastButton(t *testing.T, display, title string) {
+	t.Helper()
+	out, err := xdotool(t, display, "search", "--onlyvisible", "--name", title)
+	if err != nil {
+		t.Fatalf("no window %s: %v %s", title, err, out)
+	}
+	id := strings.Fields(out)[0]
+	geo, err := xdotool(t, display, "getwindowgeometry", "--shell", id)
+	if err != nil {
+		t.Fatalf("xdotool getwindowgeometry: %v %s", err, geo)
+	}
+	var w, h int
+	for _, l := range strings.Fields(geo) {
+		fmt.Sscanf(l, "WIDTH=%d", &w)
+		fmt.Sscanf(l, "HEIGHT=%d", &h)
+	}
+	if w < 40 || h < 40 {
+		t.Fatalf("window %s is %dx%d", title, w, h)
+	}
+	if out, err := xdotool(t, display, "windowraise", id, "mousemove", "--window", id, "--sync", strconv.Itoa(w-24), strconv.Itoa(h-22), "click", "1"); err != nil {
+		t.Fatalf("xdotool click: %v %s", err, out)
+	}
+}
+
 // unmapWindow takes the visible window titled title off the screen, so that it cannot show
 // through in a later window's screenshot (without a window manager nothing clears the pixels
 // a window leaves behind, and a window that draws nothing would show them).
@@ -381,6 +435,18 @@ func redPixels(t *testing.T, path string) int {
 	n := 0
 	eachPixel(t, path, func(r, g, b, _ uint8) {
 		if r > 180 && g < 110 && b < 110 {
+			n++
+		}
+	})
+	return n
+}
+
+// greenPixels counts clearly green pixels (the theme's success colour) in the PNG at path.
+func greenPixels(t *testing.T, path string) int {
+	t.Helper()
+	n := 0
+	eachPixel(t, path, func(r, g, b, _ uint8) {
+		if g > 180 && r < 110 && b < 110 {
 			n++
 		}
 	})
@@ -447,6 +513,9 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 	red.Name, red.LuksUUID, red.Serial = "Red stick", "2ed00000-aaaa-4bbb-8ccc-dddddddddddd", "RED0001"
 	red.LastBackup = uint64(time.Now().Add(-10*24*time.Hour - time.Hour).Unix())
 	svc.AddDrive(t, red)
+	green := blueStatus(api.StateAbsent)
+	green.Name, green.LuksUUID, green.Serial = "Green stick", "9ee00000-1111-4222-8333-999999999999", "GREEN01"
+	greenPath := svc.AddDrive(t, green)
 
 	// xdg-open stand-in: records the directory the tray opens.
 	home, err := os.MkdirTemp("", "pvtrayhome")
@@ -464,6 +533,27 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 	}
 	if err := os.Chmod(home, 0o777); err != nil {
 		t.Fatal(err)
+	}
+	// The Green stick's passphrase check fell due a day ago: it is asked when the stick is
+	// plugged in. The state directories belong to the tray's user (nobody, when run as root).
+	stateDir := filepath.Join(home, ".local", "state", "plugvault")
+	passChecks := filepath.Join(stateDir, "passphrase-checks.json")
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	due, err := json.Marshal(map[string]time.Time{green.LuksUUID: time.Now().Add(-24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(passChecks, due, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 {
+		for _, p := range []string{filepath.Join(home, ".local"), filepath.Dir(stateDir), stateDir, passChecks} {
+			if err := os.Chown(p, nobody, nobody); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 
 	bin := buildTray(t)
@@ -612,12 +702,7 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 
 		svc.FailNext(api.MethodUnlock, fmt.Errorf("the passphrase does not unlock the drive: %w", api.ErrBadPassphrase))
 		const wrong = "not my passphrase"
-		if out, err := xdotool(t, display, "type", "--delay", "15", wrong); err != nil {
-			t.Fatalf("xdotool type: %v %s", err, out)
-		}
-		if out, err := xdotool(t, display, "key", "Return"); err != nil {
-			t.Fatalf("xdotool key: %v %s", err, out)
-		}
+		typeAndSubmit(t, display, title, wrong)
 		c := waitCall(t, svc, blue, api.MethodUnlock)
 		if got := c.Args[0].([]byte); string(got) != wrong || !c.Interactive {
 			t.Errorf("Unlock received %q (interactive %v), typed %q", got, c.Interactive, wrong)
@@ -629,24 +714,11 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 			t.Errorf("the dialog closed after a wrong passphrase: %v %s", err, out)
 		}
 		// The inline message is drawn in the theme's error colour (red).
-		waitFor(t, "the red message in the dialog", func() (bool, string) {
-			path := filepath.Join(artifacts, "dialog-wrong-passphrase.png")
-			windowShot(t, display, title, path)
-			n := redPixels(t, path)
-			return n >= 20, fmt.Sprintf("%d red pixels", n)
-		})
+		waitColour(t, display, title, filepath.Join(artifacts, "dialog-wrong-passphrase.png"), "red", redPixels)
 
 		svc.FailNext(api.MethodUnlock, nil)
 		const right = "correct horse: battery staple!"
-		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title, "windowfocus", "--sync"); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-		if out, err := xdotool(t, display, "type", "--delay", "15", right); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-		if out, err := xdotool(t, display, "key", "Return"); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
+		typeAndSubmit(t, display, title, right)
 		c = waitCall(t, svc, blue, api.MethodUnlock)
 		if got := c.Args[0].([]byte); string(got) != right {
 			t.Errorf("Unlock received %q, typed %q", got, right)
@@ -670,6 +742,72 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		svc.SetDrive(t, blue, blueStatus(api.StateBackingUp))
 		svc.SetDrive(t, blue, blueStatus(api.StateAbsent))
 		waitNotification(t, notes, "Blue stick was removed too early")
+	})
+
+	t.Run("passphrase check", func(t *testing.T) {
+		s.t = t
+		svc.SetDrive(t, greenPath, func() api.DriveStatus { st := green; st.Present, st.State = true, api.StatePresent; return st }())
+		const prompt = "Check your passphrase for Green stick - " + model.AppName
+		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", prompt); err != nil {
+			t.Fatalf("no passphrase check prompt: %v %s", err, out)
+		}
+		windowShot(t, display, prompt, filepath.Join(artifacts, "passcheck-prompt.png"))
+		clickLastButton(t, display, prompt) // Check now…
+
+		const title = "Check the passphrase of Green stick - " + model.AppName
+		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title, "windowfocus", "--sync"); err != nil {
+			t.Fatalf("no check dialog: %v %s", err, out)
+		}
+		windowShot(t, display, title, filepath.Join(artifacts, "passcheck-dialog.png"))
+
+		svc.FailNext(api.MethodCheckPassphrase, fmt.Errorf("the passphrase does not open the drive: %w", api.ErrBadPassphrase))
+		const wrong = "forgotten, maybe"
+		typeAndSubmit(t, display, title, wrong)
+		c := waitCall(t, svc, greenPath, api.MethodCheckPassphrase)
+		if got := c.Args[0].([]byte); string(got) != wrong || !c.Interactive {
+			t.Errorf("CheckPassphrase received %q (interactive %v), typed %q", got, c.Interactive, wrong)
+		}
+		waitFor(t, "the wrong-passphrase advice", func() (bool, string) {
+			return strings.Contains(stderr.String(), "set a new one while the keyfile still works"), "not shown"
+		})
+		waitColour(t, display, title, filepath.Join(artifacts, "passcheck-wrong.png"), "red", redPixels)
+
+		svc.FailNext(api.MethodCheckPassphrase, nil)
+		const right = "green: still remembered"
+		typeAndSubmit(t, display, title, right)
+		c = waitCall(t, svc, greenPath, api.MethodCheckPassphrase)
+		if got := c.Args[0].([]byte); string(got) != right {
+			t.Errorf("CheckPassphrase received %q, typed %q", got, right)
+		}
+		waitFor(t, "the right-passphrase message", func() (bool, string) {
+			return strings.Contains(stderr.String(), "That is the right passphrase of Green stick"), "not shown"
+		})
+		path := filepath.Join(artifacts, "passcheck-right.png")
+		waitColour(t, display, title, path, "green", greenPixels)
+		if n := redPixels(t, path); n != 0 {
+			t.Errorf("the right passphrase is shown with %d red pixels in %s", n, path)
+		}
+		// The check is recorded: the next one is due in about 90 days.
+		waitFor(t, "the check recorded", func() (bool, string) {
+			b, _ := os.ReadFile(passChecks)
+			var saved map[string]time.Time
+			if json.Unmarshal(b, &saved) != nil {
+				return false, string(b)
+			}
+			next := time.Until(saved[green.LuksUUID])
+			return next > model.PassCheckEvery-time.Hour && next <= model.PassCheckEvery, string(b)
+		})
+		for _, c := range svc.Calls() {
+			if c.Path == greenPath && c.Method == api.MethodUnlock {
+				t.Errorf("the check unlocked the drive: %v", c)
+			}
+		}
+		clickLastButton(t, display, title) // Close
+		waitFor(t, "the dialog to go away", func() (bool, string) {
+			_, err := xdotool(t, display, "search", "--onlyvisible", "--name", title)
+			return err != nil, "still visible"
+		})
+		svc.SetDrive(t, greenPath, green)
 	})
 
 	outer := t // the restarted service must outlive this subtest
@@ -721,8 +859,30 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		}
 		svc.SetResult(api.MethodListSnapshots, snaps)
 		svc.SetResult(api.MethodBrowse, mount)
+		// The keyfile cannot open the drive: opening it asks for the passphrase first.
+		const pass = "blue: restore with this"
+		svc.NeedPassphrase(blue, []byte(pass))
 		s.clickItem("Blue stick: Plugged in", "Restore files…")
 		const title = "Restore from Blue stick - " + model.AppName
+		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title); err != nil {
+			t.Fatalf("no Restore window: %v %s", err, out)
+		}
+		const dialog = "Unlock Blue stick - plugvault"
+		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", dialog); err != nil {
+			t.Fatalf("no passphrase dialog for the Restore window: %v %s", err, out)
+		}
+		windowShot(t, display, dialog, filepath.Join(artifacts, "restore-passphrase.png"))
+		if strings.Contains(stderr.String(), "restore window: backups listed") {
+			t.Error("the backups were listed before the passphrase was given")
+		}
+		typeAndSubmit(t, display, dialog, pass)
+		if c := waitCall(t, svc, blue, api.MethodUnlock); string(c.Args[0].([]byte)) != pass {
+			t.Errorf("Unlock received %q, typed %q", c.Args[0], pass)
+		}
+		waitFor(t, "the dialog to go away", func() (bool, string) {
+			_, err := xdotool(t, display, "search", "--onlyvisible", "--name", dialog)
+			return err != nil, "still visible"
+		})
 		if out, err := xdotool(t, display, "search", "--sync", "--onlyvisible", "--name", title, "windowfocus", "--sync"); err != nil {
 			t.Fatalf("no Restore window: %v %s", err, out)
 		}
@@ -750,6 +910,13 @@ func TestTrayAsAPersonWouldUseIt(t *testing.T) {
 		}
 		windowShot(t, display, title, filepath.Join(artifacts, "restore-done.png"))
 		unmapWindow(t, display, title)
+		// The drive opened with the passphrase carries a reason in its status line; the next
+		// subtests find it plugged in as before.
+		svc.SetDrive(t, blue, blueStatus(api.StatePresent))
+		waitFor(t, "the menu of a plugged-in drive", func() (bool, string) {
+			_, items := s.section("Blue stick: Plugged in")
+			return items["Show log"].Enabled, fmt.Sprintf("%+v", items)
+		})
 	})
 
 	t.Run("show log", func(t *testing.T) {

@@ -21,6 +21,11 @@
 //   - The monthly "check that you can restore" prompt comes when a drive with backups is
 //     plugged in and idle, once per 30 days; the first sight of a drive starts its clock. The
 //     times are loaded from and saved by the tray (RestoreChecksLoaded, SaveRestoreChecks).
+//   - The quarterly "do you still know your passphrase?" prompt comes when a drive is plugged
+//     in and idle, once per 90 days; accepting opens the passphrase dialog in check mode, whose
+//     passphrase the tray sends to CheckPassphrase (nothing is unlocked). Later, giving up or
+//     not answering asks again a week later. The due times are loaded from and saved by the
+//     tray (PassChecksLoaded, SavePassChecks).
 //   - The next wake-up (a reminder falling due, or a relative time such as "2 hours ago" in a
 //     label changing) is one timer, re-armed after every event: the tray never polls.
 package model

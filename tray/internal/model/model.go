@@ -27,11 +27,17 @@ type Model struct {
 	dialog        dbus.ObjectPath // drive whose passphrase dialog is open, or ""
 	dialogMessage string
 	dialogBusy    bool
+	dialogCheck   bool            // the dialog checks the passphrase (CheckPassphrase) instead of unlocking
+	dialogDone    bool            // check mode: the right passphrase was typed
+	dialogWrong   bool            // check mode: a wrong passphrase was typed
 	logOpen       dbus.ObjectPath // drive whose log window is open, or ""
 
 	// restoreChecked: when each drive (by LUKS UUID) was last prompted for a restore check;
 	// nil until RestoreChecksLoaded.
 	restoreChecked map[string]time.Time
+	// passDue: when each drive's (by LUKS UUID) passphrase check falls due; nil until
+	// PassChecksLoaded.
+	passDue map[string]time.Time
 
 	shown   view // what the tray shows now, to send only changes
 	started bool
@@ -84,17 +90,26 @@ func (m *Model) Update(now time.Time, ev Event) []Action {
 	case MenuClicked:
 		acts = m.clicked(ev.Key)
 	case DialogSubmitted:
-		if ev.Drive == m.dialog && !m.dialogBusy {
+		if ev.Drive == m.dialog && !m.dialogBusy && !m.dialogDone {
 			m.dialogBusy = true
 			m.dialogMessage = "Unlocking…"
+			if m.dialogCheck {
+				m.dialogMessage = "Checking…"
+			}
 			acts = append(acts, m.showDialog())
 		}
 	case DialogCancelled:
-		if d := m.drives[ev.Drive]; d != nil {
-			d.dismissed = true
-		}
-		if ev.Drive == m.dialog {
+		switch {
+		case ev.Drive == m.dialog && m.dialogCheck:
+			if !m.dialogDone {
+				acts = append(acts, m.postponePassCheck(ev.Drive)...)
+			}
 			acts = append(acts, m.closeDialog()...)
+		case ev.Drive == m.dialog:
+			m.drives[ev.Drive].dismissed = true
+			acts = append(acts, m.closeDialog()...)
+		case m.drives[ev.Drive] != nil:
+			m.drives[ev.Drive].dismissed = true
 		}
 	case UnlockDone:
 		acts = m.unlockDone(ev)
@@ -102,14 +117,20 @@ func (m *Model) Update(now time.Time, ev Event) []Action {
 		acts = m.callDone(ev)
 	case LogClosed:
 		m.logOpen = ""
+	case PassChecksLoaded:
+		m.passDue = copyTimes(ev.Due)
+	case PassCheckAccepted:
+		acts = m.passCheckAccepted(ev.Drive)
+	case PassCheckLater:
+		acts = m.postponePassCheck(ev.Drive)
+	case PassCheckDone:
+		acts = m.passCheckDone(ev)
 	case RestoreChecksLoaded:
-		m.restoreChecked = map[string]time.Time{}
-		for k, v := range ev.Checked {
-			m.restoreChecked[k] = v
-		}
+		m.restoreChecked = copyTimes(ev.Checked)
 	}
 	acts = append(acts, m.reminders()...)
 	acts = append(acts, m.restoreChecks()...)
+	acts = append(acts, m.passChecks()...)
 	return append(acts, m.refresh()...)
 }
 
@@ -147,7 +168,7 @@ func (m *Model) serviceDown() []Action {
 	}
 	var acts []Action
 	if m.dialog != "" {
-		m.dialog, m.dialogBusy, m.dialogMessage = "", false, ""
+		m.setDialog("", false)
 		acts = append(acts, HideDialog{})
 	}
 	return acts
@@ -186,9 +207,11 @@ func (m *Model) enter(p dbus.ObjectPath, old, cur api.State) []Action {
 		}
 		m.logf(p, "%s", line)
 	}
-	if cur != api.StateAwaitingPassphrase {
-		d.dismissed = false
-		if m.dialog == p {
+	if cur != api.StateAwaitingPassphrase || m.dialogCheck {
+		if cur != api.StateAwaitingPassphrase {
+			d.dismissed = false
+		}
+		if m.dialog == p && (!m.dialogCheck || !passCheckable(st)) {
 			acts = append(acts, m.closeDialog()...)
 		}
 	}
@@ -201,7 +224,7 @@ func (m *Model) enter(p dbus.ObjectPath, old, cur api.State) []Action {
 		}
 		acts = append(acts, m.notify(p, Notify{Tag: tag, Summary: "Passphrase needed for " + name, Body: body, Urgent: true, IconName: IconAttention.Name()}))
 		if m.dialog == "" {
-			m.dialog, m.dialogMessage, m.dialogBusy = p, "", false
+			m.setDialog(p, false)
 			acts = append(acts, m.showDialog())
 		}
 	case old == "":
@@ -321,17 +344,37 @@ func (m *Model) showDialog() ShowDialog {
 	if u := ShortUUID(st.LuksUUID); u != "" {
 		details = append(details, "UUID: "+u+"…")
 	}
+	if m.dialogCheck {
+		d := ShowDialog{Drive: m.dialog, Title: "Check the passphrase of " + name + " - " + AppName,
+			Heading: "Do you still know the passphrase of " + name + "?",
+			Details: append(details, "This only checks the passphrase: nothing is unlocked or mounted."),
+			Message: m.dialogMessage, Busy: m.dialogBusy, Check: true, Done: m.dialogDone,
+			Submit: "Check", Dismiss: "Cancel"}
+		switch {
+		case m.dialogDone:
+			d.Dismiss = "Close"
+		case m.dialogWrong:
+			d.Dismiss = "Give up"
+		}
+		return d
+	}
 	heading := name + " needs its passphrase"
 	if st.StateReason != "" {
 		heading += " (" + st.StateReason + ")"
 	}
 	return ShowDialog{Drive: m.dialog, Title: "Unlock " + name + " - plugvault", Heading: heading,
-		Details: details, Message: m.dialogMessage, Busy: m.dialogBusy}
+		Details: details, Message: m.dialogMessage, Busy: m.dialogBusy, Submit: "Unlock", Dismiss: "Cancel"}
+}
+
+// setDialog points the dialog at p ("" = closed) in unlock or check mode, afresh.
+func (m *Model) setDialog(p dbus.ObjectPath, check bool) {
+	m.dialog, m.dialogCheck = p, check
+	m.dialogMessage, m.dialogBusy, m.dialogDone, m.dialogWrong = "", false, false, false
 }
 
 // closeDialog hides the dialog and opens the next one that waits, if any.
 func (m *Model) closeDialog() []Action {
-	m.dialog, m.dialogBusy, m.dialogMessage = "", false, ""
+	m.setDialog("", false)
 	if next := m.nextDialog(); len(next) > 0 {
 		return next
 	}
@@ -344,7 +387,7 @@ func (m *Model) nextDialog() []Action {
 	}
 	for _, p := range m.paths() {
 		if d := m.drives[p]; d.st.State == api.StateAwaitingPassphrase && !d.dismissed {
-			m.dialog, m.dialogMessage, m.dialogBusy = p, "", false
+			m.setDialog(p, false)
 			return []Action{m.showDialog()}
 		}
 	}
@@ -352,7 +395,7 @@ func (m *Model) nextDialog() []Action {
 }
 
 func (m *Model) unlockDone(ev UnlockDone) []Action {
-	if ev.Drive != m.dialog {
+	if ev.Drive != m.dialog || m.dialogCheck {
 		if ev.Err == nil {
 			m.logf(ev.Drive, "unlocked with the passphrase")
 		}
@@ -458,7 +501,7 @@ func (m *Model) clicked(k MenuKey) []Action {
 	case ItemUnlock:
 		d := m.drives[k.Drive]
 		d.dismissed = false
-		m.dialog, m.dialogMessage, m.dialogBusy = k.Drive, "", false
+		m.setDialog(k.Drive, false)
 		return []Action{m.showDialog()}
 	case ItemShowLog:
 		m.logOpen = k.Drive
@@ -549,11 +592,7 @@ func (m *Model) restoreChecks() []Action {
 				". Open the Restore window, pick a file you know and restore it to another folder."})
 	}
 	if changed {
-		saved := map[string]time.Time{}
-		for k, v := range m.restoreChecked {
-			saved[k] = v
-		}
-		acts = append(acts, SaveRestoreChecks{Checked: saved})
+		acts = append(acts, SaveRestoreChecks{Checked: copyTimes(m.restoreChecked)})
 	}
 	return acts
 }
@@ -653,6 +692,9 @@ func (m *Model) view() view {
 		if last, ok := m.restoreChecked[st.LuksUUID]; ok && restoreCheckable(st) {
 			v.timer = earliest(v.timer, last.Add(RestoreCheckEvery))
 		}
+		if due, ok := m.passDue[st.LuksUUID]; ok && passCheckable(st) {
+			v.timer = earliest(v.timer, due)
+		}
 	}
 	if len(paths) == 0 {
 		v.menu = append(v.menu,
@@ -740,6 +782,15 @@ func ejectable(s api.State) bool {
 		return false
 	}
 	return true
+}
+
+// copyTimes returns a copy of times that is never nil.
+func copyTimes(times map[string]time.Time) map[string]time.Time {
+	out := make(map[string]time.Time, len(times))
+	for k, v := range times {
+		out[k] = v
+	}
+	return out
 }
 
 func earliest(a, b time.Time) time.Time {

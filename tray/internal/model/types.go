@@ -195,6 +195,10 @@ type ShowDialog struct {
 	Details []string // label, model, serial, UUID start
 	Message string   // inline message, e.g. "Wrong passphrase, try again"
 	Busy    bool     // an Unlock call is going on: the buttons are disabled
+	Check   bool     // check mode: the passphrase goes to CheckPassphrase, nothing is unlocked
+	Done    bool     // check mode: the right passphrase was typed; the entry and Submit are hidden
+	Submit  string   // the label of the button that sends the passphrase ("Unlock", "Check")
+	Dismiss string   // the label of the button that closes the dialog ("Cancel", "Give up", "Close")
 }
 
 // HideDialog hides the passphrase dialog.

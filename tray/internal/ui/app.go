@@ -75,7 +75,12 @@ func Run(ctx context.Context, opts Options) error {
 	c.logWin = newLogWindow(a, func() { c.post(model.LogClosed{}) })
 	c.about = &aboutWindow{app: a}
 	c.restores = map[dbus.ObjectPath]*restoreWindow{}
-	c.check = &checkPrompt{c: c}
+	c.check = &checkPrompt{c: c, accept: "Open Restore…", onYes: func(drive dbus.ObjectPath) {
+		c.post(model.MenuClicked{Key: model.MenuKey{Drive: drive, Kind: model.ItemRestore}})
+	}}
+	c.passCheck = &checkPrompt{c: c, accept: "Check now…",
+		onYes: func(drive dbus.ObjectPath) { c.post(model.PassCheckAccepted{Drive: drive}) },
+		onNo:  func(drive dbus.ObjectPath) { c.post(model.PassCheckLater{Drive: drive}) }}
 
 	systray.SetTitle(model.AppName)
 	start, end := systray.RunWithExternalLoop(nil, nil)
@@ -125,10 +130,14 @@ type controller struct {
 	about    *aboutWindow
 	restores map[dbus.ObjectPath]*restoreWindow // used on the fyne thread only
 	check    *checkPrompt
-	setup    *setupWindow // used on the fyne thread only
-	checks   string       // the file of restore-check times, "" if it cannot be known
-	notifier *notify.Notifier
-	client   clientRef
+	// passCheck asks whether the user still knows a drive's passphrase.
+	passCheck *checkPrompt
+	setup     *setupWindow // used on the fyne thread only
+	checks    string       // the file of restore-check times, "" if it cannot be known
+	// passChecks is the file of passphrase-check times, "" if it cannot be known.
+	passChecks string
+	notifier   *notify.Notifier
+	client     clientRef
 }
 
 // post hands an event to the controller; it never blocks the caller for long (the channel is
@@ -183,11 +192,20 @@ func (c *controller) apply(ctx context.Context, acts []model.Action) {
 			fyne.Do(func() { c.about.show(a) })
 		case model.PromptRestoreCheck:
 			c.log.Info("restore check prompt", "drive", a.Drive)
-			fyne.Do(func() { c.check.show(a) })
+			fyne.Do(func() { c.check.show(a.Drive, a.Title, a.Text) })
 		case model.SaveRestoreChecks:
 			if c.checks != "" {
 				if err := saveChecks(c.checks, a.Checked); err != nil {
 					c.log.Warn("cannot save the restore-check times", "err", err)
+				}
+			}
+		case model.PromptPassCheck:
+			c.log.Info("passphrase check prompt", "drive", a.Drive)
+			fyne.Do(func() { c.passCheck.show(a.Drive, a.Title, a.Text) })
+		case model.SavePassChecks:
+			if c.passChecks != "" {
+				if err := saveChecks(c.passChecks, a.Due); err != nil {
+					c.log.Warn("cannot save the passphrase-check times", "err", err)
 				}
 			}
 		case model.OpenSetup:
@@ -246,33 +264,54 @@ func (c *controller) call(ctx context.Context, a model.Call) {
 }
 
 // unlock sends the passphrase and zeroes it; the dialog calls it on its own goroutine after
-// posting DialogSubmitted.
-func (c *controller) unlock(ctx context.Context, drive dbus.ObjectPath, pass []byte) {
+// posting DialogSubmitted. With check set it calls CheckPassphrase (which unlocks nothing) and
+// reports PassCheckDone instead of UnlockDone.
+func (c *controller) unlock(ctx context.Context, drive dbus.ObjectPath, pass []byte, check bool) {
 	defer clear(pass)
-	done := model.UnlockDone{Drive: drive}
+	var err error
 	if cl := c.client.get(); cl == nil {
-		done.Err = errNotRunning
+		err = errNotRunning
 	} else {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		done.Err = cl.Unlock(cctx, drive, pass, nil)
+		if check {
+			err = cl.CheckPassphrase(cctx, drive, pass, nil)
+		} else {
+			err = cl.Unlock(cctx, drive, pass, nil)
+		}
 		cancel()
 	}
-	c.post(done)
-}
-
-// loadChecks reads when the restore checks were last prompted and hands them to the model.
-// Without the file's place (no home) nothing is ever prompted, rather than every start.
-func (c *controller) loadChecks() {
-	path, err := checksFile()
-	if err != nil {
-		c.log.Warn("cannot keep restore-check times; no monthly restore check", "err", err)
+	if check {
+		c.post(model.PassCheckDone{Drive: drive, Err: err})
 		return
 	}
-	checked, err := loadChecks(path)
-	if err != nil {
-		c.log.Warn("cannot read the restore-check times; starting afresh", "err", err)
-		checked = map[string]time.Time{}
+	c.post(model.UnlockDone{Drive: drive, Err: err})
+}
+
+// loadChecks reads when the restore checks were last prompted and when the passphrase checks
+// fall due, and hands them to the model. Without a file's place (no home) that check is never
+// prompted, rather than every start.
+func (c *controller) loadChecks() {
+	if path, checked, ok := c.readChecks(restoreChecksName, "restore-check"); ok {
+		c.checks = path
+		c.post(model.RestoreChecksLoaded{Checked: checked})
 	}
-	c.checks = path
-	c.post(model.RestoreChecksLoaded{Checked: checked})
+	if path, due, ok := c.readChecks(passChecksName, "passphrase-check"); ok {
+		c.passChecks = path
+		c.post(model.PassChecksLoaded{Due: due})
+	}
+}
+
+// readChecks reads the check times in the file name; what names them in the log.
+func (c *controller) readChecks(name, what string) (string, map[string]time.Time, bool) {
+	path, err := checksFile(name)
+	if err != nil {
+		c.log.Warn("cannot keep "+what+" times; no "+what+" reminders", "err", err)
+		return "", nil, false
+	}
+	times, err := loadChecks(path)
+	if err != nil {
+		c.log.Warn("cannot read the "+what+" times; starting afresh", "err", err)
+		times = map[string]time.Time{}
+	}
+	return path, times, true
 }

@@ -118,7 +118,7 @@ func TestCallWithoutService(t *testing.T) {
 		t.Errorf("%+v", done)
 	}
 	pass := []byte("secret")
-	c.unlock(context.Background(), api.DrivePath("x"), pass)
+	c.unlock(context.Background(), api.DrivePath("x"), pass, false)
 	if done, ok := (<-c.events).(model.UnlockDone); !ok || done.Err == nil {
 		t.Errorf("%+v", done)
 	}
@@ -126,5 +126,13 @@ func TestCallWithoutService(t *testing.T) {
 		if b != 0 {
 			t.Fatalf("passphrase not zeroed: %q", pass)
 		}
+	}
+	pass = []byte("secret")
+	c.unlock(context.Background(), api.DrivePath("x"), pass, true)
+	if done, ok := (<-c.events).(model.PassCheckDone); !ok || !errors.Is(done.Err, api.ErrFailed) {
+		t.Errorf("check: %+v", done)
+	}
+	if string(pass) != "\x00\x00\x00\x00\x00\x00" {
+		t.Errorf("passphrase not zeroed after the check: %q", pass)
 	}
 }

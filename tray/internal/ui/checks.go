@@ -11,13 +11,19 @@ import (
 	"fyne.io/fyne/v2/container"
 	"fyne.io/fyne/v2/layout"
 	"fyne.io/fyne/v2/widget"
-
-	"github.com/plugvault/plugvault/tray/internal/model"
+	"github.com/godbus/dbus/v5"
 )
 
-// checksFile is where the tray keeps when each drive's restore check was last prompted:
-// $XDG_STATE_HOME/plugvault/restore-checks.json (default ~/.local/state), the user's own.
-func checksFile() (string, error) {
+// The files of checksFile: when each drive's restore check was last prompted, and when each
+// drive's passphrase check falls due next.
+const (
+	restoreChecksName = "restore-checks.json"
+	passChecksName    = "passphrase-checks.json"
+)
+
+// checksFile is where the tray keeps one of its lists of check times, name:
+// $XDG_STATE_HOME/plugvault/name (default ~/.local/state), the user's own.
+func checksFile(name string) (string, error) {
 	dir := os.Getenv("XDG_STATE_HOME")
 	if dir == "" || !filepath.IsAbs(dir) {
 		home, err := os.UserHomeDir()
@@ -26,7 +32,7 @@ func checksFile() (string, error) {
 		}
 		dir = filepath.Join(home, ".local", "state")
 	}
-	return filepath.Join(dir, "plugvault", "restore-checks.json"), nil
+	return filepath.Join(dir, "plugvault", name), nil
 }
 
 // loadChecks reads the saved times; a missing file is an empty list.
@@ -54,7 +60,7 @@ func saveChecks(path string, m map[string]time.Time) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".restore-checks-*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}
@@ -69,34 +75,44 @@ func saveChecks(path string, m map[string]time.Time) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// checkPrompt is the monthly "check that you can restore" window. Its methods run on the fyne
-// thread.
+// checkPrompt is a reminder window: the monthly "check that you can restore" and the quarterly
+// "do you still know your passphrase?". Its methods run on the fyne thread.
 type checkPrompt struct {
-	c     *controller
-	w     fyne.Window
-	text  *widget.Label
-	drive model.PromptRestoreCheck
+	c      *controller
+	accept string                      // the label of the button that does the check
+	onYes  func(drive dbus.ObjectPath) // after the accept button
+	onNo   func(drive dbus.ObjectPath) // after Later or closing the window; nil: nothing
+	w      fyne.Window
+	text   *widget.Label
+	drive  dbus.ObjectPath
 }
 
-func (p *checkPrompt) show(a model.PromptRestoreCheck) {
+func (p *checkPrompt) show(drive dbus.ObjectPath, title, text string) {
 	if p.w == nil {
-		p.w = p.c.app.NewWindow(a.Title)
+		p.w = p.c.app.NewWindow(title)
 		p.text = widget.NewLabel("")
 		p.text.Wrapping = fyne.TextWrapWord
-		later := widget.NewButton("Later", func() { p.w.Hide() })
-		open := widget.NewButton("Open Restore…", func() {
+		later := widget.NewButton("Later", p.later)
+		yes := widget.NewButton(p.accept, func() {
 			p.w.Hide()
-			p.c.post(model.MenuClicked{Key: model.MenuKey{Drive: p.drive.Drive, Kind: model.ItemRestore}})
+			p.onYes(p.drive)
 		})
-		open.Importance = widget.HighImportance
-		p.w.SetContent(container.NewVBox(p.text, container.NewHBox(layout.NewSpacer(), later, open)))
-		p.w.SetCloseIntercept(func() { p.w.Hide() }) // hide, never close: fyne quits with its last window
+		yes.Importance = widget.HighImportance
+		p.w.SetContent(container.NewVBox(p.text, container.NewHBox(layout.NewSpacer(), later, yes)))
+		p.w.SetCloseIntercept(p.later) // hide, never close: fyne quits with its last window
 		p.w.Resize(fyne.NewSize(440, 0))
 	}
-	p.drive = a
-	p.w.SetTitle(a.Title)
-	p.text.SetText(a.Text)
+	p.drive = drive
+	p.w.SetTitle(title)
+	p.text.SetText(text)
 	p.w.Show()
 	p.w.RequestFocus()
 	repaintSoon(p.w)
+}
+
+func (p *checkPrompt) later() {
+	p.w.Hide()
+	if p.onNo != nil {
+		p.onNo(p.drive)
+	}
 }

@@ -10,9 +10,12 @@ import (
 func TestRestoreChecksFile(t *testing.T) {
 	state := t.TempDir()
 	t.Setenv("XDG_STATE_HOME", state)
-	path, err := checksFile()
+	path, err := checksFile(restoreChecksName)
 	if err != nil || path != filepath.Join(state, "plugvault", "restore-checks.json") {
 		t.Fatalf("checksFile = %q, %v", path, err)
+	}
+	if pass, err := checksFile(passChecksName); err != nil || pass != filepath.Join(state, "plugvault", "passphrase-checks.json") {
+		t.Errorf("checksFile(passChecksName) = %q, %v", pass, err)
 	}
 	if m, err := loadChecks(path); err != nil || len(m) != 0 {
 		t.Errorf("missing file: %v, %v", m, err)

@@ -25,6 +25,7 @@ type passDialog struct {
 	cancel  *widget.Button
 	drive   dbus.ObjectPath
 	busy    bool
+	check   bool // the passphrase goes to CheckPassphrase
 }
 
 func newPassDialog(a fyne.App, c *controller) *passDialog {
@@ -58,13 +59,19 @@ func (d *passDialog) build() {
 
 func (d *passDialog) show(a model.ShowDialog) {
 	d.build()
-	if a.Drive != d.drive {
+	if a.Drive != d.drive || a.Check != d.check {
 		d.entry.SetText("")
 	}
-	d.drive, d.busy = a.Drive, a.Busy
+	d.drive, d.busy, d.check = a.Drive, a.Busy, a.Check
 	d.w.SetTitle(a.Title)
+	d.unlock.SetText(a.Submit)
+	d.cancel.SetText(a.Dismiss)
 	d.heading.SetText(a.Heading)
 	d.details.SetText(strings.Join(a.Details, "\n"))
+	d.message.Importance = widget.DangerImportance
+	if a.Done {
+		d.message.Importance = widget.SuccessImportance
+	}
 	if a.Message != "" {
 		d.message.SetText(a.Message)
 		d.message.Show()
@@ -78,12 +85,19 @@ func (d *passDialog) show(a model.ShowDialog) {
 		d.entry.Enable()
 		d.unlock.Enable()
 	}
+	if a.Done {
+		d.entry.Hide()
+		d.unlock.Hide()
+	} else {
+		d.entry.Show()
+		d.unlock.Show()
+	}
 	// Size the window for its content before it is shown: a window that grows after it was
 	// first drawn shows a black area until something redraws it (seen under Xvfb).
 	d.w.Resize(d.w.Content().MinSize().Max(fyne.NewSize(440, 0)))
 	d.w.Show()
 	d.w.RequestFocus()
-	if !a.Busy {
+	if !a.Busy && !a.Done {
 		d.w.Canvas().Focus(d.entry)
 	}
 }
@@ -98,7 +112,7 @@ func (d *passDialog) hide() {
 }
 
 // submit takes the passphrase out of the entry as bytes and clears the entry at once; the
-// bytes are zeroed after the Unlock call. (The entry widget keeps its text as a Go string,
+// bytes are zeroed after the Unlock (or CheckPassphrase) call. (The entry widget keeps its text as a Go string,
 // which cannot be zeroed; clearing it drops the widget's reference right away.)
 func (d *passDialog) submit() {
 	if d.busy || d.drive == "" || d.entry.Text == "" {
@@ -109,7 +123,7 @@ func (d *passDialog) submit() {
 	d.busy = true
 	drive := d.drive
 	d.c.post(model.DialogSubmitted{Drive: drive})
-	go d.c.unlock(d.c.ctx, drive, pass)
+	go d.c.unlock(d.c.ctx, drive, pass, d.check)
 }
 
 func (d *passDialog) dismiss() {

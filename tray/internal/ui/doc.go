@@ -1,6 +1,6 @@
 // Package ui is plugvault-tray's front end: a fyne.io/systray StatusNotifierItem (icon,
 // tooltip, menu) and fyne windows (the passphrase dialog, the log, About, the monthly restore
-// check, Set up a new drive, and one Restore window per drive), driven by the pure reducer in
+// check and the quarterly passphrase check, Set up a new drive, and one Restore window per drive), driven by the pure reducer in
 // tray/internal/model. The Restore and setup windows keep their own state and call the client
 // themselves: they read the drive's snapshots through the read-only Browse mount and the USB
 // disks through sysfs and the udev database, with the user's own permissions.
