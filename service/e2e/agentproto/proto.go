@@ -64,10 +64,10 @@ type Request struct {
 	Args      []byte            `json:"args,omitempty"` // the passphrase of Unlock
 	// Strings are a call's string arguments: Enroll's device and name, Restore's snapshot,
 	// path and destination.
-	Strings []string `json:"strings,omitempty"`
-	Options   map[string]bool   `json:"options,omitempty"`
-	Root      string            `json:"root,omitempty"`
-	Extents   bool              `json:"extents,omitempty"` // manifest: also report physical extents (FIEMAP)
+	Strings []string        `json:"strings,omitempty"`
+	Options map[string]bool `json:"options,omitempty"`
+	Root    string          `json:"root,omitempty"`
+	Extents bool            `json:"extents,omitempty"` // manifest: also report physical extents (FIEMAP)
 }
 
 // Response answers one Request.
