@@ -19,9 +19,6 @@ const fullStickSize = 256 << 20
 // as it was), then one that cannot fit at all fails with a "drive full" reason, leaving the
 // newest snapshot as it was, verify agreeing and nothing unfinished on the stick.
 func TestTortureFullStick(t *testing.T) {
-	if !*tortureFull {
-		t.Skip("full stick: only in the whole suite (make torture): it writes about 430 MiB through dm-crypt")
-	}
 	env, tl, ctx := tortureEnv(t)
 	c := tortureCase(t, "full stick (R3)")
 	v := newVault(t, env, "t-full", false)
