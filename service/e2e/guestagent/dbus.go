@@ -150,7 +150,7 @@ func dispatch(ctx context.Context, c *api.Client, req agentproto.Request) (any, 
 		// As the tray's "Set up a new drive…" calls it: the passphrase and a name, no header
 		// backup.
 		if len(req.Strings) != 2 {
-			return nil, errors.New("Enroll takes a device and a name")
+			return nil, errors.New("enroll takes a device and a name")
 		}
 		pass := append([]byte(nil), req.Args...)
 		defer clear(pass)
@@ -159,7 +159,7 @@ func dispatch(ctx context.Context, c *api.Client, req agentproto.Request) (any, 
 		return p, err
 	case api.MethodRestore:
 		if len(req.Strings) != 3 {
-			return nil, errors.New("Restore takes a snapshot, a path and a destination")
+			return nil, errors.New("restore takes a snapshot, a path and a destination")
 		}
 		return nil, c.Restore(ctx, drive, req.Strings[0], req.Strings[1], req.Strings[2], opts)
 	case api.MethodCheckPassphrase:
