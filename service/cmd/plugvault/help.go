@@ -47,7 +47,9 @@ backup --wait:
   {"drive": "PATH", "action": "backup", "result": "success", "state": "safe-to-remove"}
 snapshots:
   {"drive": "PATH", "snapshots": [{"name": "20261126T083100Z", "created": "2026-11-26T08:31:00Z",
-   "created_unix": 1795681860, "files": 10, "bytes": 20, "status": "complete"|"partial"}]}
+   "created_unix": 1795681860, "files": 10, "bytes": 20, "status": "complete"|"partial",
+   "changed": 3|null}]}   (changed: files added, changed or removed since the snapshot before;
+                           null when the snapshot did not record it)
 browse:   {"drive": "PATH", "path": "/run/plugvault/…"}
 restore:  {"drive": "PATH", "snapshot": "…", "path": "home/me" ("" = everything), "destination": "/abs"}
 verify:   {"drive": "PATH", "snapshot": "" (newest), "checked": 100, "problems": ["…"]}
