@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/plugvault/plugvault/service/api/apitest"
 )
 
 func segmentNames(t *testing.T, root string) map[string]bool {
@@ -88,5 +90,41 @@ func TestSegmentedManifestSharesUnchangedDirectories(t *testing.T) {
 	}
 	if _, err := readManifestAt(fd, metaDir+"/manifest"); err == nil {
 		t.Error("a damaged segment was read")
+	}
+}
+
+// TestRootChownSegments: segments change hands with the engine's user, and the segment
+// directory, handed over last, says when there is nothing to do.
+func TestRootChownSegments(t *testing.T) {
+	apitest.RequireRoot(t)
+	root := t.TempDir()
+	seg := filepath.Join(root, segmentDir)
+	os.Mkdir(seg, 0o700)
+	for _, n := range []string{"s1", "s2"} {
+		os.WriteFile(filepath.Join(seg, n), nil, 0o600)
+	}
+	owner := func(p string) uint32 {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Uid
+	}
+	mfd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(mfd)
+	chownSegments(mfd, 65534, 65534)
+	for _, p := range []string{seg, filepath.Join(seg, "s1"), filepath.Join(seg, "s2")} {
+		if owner(p) != 65534 {
+			t.Errorf("%s still belongs to uid %d", p, owner(p))
+		}
+	}
+	// The directory is the user's already: its segments are taken as handed over.
+	os.Lchown(filepath.Join(seg, "s1"), 0, 0)
+	chownSegments(mfd, 65534, 65534)
+	if owner(filepath.Join(seg, "s1")) != 0 {
+		t.Error("segments were walked although their directory was the user's already")
 	}
 }
