@@ -82,10 +82,15 @@ func makePlan(known, prev map[string]*Entry, scan []*Entry, resumed bool) *plan 
 	}
 
 	// Deletions. Only the topmost of a removed subtree is listed.
+	// Deletions; and, when known is the base (no prev), the removals counted as changes.
 	var dels []string
 	for path, k := range known {
-		if s, ok := inSource[path]; !ok || s.Type != k.Type {
+		s, ok := inSource[path]
+		if !ok || s.Type != k.Type {
 			dels = append(dels, path)
+		}
+		if prev == nil && k.Type != 'd' && (!ok || s.Type == 'd') {
+			p.changed++
 		}
 	}
 	sort.Strings(dels)
@@ -170,11 +175,7 @@ func makePlan(known, prev map[string]*Entry, scan []*Entry, resumed bool) *plan 
 		}
 		dirty[parentOf(s.Path)] = true
 	}
-	base := known
-	if prev != nil {
-		base = prev
-	}
-	for path, b := range base {
+	for path, b := range prev {
 		if s := inSource[path]; b.Type != 'd' && (s == nil || s.Type == 'd') {
 			p.changed++
 		}
