@@ -105,19 +105,30 @@ func (btrfsDest) open(e *engine, _ string, _, _ []string) error {
 }
 
 func (btrfsDest) load(e *engine, _ string) {
-	m, err := readManifestAt(e.destFd, metaDir+"/manifest")
+	x, flat, err := openManifest(e.destFd, metaDir+"/manifest")
 	if err != nil {
 		// A fresh (or damaged) working tree: trust nothing in it.
 		e.resumed = true
 		return
 	}
-	e.known = m
 	e.baseIsManifest = true
+	if x == nil {
+		e.known = flat
+		return
+	}
+	// With a sidecar, the segments are read once the scan says which directories changed
+	// (resolveBase); without one, all of them, now, while the source is walked.
+	e.base = x
+	e.sidecar = x.sigs != nil
+	if !e.sidecar {
+		e.resolveBase(nil)
+	}
 }
 
 func (btrfsDest) reusableManifest(e *engine, entries []*Entry) int {
-	if !e.baseIsManifest || e.written.Load() > 0 || e.removed.Load() > 0 {
-		// known was edited by the deletions: only an untouched working tree matches.
+	if !e.baseIsManifest || !e.sidecar || e.written.Load() > 0 || e.removed.Load() > 0 {
+		// known was edited by the deletions: only an untouched working tree matches. A
+		// manifest without its sidecar is written again, so that the next run has one.
 		return -1
 	}
 	return sameEntries(e.known, entries, e.destFd)

@@ -34,9 +34,14 @@ type engine struct {
 	resumed  bool
 	// baseIsManifest: known is exactly the destination's manifest file (no journal applied).
 	baseIsManifest bool
-	sources        []*source
-	journal        *os.File
-	euid           int
+	// base is the btrfs tree's segmented manifest, whose segments resolveBase reads; sidecar:
+	// it has a sidecar (dirsFile); kept: the directories whose segments stay as they are.
+	base    *segIndex
+	sidecar bool
+	kept    map[string]keptSegment
+	sources []*source
+	journal *os.File
+	euid    int
 
 	mu       sync.Mutex
 	pending  []*Entry // finished, not yet durable
@@ -146,6 +151,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 		return Result{}, err
 	}
 	defer func() {
+		e.closeBase()
 		unix.Close(e.destFd)
 		if e.prevFd >= 0 {
 			unix.Close(e.prevFd)
@@ -173,7 +179,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 		patterns = append(patterns, DefaultExcludes...)
 	}
 	w := &walker{sources: e.sources, excl: newExcluder(patterns), skipDev: job.Dev, skipPath: job.Target,
-		workers: job.workers(), onEntries: func(n uint64) {
+		workers: job.workers(), sigs: e.dest.segmentsManifest(), onEntries: func(n uint64) {
 			e.prog.scanned(n)
 			e.mem.grow(n)
 		}}
@@ -200,6 +206,8 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	if err := e.err(); err != nil {
 		return Result{}, err
 	}
+	e.resolveBase(scan)
+	e.tr.step(fmt.Sprintf("read manifest (%d dirs kept)", len(e.kept)))
 
 	// Plan and copy.
 	pl := makePlan(e.known, e.prev, scan.entries, e.resumed)
@@ -245,7 +253,10 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	if err := g.check(); err != nil {
 		return Result{}, err
 	}
-	stale, err := writeMeta(e.destFd, entries, st, res, e.dest.reusableManifest(e, entries), e.dest.segmentsManifest())
+	if err := e.fillKept(pl, scan); err != nil {
+		return Result{}, err
+	}
+	stale, err := writeMeta(e.destFd, entries, st, res, e.dest.reusableManifest(e, entries), e.dest.segmentsManifest(), e.kept)
 	if err != nil {
 		return Result{}, e.noRoom(err)
 	}

@@ -59,18 +59,6 @@ func (e *engine) journalDeletes(paths []string) error {
 	return e.journal.Sync()
 }
 
-// loadBase reads what the destination is known to hold (and what may be linked from),
-// overlaid with the journal of an interrupted run.
-func (e *engine) loadBase(prevName string) {
-	e.known = map[string]*Entry{}
-	e.dest.load(e, prevName)
-	if data, err := readFileAt(e.destFd, metaDir+"/journal", 1<<30); err == nil && len(data) > 0 {
-		applyJournal(e.known, data)
-		e.resumed = true
-		e.baseIsManifest = false
-	}
-}
-
 // startCommitter commits every commitInterval until the returned stop function is called.
 func (e *engine) startCommitter() (stop func()) {
 	done := make(chan struct{})

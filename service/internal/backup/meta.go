@@ -43,8 +43,7 @@ func readFileAt(root int, rel string, max int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), rel)
-	defer f.Close()
+	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, err
@@ -52,7 +51,27 @@ func readFileAt(root int, rel string, max int64) ([]byte, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("%s is not a regular file", rel)
 	}
-	return io.ReadAll(io.LimitReader(f, max))
+	// Sized by the stat, one byte more so that a file that did not grow ends in one read:
+	// the manifest's segments are thousands of small files read at every run.
+	buf := make([]byte, min(st.Size, max)+1)
+	n := 0
+	for int64(n) < max {
+		if n == len(buf) {
+			buf = append(buf, make([]byte, len(buf))...) // it grew meanwhile
+		}
+		m, err := unix.Read(fd, buf[n:min(int64(len(buf)), max)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return buf[:n], nil
 }
 
 func readStats(hostFd int, snap string) *Stats {
@@ -98,8 +117,8 @@ func writeFileAt(root int, rel string, write func(io.Writer) error) error {
 // manifest (reuse >= 0, the directory fd holding it; reuse == destFd: it is already in place),
 // that manifest is hard-linked instead of written again: manifests are never modified in place.
 // segmented writes a segmented manifest (see segments.go); it returns the segments to remove
-// once the new manifest is durable.
-func writeMeta(destFd int, entries []*Entry, st Stats, res Result, reuse int, segmented bool) (stale []string, err error) {
+// once the new manifest is durable; kept are the directories whose segments stay as they are.
+func writeMeta(destFd int, entries []*Entry, st Stats, res Result, reuse int, segmented bool, kept map[string]keptSegment) (stale []string, err error) {
 	switch {
 	case reuse == destFd:
 	case reuse >= 0:
@@ -118,7 +137,7 @@ func writeMeta(destFd int, entries []*Entry, st Stats, res Result, reuse int, se
 		fallthrough
 	default:
 		if segmented {
-			if stale, err = writeSegmented(destFd, entries); err != nil {
+			if stale, err = writeSegmented(destFd, entries, kept); err != nil {
 				return nil, err
 			}
 		} else if err := writeFileAt(destFd, metaDir+"/manifest", func(w io.Writer) error { return writeManifest(w, entries) }); err != nil {

@@ -1,13 +1,12 @@
 package backup
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -29,74 +28,164 @@ const (
 
 // readManifestAt reads the manifest rel (".plugvault/manifest") below root, flat or segmented.
 func readManifestAt(root int, rel string) (map[string]*Entry, error) {
-	fd, err := openBeneath(root, rel, unix.O_RDONLY|unix.O_NONBLOCK, 0)
-	if err != nil {
+	x, flat, err := openManifest(root, rel)
+	if err != nil || x == nil {
+		return flat, err
+	}
+	defer x.close()
+	all := make([]int, len(x.names))
+	for i := range all {
+		all[i] = i
+	}
+	m := map[string]*Entry{}
+	if err := x.readInto(m, all); err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), rel)
-	defer f.Close()
-	br := bufio.NewReaderSize(f, 1<<16)
-	head, err := br.Peek(len(manifestHeaderV2) + 1)
-	if err != nil || string(head) != manifestHeaderV2+"\n" {
-		return readManifest(br)
+	return m, nil
+}
+
+// segIndex is a segmented manifest's index, opened without reading its segments.
+type segIndex struct {
+	sfd   int      // the segment directory
+	names []string // the segments, one per directory, in directory order
+	// sigs maps a directory's signature (dirSig) to the index of its segment, from the
+	// manifest's sidecar (dirsFile); nil when there is none that goes with this index.
+	sigs     map[string]int
+	resolved bool // engine.resolveBase ran
+}
+
+func (x *segIndex) close() { unix.Close(x.sfd) }
+
+// dirsFile is the segmented manifest's sidecar: "plugvault-manifest-dirs 1 <SHA-256 of the
+// index>", then for each line of the index the signature (dirSig) of the directory whose
+// segment it names, or "-". A run whose scan of a directory has the recorded signature keeps
+// that directory's segment as it is, without reading it (engine.resolveBase). Readers that
+// predate it ignore it; one that does not go with the index is ignored.
+const (
+	dirsFile   = "manifest.dirs"
+	dirsHeader = "plugvault-manifest-dirs 1"
+)
+
+// openManifest opens the manifest rel below root: a segmented one as its index (the caller
+// closes it), a flat one read whole.
+func openManifest(root int, rel string) (*segIndex, map[string]*Entry, error) {
+	data, err := readFileAt(root, rel, 1<<30)
+	if err != nil {
+		return nil, nil, err
+	}
+	body, ok := bytes.CutPrefix(data, []byte(manifestHeaderV2+"\n"))
+	if !ok {
+		m, err := readManifest(bytes.NewReader(data))
+		return nil, m, err
+	}
+	x := &segIndex{}
+	for ln := range bytes.Lines(body) {
+		name := string(bytes.TrimSuffix(ln, []byte{'\n'}))
+		if len(name) != 2*sha256.Size || strings.Trim(name, "0123456789abcdef") != "" {
+			return nil, nil, fmt.Errorf("bad manifest segment name %q", name)
+		}
+		x.names = append(x.names, name)
 	}
 	dir, _ := splitRel(rel)
-	sfd, err := openDirBeneath(root, joinRel(dir, segmentDir))
-	if err != nil {
-		return nil, fmt.Errorf("cannot open the manifest's segments: %w", err)
+	if x.sfd, err = openDirBeneath(root, joinRel(dir, segmentDir)); err != nil {
+		return nil, nil, fmt.Errorf("cannot open the manifest's segments: %w", err)
 	}
-	defer unix.Close(sfd)
-	var names []string
-	sc := bufio.NewScanner(br)
-	sc.Scan() // the header
-	for sc.Scan() {
-		name := sc.Text()
-		if len(name) != 2*sha256.Size || strings.Trim(name, "0123456789abcdef") != "" {
-			return nil, fmt.Errorf("bad manifest segment name %q", name)
+	if side, err := readFileAt(root, joinRel(dir, dirsFile), 1<<30); err == nil {
+		x.sigs = parseDirs(side, data, len(x.names))
+	}
+	return x, nil, nil
+}
+
+// parseDirs reads the sidecar data of the index (whole file) with n segments; nil when it
+// does not go with that index.
+func parseDirs(data, index []byte, n int) map[string]int {
+	sum := sha256.Sum256(index)
+	head, body, _ := bytes.Cut(data, []byte{'\n'})
+	if string(head) != dirsHeader+" "+hex.EncodeToString(sum[:]) || bytes.Count(body, []byte{'\n'}) != n {
+		return nil
+	}
+	sigs := make(map[string]int, n)
+	i := 0
+	for ln := range bytes.Lines(body) {
+		if i == n {
+			break
 		}
-		names = append(names, name)
+		if sig := bytes.TrimSuffix(ln, []byte{'\n'}); len(sig) == 2*dirSigLen {
+			sigs[string(sig)] = i
+		}
+		i++
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	// The segments are small files spread over the drive: read in parallel, so that a cold
-	// cache costs a few round trips to the drive at once instead of one per directory.
-	segs := make([][]Entry, len(names))
-	errs := make([]error, len(names))
+	return sigs
+}
+
+// readInto reads the segments with the given indexes (in parallel: they are small files
+// spread over the drive, and a cold cache then costs a few round trips at once instead of one
+// per directory) and adds their entries to m.
+func (x *segIndex) readInto(m map[string]*Entry, which []int) error {
+	segs := make([][]Entry, len(which))
+	errs := make([]error, len(which))
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for w := min(segmentReaders, len(names)); w > 0; w-- {
+	for w := min(segmentReaders, len(which)); w > 0; w-- {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= len(names) {
+				if i >= len(which) {
 					return
 				}
-				segs[i], errs[i] = readSegment(sfd, names[i])
+				segs[i], errs[i] = readSegment(x.sfd, x.names[which[i]])
 				if errs[i] != nil {
-					next.Store(int64(len(names))) // stop the others
+					next.Store(int64(len(which))) // stop the others
 					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	n := 0
-	for i := range names {
+	for i := range which {
 		if errs[i] != nil {
-			return nil, errs[i]
+			return errs[i]
 		}
-		n += len(segs[i])
 	}
-	m := make(map[string]*Entry, n)
 	for _, seg := range segs {
 		for i := range seg {
 			m[seg[i].Path] = &seg[i]
 		}
 	}
-	return m, nil
+	return nil
+}
+
+// dirSigLen is the bytes of SHA-256 a directory signature keeps.
+const dirSigLen = 16
+
+// dirSig is the signature of a directory's entries (its children, in name order) as the
+// source shows them: every field of their manifest lines but what was learnt from their
+// content (hash, block hashes). Equal signatures mean every child's name, type, owner, mode, size, times,
+// inode, link count, link target and flags are the same. A scanned entry has no flags but
+// an ancestor's, so a directory with an entry flagged in the manifest (changing while read,
+// owner or xattrs not kept) never matches and is always read. Otherwise a run keeps every
+// child (sameSource) and stores the same lines, unless it re-links a hard link group: then
+// it writes in the directory, and engine.fillKept reads its segment after all.
+func dirSig(children []*Entry, buf []byte) (sig string, ok bool) {
+	h := sha256.New()
+	for _, c := range children {
+		// The fields in binary, the strings after their length: cheaper than the quoted
+		// manifest line, and as exact.
+		buf = append(buf[:0], c.Type)
+		for _, v := range []uint64{uint64(c.Mode), uint64(c.UID), uint64(c.GID), uint64(c.Size), uint64(c.Mtime),
+			uint64(c.Ctime), c.Ino, c.Dev, uint64(c.Nlink), c.Rdev} {
+			buf = binary.LittleEndian.AppendUint64(buf, v)
+		}
+		for _, s := range []string{c.Flags, c.Path, c.Link} {
+			buf = binary.AppendUvarint(buf, uint64(len(s)))
+			buf = append(buf, s...)
+		}
+		h.Write(buf)
+	}
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0])[:dirSigLen]), len(children) > 0
 }
 
 // segmentReaders is how many manifest segments are read at once.
@@ -125,11 +214,15 @@ func readSegment(sfd int, name string) ([]Entry, error) {
 	return out, nil
 }
 
+// keptSegment is a directory whose segment a run keeps without reading it
+// (engine.resolveBase): its name and the directory's signature.
+type keptSegment struct{ name, sig string }
+
 // writeSegmented writes entries as a segmented manifest below destFd: the segments that do
-// not exist yet, then the index. It syncs nothing (runEngine syncs the filesystem before the
-// journal goes). It returns the segments no longer referenced, to remove once the index is
-// durable.
-func writeSegmented(destFd int, entries []*Entry) (stale []string, err error) {
+// not exist yet, then the index, then its sidecar (dirsFile). The directories in kept keep
+// their segment as it is. It syncs nothing (runEngine syncs the filesystem before the journal
+// goes). It returns the segments no longer referenced, to remove once the index is durable.
+func writeSegmented(destFd int, entries []*Entry, kept map[string]keptSegment) (stale []string, err error) {
 	mfd, err := openDirBeneath(destFd, metaDir)
 	if err != nil {
 		return nil, fmt.Errorf("cannot write the manifest: %w", err)
@@ -151,32 +244,58 @@ func writeSegmented(destFd int, entries []*Entry) (stale []string, err error) {
 	for _, n := range names {
 		have[n] = true
 	}
-	// One segment per directory, the directories in path order: sort by parent, keeping the
-	// scan's order within a directory, and write each group as it ends.
-	order := append([]*Entry(nil), entries...)
-	sort.SliceStable(order, func(i, j int) bool { return parentOf(order[i].Path) < parentOf(order[j].Path) })
+	// One segment per directory, the directories in path order, each keeping the scan's order
+	// of its entries.
+	groups := map[string][]*Entry{}
+	var dirs []string
+	for _, en := range entries {
+		d := parentOf(en.Path)
+		if _, ok := groups[d]; !ok {
+			dirs = append(dirs, d)
+		}
+		groups[d] = append(groups[d], en)
+	}
+	sort.Strings(dirs)
 	index := []byte(manifestHeaderV2 + "\n")
-	used := map[string]bool{}
+	var side []byte
+	used := make(map[string]bool, len(dirs))
 	var data []byte
-	for i, en := range order {
-		data = appendEntry(data, en)
-		if i+1 < len(order) && parentOf(order[i+1].Path) == parentOf(en.Path) {
-			continue
+	buf := make([]byte, 0, 512)
+	for _, d := range dirs {
+		k, ok := kept[d]
+		if ok && !have[k.name] {
+			return nil, fmt.Errorf("cannot write the manifest: segment %s of %q is gone", k.name, d)
 		}
-		sum := sha256.Sum256(data)
-		name := hex.EncodeToString(sum[:])
-		index = append(index, name+"\n"...)
-		used[name] = true
-		if !have[name] {
-			if err := writeSegment(sfd, name, data); err != nil {
-				return nil, fmt.Errorf("cannot write the manifest: %w", err)
+		if !ok {
+			data = data[:0]
+			for _, en := range groups[d] {
+				data = appendEntry(data, en)
 			}
-			have[name] = true
+			sum := sha256.Sum256(data)
+			k.name = hex.EncodeToString(sum[:])
+			if k.sig, ok = dirSig(groups[d], buf); !ok {
+				k.sig = "-"
+			}
+			if !have[k.name] {
+				if err := writeSegment(sfd, k.name, data); err != nil {
+					return nil, fmt.Errorf("cannot write the manifest: %w", err)
+				}
+				have[k.name] = true
+			}
 		}
-		data = data[:0]
+		index = append(index, k.name+"\n"...)
+		side = append(side, k.sig+"\n"...)
+		used[k.name] = true
 	}
 	if err := writeFileAt(destFd, metaDir+"/manifest", func(w io.Writer) error {
 		_, err := w.Write(index)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(index)
+	if err := writeFileAt(destFd, metaDir+"/"+dirsFile, func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "%s %x\n%s", dirsHeader, sum, side)
 		return err
 	}); err != nil {
 		return nil, err

@@ -80,6 +80,8 @@ type scanResult struct {
 	// sparse is the allocated size of each sparse regular file (fewer bytes allocated than
 	// its size).
 	sparse map[string]int64
+	// dirSigs are the signatures (dirSig) of the directories read, when asked (walker.sigs).
+	dirSigs map[string]string
 }
 
 // walker is a parallel stat walk of the sources.
@@ -90,6 +92,7 @@ type walker struct {
 	skipDir   [2]uint64 // st_dev and st_ino of the target directory: never descend into it
 	skipPath  string    // the target mount point
 	workers   int
+	sigs      bool // sign each directory's entries (scanResult.dirSigs)
 	mu        sync.Mutex
 	res       scanResult
 	byDir     map[string][]*Entry // directory -> its entries in name order
@@ -266,9 +269,20 @@ func (w *walker) readDir(si int, rel string, x *scopedExcluder) ([]string, *scop
 		slab = append(slab, e)
 		local = append(local, &slab[len(slab)-1])
 	}
+	var sig string
+	signed := false
+	if w.sigs {
+		sig, signed = dirSig(local, make([]byte, 0, 512))
+	}
 	w.mu.Lock()
 	if len(local) > 0 {
 		w.byDir[dirRel] = local
+	}
+	if signed {
+		if w.res.dirSigs == nil {
+			w.res.dirSigs = map[string]string{}
+		}
+		w.res.dirSigs[dirRel] = sig
 	}
 	w.res.files += files
 	w.res.bytes += bytes
