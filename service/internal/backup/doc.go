@@ -9,6 +9,7 @@
 //	        .plugvault/                     0700, owned by the engine's user (it names every file)
 //	        .plugvault/manifest             what the snapshot holds (format below)
 //	        .plugvault/m/<sha256>           btrfs: the manifest's segments, one per directory
+//	        .plugvault/manifest.dirs        btrfs: each segment's directory signature
 //	        .plugvault/stats.json           Stats of the run that made it
 //	        .plugvault/result.json          Result of that run (files, bytes, warnings)
 //	        home/alice/...                  each source under its absolute path
@@ -72,8 +73,14 @@
 // segment name a line, and each segment, .plugvault/m/<name>, holds the lines of one
 // directory's entries (format 1 lines, no header) and is named by its SHA-256. A run writes
 // only the segments that do not exist yet and removes the unreferenced ones once the new
-// index is durable; segments are read in parallel. Both formats are read (older snapshots have format 1; ext4/xfs snapshots
-// keep it, as an unchanged manifest is one hard link there).
+// index is durable; segments are read in parallel. Both formats are read (older snapshots
+// have format 1; ext4/xfs snapshots keep it, as an unchanged manifest is one hard link there).
+// Beside the index, .plugvault/manifest.dirs ("plugvault-manifest-dirs 1 <SHA-256 of the
+// index>", then a line per index line) records each segment's directory signature: a SHA-256
+// of its entries' fields but their content hashes, or "-". A run reads only the segments of
+// the directories whose scan does not have the recorded signature, so a run in which little
+// changed reads the index and a few segments, not a file per directory. Readers that predate
+// it ignore it; one that does not go with its index is ignored.
 //
 // The journal (.plugvault/journal) has the same line format, plus lines "del <quoted path>"
 // recording a removal; it lists entries made durable (after syncfs) during an unfinished run.
