@@ -149,6 +149,10 @@ func linkReplace(oldDir int, oldName string, newDir int, newName string) error {
 // maxAttempts bounds the copies of a file that keeps changing while it is read.
 const maxAttempts = 3
 
+// afterRead, set only by tests, runs once a file's data has been read and before the file is
+// checked for a change: a test changes the file there instead of racing the copy.
+var afterRead func(path string)
+
 // copyFile copies the regular file name from sfd to a temporary file in dfd and renames it into
 // place, with owner, mode, times and xattrs.
 func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte) (*Entry, error) {
@@ -189,6 +193,9 @@ func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte)
 		}
 		e.bytesWritten.Add(uint64(written))
 		e.prog.add(0, uint64(n))
+		if afterRead != nil {
+			afterRead(en.Path)
+		}
 		var after unix.Stat_t
 		if err := unix.Fstat(in, &after); err != nil {
 			unix.Close(out)

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io/fs"
@@ -346,44 +347,62 @@ func TestVerifyFindsDamage(t *testing.T) {
 }
 
 func TestChangingFileIsRetriedAndMarked(t *testing.T) {
-	src := t.TempDir()
-	tr := tree{t, src}
-	tr.file("grow", strings.Repeat("a", 32<<20), 0o644)
-	job := newJob(t, src, "ext4")
-	job.Workers = 1
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	started := make(chan struct{})
-	go func() {
-		defer close(done)
-		f, _ := os.OpenFile(filepath.Join(src, "grow"), os.O_WRONLY|os.O_APPEND, 0)
-		defer f.Close()
-		for i := 0; ; i++ {
-			if i == 100 {
-				close(started)
+	for _, c := range []struct {
+		name    string
+		changes int // how many of the reads the file changes after
+		marked  bool
+	}{
+		{"changes once", 1, false},
+		{"keeps changing", maxAttempts, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src := t.TempDir()
+			tr := tree{t, src}
+			tr.file("grow", strings.Repeat("a", 1<<20), 0o644)
+			tr.file("other", "still", 0o644)
+			job := newJob(t, src, "ext4")
+			grow := strings.TrimPrefix(src, "/") + "/grow"
+			reads := 0
+			afterRead = func(path string) {
+				if path != grow {
+					return
+				}
+				reads++
+				if reads <= c.changes {
+					f, err := os.OpenFile(filepath.Join(src, "grow"), os.O_WRONLY|os.O_APPEND, 0)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					f.Write([]byte("b"))
+					f.Close()
+				}
 			}
-			select {
-			case <-stop:
-				return
-			default:
-				f.Write([]byte("b"))
+			t.Cleanup(func() { afterRead = nil })
+			res, err := Run(context.Background(), job, nil, nil)
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-	}()
-	<-started
-	res, err := Run(context.Background(), job, nil, nil)
-	close(stop)
-	<-done
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := readManifestFile(filepath.Join(job.Target, rootDir, job.Host, res.Snapshot, metaDir, "manifest"))
-	e := m[strings.TrimPrefix(src, "/")+"/grow"]
-	if e == nil {
-		t.Fatal("the changing file is not in the manifest")
-	}
-	if !e.hasFlag(flagChanging) || len(res.Warnings) == 0 {
-		t.Errorf("a file that kept changing was not marked: flags %q warnings %q", e.Flags, res.Warnings)
+			if want := min(c.changes+1, maxAttempts); reads != want {
+				t.Errorf("the file was read %d times, want %d", reads, want)
+			}
+			m, _ := readManifestFile(filepath.Join(job.Target, rootDir, job.Host, res.Snapshot, metaDir, "manifest"))
+			e := m[grow]
+			if e == nil {
+				t.Fatal("the changing file is not in the manifest")
+			}
+			if e.hasFlag(flagChanging) != c.marked || (len(res.Warnings) > 0) != c.marked {
+				t.Errorf("marked %v (flags %q, warnings %q), want %v", e.hasFlag(flagChanging), e.Flags, res.Warnings, c.marked)
+			}
+			if !c.marked {
+				// The copy is the file as it was once it stopped changing.
+				got, err := os.ReadFile(filepath.Join(job.Target, rootDir, job.Host, res.Snapshot, grow))
+				want, _ := os.ReadFile(filepath.Join(src, "grow"))
+				if err != nil || !bytes.Equal(got, want) {
+					t.Errorf("the copy differs from the file (%d bytes, want %d): %v", len(got), len(want), err)
+				}
+			}
+		})
 	}
 }
 
