@@ -164,6 +164,11 @@ func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte)
 		return nil, err
 	}
 	defer unix.Close(in)
+	if tmp != name && e.dest.rewritesInPlace() {
+		if r, err := e.rewriteInPlace(in, dfd, name, en, buf); err != errNotInPlace {
+			return r, err
+		}
+	}
 	for attempt := 1; ; attempt++ {
 		var before unix.Stat_t
 		if err := unix.Fstat(in, &before); err != nil {

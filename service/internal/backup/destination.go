@@ -37,6 +37,9 @@ type destination interface {
 	// clonesInPlace reports whether a changed file is rewritten from a clone of the version the
 	// tree already holds (only the blocks that changed are written).
 	clonesInPlace() bool
+	// rewritesInPlace reports whether a small changed file the tree holds may be rewritten in
+	// its own inode (inplace.go): no snapshot shares the tree's inodes.
+	rewritesInPlace() bool
 }
 
 // destinationFor returns the destination for a target filesystem (Job.validate has checked it).
@@ -166,6 +169,8 @@ func (btrfsDest) settle(hfd int, free float64) { waitFreeChange(hfd, free) }
 
 func (btrfsDest) clonesInPlace() bool { return true }
 
+func (btrfsDest) rewritesInPlace() bool { return true }
+
 func (btrfsDest) segmentsManifest() bool { return true }
 
 // chownSegments gives the manifest's segments (below the metadata directory mfd) and their
@@ -279,6 +284,10 @@ func (linkTreeDest) promote(hfd int, name string) error {
 func (linkTreeDest) settle(int, float64) {}
 
 func (linkTreeDest) clonesInPlace() bool { return false }
+
+// rewritesInPlace is false: the partial tree's unchanged files are the previous snapshot's
+// inodes (hard links), which must never be written.
+func (linkTreeDest) rewritesInPlace() bool { return false }
 
 // segmentsManifest is false: an unchanged manifest is one hard link, and a segmented one
 // would cost a link per directory.

@@ -30,7 +30,10 @@
 // snapshot's name: O(1), no hard-link farm, and deleting an old snapshot is one ioctl.
 // A changed file of at least 4 MiB starts as a clone (FICLONE) of the version .working holds,
 // and only the 1 MiB blocks whose hash differs from the manifest's are written: a 100-byte
-// append to a big file costs about one block on the drive, not the file.
+// append to a big file costs about one block on the drive, not the file. A smaller changed
+// file is rewritten in its own inode (inplace.go: .working's inodes are shared with no
+// snapshot), read whole before .working is touched; when its old content is the start of the
+// new one (an append), only the new bytes are written.
 //
 // # ext4/xfs target
 //
@@ -107,7 +110,10 @@
 //
 // # Crash safety and resume
 //
-// Files are written to a temporary name and renamed into place. Every couple of seconds the
+// Files are written to a temporary name and renamed into place, except btrfs's in-place
+// rewrites: a run interrupted in one rewrites the file again (the source no longer matches
+// the entry .working is known by), and one that fails after it began leaves the name out of
+// the snapshot rather than keep a half-written file under the old entry. Every couple of seconds the
 // engine calls syncfs on the target and only then appends the entries finished before it to
 // the journal (and fsyncs the journal), so a journal line always describes durable data.
 // Removals are journaled before they happen. A run that finds a journal (an interrupted run)

@@ -61,9 +61,9 @@ func slack(n uint64) uint64 { return n/50 + 4<<20 }
 
 // newBytes estimates the bytes of file data p writes: the size of each copied file (the
 // allocated size of a sparse one). In low, a changed file that is rewritten from a clone of
-// its previous version counts nothing (only its changed blocks are written, and the estimate
-// that may thin snapshots before the copy must not be larger than what is written); high
-// counts it whole.
+// its previous version counts nothing, and one rewritten in place only what it grew by (only
+// changed blocks, or an append's new bytes, may be written, and the estimate that may thin
+// snapshots before the copy must not be larger than what is written); high counts it whole.
 func (e *engine) newBytes(p *plan, sparse map[string]int64) (low, high uint64) {
 	for _, acts := range p.writes {
 		for _, a := range acts {
@@ -76,7 +76,14 @@ func (e *engine) newBytes(p *plan, sparse map[string]int64) (low, high uint64) {
 				n = uint64(alloc)
 			}
 			high += n
-			if !(e.dest.clonesInPlace() && e.known[s.Path] != nil && s.Size >= blockMin) {
+			k := e.known[s.Path]
+			switch {
+			case k != nil && e.dest.clonesInPlace() && s.Size >= blockMin:
+			case k != nil && e.dest.rewritesInPlace() && s.Size <= copyBufSize:
+				if s.Size > k.Size {
+					low += uint64(s.Size - k.Size)
+				}
+			default:
 				low += n
 			}
 		}

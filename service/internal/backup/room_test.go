@@ -181,7 +181,8 @@ func TestRoomBeforeCopy(t *testing.T) {
 
 // TestRoomEstimate: the engine asks for room before copying only when other snapshots could
 // be thinned and the files to copy exceed the free space; a sparse file counts by what it
-// allocates, a file rewritten from a clone of its previous version not at all.
+// allocates, a file rewritten from a clone of its previous version not at all, one rewritten in
+// place by what it grew.
 func TestRoomEstimate(t *testing.T) {
 	src := t.TempDir()
 	job := newJob(t, src, "ext4")
@@ -198,6 +199,14 @@ func TestRoomEstimate(t *testing.T) {
 	e.dest, e.known = btrfsDest{}, map[string]*Entry{"big": big}
 	if lo, hi := e.newBytes(p, nil); lo != 0 || hi != 1<<40 {
 		t.Errorf("estimate of a file cloned from its previous version %d..%d, want 0..%d", lo, hi, 1<<40)
+	}
+	// Small files rewritten in place: one that grew counts what it grew by (it may be an
+	// append), one that shrank nothing; high counts both whole.
+	grew, shrank := &Entry{Path: "grew", Type: 'f', Size: 5000}, &Entry{Path: "shrank", Type: 'f', Size: 100}
+	p = &plan{writes: map[string][]action{"": {{s: grew, op: opCopy}, {s: shrank, op: opCopy}}}}
+	e.known = map[string]*Entry{"grew": {Path: "grew", Type: 'f', Size: 4000}, "shrank": {Path: "shrank", Type: 'f', Size: 300}}
+	if lo, hi := e.newBytes(p, nil); lo != 1000 || hi != 5100 {
+		t.Errorf("estimate of files rewritten in place %d..%d, want 1000..5100", lo, hi)
 	}
 
 	fd, err := unix.Open(job.Target, unix.O_RDONLY|unix.O_DIRECTORY, 0)

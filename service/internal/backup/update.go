@@ -336,10 +336,15 @@ func (e *engine) doDir(dir string, acts []action, buf []byte) {
 				e.warn("%s: %v", "/"+a.s.Path, err)
 			}
 			// The previous version stays, if the destination holds one (or, on ext4, the
-			// previous snapshot: it is linked).
-			if k := e.known[a.s.Path]; k != nil && k.Type == a.s.Type {
+			// previous snapshot: it is linked), unless an in-place rewrite lost it: then
+			// nothing is stored under this name.
+			var lost errRewriteLost
+			k, p := e.known[a.s.Path], e.prev[a.s.Path]
+			switch {
+			case errors.As(err, &lost):
+			case k != nil && k.Type == a.s.Type:
 				e.finish(k)
-			} else if p := e.prev[a.s.Path]; p != nil && p.Type == a.s.Type && prevFd >= 0 && (p.Type == 'f' || p.Type == 'l') {
+			case p != nil && p.Type == a.s.Type && prevFd >= 0 && (p.Type == 'f' || p.Type == 'l'):
 				if linkReplace(prevFd, name, dfd, name) == nil {
 					e.finish(p)
 				}
