@@ -222,19 +222,7 @@ func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte)
 			en.Hash = hex.EncodeToString(h.Sum(nil))
 		}
 		en.Blocks = blocks
-		if inc, err := copyXattrs(in, out); err != nil || inc {
-			en.addFlag(flagXattr)
-		}
-		if err := unix.Fchown(out, int(before.Uid), int(before.Gid)); err != nil {
-			en.addFlag(flagOwner)
-		}
-		if err := unix.Fchmod(out, before.Mode&0o7777); err != nil {
-			unix.Close(out)
-			_ = unix.Unlinkat(dfd, tmp, 0)
-			return nil, err
-		}
-		ts := []unix.Timespec{before.Atim, before.Mtim}
-		if err := futimens(out, ts); err != nil {
+		if err := setFileMeta(in, out, &before, en); err != nil {
 			unix.Close(out)
 			_ = unix.Unlinkat(dfd, tmp, 0)
 			return nil, err
@@ -248,6 +236,22 @@ func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte)
 		}
 		return en, nil
 	}
+}
+
+// setFileMeta gives out (the copy of in, whose stat is st) in's xattrs, owner, mode and
+// times, and flags en with what could not be kept (xattrs, owner). A mode or times that
+// cannot be set is an error.
+func setFileMeta(in, out int, st *unix.Stat_t, en *Entry) error {
+	if inc, err := copyXattrs(in, out); err != nil || inc {
+		en.addFlag(flagXattr)
+	}
+	if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
+		en.addFlag(flagOwner)
+	}
+	if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
+		return err
+	}
+	return futimens(out, []unix.Timespec{st.Atim, st.Mtim})
 }
 
 // copyContent fills out with the content of in (stat st), feeding h (nil: no hashes). A file

@@ -138,16 +138,7 @@ func (e *engine) rewriteInPlace(in, dfd int, name string, en *Entry, buf []byte)
 	if h != nil {
 		en.Hash = hex.EncodeToString(h.Sum(nil))
 	}
-	if inc, err := copyXattrs(in, out); err != nil || inc {
-		en.addFlag(flagXattr)
-	}
-	if err := unix.Fchown(out, int(before.Uid), int(before.Gid)); err != nil {
-		en.addFlag(flagOwner)
-	}
-	if err := unix.Fchmod(out, before.Mode&0o7777); err != nil {
-		return lost(err)
-	}
-	if err := futimens(out, []unix.Timespec{before.Atim, before.Mtim}); err != nil {
+	if err := setFileMeta(in, out, &before, en); err != nil {
 		return lost(err)
 	}
 	return en, nil
