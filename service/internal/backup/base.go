@@ -27,14 +27,14 @@ func (e *engine) resolveBase(scan *scanResult) {
 		return
 	}
 	x.resolved = true
-	used := make([]bool, len(x.names))
+	used := make([]bool, len(x.refs))
 	var kept map[string]keptSegment
 	if scan != nil && x.sigs != nil {
 		kept = map[string]keptSegment{}
 		for dir, sig := range scan.dirSigs {
 			if i, ok := x.sigs[sig]; ok && !used[i] {
 				used[i] = true
-				kept[dir] = keptSegment{name: x.names[i], sig: sig}
+				kept[dir] = keptSegment{ref: x.refs[i], sig: sig}
 			}
 		}
 	}
@@ -97,7 +97,7 @@ func (e *engine) fillKept(p *plan, scan *scanResult) error {
 	}
 	stored := map[string]*Entry{}
 	for d := range touched {
-		seg, err := readSegment(e.base.sfd, e.kept[d].name)
+		seg, err := e.base.read(e.kept[d].ref)
 		if err != nil {
 			return err
 		}

@@ -8,7 +8,7 @@
 //	    20261126T083100Z/                   a complete snapshot (UTC start time of its run), 0755
 //	        .plugvault/                     0700, owned by the engine's user (it names every file)
 //	        .plugvault/manifest             what the snapshot holds (format below)
-//	        .plugvault/m/<sha256>           btrfs: the manifest's segments, one per directory
+//	        .plugvault/m/p-<sha256>         btrfs: packs of the manifest's segments (a run's new ones)
 //	        .plugvault/manifest.dirs        btrfs: each segment's directory signature
 //	        .plugvault/stats.json           Stats of the run that made it
 //	        .plugvault/result.json          Result of that run (files, bytes, warnings)
@@ -72,12 +72,18 @@
 // readers ignore what follows the path, so manifests without it (older snapshots) and with it
 // are both read by every version.
 // On btrfs the manifest is segmented, so that a snapshot shares with the one before the parts
-// that did not change: .plugvault/manifest is then "plugvault-manifest 2" followed by one
-// segment name a line, and each segment, .plugvault/m/<name>, holds the lines of one
-// directory's entries (format 1 lines, no header) and is named by its SHA-256. A run writes
-// only the segments that do not exist yet and removes the unreferenced ones once the new
-// index is durable; segments are read in parallel. Both formats are read (older snapshots
-// have format 1; ext4/xfs snapshots keep it, as an unchanged manifest is one hard link there).
+// that did not change. Each directory's entries (format 1 lines, no header) are a segment,
+// named by its SHA-256; .plugvault/manifest is "plugvault-manifest 3" followed by a line per
+// segment, "<name> <pack> <offset> <length>": the segment's bytes in the pack file
+// .plugvault/m/<pack> ("p-" and the pack's SHA-256). A run appends the segments that do not
+// exist yet to one new pack, so a run in which 950 directories changed adds one file, not 950;
+// packs less than half used (and the smallest, beyond 16) have their live segments moved into
+// the run's pack, and files no longer referenced are removed once the new index is durable.
+// An index line of the name alone is a segment in a file of its own, m/<name>: format 2
+// ("plugvault-manifest 2"), written by earlier versions, is all such lines, and is read as it
+// is; a directory's segment moves into a pack when the directory changes. Segments are read
+// in parallel and checked against their names. Every format is read (older snapshots have
+// format 1; ext4/xfs snapshots keep it, as an unchanged manifest is one hard link there).
 // Beside the index, .plugvault/manifest.dirs ("plugvault-manifest-dirs 1 <SHA-256 of the
 // index>", then a line per index line) records each segment's directory signature: a SHA-256
 // of its entries' fields but their content hashes, or "-". A run reads only the segments of

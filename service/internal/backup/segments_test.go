@@ -3,6 +3,8 @@ package backup
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -27,7 +29,14 @@ func segmentNames(t *testing.T, root string) map[string]bool {
 	return out
 }
 
-func TestSegmentedManifestSharesUnchangedDirectories(t *testing.T) {
+// segTree is a directory with a .plugvault/ in which tests write and read manifests.
+type segTree struct {
+	t    *testing.T
+	root string
+	fd   int
+}
+
+func newSegTree(t *testing.T) *segTree {
 	root := t.TempDir()
 	if err := os.Mkdir(filepath.Join(root, metaDir), 0o700); err != nil {
 		t.Fatal(err)
@@ -36,63 +45,218 @@ func TestSegmentedManifestSharesUnchangedDirectories(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd)
-	first := entries("d a", "f a/x", "f a/y", "d b", "f b/z", "d b/c", "f b/c/w", "l b/l")
-	write := func(es []*Entry) {
-		t.Helper()
-		stale, err := writeMeta(fd, es, Stats{}, Result{}, -1, true, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		removeSegments(fd, stale)
-		got, err := readManifestAt(fd, metaDir+"/manifest")
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := map[string]*Entry{}
-		for _, e := range es {
-			want[e.Path] = e
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("read back %v, want %v", keys(got), keys(want))
-		}
+	t.Cleanup(func() { unix.Close(fd) })
+	return &segTree{t, root, fd}
+}
+
+// write writes es as a segmented manifest, removes what it left stale, and checks that it
+// reads back as es.
+func (tr *segTree) write(es []*Entry) {
+	tr.t.Helper()
+	stale, err := writeMeta(tr.fd, es, Stats{}, Result{}, -1, true, nil)
+	if err != nil {
+		tr.t.Fatal(err)
 	}
-	write(first)
-	before := segmentNames(t, root)
+	removeSegments(tr.fd, stale)
+	got, err := readManifestAt(tr.fd, metaDir+"/manifest")
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	want := map[string]*Entry{}
+	for _, e := range es {
+		want[e.Path] = e
+	}
+	if !reflect.DeepEqual(got, want) {
+		tr.t.Fatalf("read back %v, want %v", keys(got), keys(want))
+	}
+}
+
+// index is the index in place.
+func (tr *segTree) index() []segRef {
+	tr.t.Helper()
+	data, err := os.ReadFile(filepath.Join(tr.root, metaDir, "manifest"))
+	if err != nil {
+		tr.t.Fatal(err)
+	}
+	refs := indexRefs(data)
+	if refs == nil {
+		tr.t.Fatalf("not a segmented index: %q", data)
+	}
+	return refs
+}
+
+// files is the segment directory's files.
+func (tr *segTree) files() map[string]bool {
+	tr.t.Helper()
+	return segmentNames(tr.t, tr.root)
+}
+
+func TestSegmentedManifestSharesUnchangedDirectories(t *testing.T) {
+	tr := newSegTree(t)
+	first := entries("d a", "f a/x", "f a/y", "d b", "f b/z", "d b/c", "f b/c/w", "l b/l")
+	tr.write(first)
+	before := tr.index()
 	if len(before) != 4 { // "", a, b, b/c
 		t.Fatalf("%d segments for 4 directories: %v", len(before), before)
 	}
-	// One file changes in b/c: only b/c's segment is new, the others stay as they were.
-	second := entries("d a", "f a/x", "f a/y", "d b", "f b/z", "d b/c", "f b/c/w mtime=9", "l b/l")
-	write(second)
-	after := segmentNames(t, root)
-	var added, kept int
-	for n := range after {
-		if before[n] {
-			kept++
-		} else {
-			added++
+	// The four segments are one pack, the pack is the only file.
+	if files := tr.files(); len(files) != 1 || !files[before[0].pack] {
+		t.Fatalf("files %v for the index %v", files, before)
+	}
+	for _, r := range before {
+		if r.pack != before[0].pack || !strings.HasPrefix(r.pack, packPrefix) {
+			t.Fatalf("segments not in one pack: %v", before)
 		}
 	}
-	if added != 1 || kept != 3 || len(after) != 4 {
-		t.Errorf("after a change in one directory: %d segments added, %d kept, %d in all; want 1, 3, 4", added, kept, len(after))
+	// One file changes in b/c: only b/c's segment is new, in a pack of its own; the others
+	// stay where they were.
+	second := entries("d a", "f a/x", "f a/y", "d b", "f b/z", "d b/c", "f b/c/w mtime=9", "l b/l")
+	tr.write(second)
+	after := tr.index()
+	var moved []int
+	for i := range after {
+		if after[i] != before[i] {
+			moved = append(moved, i)
+		}
+	}
+	if len(moved) != 1 || moved[0] != 3 || after[3].pack == before[3].pack {
+		t.Errorf("after a change in b/c: index %v, was %v", after, before)
+	}
+	if files := tr.files(); len(files) != 2 {
+		t.Errorf("after a change in b/c: files %v, want the two packs", files)
 	}
 	// A flat (format 1) manifest is still read.
-	if _, err := writeMeta(fd, first, Stats{}, Result{}, -1, false, nil); err != nil {
+	if _, err := writeMeta(tr.fd, first, Stats{}, Result{}, -1, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	got, err := readManifestAt(fd, metaDir+"/manifest")
+	got, err := readManifestAt(tr.fd, metaDir+"/manifest")
 	if err != nil || len(got) != len(first) {
 		t.Fatalf("flat manifest read back %d entries (%v), want %d", len(got), err, len(first))
 	}
-	// A damaged segment is refused, not half read.
-	write(second)
-	for n := range segmentNames(t, root) {
-		os.WriteFile(filepath.Join(root, metaDir, segmentDir, n), []byte("f 644 0 0 1 1 1 1 1 1 0 - - \"a/q\"\n"), 0o600)
-		break
+}
+
+// TestDamagedSegmentsAreRefused: a segment whose bytes do not have its name, and an index
+// line that does not parse, are refused, not half read.
+func TestDamagedSegmentsAreRefused(t *testing.T) {
+	tr := newSegTree(t)
+	tr.write(entries("d a", "f a/x", "f a/y", "d b", "f b/z"))
+	pack := filepath.Join(tr.root, metaDir, segmentDir, tr.index()[0].pack)
+	data, _ := os.ReadFile(pack)
+	bad := bytes.Replace(data, []byte("a/x"), []byte("a/q"), 1)
+	if err := os.WriteFile(pack, bad, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := readManifestAt(fd, metaDir+"/manifest"); err == nil {
+	if _, err := readManifestAt(tr.fd, metaDir+"/manifest"); err == nil {
 		t.Error("a damaged segment was read")
+	}
+	os.WriteFile(pack, data[:len(data)-1], 0o600)
+	if _, err := readManifestAt(tr.fd, metaDir+"/manifest"); err == nil {
+		t.Error("a short pack was read")
+	}
+	name := strings.Repeat("ab", sha256.Size)
+	for _, line := range []string{
+		name + " ../x 0 1",
+		name + " " + packPrefix + name + " -1 1",
+		name + " " + packPrefix + name + " 0",
+		name + " " + packPrefix + name + " 0 1 2",
+		name + " " + packPrefix + name + " 0 2000000000",
+		"../" + name[3:],
+	} {
+		if _, err := parseIndex([]byte(line + "\n")); err == nil {
+			t.Errorf("index line %q was taken", line)
+		}
+	}
+}
+
+// TestPacksAreCompacted: a pack less than half of which is still used is rewritten into the
+// run's own, and there are never more than maxPacks.
+func TestPacksAreCompacted(t *testing.T) {
+	tr := newSegTree(t)
+	var specs []string
+	for d := range 8 {
+		specs = append(specs, fmt.Sprintf("d d%d", d), fmt.Sprintf("f d%d/x", d))
+		for f := range 5 {
+			specs = append(specs, fmt.Sprintf("f d%d/f%d", d, f))
+		}
+	}
+	tr.write(entries(specs...))
+	first := tr.index()[0].pack
+	// Five of the eight directories change: the first pack is less than half used, and what
+	// is left of it moves into the new one.
+	for d := range 5 {
+		specs[7*d+1] = fmt.Sprintf("f d%d/x mtime=2", d)
+	}
+	tr.write(entries(specs...))
+	packs := map[string]bool{}
+	for _, r := range tr.index() {
+		packs[r.pack] = true
+	}
+	if len(packs) != 1 || packs[first] {
+		t.Errorf("after most directories changed: packs %v (the first %s)", packs, first)
+	}
+	if files := tr.files(); len(files) != 1 {
+		t.Errorf("after most directories changed: files %v", files)
+	}
+	// Runs that each change another directory leave a small pack each, and the first one
+	// stays more than half used for a while: the smallest packs are merged at maxPacks.
+	tr = newSegTree(t)
+	specs = nil
+	for d := range 3 * maxPacks {
+		specs = append(specs, fmt.Sprintf("d d%02d", d), fmt.Sprintf("f d%02d/x", d))
+	}
+	tr.write(entries(specs...))
+	most := 0
+	for d := range 3 * maxPacks {
+		specs[2*d+1] = fmt.Sprintf("f d%02d/x mtime=2", d)
+		tr.write(entries(specs...))
+		most = max(most, len(tr.files()))
+	}
+	if most != maxPacks {
+		t.Errorf("at most %d packs after a run, want %d", most, maxPacks)
+	}
+}
+
+// TestFormat2ManifestsAreReadAndCarriedOver: an index of loose segments (format 2, written
+// by earlier versions) is read; a run keeps the loose segments of unchanged directories and
+// puts the changed ones in a pack.
+func TestFormat2ManifestsAreReadAndCarriedOver(t *testing.T) {
+	tr := newSegTree(t)
+	es := entries("d a", "f a/x", "d b", "f b/y")
+	if err := os.Mkdir(filepath.Join(tr.root, metaDir, segmentDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	index := manifestHeaderV2 + "\n"
+	groups := map[string][]*Entry{}
+	for _, e := range es {
+		groups[parentOf(e.Path)] = append(groups[parentOf(e.Path)], e)
+	}
+	for _, d := range []string{"", "a", "b"} {
+		var data []byte
+		for _, e := range groups[d] {
+			data = appendEntry(data, e)
+		}
+		sum := sha256.Sum256(data)
+		name := hex.EncodeToString(sum[:])
+		if err := os.WriteFile(filepath.Join(tr.root, metaDir, segmentDir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		index += name + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(tr.root, metaDir, "manifest"), []byte(index), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readManifestAt(tr.fd, metaDir+"/manifest")
+	if err != nil || !reflect.DeepEqual(got, byPath("d a", "f a/x", "d b", "f b/y")) {
+		t.Fatalf("format 2 read back %v (%v)", keys(got), err)
+	}
+	old := tr.index()
+	tr.write(entries("d a", "f a/x", "d b", "f b/y mtime=5"))
+	now := tr.index()
+	if now[0] != old[0] || now[1] != old[1] || now[2].pack == "" {
+		t.Errorf("after a change in b: index %v, was %v", now, old)
+	}
+	if files := tr.files(); len(files) != 3 || files[old[2].name] {
+		t.Errorf("after a change in b: files %v", files)
 	}
 }
 
@@ -175,7 +339,7 @@ func TestUnchangedDirectoriesKeepTheirSegments(t *testing.T) {
 	}
 	e := newEngine()
 	defer e.closeBase()
-	if len(e.kept) != 1 || e.kept[""].name == "" {
+	if len(e.kept) != 1 || e.kept[""].ref.name == "" {
 		t.Fatalf("kept %v, want the snapshot root only", e.kept)
 	}
 	top := scan.entries[len(scan.entries)-1]
