@@ -241,15 +241,30 @@ func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte)
 // setFileMeta gives out (the copy of in, whose stat is st) in's xattrs, owner, mode and
 // times, and flags en with what could not be kept (xattrs, owner). A mode or times that
 // cannot be set is an error.
+//
+// An owner or mode that is right already is not set again: on btrfs every fchown, fchmod and
+// ftruncate is a transaction that rewrites the inode, even when nothing changes, and a new
+// file is usually ours already (an unprivileged engine's, or root's for root's files), as a
+// rewritten one usually keeps its mode.
 func setFileMeta(in, out int, st *unix.Stat_t, en *Entry) error {
 	if inc, err := copyXattrs(in, out); err != nil || inc {
 		en.addFlag(flagXattr)
 	}
-	if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
-		en.addFlag(flagOwner)
-	}
-	if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
+	var cur unix.Stat_t
+	if err := unix.Fstat(out, &cur); err != nil {
 		return err
+	}
+	// A chown may clear setuid and setgid: the mode is set again after one.
+	chown := cur.Uid != st.Uid || cur.Gid != st.Gid
+	if chown {
+		if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
+			en.addFlag(flagOwner)
+		}
+	}
+	if chown || cur.Mode&0o7777 != st.Mode&0o7777 {
+		if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
+			return err
+		}
 	}
 	return futimens(out, []unix.Timespec{st.Atim, st.Mtim})
 }
@@ -304,9 +319,11 @@ func openSourceFile(dir int, name string) (int, error) {
 	return fd, err
 }
 
-// copyData copies size bytes from in to out (preserving holes when sparse), feeding h.
+// copyData copies size bytes from in to out, an empty file (preserving holes when sparse),
+// feeding h.
 func copyData(in, out int, size int64, sparse bool, h io.Writer, buf []byte) (int64, error) {
 	var off, copied int64
+	var outSize int64 // where the last write ended: out's size
 	zero := []byte(nil)
 	for off < size {
 		end := size
@@ -374,7 +391,11 @@ func copyData(in, out int, size int64, sparse bool, h io.Writer, buf []byte) (in
 			}
 			off += int64(n)
 			copied += int64(n)
+			outSize = off
 		}
+	}
+	if outSize == size {
+		return copied, nil // no hole at the end to make (and no transaction for nothing)
 	}
 	if err := unix.Ftruncate(out, size); err != nil {
 		return copied, err

@@ -120,8 +120,10 @@ func (e *engine) rewriteInPlace(in, dfd int, name string, en *Entry, buf []byte)
 	if err := pwriteFull(out, data[off:], off); err != nil {
 		return lost(err)
 	}
-	if err := unix.Ftruncate(out, int64(n)); err != nil {
-		return lost(err)
+	if ost.Size > int64(n) { // it shrank (the writes made it as long as n otherwise)
+		if err := unix.Ftruncate(out, int64(n)); err != nil {
+			return lost(err)
+		}
 	}
 	if afterRewrite != nil {
 		if err := afterRewrite(en.Path); err != nil {
