@@ -172,15 +172,27 @@ func (e *engine) setDirMeta(en *Entry, src *source) error {
 			unix.Close(sfd)
 		}
 	}
-	if err := unix.Fchown(fd, int(en.UID), int(en.GID)); err != nil {
-		en.addFlag(flagOwner)
+	// What is right already is not set again (see setFileMeta): a btrfs directory in which
+	// files were only rewritten in place keeps its owner, mode and times.
+	var cur unix.Stat_t
+	if err := unix.Fstat(fd, &cur); err != nil {
+		return fmt.Errorf("cannot stat %q on the target: %w", en.Path, err)
 	}
-	if err := unix.Fchmod(fd, en.Mode); err != nil {
-		return fmt.Errorf("cannot set the mode of %q on the target: %w", en.Path, err)
+	chown := cur.Uid != en.UID || cur.Gid != en.GID
+	if chown {
+		if err := unix.Fchown(fd, int(en.UID), int(en.GID)); err != nil {
+			en.addFlag(flagOwner)
+		}
 	}
-	ts := []unix.Timespec{unix.NsecToTimespec(en.Mtime), unix.NsecToTimespec(en.Mtime)}
-	if err := futimens(fd, ts); err != nil {
-		return fmt.Errorf("cannot set the times of %q on the target: %w", en.Path, err)
+	if chown || cur.Mode&0o7777 != en.Mode {
+		if err := unix.Fchmod(fd, en.Mode); err != nil {
+			return fmt.Errorf("cannot set the mode of %q on the target: %w", en.Path, err)
+		}
+	}
+	if mtime := unix.NsecToTimespec(en.Mtime); cur.Mtim != mtime {
+		if err := futimens(fd, []unix.Timespec{mtime, mtime}); err != nil {
+			return fmt.Errorf("cannot set the times of %q on the target: %w", en.Path, err)
+		}
 	}
 	return nil
 }
