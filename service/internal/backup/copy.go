@@ -238,30 +238,35 @@ func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte)
 	}
 }
 
-// setFileMeta gives out (the copy of in, whose stat is st) in's xattrs, owner, mode and
+// setFileMeta gives out (the copy of in, whose stat is st) in's owner, xattrs, mode and
 // times, and flags en with what could not be kept (xattrs, owner). A mode or times that
 // cannot be set is an error.
+//
+// The order matters: a chown clears a file capability (security.capability) and the set-ID
+// bits, and an access ACL sets the mode's permission bits; so the owner goes first, then the
+// xattrs, then the mode.
 //
 // An owner or mode that is right already is not set again: on btrfs every fchown, fchmod and
 // ftruncate is a transaction that rewrites the inode, even when nothing changes, and a new
 // file is usually ours already (an unprivileged engine's, or root's for root's files), as a
 // rewritten one usually keeps its mode.
 func setFileMeta(in, out int, st *unix.Stat_t, en *Entry) error {
-	if inc, err := copyXattrs(in, out); err != nil || inc {
-		en.addFlag(flagXattr)
-	}
 	var cur unix.Stat_t
 	if err := unix.Fstat(out, &cur); err != nil {
 		return err
 	}
-	// A chown may clear setuid and setgid: the mode is set again after one.
-	chown := cur.Uid != st.Uid || cur.Gid != st.Gid
-	if chown {
+	if cur.Uid != st.Uid || cur.Gid != st.Gid {
 		if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
 			en.addFlag(flagOwner)
 		}
 	}
-	if chown || cur.Mode&0o7777 != st.Mode&0o7777 {
+	if inc, err := copyXattrs(in, out); err != nil || inc {
+		en.addFlag(flagXattr)
+	}
+	if err := unix.Fstat(out, &cur); err != nil {
+		return err
+	}
+	if cur.Mode&0o7777 != st.Mode&0o7777 {
 		if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
 			return err
 		}

@@ -164,6 +164,18 @@ func (e *engine) setDirMeta(en *Entry, src *source) error {
 		return fmt.Errorf("cannot open %q on the target: %w", en.Path, err)
 	}
 	defer unix.Close(fd)
+	// Owner, xattrs, mode, in setFileMeta's order and for its reasons: what is right already
+	// is not set again, so a btrfs directory in which files were only rewritten in place is
+	// not written at all.
+	var cur unix.Stat_t
+	if err := unix.Fstat(fd, &cur); err != nil {
+		return fmt.Errorf("cannot stat %q on the target: %w", en.Path, err)
+	}
+	if cur.Uid != en.UID || cur.Gid != en.GID {
+		if err := unix.Fchown(fd, int(en.UID), int(en.GID)); err != nil {
+			en.addFlag(flagOwner)
+		}
+	}
 	if src != nil {
 		if sfd, err := openDirBeneath(src.fd, src.rel(en.Path)); err == nil {
 			if inc, err := copyXattrs(sfd, fd); err != nil || inc {
@@ -172,19 +184,10 @@ func (e *engine) setDirMeta(en *Entry, src *source) error {
 			unix.Close(sfd)
 		}
 	}
-	// What is right already is not set again (see setFileMeta): a btrfs directory in which
-	// files were only rewritten in place keeps its owner, mode and times.
-	var cur unix.Stat_t
 	if err := unix.Fstat(fd, &cur); err != nil {
 		return fmt.Errorf("cannot stat %q on the target: %w", en.Path, err)
 	}
-	chown := cur.Uid != en.UID || cur.Gid != en.GID
-	if chown {
-		if err := unix.Fchown(fd, int(en.UID), int(en.GID)); err != nil {
-			en.addFlag(flagOwner)
-		}
-	}
-	if chown || cur.Mode&0o7777 != en.Mode {
+	if cur.Mode&0o7777 != en.Mode {
 		if err := unix.Fchmod(fd, en.Mode); err != nil {
 			return fmt.Errorf("cannot set the mode of %q on the target: %w", en.Path, err)
 		}

@@ -163,8 +163,9 @@ func (r *restorer) copy(sdir int, name string, ddir int, dname, rel string) erro
 				return err
 			}
 		}
-		_, _ = copyXattrs(sfd, dfd)
+		// Owner, xattrs, mode: see setFileMeta.
 		_ = unix.Fchown(dfd, int(st.Uid), int(st.Gid))
+		_, _ = copyXattrs(sfd, dfd)
 		if err := unix.Fchmod(dfd, st.Mode&0o7777); err != nil {
 			return fail(err)
 		}
@@ -213,8 +214,9 @@ func (r *restorer) copy(sdir int, name string, ddir int, dname, rel string) erro
 		if n < st.Size {
 			r.progress.add(uint64(st.Size - n)) // the file shrank while it was read
 		}
-		_, _ = copyXattrs(in, out)
+		// Owner, xattrs, mode: see setFileMeta.
 		_ = unix.Fchown(out, int(st.Uid), int(st.Gid))
+		_, _ = copyXattrs(in, out)
 		if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
 			unix.Close(out)
 			return fail(err)
