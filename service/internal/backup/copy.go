@@ -239,39 +239,54 @@ func (e *engine) copyFile(sfd, dfd int, name, tmp string, en *Entry, buf []byte)
 }
 
 // setFileMeta gives out (the copy of in, whose stat is st) in's owner, xattrs, mode and
-// times, and flags en with what could not be kept (xattrs, owner). A mode or times that
-// cannot be set is an error.
-//
-// The order matters: a chown clears a file capability (security.capability) and the set-ID
-// bits, and an access ACL sets the mode's permission bits; so the owner goes first, then the
-// xattrs, then the mode.
-//
-// An owner or mode that is right already is not set again: on btrfs every fchown, fchmod and
-// ftruncate is a transaction that rewrites the inode, even when nothing changes, and a new
-// file is usually ours already (an unprivileged engine's, or root's for root's files), as a
-// rewritten one usually keeps its mode.
+// times (setOwnership), and flags en with what could not be kept (xattrs, owner). A mode or
+// times that cannot be set is an error.
 func setFileMeta(in, out int, st *unix.Stat_t, en *Entry) error {
 	var cur unix.Stat_t
-	if err := unix.Fstat(out, &cur); err != nil {
+	if err := setOwnership(out, in, st.Uid, st.Gid, st.Mode&0o7777, en, &cur); err != nil {
 		return err
 	}
-	if cur.Uid != st.Uid || cur.Gid != st.Gid {
-		if err := unix.Fchown(out, int(st.Uid), int(st.Gid)); err != nil {
+	return futimens(out, []unix.Timespec{st.Atim, st.Mtim})
+}
+
+// setOwnership gives fd the owner uid:gid, the xattrs of xsrc (-1: none) and mode, in that
+// order: a chown clears a file capability (security.capability) and the set-ID bits, and an
+// access ACL sets the mode's permission bits. It flags en with what could not be kept (owner,
+// xattrs); a mode that cannot be set is an error. cur is fd's stat when it returns.
+//
+// An owner or mode that is right already is not set again: on btrfs every fchown and fchmod
+// is a transaction that rewrites the inode even when nothing changes, and a new file is
+// usually ours already (an unprivileged engine's, or root's for root's files), as a
+// rewritten file or a directory written in usually keeps its mode.
+func setOwnership(fd, xsrc int, uid, gid, mode uint32, en *Entry, cur *unix.Stat_t) error {
+	if err := unix.Fstat(fd, cur); err != nil {
+		return err
+	}
+	changed := false
+	if cur.Uid != uid || cur.Gid != gid {
+		if err := unix.Fchown(fd, int(uid), int(gid)); err != nil {
 			en.addFlag(flagOwner)
 		}
+		changed = true
 	}
-	if inc, err := copyXattrs(in, out); err != nil || inc {
-		en.addFlag(flagXattr)
+	if xsrc >= 0 {
+		set, inc, err := copyXattrs(xsrc, fd)
+		if err != nil || inc {
+			en.addFlag(flagXattr)
+		}
+		changed = changed || set > 0
 	}
-	if err := unix.Fstat(out, &cur); err != nil {
-		return err
-	}
-	if cur.Mode&0o7777 != st.Mode&0o7777 {
-		if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
+	if changed {
+		if err := unix.Fstat(fd, cur); err != nil {
 			return err
 		}
 	}
-	return futimens(out, []unix.Timespec{st.Atim, st.Mtim})
+	if cur.Mode&0o7777 != mode {
+		if err := unix.Fchmod(fd, mode); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // copyContent fills out with the content of in (stat st), feeding h (nil: no hashes). A file

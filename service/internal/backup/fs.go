@@ -250,15 +250,15 @@ func fileType(mode uint32) byte {
 }
 
 // copyXattrs copies every extended attribute (including POSIX ACLs, which are the
-// system.posix_acl_* attributes) from fd src to fd dst. It reports whether some could not be
-// set (unsupported by the target, or not permitted for this user).
-func copyXattrs(src, dst int) (incomplete bool, err error) {
+// system.posix_acl_* attributes) from fd src to fd dst. It reports how many it set and
+// whether some could not be set (unsupported by the target, or not permitted for this user).
+func copyXattrs(src, dst int) (set int, incomplete bool, err error) {
 	names, err := listXattrs(src)
 	if err != nil {
 		if err == unix.ENOTSUP {
-			return false, nil
+			return 0, false, nil
 		}
-		return false, err
+		return 0, false, err
 	}
 	buf := make([]byte, 4096)
 	for _, n := range names {
@@ -275,17 +275,18 @@ func copyXattrs(src, dst int) (incomplete bool, err error) {
 			if err == unix.ENODATA {
 				continue
 			}
-			return incomplete, err
+			return set, incomplete, err
 		}
 		if err := unix.Fsetxattr(dst, n, buf[:sz], 0); err != nil {
 			if err == unix.ENOTSUP || err == unix.EPERM || err == unix.EACCES || err == unix.EOPNOTSUPP {
 				incomplete = true
 				continue
 			}
-			return incomplete, err
+			return set, incomplete, err
 		}
+		set++
 	}
-	return incomplete, nil
+	return set, incomplete, nil
 }
 
 func listXattrs(fd int) ([]string, error) {

@@ -17,10 +17,10 @@ import (
 // append, only the new bytes are written. On the bench's 1 %-change run (1000 appends) the
 // space the run adds to a btrfs stick fell from about 100 to 81 MiB. The file is read whole
 // (it fits the copy buffer) and found unchanged before its destination is touched, so a
-// source that fails or vanishes still leaves the previous version as it was. Once writing began, a failure leaves the name
-// out of the snapshot (errRewriteLost) rather than storing a half-written file under the
-// previous version's entry; an interrupted run rewrites it, as the source no longer matches
-// the entry the tree is known by.
+// source that fails or vanishes still leaves the previous version as it was. Once writing
+// began, a failure leaves the name out of the snapshot (errRewriteLost) rather than storing
+// a half-written file under the previous version's entry; an interrupted run rewrites it, as
+// the source no longer matches the entry the tree is known by.
 
 // afterRewrite, set only by tests, runs once an in-place rewrite has written the data; an
 // error it returns stops the rewrite there, as a failing drive would.

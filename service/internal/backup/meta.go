@@ -164,33 +164,18 @@ func (e *engine) setDirMeta(en *Entry, src *source) error {
 		return fmt.Errorf("cannot open %q on the target: %w", en.Path, err)
 	}
 	defer unix.Close(fd)
-	// Owner, xattrs, mode, in setFileMeta's order and for its reasons: what is right already
-	// is not set again, so a btrfs directory in which files were only rewritten in place is
-	// not written at all.
-	var cur unix.Stat_t
-	if err := unix.Fstat(fd, &cur); err != nil {
-		return fmt.Errorf("cannot stat %q on the target: %w", en.Path, err)
-	}
-	if cur.Uid != en.UID || cur.Gid != en.GID {
-		if err := unix.Fchown(fd, int(en.UID), int(en.GID)); err != nil {
-			en.addFlag(flagOwner)
-		}
-	}
+	xsrc := -1
 	if src != nil {
 		if sfd, err := openDirBeneath(src.fd, src.rel(en.Path)); err == nil {
-			if inc, err := copyXattrs(sfd, fd); err != nil || inc {
-				en.addFlag(flagXattr)
-			}
-			unix.Close(sfd)
+			defer unix.Close(sfd)
+			xsrc = sfd
 		}
 	}
-	if err := unix.Fstat(fd, &cur); err != nil {
-		return fmt.Errorf("cannot stat %q on the target: %w", en.Path, err)
-	}
-	if cur.Mode&0o7777 != en.Mode {
-		if err := unix.Fchmod(fd, en.Mode); err != nil {
-			return fmt.Errorf("cannot set the mode of %q on the target: %w", en.Path, err)
-		}
+	// A btrfs directory in which files were only rewritten in place has its owner, mode and
+	// mtime right already: it is not written at all.
+	var cur unix.Stat_t
+	if err := setOwnership(fd, xsrc, en.UID, en.GID, en.Mode, en, &cur); err != nil {
+		return fmt.Errorf("cannot set the owner and mode of %q on the target: %w", en.Path, err)
 	}
 	if mtime := unix.NsecToTimespec(en.Mtime); cur.Mtim != mtime {
 		if err := futimens(fd, []unix.Timespec{mtime, mtime}); err != nil {

@@ -163,10 +163,9 @@ func (r *restorer) copy(sdir int, name string, ddir int, dname, rel string) erro
 				return err
 			}
 		}
-		// Owner, xattrs, mode: see setFileMeta.
-		_ = unix.Fchown(dfd, int(st.Uid), int(st.Gid))
-		_, _ = copyXattrs(sfd, dfd)
-		if err := unix.Fchmod(dfd, st.Mode&0o7777); err != nil {
+		// An owner or xattrs the caller may not set are no error here.
+		var cur unix.Stat_t
+		if err := setOwnership(dfd, sfd, st.Uid, st.Gid, st.Mode&0o7777, &Entry{}, &cur); err != nil {
 			return fail(err)
 		}
 		return futimens(dfd, []unix.Timespec{st.Atim, st.Mtim})
@@ -214,10 +213,8 @@ func (r *restorer) copy(sdir int, name string, ddir int, dname, rel string) erro
 		if n < st.Size {
 			r.progress.add(uint64(st.Size - n)) // the file shrank while it was read
 		}
-		// Owner, xattrs, mode: see setFileMeta.
-		_ = unix.Fchown(out, int(st.Uid), int(st.Gid))
-		_, _ = copyXattrs(in, out)
-		if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
+		var cur unix.Stat_t
+		if err := setOwnership(out, in, st.Uid, st.Gid, st.Mode&0o7777, &Entry{}, &cur); err != nil {
 			unix.Close(out)
 			return fail(err)
 		}
