@@ -114,7 +114,7 @@ type segIndex struct {
 	resolved bool // engine.resolveBase ran
 
 	mu    sync.Mutex
-	packs map[string]int // the packs opened so far
+	packs map[string]openPack // the packs opened so far
 }
 
 func (x *segIndex) close() {
@@ -123,8 +123,8 @@ func (x *segIndex) close() {
 }
 
 func (x *segIndex) closePacks() {
-	for _, fd := range x.packs {
-		unix.Close(fd)
+	for _, p := range x.packs {
+		unix.Close(p.fd)
 	}
 	x.packs = nil
 }
@@ -146,10 +146,7 @@ func openManifest(root int, rel string) (*segIndex, map[string]*Entry, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	body, ok := bytes.CutPrefix(data, []byte(manifestHeaderV3+"\n"))
-	if !ok {
-		body, ok = bytes.CutPrefix(data, []byte(manifestHeaderV2+"\n"))
-	}
+	body, ok := indexBody(data)
 	if !ok {
 		m, err := readManifest(bytes.NewReader(data))
 		return nil, m, err
@@ -257,9 +254,13 @@ func (x *segIndex) bytes(r segRef) ([]byte, error) {
 	if r.pack == "" {
 		return readFileAt(x.sfd, r.name, maxSegment)
 	}
-	fd, err := x.pack(r.pack)
+	fd, size, err := x.pack(r.pack)
 	if err != nil {
 		return nil, err
+	}
+	if r.off > size || r.n > size-r.off {
+		// Before the buffer: an index line must not make a reader allocate what no pack holds.
+		return nil, fmt.Errorf("pack %s is shorter than its index says", r.pack)
 	}
 	buf := make([]byte, r.n)
 	n, err := preadFull(fd, buf, r.off)
@@ -272,27 +273,33 @@ func (x *segIndex) bytes(r segRef) ([]byte, error) {
 	return buf, nil
 }
 
-// pack opens the pack name once.
-func (x *segIndex) pack(name string) (int, error) {
+// openPack is a pack opened by a segIndex, and its size.
+type openPack struct {
+	fd   int
+	size int64
+}
+
+// pack opens the pack name once; it returns its fd and size.
+func (x *segIndex) pack(name string) (int, int64, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if fd, ok := x.packs[name]; ok {
-		return fd, nil
+	if p, ok := x.packs[name]; ok {
+		return p.fd, p.size, nil
 	}
 	fd, err := openBeneath(x.sfd, name, unix.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return -1, err
+		return -1, 0, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return -1, fmt.Errorf("pack %s is not a regular file", name)
+		return -1, 0, fmt.Errorf("pack %s is not a regular file", name)
 	}
 	if x.packs == nil {
-		x.packs = map[string]int{}
+		x.packs = map[string]openPack{}
 	}
-	x.packs[name] = fd
-	return fd, nil
+	x.packs[name] = openPack{fd, st.Size}
+	return fd, st.Size, nil
 }
 
 // dirSigLen is the bytes of SHA-256 a directory signature keeps.
@@ -466,15 +473,20 @@ func writeSegmented(destFd int, entries []*Entry, kept map[string]keptSegment) (
 
 // indexRefs is the segments of a segmented index (whole file), nil for anything else.
 func indexRefs(data []byte) []segRef {
-	body, ok := bytes.CutPrefix(data, []byte(manifestHeaderV3+"\n"))
-	if !ok {
-		body, ok = bytes.CutPrefix(data, []byte(manifestHeaderV2+"\n"))
-	}
+	body, ok := indexBody(data)
 	if !ok {
 		return nil
 	}
 	refs, _ := parseIndex(body)
 	return refs
+}
+
+// indexBody is a segmented index (format 3 or 2) without its header line.
+func indexBody(data []byte) ([]byte, bool) {
+	if body, ok := bytes.CutPrefix(data, []byte(manifestHeaderV3+"\n")); ok {
+		return body, true
+	}
+	return bytes.CutPrefix(data, []byte(manifestHeaderV2+"\n"))
 }
 
 // compactPacks moves into the new pack (pw) the segments of refs that are in packs to

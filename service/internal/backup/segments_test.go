@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -152,6 +153,26 @@ func TestDamagedSegmentsAreRefused(t *testing.T) {
 	os.WriteFile(pack, data[:len(data)-1], 0o600)
 	if _, err := readManifestAt(tr.fd, metaDir+"/manifest"); err == nil {
 		t.Error("a short pack was read")
+	}
+	// A length no pack holds is refused before a buffer for it is allocated.
+	sfd, err := unix.Open(filepath.Join(tr.root, metaDir, segmentDir), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &segIndex{sfd: sfd}
+	defer x.close()
+	ref := tr.index()[0]
+	for _, r := range []segRef{{name: ref.name, pack: ref.pack, n: maxSegment}, {name: ref.name, pack: ref.pack, off: 1 << 40, n: 1}} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := x.bytes(r)
+		runtime.ReadMemStats(&after)
+		if err == nil || !strings.Contains(err.Error(), "shorter than its index says") {
+			t.Errorf("%d bytes at %d of a %d-byte pack: %v", r.n, r.off, len(data)-1, err)
+		}
+		if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
+			t.Errorf("%d bytes at %d of a %d-byte pack: %d bytes allocated to refuse it", r.n, r.off, len(data)-1, got)
+		}
 	}
 	name := strings.Repeat("ab", sha256.Size)
 	for _, line := range []string{
