@@ -2,6 +2,7 @@ package backup
 
 import (
 	"fmt"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -197,7 +198,9 @@ func chownSegments(mfd, uid, gid int) {
 }
 
 // linkTreeDest is an ext4/xfs target: a run builds <name>.partial, hard-linking unchanged
-// files and symlinks from the previous complete snapshot, and renames it into place.
+// files and symlinks from the previous complete snapshot, and renames it into place. A fresh
+// partial tree is first filled with the whole previous snapshot while the source is walked
+// (linkfarm.go); the plan then works on it as on a btrfs working tree.
 type linkTreeDest struct{}
 
 func (linkTreeDest) prepare(int, string, int, int) error { return nil }
@@ -246,6 +249,18 @@ func (linkTreeDest) load(e *engine, prevName string) {
 		return
 	}
 	e.prev = m
+	if e.resumed {
+		// The tree holds what an interrupted run left: the plan cleans and completes it.
+		return
+	}
+	start := time.Now()
+	placed, strays := linkPrevious(e.ctx, e.guard, e.destFd, e.prevFd, m, underSources(e.sources), metaWorkers)
+	e.known = make(map[string]*Entry, len(placed))
+	for _, en := range placed {
+		e.known[en.Path] = en
+	}
+	e.strays = strays
+	e.tr.note(fmt.Sprintf("linked the previous snapshot (%d entries, strays %v)", len(placed), strays), time.Since(start))
 }
 
 func (linkTreeDest) reusableManifest(e *engine, entries []*Entry) int {

@@ -40,9 +40,15 @@
 // A run builds <name>.partial: unchanged files and symlinks are hard links into the previous
 // complete snapshot, changed ones are copied, directories are created fresh. Files linked from
 // a complete snapshot are never written or chmod-ed (a metadata-only change makes a new copy).
-// The partial is promoted with an atomic rename. Links and directories wait on metadata
-// reads, not on data: they are made by more workers (16) than copies (Job.CopyWorkers). A
-// no-change run adds the directory tree and nothing else: the unchanged manifest is linked too.
+// The partial is promoted with an atomic rename. A fresh partial is first filled with the
+// whole previous snapshot (linkfarm.go: its directories with their metadata, a hard link per
+// file and symlink) while the source is walked, as the two are different devices; the plan
+// then treats it as a btrfs working tree: it keeps what is unchanged, replaces a changed entry
+// by a new one (an atomic rename over the link) and deletes what the source no longer has.
+// What the farm could not finish is left to the plan, which then cleans every directory as
+// after an interrupted run. Links and directories wait on metadata reads, not on data: they
+// are made by more workers (16) than copies (Job.CopyWorkers). A no-change run adds the
+// directory tree and nothing else: the unchanged manifest is linked too.
 //
 // # Change detection
 //
@@ -98,11 +104,12 @@
 //
 // engine.go runs one backup: open the destination, walk the sources, plan, apply, write the
 // metadata, publish. destination.go is everything that differs between btrfs and ext4/xfs
-// (the destination interface: prepare, open, load, publish, promote); plan.go is the pure
-// planner (what to delete, create, copy, link); update.go carries a plan out; copy.go and
-// blocks.go write files; journal.go and meta.go make the run durable; privileged.go holds
-// the root steps (Prepare, Promote, Prune, Run), child.go the engine child and its protocol,
-// list.go the listing; memory.go the engine child's memory limit.
+// (the destination interface: prepare, open, load, publish, promote), and linkfarm.go fills
+// an ext4/xfs partial tree with the previous snapshot; plan.go is the pure planner (what to
+// delete, create, copy, link); update.go carries a plan out; copy.go and blocks.go write
+// files; journal.go and meta.go make the run durable; privileged.go holds the root steps
+// (Prepare, Promote, Prune, Run), child.go the engine child and its protocol, list.go the
+// listing; memory.go the engine child's memory limit.
 //
 // # Memory
 //
@@ -124,7 +131,9 @@
 // the journal (and fsyncs the journal), so a journal line always describes durable data.
 // Removals are journaled before they happen. A run that finds a journal (an interrupted run)
 // trusts the manifest overlaid with the journal, removes names the source no longer has (and
-// stale temporary files), and copies only what is not known to be there already.
+// stale temporary files), and copies only what is not known to be there already. The links
+// to the previous snapshot that fill a fresh ext4/xfs partial are not journaled: a run that
+// resumes the partial does not know them and links them again.
 //
 // # Privileges
 //

@@ -32,6 +32,9 @@ type engine struct {
 	known    map[string]*Entry
 	prev     map[string]*Entry
 	resumed  bool
+	// strays: the tree may hold names nobody recorded (the previous snapshot's links could
+	// not all be listed, linkfarm.go): the plan cleans the directories as after a resume.
+	strays bool
 	// baseIsManifest: known is exactly the destination's manifest file (no journal applied).
 	baseIsManifest bool
 	// base is the btrfs tree's segmented manifest, whose segments resolveBase reads; sidecar:
@@ -210,7 +213,7 @@ func runEngine(ctx context.Context, job Job, guard func() error, progress func(P
 	e.tr.step(fmt.Sprintf("read manifest (%d dirs kept)", len(e.kept)))
 
 	// Plan and copy.
-	pl := makePlan(e.known, e.prev, scan.entries, e.resumed)
+	pl := makePlan(e.known, e.prev, scan.entries, e.resumed || e.strays)
 	e.mem.recheck()
 	e.estimate, e.highEstimate = e.newBytes(pl, scan.sparse)
 	if err := e.roomCheck(complete); err != nil {

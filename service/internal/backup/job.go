@@ -63,7 +63,7 @@ type Stats struct {
 	CopySeconds  float64   `json:"copy_seconds"`
 	Entries      uint64    `json:"entries"`       // entries in the snapshot
 	Bytes        uint64    `json:"bytes"`         // bytes of regular files in the snapshot
-	Written      uint64    `json:"written"`       // entries written (copied, linked or created)
+	Written      uint64    `json:"written"`       // entries the plan wrote (copied, linked or created; not the previous snapshot's links made beside the walk)
 	BytesWritten uint64    `json:"bytes_written"` // bytes copied
 	Removed      uint64    `json:"removed"`       // entries removed from the working tree
 	Resumed      bool      `json:"resumed"`       // continued an interrupted run

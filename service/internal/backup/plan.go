@@ -62,7 +62,8 @@ type plan struct {
 
 // makePlan compares the scan (sorted, parents first) with what the tree is known to hold
 // (known) and what the previous snapshot holds (prev: ext4/xfs, nil on btrfs). resumed: the
-// tree may hold names no one recorded (an interrupted run), so directories are cleaned.
+// tree may hold names no one recorded (an interrupted run, or a previous snapshot only
+// partly linked), so directories are cleaned.
 // It keeps (and sets the stored hash and flags on) the scan entries it reuses.
 func makePlan(known, prev map[string]*Entry, scan []*Entry, resumed bool) *plan {
 	p := &plan{writes: map[string][]action{}}
