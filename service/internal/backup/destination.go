@@ -20,7 +20,9 @@ type destination interface {
 	// complete and partials are the host directory's snapshots, oldest first.
 	open(e *engine, name string, complete, partials []string) error
 	// load sets what the tree is known to hold (e.known, e.baseIsManifest) and what unchanged
-	// entries may be linked from (e.prev), before the run's journal is applied.
+	// entries may be linked from (e.prev), before the run's journal is applied. It runs while
+	// the source is walked: ext4/xfs fills a fresh tree with the previous snapshot there
+	// (linkfarm.go, e.strays).
 	load(e *engine, prevName string)
 	// reusableManifest returns the directory fd whose manifest lists exactly entries, or -1.
 	reusableManifest(e *engine, entries []*Entry) int

@@ -19,14 +19,14 @@ import (
 // entry as it is, replaces a changed one by an atomic rename (never writing into the linked
 // inode) and deletes a removed one, as it does on a btrfs working tree.
 //
-// The mount guard is called as for the plan's writes (guard.go): a drive that is no
-// longer the one mounted stops the farm. Only paths wanted reports are placed (the sources and their ancestors), and only
-// directories, files and symlinks (special files are created by the plan). A link that
-// cannot be made leaves nothing behind: the plan links or copies the file itself. strays
-// reports that the tree holds a directory the result does not list (one it could not
-// finish, or a stop for want of room): the plan must then clean every directory of names the
-// source does not have, as after an interrupted run. A failure here is never the run's
-// error: whatever it is, the plan's own steps meet it again and report it.
+// Only the paths wanted reports are placed (the sources and their ancestors), and only
+// directories, files and symlinks (special files are created by the plan). The mount guard
+// is called as for the plan's writes (guard.go). A link that cannot be made leaves nothing
+// behind: the plan links or copies the file itself. strays reports that the tree may hold a
+// directory the result does not list (one it could not finish, or a stop: cancelled, full,
+// failing drive, guard): the plan must then clean every directory of names the source does
+// not have, as after an interrupted run. A failure here is never the run's error: the plan's
+// own steps meet it again and report it.
 func linkPrevious(ctx context.Context, guard *guardGate, destRoot, prevRoot int, prev map[string]*Entry, wanted func(string) bool, workers int) (placed []*Entry, strays bool) {
 	f := &linkFarm{ctx: ctx, guard: guard, destRoot: destRoot, prevRoot: prevRoot, children: map[string][]*Entry{},
 		sem: make(chan struct{}, max(workers, 1))}
