@@ -77,14 +77,9 @@ func (f *linkFarm) check(err error) {
 // dir fills the directory d of the tree (en: its entry in prev, nil for the root, which
 // exists): it links d's files and symlinks and creates its subdirectories, fills those in
 // parallel, and once they are done gives d its metadata (setting a read-only mode or the
-// times earlier would stop or undo the writes below it).
+// times earlier would stop or undo the writes below it). A directory it leaves unfinished
+// is a stray (stopped marks it so).
 func (f *linkFarm) dir(d string, en *Entry) {
-	listed := en == nil // the root is not an entry
-	defer func() {
-		if !listed {
-			f.strays.Store(true)
-		}
-	}()
 	if f.stopped() {
 		return
 	}
@@ -93,7 +88,6 @@ func (f *linkFarm) dir(d string, en *Entry) {
 	<-f.sem
 	if !ok {
 		f.removeEmpty(d)
-		listed = true // removed, or marked a stray by removeEmpty
 		return
 	}
 	var wg sync.WaitGroup
@@ -109,11 +103,13 @@ func (f *linkFarm) dir(d string, en *Entry) {
 		return
 	}
 	f.sem <- struct{}{}
-	listed = f.setMeta(en)
+	ok = f.setMeta(en)
 	<-f.sem
-	if listed {
-		f.add([]*Entry{en})
+	if !ok {
+		f.strays.Store(true)
+		return
 	}
+	f.add([]*Entry{en})
 }
 
 // fill links the files and symlinks of directory d and creates its subdirectories (mode
@@ -183,9 +179,9 @@ func (f *linkFarm) removeEmpty(d string) {
 }
 
 // setMeta gives the tree's directory en.Path the owner, xattrs, mode and mtime the previous
-// snapshot has for it. It reports whether the directory now is as en says: a failure the
-// previous snapshot did not have (an owner or xattr it kept) leaves the directory to the
-// plan, which sets its metadata from the source.
+// snapshot has for it (setDirAttrs). It reports whether the directory now is as en says: a
+// failure the previous snapshot did not have (an owner or xattr it kept) leaves the directory
+// to the plan, which sets its metadata from the source.
 func (f *linkFarm) setMeta(en *Entry) bool {
 	if farmMetaFails != nil && farmMetaFails(en.Path) {
 		return false
@@ -201,9 +197,9 @@ func (f *linkFarm) setMeta(en *Entry) bool {
 		return false
 	}
 	defer unix.Close(xsrc)
-	var got Entry
-	var cur unix.Stat_t
-	if err := setOwnership(fd, xsrc, en.UID, en.GID, en.Mode, &got, &cur); err != nil {
+	got := *en
+	got.Flags = ""
+	if err := setDirAttrs(fd, xsrc, &got); err != nil {
 		f.check(err)
 		return false
 	}
@@ -211,11 +207,6 @@ func (f *linkFarm) setMeta(en *Entry) bool {
 		if got.hasFlag(fl) && !en.hasFlag(fl) {
 			return false
 		}
-	}
-	mtime := unix.NsecToTimespec(en.Mtime)
-	if err := futimens(fd, []unix.Timespec{mtime, mtime}); err != nil {
-		f.check(err)
-		return false
 	}
 	return true
 }
@@ -234,7 +225,7 @@ func (f *linkFarm) add(ens []*Entry) {
 func underSources(sources []*source) func(p string) bool {
 	return func(p string) bool {
 		for _, s := range sources {
-			if s.prefix == "" || p == s.prefix || strings.HasPrefix(p, s.prefix+"/") || strings.HasPrefix(s.prefix, p+"/") {
+			if s.holds(p) || strings.HasPrefix(s.prefix, p+"/") {
 				return true
 			}
 		}

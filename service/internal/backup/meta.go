@@ -171,8 +171,14 @@ func (e *engine) setDirMeta(en *Entry, src *source) error {
 			xsrc = sfd
 		}
 	}
-	// A btrfs directory in which files were only rewritten in place has its owner, mode and
-	// mtime right already: it is not written at all.
+	return setDirAttrs(fd, xsrc, en)
+}
+
+// setDirAttrs gives the directory fd en's owner, the xattrs of xsrc (-1: none), its mode
+// (setOwnership) and its mtime, and flags en with what could not be kept. Attributes that
+// are right already are not set: a btrfs directory in which files were only rewritten in
+// place has its owner, mode and mtime right, and is not written at all.
+func setDirAttrs(fd, xsrc int, en *Entry) error {
 	var cur unix.Stat_t
 	if err := setOwnership(fd, xsrc, en.UID, en.GID, en.Mode, en, &cur); err != nil {
 		return fmt.Errorf("cannot set the owner and mode of %q on the target: %w", en.Path, err)

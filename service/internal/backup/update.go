@@ -16,7 +16,7 @@ import (
 func (e *engine) apply(p *plan) error {
 	srcFor := func(path string) *source {
 		for _, s := range e.sources {
-			if s.prefix == "" || path == s.prefix || strings.HasPrefix(path, s.prefix+"/") {
+			if s.holds(path) {
 				return s
 			}
 		}

@@ -20,6 +20,11 @@ type source struct {
 	fd     int
 }
 
+// holds reports whether snapshot path p is the source or below it.
+func (s *source) holds(p string) bool {
+	return s.prefix == "" || p == s.prefix || strings.HasPrefix(p, s.prefix+"/")
+}
+
 // rel returns the path of snapshot path p relative to the source root ("" for the root).
 func (s *source) rel(p string) string {
 	if s.prefix == "" {
