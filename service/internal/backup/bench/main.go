@@ -335,20 +335,25 @@ func main() {
 			for _, d := range strings.Split(*realDirs, ",") {
 				run("cp", "-a", "--parents", d, src)
 			}
-			var files int
-			var bytes int64
-			must(filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
-				if err == nil && p != src {
-					files++
-					if fi.Mode().IsRegular() {
-						bytes += fi.Size()
-					}
-				}
-				return nil
-			}))
-			return files, bytes
+			entries, _, bytes := count(src)
+			return entries, bytes
 		})
 	}
+}
+
+// count returns the entries below dir, its regular files among them and their bytes.
+func count(dir string) (entries, files int, bytes int64) {
+	must(filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && p != dir {
+			entries++
+			if fi.Mode().IsRegular() {
+				files++
+				bytes += fi.Size()
+			}
+		}
+		return nil
+	}))
+	return entries, files, bytes
 }
 
 // writeAppendFile writes the file (d) appends to.
@@ -471,7 +476,7 @@ func benchSet(label string, parts []part, fill func(src string) (int, int64)) {
 			rb.d = measure(rsb.mnt, func() { rsbRun(3) })
 		}
 	}
-	// (a) again, for each part alone, into hosts and a copy of its own.
+	// (a) again, for each part alone (as (c) and (d) left it), into hosts and a copy of its own.
 	type partRow struct {
 		part
 		files        int
@@ -482,13 +487,7 @@ func benchSet(label string, parts []part, fill func(src string) (int, int64)) {
 	for _, pt := range parts {
 		dir := filepath.Join(src, pt.dir)
 		pr := partRow{part: pt}
-		must(filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-			if err == nil && fi.Mode().IsRegular() {
-				pr.files++
-				pr.bytes += fi.Size()
-			}
-			return nil
-		}))
+		_, pr.files, pr.bytes = count(dir)
 		if !*onlyPV {
 			pr.cp = measure(cpi.mnt, func() { run("cp", "-a", dir, filepath.Join(cpi.mnt, "copy-"+pt.dir)) })
 		}
