@@ -126,8 +126,9 @@ func readStatsFile(t *testing.T, job Job, snap string) Stats {
 	return st
 }
 
-// startEngineChild starts this test binary as the engine child on job.
-func startEngineChild(ctx context.Context, t *testing.T, job Job) (*sysexec.Child, *bytes.Buffer) {
+// startEngineChild starts this test binary as the engine child on job; it commits every
+// commitMS milliseconds.
+func startEngineChild(ctx context.Context, t *testing.T, job Job, commitMS int) (*sysexec.Child, *bytes.Buffer) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -136,7 +137,7 @@ func startEngineChild(ctx context.Context, t *testing.T, job Job) (*sysexec.Chil
 	in, _ := json.Marshal(ChildRequest{Op: "backup", Job: &job})
 	var out bytes.Buffer
 	c, err := sysexec.StartChild(ctx, sysexec.ChildSpec{Path: exe, Stdin: bytes.NewReader(in), Stdout: &syncWriter{w: &out},
-		Env: append(os.Environ(), "PLUGVAULT_TEST_ENGINE_CHILD=1", "PLUGVAULT_TEST_COMMIT_MS=20")})
+		Env: append(os.Environ(), "PLUGVAULT_TEST_ENGINE_CHILD=1", fmt.Sprintf("PLUGVAULT_TEST_COMMIT_MS=%d", commitMS))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func crashLoop(t *testing.T, job Job, src string, kills int) {
 	}
 	for i := 0; i < kills; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
-		c, _ := startEngineChild(ctx, t, job)
+		c, _ := startEngineChild(ctx, t, job, 20)
 		time.Sleep(time.Duration(20+rng.Intn(400)) * time.Millisecond)
 		c.Kill()
 		_ = c.Wait()

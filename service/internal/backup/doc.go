@@ -98,7 +98,8 @@
 // it ignore it; one that does not go with its index is ignored.
 //
 // The journal (.plugvault/journal) has the same line format, plus lines "del <quoted path>"
-// recording a removal; it lists entries made durable (after syncfs) during an unfinished run.
+// recording a removal and a first line "begin" (the run began to change the tree); it lists
+// entries made durable (after syncfs) during an unfinished run.
 //
 // # Code layout
 //
@@ -123,17 +124,18 @@
 //
 // # Crash safety and resume
 //
-// Files are written to a temporary name and renamed into place, except btrfs's in-place
-// rewrites: a run interrupted in one rewrites the file again (the source no longer matches
-// the entry .working is known by), and one that fails after it began leaves the name out of
-// the snapshot rather than keep a half-written file under the old entry. Every couple of seconds the
-// engine calls syncfs on the target and only then appends the entries finished before it to
-// the journal (and fsyncs the journal), so a journal line always describes durable data.
-// Removals are journaled before they happen. A run that finds a journal (an interrupted run)
-// trusts the manifest overlaid with the journal, removes names the source no longer has (and
-// stale temporary files), and copies only what is not known to be there already. The links
-// to the previous snapshot that fill a fresh ext4/xfs partial are not journaled: a run that
-// resumes the partial does not know them and links them again.
+// Files are written to a temporary name and renamed into place, except btrfs's in-place rewrites:
+// a run interrupted in one rewrites the file again (the source no longer matches the entry
+// .working is known by), and one that fails after it began leaves the name out of the snapshot
+// rather than keep a half-written file under the old entry. Every couple of seconds the engine
+// calls syncfs on the target and only then appends the entries finished before it to the journal
+// (and fsyncs the journal), so a journal line always describes durable data. Removals are
+// journaled before they happen, and a run that changes anything first writes a "begin" line
+// (fsynced). A run that finds a journal that is not empty (an interrupted run, even one killed
+// before its first commit) trusts the manifest overlaid with the journal, removes names the source
+// no longer has (and stale temporary files), and copies only what is not known to be there
+// already. The links to the previous snapshot that fill a fresh ext4/xfs partial are not
+// journaled: a run that resumes the partial does not know them and links them again.
 //
 // # Privileges
 //

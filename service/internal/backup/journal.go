@@ -11,6 +11,24 @@ import (
 // commitInterval is how often finished work is made durable (syncfs) and journaled.
 var commitInterval = 2 * time.Second
 
+// beginLine is a journal's first line: the run has begun to change the tree.
+const beginLine = "begin"
+
+// begin marks the tree as being changed, before the run's first change. A journal that is not
+// empty tells the next run that this one may have left names no commit recorded (the
+// temporary file of a copy not yet renamed into place), so that run cleans every directory,
+// even when this one is killed before its first commit. Only a run that changes something
+// calls it: a run with nothing to do costs no sync.
+func (e *engine) begin() error {
+	if _, err := e.journal.Write([]byte(beginLine + "\n")); err != nil {
+		return fmt.Errorf("cannot write the journal: %w", err)
+	}
+	if err := e.journal.Sync(); err != nil {
+		return fmt.Errorf("cannot write the journal: %w", err)
+	}
+	return fsyncAt(e.destFd, metaDir)
+}
+
 // finish records a finished entry: it goes into the new manifest now and into the journal at
 // the next commit.
 func (e *engine) finish(en *Entry) {

@@ -299,7 +299,7 @@ func applyJournal(m map[string]*Entry, data []byte) {
 	}
 	for _, ln := range bytes.Split(data, []byte{'\n'}) {
 		t := string(ln)
-		if t == "" {
+		if t == "" || t == beginLine {
 			continue
 		}
 		if strings.HasPrefix(t, "del ") {

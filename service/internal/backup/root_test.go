@@ -205,6 +205,57 @@ func TestRootCrashInjectionBtrfs(t *testing.T) {
 	crashTwoRounds(t, rootJob(t, src, "btrfs"), src, 41, "d04")
 }
 
+// TestRootKilledBeforeFirstCommit kills the engine child while it copies the first file of a
+// run, before anything is committed. The btrfs working tree outlives the run, so the next run
+// must know it was interrupted and remove the temporary file the killed one left behind.
+func TestRootKilledBeforeFirstCommit(t *testing.T) {
+	src := t.TempDir()
+	tree{t, src}.file("small", "unchanged", 0o644)
+	tree{t, src}.file("big", "small for now", 0o644)
+	job := rootJob(t, src, "btrfs")
+	mustRun(t, job)
+	// The file grows: its new version is copied to a temporary name (the tree holds the old
+	// one), which stays long enough to be seen.
+	tree{t, src}.file("big", strings.Repeat("0123456789abcdef", 8<<20), 0o644)
+	if err := Prepare(job, os.Geteuid(), os.Getegid()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// No commit before the kill: the journal holds nothing a commit wrote.
+	c, _ := startEngineChild(ctx, t, job, int(time.Hour/time.Millisecond))
+	exited := make(chan error, 1)
+	go func() { exited <- c.Wait() }()
+	dir := filepath.Join(job.Target, rootDir, job.Host, workingDir, strings.TrimPrefix(src, "/"))
+	tmp := ""
+	for tmp == "" {
+		select {
+		case err := <-exited:
+			t.Fatalf("the run ended (%v) before its temporary file was seen", err)
+		case <-time.After(time.Millisecond):
+		}
+		names, _ := os.ReadDir(dir)
+		for _, n := range names {
+			if strings.HasPrefix(n.Name(), ".pv-tmp-") {
+				tmp = n.Name()
+			}
+		}
+	}
+	c.Kill()
+	<-exited
+	if _, err := os.Lstat(filepath.Join(dir, tmp)); err != nil {
+		t.Fatalf("the killed run left no temporary file: %v", err)
+	}
+	res := mustRun(t, job)
+	if st := readStatsFile(t, job, res.Snapshot); !st.Resumed {
+		t.Error("the run after the kill did not take the tree for an interrupted one")
+	}
+	compareSnapshot(t, job, src)
+	if _, err := os.Lstat(filepath.Join(dir, tmp)); err == nil {
+		t.Errorf("the working tree still holds %s", tmp)
+	}
+}
+
 func TestRootHardLinkGroupChanges(t *testing.T) {
 	src := t.TempDir()
 	hardLinkScenario(t, rootJob(t, src, "btrfs"), src)

@@ -26,6 +26,11 @@ func (e *engine) apply(p *plan) error {
 	for _, k := range p.kept {
 		e.out[k.Path] = k
 	}
+	if len(p.deletes) > 0 || len(p.dirs) > 0 || len(p.writes) > 0 || len(p.follows) > 0 {
+		if err := e.begin(); err != nil {
+			return err
+		}
+	}
 	if err := e.remove(p.deletes); err != nil {
 		return err
 	}
