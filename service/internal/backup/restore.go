@@ -18,6 +18,8 @@ import (
 // credentials (SpawnRestore), so the caller can only write where they may. progress (may be
 // nil) gets the bytes of regular files restored so far and their total from the snapshot's
 // manifest (0 when it cannot be read), at most every progressInterval and once at the end.
+// A file takes its name only once it is whole: a restore stopped part-way leaves the files it
+// finished, and (where the filesystem has O_TMPFILE: ext4, btrfs, xfs, tmpfs) nothing else.
 func Restore(ctx context.Context, target, host, snapshot, rel, dest string, overwrite bool, progress func(done, total uint64)) error {
 	if !validRel(rel) {
 		return fmt.Errorf("cannot restore: invalid path %q", rel)
@@ -190,14 +192,21 @@ func (r *restorer) copy(sdir int, name string, ddir int, dname, rel string) erro
 			return fail(err)
 		}
 		defer unix.Close(in)
-		tmp := tempName()
-		out, err := unix.Openat(ddir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		// The copy has no name until it is whole (O_TMPFILE), so a restore killed while it
+		// writes (a cancelled job) leaves nothing at the destination. Where the filesystem
+		// cannot, it is written under a temporary name.
+		tmp := ""
+		out, err := unix.Openat(ddir, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			tmp = tempName()
+			out, err = unix.Openat(ddir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		}
 		if err != nil {
 			return fail(err)
 		}
 		ok := false
 		defer func() {
-			if !ok {
+			if !ok && tmp != "" {
 				_ = unix.Unlinkat(ddir, tmp, 0)
 			}
 		}()
@@ -225,6 +234,15 @@ func (r *restorer) copy(sdir int, name string, ddir int, dname, rel string) erro
 		if err := unix.Fsync(out); err != nil {
 			unix.Close(out)
 			return fail(err)
+		}
+		if tmp == "" {
+			// Name the whole copy, then move it into place as any other.
+			tmp = tempName()
+			if err := linkUnnamed(out, ddir, tmp); err != nil {
+				tmp = ""
+				unix.Close(out)
+				return fail(err)
+			}
 		}
 		unix.Close(out)
 		if err := renameReplace(ddir, tmp, dname); err != nil {
@@ -268,4 +286,10 @@ func (r *restorer) copy(sdir int, name string, ddir int, dname, rel string) erro
 		}
 	}
 	return nil
+}
+
+// linkUnnamed gives the file fd, opened with O_TMPFILE, the name name in dir. Linking it by
+// its /proc/self/fd link needs no privilege (AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH).
+func linkUnnamed(fd, dir int, name string) error {
+	return unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), dir, name, unix.AT_SYMLINK_FOLLOW)
 }

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -298,6 +299,61 @@ func TestRootSpaceFloor(t *testing.T) {
 			t.Errorf("deleted %v, want oldest first %v", deleted, names[:len(names)-1])
 			break
 		}
+	}
+}
+
+// TestRootRestoreKilled cancels a restore (its engine child is killed) while it writes a big
+// file: the destination holds neither a temporary file nor a half-written one.
+func TestRootRestoreKilled(t *testing.T) {
+	src := t.TempDir()
+	tree{t, src}.file("big", strings.Repeat("0123456789abcdef", 8<<20), 0o644)
+	job := rootJob(t, src, "ext4")
+	res := runGuarded(t, job)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	childEnv = append(append([]string(nil), sysexec.Env...), "PLUGVAULT_TEST_ENGINE_CHILD=1")
+	t.Cleanup(func() { childEnv = nil })
+	// A filesystem of its own: its free space drops only as the restore writes.
+	dest, _ := loopMount(t, "ext4", 512<<20)
+	var before unix.Statfs_t
+	if err := unix.Statfs(dest, &before); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ended := make(chan error, 1)
+	go func() {
+		ended <- SpawnRestore(ctx, exe, nil, job.Target, job.Host, res.Snapshot, strings.TrimPrefix(src, "/"), dest, false, nil)
+	}()
+	for written := uint64(0); written < 16<<20; {
+		select {
+		case err := <-ended:
+			t.Fatalf("the restore ended (%v) before 16 MiB of the file were written", err)
+		case <-time.After(time.Millisecond):
+		}
+		var st unix.Statfs_t
+		if err := unix.Statfs(dest, &st); err != nil {
+			t.Fatal(err)
+		}
+		written = (before.Bfree - min(st.Bfree, before.Bfree)) * uint64(st.Bsize)
+	}
+	cancel()
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("want a cancellation error, got %v", err)
+	}
+	err = filepath.WalkDir(dest, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), ".pv-tmp-") || d.Name() == "big" {
+			t.Errorf("the killed restore left %s", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
