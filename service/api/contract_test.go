@@ -315,7 +315,7 @@ func TestDrivePath(t *testing.T) {
 }
 
 func TestDriveStatusApplyRoundTrip(t *testing.T) {
-	in := DriveStatus{Name: "blue", LuksUUID: "u", State: StateBackingUp, Progress: 0.5, FilesDone: 3,
+	in := DriveStatus{Name: "blue", LuksUUID: "u", State: StateFailed, FailedIn: StateLocking, Progress: 0.5, FilesDone: 3,
 		EtaSeconds: -1, LastBackup: 1700000000, LastResult: ResultSuccess, SnapshotCount: 7, Present: true}
 	vars := map[string]dbus.Variant{}
 	for k, v := range in.Props() {

@@ -60,6 +60,7 @@ const (
 	PropPresent       = "Present"
 	PropState         = "State"
 	PropStateReason   = "StateReason"
+	PropFailedIn      = "FailedIn"
 	PropProgress      = "Progress"
 	PropFilesDone     = "FilesDone"
 	PropFilesTotal    = "FilesTotal"

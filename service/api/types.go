@@ -60,6 +60,7 @@ type DriveStatus struct {
 	Present       bool
 	State         State
 	StateReason   string
+	FailedIn      State
 	Progress      float64
 	FilesDone     uint64
 	FilesTotal    uint64

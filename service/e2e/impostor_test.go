@@ -47,8 +47,8 @@ func TestImpostor(t *testing.T) {
 	tl.Add("state "+ev.Props["State"], env.VM.HostTime(ev.Time))
 	st := status(t, ctx, env, fake)
 	want := "This stick claims to be " + real.Name + " but is not"
-	if st.State != api.StateFailed || !strings.HasPrefix(st.StateReason, want) {
-		t.Errorf("impostor: state %s %q; want failed, %q…", st.State, st.StateReason, want)
+	if st.State != api.StateFailed || !strings.HasPrefix(st.StateReason, want) || st.FailedIn != api.StateUnlocking {
+		t.Errorf("impostor: state %s %q (failed in %q); want failed in unlocking, %q…", st.State, st.StateReason, st.FailedIn, want)
 	}
 	evs, err := env.VM.Events(ctx, mark)
 	if err != nil {

@@ -104,8 +104,8 @@ func TestTortureFullStick(t *testing.T) {
 			t.Errorf("reason %q lacks %q", st.StateReason, want)
 		}
 	}
-	if st.State != api.StateFailed || st.LastResult != api.ResultFailed {
-		t.Errorf("the run that cannot fit ended in %s with %q, want failed", st.State, st.LastResult)
+	if st.State != api.StateFailed || st.LastResult != api.ResultFailed || st.FailedIn != api.StateBackingUp {
+		t.Errorf("the run that cannot fit ended in %s with %q (failed in %q), want failed in backing-up", st.State, st.LastResult, st.FailedIn)
 	}
 	final, partial := complete()
 	if len(final) != 1 || final[0] != after[len(after)-1] || partial > 0 {

@@ -33,8 +33,8 @@ func TestImpostorIsRefusedWithoutAPrompt(t *testing.T) {
 			h.send(stick("add", sdb, uuidA, 10))
 
 			st, _ := h.waitState(uuidA, 0, api.StateFailed)
-			if want := "This stick claims to be Blue stick but is not"; !strings.HasPrefix(st.StateReason, want) {
-				t.Errorf("reason %q, want it to start with %q", st.StateReason, want)
+			if want := "This stick claims to be Blue stick but is not"; !strings.HasPrefix(st.StateReason, want) || st.FailedIn != api.StateUnlocking {
+				t.Errorf("reason %q, failed in %q; want it to start with %q, in unlocking", st.StateReason, st.FailedIn, want)
 			}
 			if slices.Contains(h.pub.states(uuidA), api.StateAwaitingPassphrase) {
 				t.Errorf("the impostor was asked for a passphrase: %v", h.pub.states(uuidA))

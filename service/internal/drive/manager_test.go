@@ -1109,20 +1109,20 @@ func TestPulledWhileWritingBeforeTheRemoveEvent(t *testing.T) {
 	h.start()
 	h.plug(sdb, uuidA, 10, keyA)
 	st, next := h.waitState(uuidA, 0, api.StateFailed)
-	if st.LastResult != api.ResultFailed || !strings.Contains(st.StateReason, "input/output error") {
+	if st.LastResult != api.ResultFailed || !strings.Contains(st.StateReason, "input/output error") || st.FailedIn != api.StateBackingUp {
 		t.Errorf("failed with %+v", st)
 	}
 	h.sys.assertClean(t)
 	h.send(stick("remove", sdb, uuidA, 11))
 	st, next = h.waitState(uuidA, next, api.StateAbsent)
-	if st.LastResult != api.ResultInterrupted || !strings.Contains(st.StateReason, "plug it in again") {
+	if st.LastResult != api.ResultInterrupted || !strings.Contains(st.StateReason, "plug it in again") || st.FailedIn != "" {
 		t.Errorf("after the remove event: %+v", st)
 	}
 	// The same when the mount fails (the stick went while it was being mounted).
 	h.sys.failNext("mount", errors.New("mount: cannot read superblock"))
 	h.plug(sdb, uuidA, 12, keyA)
-	if st, _ := h.waitState(uuidA, next, api.StateFailed); !strings.Contains(st.StateReason, "cannot be mounted") {
-		t.Errorf("mount failure reason %q", st.StateReason)
+	if st, _ := h.waitState(uuidA, next, api.StateFailed); !strings.Contains(st.StateReason, "cannot be mounted") || st.FailedIn != api.StateMounting {
+		t.Errorf("mount failure reason %q, failed in %q", st.StateReason, st.FailedIn)
 	}
 	h.send(stick("remove", sdb, uuidA, 13))
 	if st, _ := h.waitState(uuidA, next, api.StateAbsent); st.LastResult != api.ResultInterrupted {
@@ -1370,8 +1370,8 @@ func TestBusyMountIsNeverDetachedWhilePlugged(t *testing.T) {
 	h.sys.failNext("unmount", errMountBusy)
 	h.plug(sdb, uuidA, 10, keyA)
 	st, _ := h.waitState(uuidA, 0, api.StateFailed)
-	if !strings.Contains(st.StateReason, "still in use") {
-		t.Errorf("reason %q", st.StateReason)
+	if !strings.Contains(st.StateReason, "still in use") || st.FailedIn != api.StateUnmounting {
+		t.Errorf("reason %q, failed in %q (want unmounting)", st.StateReason, st.FailedIn)
 	}
 	name := "plugvault-" + uuidA
 	got := h.sys.leftovers()

@@ -104,9 +104,10 @@ type run struct {
 	adopted   bool   // the run uses the mapping an earlier daemon left
 	retried   bool   // the adopted mapping failed to mount and the drive was opened afresh
 	res       *Result
-	err       error // why the run stops (its cancel cause, or a *userError); nil: success
-	failed    error // the engine's failure, kept while the snapshot list is read again
-	terr      error // the final teardown's error
+	err       error     // why the run stops (its cancel cause, or a *userError); nil: success
+	failedIn  api.State // the state whose step failed when err is a failure (FailedIn)
+	failed    error     // the engine's failure, kept while the snapshot list is read again
+	terr      error     // the final teardown's error
 }
 
 // Phases of a run, in order; each waits for the result of an effect.

@@ -46,11 +46,15 @@ func (t *transition) publish() { t.emit(effPublish{st: t.s.st}) }
 // set changes the state and reason and publishes. A drive whose mapping or mount may still be
 // there is never called safe to remove.
 func (t *transition) set(state api.State, reason string) {
+	st := &t.s.st
 	if state == api.StateSafeToRemove && t.s.setUp() {
 		t.log(slog.LevelError, "internal error: safe to remove while set up", "mapped", t.s.mapTried, "mounted", t.s.mountTried)
 		state, reason = api.StateFailed, stillInUse
+		st.FailedIn = api.StateLocking
 	}
-	st := &t.s.st
+	if state != api.StateFailed {
+		st.FailedIn = ""
+	}
 	if state != api.StateBackingUp {
 		st.Progress, st.Rate, st.EtaSeconds = 0, 0, -1
 		st.FilesDone, st.FilesTotal, st.BytesDone, st.BytesTotal = 0, 0, 0, 0
@@ -60,6 +64,21 @@ func (t *transition) set(state api.State, reason string) {
 	}
 	st.State, st.StateReason = state, reason
 	t.publish()
+}
+
+// fail publishes failed with reason; in is the state whose step failed (FailedIn).
+func (t *transition) fail(in api.State, reason string) {
+	t.s.st.FailedIn = in
+	t.set(api.StateFailed, reason)
+}
+
+// closing is the step a failed teardown failed in: unmounting or locking, whichever it had
+// reached (the drive's state when it failed).
+func closing(st api.State) api.State {
+	if st == api.StateUnmounting {
+		return st
+	}
+	return api.StateLocking
 }
 
 func (t *transition) on(ev event) {
@@ -354,7 +373,7 @@ func (t *transition) settle(teardownErr error) bool {
 		}
 		return true
 	case teardownErr != nil:
-		t.set(api.StateFailed, stillInUse)
+		t.fail(closing(s.st.State), stillInUse)
 		return true
 	}
 	return false

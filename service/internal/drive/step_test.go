@@ -548,6 +548,7 @@ func TestStepRunEndings(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		err        error
+		in         api.State // the step the run's error failed in (run.failedIn)
 		removed    bool
 		terr       error
 		res        *Result
@@ -556,6 +557,7 @@ func TestStepRunEndings(t *testing.T) {
 		result     api.Result
 		reason     string
 		present    bool
+		failedIn   api.State
 		noNewState bool // only the result is published (eject reports the state itself)
 	}{
 		{name: "success", res: &Result{}, state: api.StateSafeToRemove, result: api.ResultSuccess,
@@ -577,16 +579,18 @@ func TestStepRunEndings(t *testing.T) {
 			reason: "Backup cancelled — safe to remove; the next backup continues where this one stopped", present: true},
 		{name: "eject", err: errEjected, adjust: ejecting, state: api.StateLocking, result: api.ResultCancelled,
 			present: true, noNewState: true},
-		{name: "failure", err: failf(errBoom, "The drive cannot be mounted: boom"), state: api.StateFailed,
-			result: api.ResultFailed, reason: "The drive cannot be mounted: boom", present: true},
-		{name: "failure, stick gone", err: failf(errBoom, "The drive cannot be mounted: boom"), adjust: removedStick,
+		{name: "failure", err: failf(errBoom, "The drive cannot be mounted: boom"), in: api.StateMounting, state: api.StateFailed,
+			result: api.ResultFailed, reason: "The drive cannot be mounted: boom", present: true, failedIn: api.StateMounting},
+		{name: "failure, stick gone", err: failf(errBoom, "The drive cannot be mounted: boom"), in: api.StateMounting, adjust: removedStick,
 			state: api.StateAbsent, result: api.ResultFailed, reason: "The drive was removed"},
 		{name: "still in use", res: &Result{}, terr: errBoom, state: api.StateFailed, result: api.ResultFailed,
-			reason: stillInUse, present: true},
+			reason: stillInUse, present: true, failedIn: api.StateLocking},
+		{name: "failure, then still in use", err: failf(errBoom, "The drive cannot be mounted: boom"), in: api.StateMounting,
+			terr: errBoom, state: api.StateFailed, result: api.ResultFailed, reason: stillInUse, present: true, failedIn: api.StateLocking},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := fixture(api.StateLocking, phaseEnd)
-			s.run.err, s.run.res, s.run.terr = tc.err, tc.res, tc.terr
+			s.run.err, s.run.res, s.run.terr, s.run.failedIn = tc.err, tc.res, tc.terr, tc.in
 			if tc.adjust != nil {
 				s = tc.adjust(s)
 			}
@@ -595,8 +599,9 @@ func TestStepRunEndings(t *testing.T) {
 				t.Errorf("the slot is still held by %q", next.act)
 			}
 			st := next.st
-			if st.State != tc.state || st.LastResult != tc.result || st.Present != tc.present {
-				t.Errorf("state %s, result %s, present %v; want %s, %s, %v", st.State, st.LastResult, st.Present, tc.state, tc.result, tc.present)
+			if st.State != tc.state || st.LastResult != tc.result || st.Present != tc.present || st.FailedIn != tc.failedIn {
+				t.Errorf("state %s, result %s, present %v, failed in %q; want %s, %s, %v, %q", st.State, st.LastResult, st.Present, st.FailedIn,
+					tc.state, tc.result, tc.present, tc.failedIn)
 			}
 			if !tc.noNewState && st.StateReason != tc.reason {
 				t.Errorf("reason %q, want %q", st.StateReason, tc.reason)

@@ -105,12 +105,14 @@ func (t *transition) runEvent(ev event) bool {
 		switch r.phase {
 		case phaseCloseBrowse:
 			if ev.err != nil {
+				r.failedIn = api.StateUnmounting
 				t.stop(failf(ev.err, "The drive is open for browsing and cannot be closed — close the windows showing it and try again"))
 				return true
 			}
 			t.unlock()
 		case phaseReopen:
 			if ev.err != nil {
+				r.failedIn = api.StateLocking
 				t.stop(failf(ev.err, "An old mapping of the drive is still in use — close the programs using it, then plug the drive in again"))
 				return true
 			}
@@ -180,8 +182,12 @@ func (t *transition) mount() {
 	t.emit(effMount{})
 }
 
-// stop ends the run with err (nil: success) by tearing down what it set up.
+// stop ends the run with err (nil: success) by tearing down what it set up. A failure is
+// counted against the state the drive is in, unless the caller named the step already.
 func (t *transition) stop(err error) {
+	if err != nil && t.s.run.failedIn == "" {
+		t.s.run.failedIn = t.s.st.State
+	}
 	t.s.run.err = err
 	t.s.run.phase = phaseTeardown
 	t.emit(effTeardown{final: true})
@@ -209,9 +215,10 @@ func (t *transition) runEnded(removed bool) {
 		err = ErrRemoved
 	}
 	var (
-		state  = api.StateSafeToRemove
-		reason string
-		result api.Result
+		state    = api.StateSafeToRemove
+		reason   string
+		result   api.Result
+		failedIn = r.failedIn
 	)
 	switch {
 	case errors.Is(err, ErrRemoved):
@@ -255,6 +262,7 @@ func (t *transition) runEnded(removed bool) {
 		state, result = api.StateFailed, api.ResultFailed
 		s.st.LastResult = result
 		reason = stillInUse
+		failedIn = closing(s.st.State)
 	}
 	if s.ejecting && terr == nil && s.dev != nil {
 		// Eject reports safe-to-remove itself, once the device is powered off.
@@ -273,7 +281,11 @@ func (t *transition) runEnded(removed bool) {
 			t.log(slog.LevelError, "cannot clean up after the removed drive; replugging may fail until the programs using it exit", "err", terr)
 		}
 	}
-	t.set(state, reason)
+	if state == api.StateFailed {
+		t.fail(failedIn, reason)
+	} else {
+		t.set(state, reason)
+	}
 	if s.dev != nil && !s.stopping && !s.ejecting && s.startAfter {
 		t.plug(*s.dev)
 	}

@@ -252,7 +252,17 @@ func (m *Model) enter(p dbus.ObjectPath, old, cur api.State) []Action {
 		}
 		acts = append(acts, m.notify(p, n))
 	case cur == api.StateFailed:
-		n := failedNotice(name, old, st.StateReason)
+		in := st.FailedIn
+		switch {
+		case in != "":
+		case old == api.StateUnlocking || old == api.StateAwaitingPassphrase:
+			in = old
+		default:
+			// A service that does not send FailedIn tears every later failure down through
+			// locking: the state the drive left says no more than "after unlocking".
+			in = api.StateBackingUp
+		}
+		n := failedNotice(name, in, st.StateReason)
 		n.Tag = tag
 		acts = append(acts, m.notify(p, n))
 	case cur == api.StateAbsent && pulledTooEarly(old):
@@ -266,19 +276,24 @@ func (m *Model) enter(p dbus.ObjectPath, old, cur api.State) []Action {
 	return acts
 }
 
-// failedNotice is the notification of a run that ended in failed, entered from old. A run
-// that failed while unlocking never opened the stick: the reason says what the stick is (not
+// failedNotice is the notification of a drive that failed in step in (the Drive's FailedIn).
+// A stick that failed while unlocking was never opened: the reason says what the stick is (not
 // the drive, an unreadable header, an unrecorded identity) and what to do, so nothing is added
-// to it; backing up again would meet the same stick. Any later failure happened while backing
-// up, and the reason is followed by the way to try again.
-func failedNotice(name string, old api.State, reason string) Notify {
+// to it; backing up again would meet the same stick. A drive that could not be unmounted or
+// locked is held by a program: the reason says to close it and eject, and the backup itself
+// may have completed, so it is not called a failed backup. Any other failure happened while
+// backing up, and the reason is followed by the way to try again.
+func failedNotice(name string, in api.State, reason string) Notify {
 	n := Notify{Summary: "Backup to " + name + " failed", Urgent: true, IconName: IconAttention.Name()}
 	if reason == "" {
 		reason = "The service gave no reason; see Show log"
 	}
-	switch old {
+	switch in {
 	case api.StateUnlocking, api.StateAwaitingPassphrase:
 		n.Summary = "Cannot unlock " + name
+		n.Body = reason + "."
+	case api.StateUnmounting, api.StateLocking:
+		n.Summary = "Cannot close " + name
 		n.Body = reason + "."
 	default:
 		n.Body = reason + ". Fix the problem, then choose Back up now or plug the drive in again."

@@ -742,23 +742,33 @@ func TestSetupItemAndPassphraseHint(t *testing.T) {
 }
 
 // TestFailureNoticeFitsTheReason: a stick refused while unlocking (here an impostor) is told
-// with the daemon's reason alone; only a failure while backing up suggests backing up again.
+// with the daemon's reason alone, and so is a drive a program keeps from being locked; only a
+// failure while backing up suggests backing up again. The step comes from FailedIn; a service
+// that does not send it is judged by the state the drive left.
 func TestFailureNoticeFitsTheReason(t *testing.T) {
 	const impostor = "This stick claims to be Blue stick but is not: its encryption header is not the drive's; it was left alone"
+	const inUse = "The drive is still in use and could not be locked — close the programs using it, then eject it"
 	for _, tc := range []struct {
 		from    api.State
+		in      api.State // FailedIn ("": not sent)
 		reason  string
 		summary string
 		advice  bool
 	}{
-		{api.StateUnlocking, impostor, "Cannot unlock Blue stick", false},
-		{api.StateAwaitingPassphrase, "Blue stick's identity has not been recorded yet", "Cannot unlock Blue stick", false},
-		{api.StateLocking, "The backup failed: the drive is full", "Backup to Blue stick failed", true},
-		{api.StateBackingUp, "The backup failed: the drive is full", "Backup to Blue stick failed", true},
+		{api.StateUnlocking, "", impostor, "Cannot unlock Blue stick", false},
+		{api.StateLocking, api.StateUnlocking, impostor, "Cannot unlock Blue stick", false},
+		{api.StateAwaitingPassphrase, "", "Blue stick's identity has not been recorded yet", "Cannot unlock Blue stick", false},
+		{api.StateLocking, api.StateBackingUp, "The backup failed: the drive is full", "Backup to Blue stick failed", true},
+		{api.StateLocking, api.StateMounting, "The drive's filesystem cannot be recognised", "Backup to Blue stick failed", true},
+		{api.StateBackingUp, "", "The backup failed: the drive is full", "Backup to Blue stick failed", true},
+		{api.StateLocking, api.StateLocking, inUse, "Cannot close Blue stick", false},
+		{api.StateUnmounting, api.StateUnmounting, inUse, "Cannot close Blue stick", false},
+		{api.StateLocking, "", "The backup failed: the drive is full", "Backup to Blue stick failed", true},
 	} {
 		m := New()
 		up(m, t0, status(tc.from))
-		acts := m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropState: "failed", api.PropStateReason: tc.reason}))
+		acts := m.Update(t0, changeOf(m, drivePath, map[string]any{api.PropState: "failed", api.PropStateReason: tc.reason,
+			api.PropFailedIn: string(tc.in)}))
 		notes := all[Notify](acts)
 		if len(notes) != 1 {
 			t.Fatalf("from %s: notifications %+v", tc.from, notes)
