@@ -72,6 +72,8 @@ func TestTortureFullStick(t *testing.T) {
 	err := v.waitEnd(ctx, plug(t, ctx, env, tl, s))
 	if err != nil {
 		t.Errorf("a run that fits after thinning: %v", err)
+	} else if st := status(t, ctx, env, s); !strings.Contains(st.StateReason, "1 old snapshot deleted to make room") {
+		t.Errorf("the run that made room says %q; want it to tell that 1 old snapshot was deleted", st.StateReason)
 	}
 	after, partial := complete()
 	if len(after) != 2 || after[0] != before[1] || partial > 0 {

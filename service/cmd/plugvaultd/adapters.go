@@ -122,7 +122,7 @@ func (e systemEngine) Run(ctx context.Context, job drive.Job, progress func(driv
 				BytesDone: p.BytesDone, BytesTotal: p.BytesTotal, Rate: p.Rate, ETA: p.ETA})
 		}
 	})
-	return drive.Result{Snapshot: res.Snapshot, Files: res.Files, Bytes: res.Bytes, Warnings: res.Warnings}, err
+	return drive.Result{Snapshot: res.Snapshot, Files: res.Files, Bytes: res.Bytes, Warnings: res.Warnings, Dropped: res.Dropped}, err
 }
 
 // List lists the snapshots of host on the mounted drive at target.

@@ -42,6 +42,10 @@ type Result struct {
 	Files    uint64   `json:"files"`    // entries in the snapshot
 	Bytes    uint64   `json:"bytes"`    // bytes of the regular files in it
 	Warnings []string `json:"warnings,omitempty"`
+	// Dropped counts the complete snapshots deleted for space, oldest first, that the
+	// retention policy would have kept: to make room for this run, or to keep the free-space
+	// floor after it. The privileged side sets it (the engine child deletes nothing).
+	Dropped int `json:"dropped,omitempty"`
 }
 
 // Progress is reported a few times a second at most.

@@ -102,8 +102,9 @@ func Promote(job Job, name string) error {
 
 // Prune is the privileged retention step: it deletes the complete snapshots the policy thins
 // out, then the oldest ones while free space is under the floor; the newest complete snapshot
-// is never deleted. It returns the names deleted.
-func Prune(job Job, now time.Time) ([]string, error) {
+// is never deleted. It returns the names deleted and how many of them (the last) the policy
+// would have kept: they went for the floor.
+func Prune(job Job, now time.Time) ([]string, int, error) {
 	floor := float64(effectiveRetention(job.Retention).MinFreePercent)
 	return thin(job, now, func(hfd int, _ int) bool {
 		free, err := freePercent(hfd)
@@ -113,24 +114,25 @@ func Prune(job Job, now time.Time) ([]string, error) {
 
 // thin deletes the complete snapshots the policy thins out, then the oldest ones while short
 // (called with the host directory and the number deleted so far) says space is short; the
-// newest complete snapshot is never deleted. It returns the names deleted.
-func thin(job Job, now time.Time, short func(hfd int, deleted int) bool) ([]string, error) {
+// newest complete snapshot is never deleted. It returns the names deleted, in that order, and
+// how many of them were deleted for space (the policy would have kept them).
+func thin(job Job, now time.Time, short func(hfd int, deleted int) bool) (deleted []string, forSpace int, err error) {
 	if err := job.validate(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	tfd, err := openDirPath(job.Target)
 	if err != nil {
-		return nil, fmt.Errorf("cannot open target %q: %w", job.Target, err)
+		return nil, 0, fmt.Errorf("cannot open target %q: %w", job.Target, err)
 	}
 	defer unix.Close(tfd)
 	hfd, err := openDirBeneath(tfd, job.hostRel())
 	if err != nil {
-		return nil, fmt.Errorf("cannot open %s: %w", job.hostRel(), err)
+		return nil, 0, fmt.Errorf("cannot open %s: %w", job.hostRel(), err)
 	}
 	defer unix.Close(hfd)
 	names, err := readDirNames(hfd)
 	if err != nil {
-		return nil, fmt.Errorf("cannot list the snapshots: %w", err)
+		return nil, 0, fmt.Errorf("cannot list the snapshots: %w", err)
 	}
 	var complete []string
 	for _, n := range names {
@@ -142,11 +144,10 @@ func thin(job Job, now time.Time, short func(hfd int, deleted int) bool) ([]stri
 	}
 	sort.Strings(complete)
 	r := effectiveRetention(job.Retention)
-	var deleted []string
 	gone := map[string]bool{}
 	for _, n := range planRetention(complete, now, r) {
 		if err := deleteSnapshot(hfd, n); err != nil {
-			return deleted, err
+			return deleted, 0, err
 		}
 		deleted = append(deleted, n)
 		gone[n] = true
@@ -163,13 +164,14 @@ func thin(job Job, now time.Time, short func(hfd int, deleted int) bool) ([]stri
 		_ = unix.Syncfs(hfd)
 		free, _ := freePercent(hfd)
 		if err := deleteSnapshot(hfd, left[0]); err != nil {
-			return deleted, err
+			return deleted, forSpace, err
 		}
 		deleted = append(deleted, left[0])
+		forSpace++
 		left = left[1:]
 		destinationFor(job.FSType).settle(hfd, free)
 	}
-	return deleted, nil
+	return deleted, forSpace, nil
 }
 
 // deleteSnapshot renames a snapshot to <name>.deleting (so it is never taken for complete
@@ -275,7 +277,9 @@ func finishRun(job Job, guard func() error, res Result, now func() time.Time, pr
 		progress(Progress{Phase: PhasePruning, FilesDone: res.Files, FilesTotal: res.Files,
 			BytesDone: res.Bytes, BytesTotal: res.Bytes})
 	}
-	if _, err := Prune(job, now()); err != nil {
+	_, forSpace, err := Prune(job, now())
+	res.Dropped += forSpace
+	if err != nil {
 		res.Warnings = append(res.Warnings, err.Error())
 	}
 	return res, nil

@@ -136,8 +136,10 @@ func freeBytes(fd int) (uint64, error) {
 // still failed, the partial tree is removed and the run fails with a *FullError. guard (nil:
 // none) is checked before anything is deleted; progress (nil: none) hears PhasePruning.
 func withRoom(job Job, guard func() error, now func() time.Time, progress func(Progress), once func(Job) (Result, error)) (Result, error) {
+	dropped := 0
 	for {
 		res, err := once(job)
+		res.Dropped += dropped
 		var nr *noRoomError
 		if !errors.As(err, &nr) {
 			return res, err
@@ -152,11 +154,12 @@ func withRoom(job Job, guard func() error, now func() time.Time, progress func(P
 		if progress != nil {
 			progress(Progress{Phase: PhasePruning, ETA: -1})
 		}
-		deleted, err := thin(job, now(), func(hfd int, n int) bool {
+		deleted, forSpace, err := thin(job, now(), func(hfd int, n int) bool {
 			free, err := freeBytes(hfd)
 			// A failed write is proof enough that one snapshot has to go.
 			return err == nil && (free < nr.Need || (nr.Hit && n == 0))
 		})
+		dropped += forSpace
 		if err != nil {
 			return res, fmt.Errorf("cannot make room on the backup drive: %w", err)
 		}

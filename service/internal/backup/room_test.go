@@ -96,6 +96,9 @@ func testFullDrive(t *testing.T, fstype string, size int64) {
 	if err != nil {
 		t.Fatalf("a run that fits after thinning failed: %v", err)
 	}
+	if third.Dropped != 1 {
+		t.Errorf("the run that made room reports %d snapshots dropped, want 1", third.Dropped)
+	}
 	snaps, _ := List(job.Target, job.Host)
 	var names []string
 	for _, s := range snaps {
@@ -164,8 +167,8 @@ func TestRoomBeforeCopy(t *testing.T) {
 		}
 		return Result{Snapshot: "done"}, nil
 	})
-	if err != nil || res.Snapshot != "done" {
-		t.Fatalf("withRoom: %+v %v", res, err)
+	if err != nil || res.Snapshot != "done" || res.Dropped != 2 {
+		t.Fatalf("withRoom: %+v %v; want done, 2 dropped", res, err)
 	}
 	if !reflect.DeepEqual(calls, []bool{false, true}) {
 		t.Errorf("the engine ran with SpaceChecked %v, want [false true]", calls)

@@ -121,10 +121,13 @@ func testRealTarget(t *testing.T, fstype string) {
 		t.Error("a run with a failing guard succeeded")
 	}
 	// Retention deletes through the privileged path.
-	deleted, err := Prune(Job{Target: job.Target, Host: job.Host, FSType: fstype, Sources: job.Sources,
+	deleted, forSpace, err := Prune(Job{Target: job.Target, Host: job.Host, FSType: fstype, Sources: job.Sources,
 		Retention: job.Retention}, time.Now().Add(400*24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if forSpace != 0 {
+		t.Errorf("the policy's own deletion counted %d for space", forSpace)
 	}
 	snaps, _ := List(job.Target, job.Host)
 	if len(deleted) != 1 || deleted[0] != first.Snapshot || len(snaps) != 1 || snaps[0].Name != second.Snapshot {
@@ -286,9 +289,12 @@ func TestRootSpaceFloor(t *testing.T) {
 	unix.Close(fd)
 	t.Logf("free before thinning: %.0f%%", before)
 	job.Retention.MinFreePercent = 99 // unreachable: thin down to the newest
-	deleted, err := Prune(job, time.Now())
+	deleted, forSpace, err := Prune(job, time.Now())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if forSpace != len(deleted) {
+		t.Errorf("%d of the %d deletions counted for space, want all (the policy keeps them)", forSpace, len(deleted))
 	}
 	snaps, _ := List(job.Target, job.Host)
 	if len(snaps) != 1 || snaps[0].Name != names[len(names)-1] {

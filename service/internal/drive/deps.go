@@ -100,6 +100,7 @@ type Result struct {
 	Snapshot     string
 	Files, Bytes uint64
 	Warnings     []string
+	Dropped      int // complete snapshots deleted for space that the retention policy would have kept
 }
 
 // Engine is the backup engine. Run must return only once the engine child's whole process group

@@ -2,7 +2,6 @@ package drive
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 
@@ -242,12 +241,18 @@ func (t *transition) runEnded(removed bool) {
 			s.ioFailed = !ue.notIO
 		}
 	default:
-		result, reason = api.ResultSuccess, "Backup complete — safe to remove"
+		result, reason = api.ResultSuccess, "Backup complete"
 		if r.res != nil {
 			if n := len(r.res.Warnings); n > 0 {
-				reason = fmt.Sprintf("Backup complete with %s — safe to remove", plural(uint64(n), "warning"))
+				reason += " with " + plural(uint64(n), "warning")
+			}
+			if n := r.res.Dropped; n > 0 {
+				// History the policy would have kept is gone: the drive is getting too small.
+				reason += "; " + plural(uint64(n), "old snapshot") + " deleted to make room"
+				t.log(slog.LevelWarn, "old snapshots deleted to make room on the drive; it is too small to keep the history the retention policy asks for", "count", n)
 			}
 		}
+		reason += " — safe to remove"
 		if s.st.LastBackup == 0 {
 			s.st.LastBackup = uint64(t.now.Unix())
 		}
