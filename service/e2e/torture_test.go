@@ -253,7 +253,8 @@ func firstN(s []string, n int) []string {
 // /run/plugvault-* entries (the agent's own /run/plugvault-e2e share aside).
 func leftovers(t *testing.T, ctx context.Context, env *Env) []string {
 	t.Helper()
-	out, err := env.VM.Shell(ctx, `ls /dev/mapper | grep '^plugvault-' | sed 's/^/mapping /' || true
+	// dmsetup, not /dev/mapper: a device an open killed half-way left without a table has no node.
+	out, err := env.VM.Shell(ctx, `dmsetup ls 2>/dev/null | awk '{print $1}' | grep '^plugvault-' | sed 's/^/mapping /' || true
 grep ' `+GuestMntBase+`/' /proc/mounts | sed 's/^/mount /' || true
 for p in /proc/[0-9]*; do e=$(readlink "$p/exe" 2>/dev/null) || continue; case $e in */plugvault-engine*) echo "process ${p#/proc/} $e";; esac; done
 find /proc/[0-9]*/fd -lname '`+GuestMntBase+`/*' 2>/dev/null | sed 's/^/open file /' || true

@@ -96,6 +96,9 @@ type fakeMapping struct {
 	device   string
 	readOnly bool
 	deferred bool
+	// stale: a device-mapper device without a table (an open killed half-way). cryptsetup
+	// status fails on it and luks.Cryptsetup.Close removes it (with dmsetup).
+	stale bool
 }
 
 type fakeMount struct {
@@ -311,6 +314,13 @@ func (s *fakeSys) Close(ctx context.Context, name string, deferred bool) error {
 	if s.mappings[name] == nil {
 		return fmt.Errorf("cryptsetup: %s is not active", name)
 	}
+	if s.mappings[name].stale {
+		if deferred {
+			return fmt.Errorf("cryptsetup: %s is not active", name)
+		}
+		delete(s.mappings, name)
+		return nil
+	}
 	if s.held[name] {
 		if deferred {
 			s.mappings[name].deferred = true
@@ -334,6 +344,9 @@ func (s *fakeSys) Close(ctx context.Context, name string, deferred bool) error {
 func (s *fakeSys) Active(ctx context.Context, name string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if m := s.mappings[name]; m != nil && m.stale {
+		return false, fmt.Errorf("cannot query %s: cryptsetup exited with status 1", name)
+	}
 	return s.mappings[name] != nil, nil
 }
 
@@ -424,8 +437,10 @@ func (s *fakeSys) Mappings(ctx context.Context) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var l []string
-	for n := range s.mappings {
-		l = append(l, n)
+	for n, m := range s.mappings {
+		if !m.stale { // no table, no node in /dev/mapper
+			l = append(l, n)
+		}
 	}
 	return l, nil
 }

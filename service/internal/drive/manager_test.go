@@ -1201,6 +1201,27 @@ func TestRemovalWithAHolder(t *testing.T) {
 	h.sys.assertClean(t)
 }
 
+// An open killed half-way (the stick pulled while cryptsetup ran) leaves a device-mapper device
+// with the drive's mapping name and no table: cryptsetup cannot query it and every open says it
+// already exists. The next plug-in removes it and backs up.
+func TestStaleDeviceOfAKilledOpen(t *testing.T) {
+	h := newHarness(t)
+	h.addDrive("A", uuidA, keyA)
+	name := "plugvault-" + uuidA
+	h.sys.mu.Lock()
+	h.sys.mappings[name] = &fakeMapping{stale: true}
+	h.sys.mu.Unlock()
+	h.start()
+	h.plug(sdb, uuidA, 10, keyA)
+	st, _ := h.pub.waitFor(t, uuidA, 0, "safe-to-remove or failed", func(st api.DriveStatus) bool {
+		return st.State == api.StateSafeToRemove || st.State == api.StateFailed
+	})
+	if st.State != api.StateSafeToRemove {
+		t.Fatalf("with a stale device of the mapping's name: %s (%s)", st.State, st.StateReason)
+	}
+	h.sys.assertClean(t)
+}
+
 func TestWarningsAndTeardownFailure(t *testing.T) {
 	h := newHarness(t)
 	h.addDrive("A", uuidA, keyA)

@@ -141,13 +141,14 @@ func (m *Manager) readKeyfile(path string) (key []byte, problem string) {
 }
 
 // open opens d's mapping. A mapping of the same name left by an earlier plug-in (its cleanup
-// deferred) is closed and the open tried once more.
+// deferred, or its open killed half-way when the stick was pulled: a device cryptsetup cannot
+// even query) is closed and the open tried once more.
 func (m *Manager) open(ctx context.Context, d *drive, dv device, key []byte, slot int, readOnly bool) error {
 	name := m.mappingName(d)
 	m.apply(d, evOpenBegin{})
 	err := m.deps.LUKS.Open(ctx, dv.DevName, name, key, slot, readOnly)
 	if errors.Is(err, api.ErrBusy) {
-		if active, aerr := m.deps.LUKS.Active(ctx, name); aerr == nil && active {
+		if active, aerr := m.deps.LUKS.Active(ctx, name); aerr != nil || active {
 			m.log.Warn("closing a stale mapping of an earlier plug-in", "mapping", name)
 			if cerr := m.deps.LUKS.Close(ctx, name, false); cerr != nil {
 				return fmt.Errorf("an earlier mapping %s is still in use: %w", name, cerr)

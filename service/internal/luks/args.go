@@ -116,6 +116,15 @@ func closeArgs(name string, deferred bool) []string {
 	return append(args, "--", name)
 }
 
+// removeStaleArgs are dmsetup's (not cryptsetup's): it removes a device-mapper device whatever
+// its table, or with none, which cryptsetup close refuses (Cryptsetup.removeStale).
+func removeStaleArgs(name string) []string {
+	return []string{
+		"remove", // exit 0 once removed; 1 if there is no such device or it is in use
+		"--", name,
+	}
+}
+
 func statusArgs(name string) []string {
 	return []string{
 		"status", // exit 0 if the mapping is active, 4 if not

@@ -23,13 +23,17 @@ type recordingRunner struct {
 }
 
 type call struct {
+	path  string
 	args  []string
 	stdin []byte
 	fds   [][]byte
 }
 
+// dmsetupPath is where the fake finds dmsetup; its answers come from the same script.
+const dmsetupPath = "/usr/sbin/dmsetup"
+
 func (r *recordingRunner) Run(ctx context.Context, c sysexec.Cmd) (sysexec.Result, error) {
-	rec := call{args: append([]string(nil), c.Args...)}
+	rec := call{path: c.Path, args: append([]string(nil), c.Args...)}
 	if c.Stdin != nil {
 		rec.stdin, _ = io.ReadAll(c.Stdin)
 	}
@@ -40,7 +44,7 @@ func (r *recordingRunner) Run(ctx context.Context, c sysexec.Cmd) (sysexec.Resul
 	r.mu.Lock()
 	r.calls = append(r.calls, rec)
 	r.mu.Unlock()
-	if c.Path != "/usr/sbin/cryptsetup" {
+	if c.Path != "/usr/sbin/cryptsetup" && c.Path != dmsetupPath {
 		return sysexec.Result{}, errors.New("wrong tool path " + c.Path)
 	}
 	if len(c.Args) == 1 && c.Args[0] == "--version" {
@@ -131,6 +135,53 @@ func TestCloseAndActive(t *testing.T) {
 	last := r.calls[len(r.calls)-1]
 	if strings.Join(last.args, " ") != "close --deferred -- "+testName || last.stdin != nil {
 		t.Errorf("close call %+v", last)
+	}
+}
+
+// TestCloseRemovesAStaleDevice: a device cryptsetup calls not active although it holds the
+// mapping's name (an open killed before it loaded the table) is removed with dmsetup; a
+// deferred close and a missing dmsetup leave cryptsetup's answer as it is.
+func TestCloseRemovesAStaleDevice(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		deferred bool
+		dmsetup  string
+		removed  bool // dmsetup remove succeeds
+		want     error
+		calls    []string
+	}{
+		{"stale device", false, dmsetupPath, true, nil,
+			[]string{"/usr/sbin/cryptsetup close -- " + testName, dmsetupPath + " remove -- " + testName}},
+		{"no device at all", false, dmsetupPath, false, ErrNoDevice,
+			[]string{"/usr/sbin/cryptsetup close -- " + testName, dmsetupPath + " remove -- " + testName}},
+		{"deferred", true, dmsetupPath, true, ErrNoDevice,
+			[]string{"/usr/sbin/cryptsetup close --deferred -- " + testName}},
+		{"no dmsetup", false, "", true, ErrNoDevice,
+			[]string{"/usr/sbin/cryptsetup close -- " + testName}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, r := newFake(t, func(args []string) (sysexec.Result, error) {
+				if args[0] == "remove" {
+					if tc.removed {
+						return sysexec.Result{}, nil
+					}
+					return sysexec.Result{}, &sysexec.ExitError{Tool: dmsetupPath, Code: 1, Stderr: "No such device or address"}
+				}
+				return sysexec.Result{}, exit(4, "Device "+testName+" is not active.")
+			})
+			c.dmsetup = tc.dmsetup
+			err := c.Close(context.Background(), testName, tc.deferred)
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("Close = %v, want %v", err, tc.want)
+			}
+			var got []string
+			for _, cl := range r.calls {
+				got = append(got, cl.path+" "+strings.Join(cl.args, " "))
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.calls, "\n") {
+				t.Errorf("ran %q, want %q", got, tc.calls)
+			}
+		})
 	}
 }
 

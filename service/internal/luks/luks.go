@@ -47,6 +47,9 @@ type Cryptsetup struct {
 	run     sysexec.Runner
 	path    string
 	version string
+	// dmsetup is dmsetup's absolute path ("" when it is missing): it removes a device-mapper
+	// device that cryptsetup cannot close (removeStale).
+	dmsetup string
 
 	mu     sync.Mutex
 	pbkdf  PBKDF // for Format's passphrase slot
@@ -63,7 +66,13 @@ func New(r sysexec.Runner) (*Cryptsetup, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newAt(r, path)
+	c, err := newAt(r, path)
+	if err != nil {
+		return nil, err
+	}
+	// libdevmapper, which cryptsetup needs, depends on dmsetup; the package says so too.
+	c.dmsetup, _ = sysexec.LookPath("dmsetup")
+	return c, nil
 }
 
 func newAt(r sysexec.Runner, path string) (*Cryptsetup, error) {
@@ -321,16 +330,42 @@ func (c *Cryptsetup) Open(ctx context.Context, device, name string, key []byte, 
 }
 
 // Close removes the mapping name; deferred removes it when its last user is gone (for a stick
-// that was pulled while mounted).
+// that was pulled while mounted). A device-mapper device of that name that cryptsetup does not
+// take for a mapping is removed too (removeStale).
 func (c *Cryptsetup) Close(ctx context.Context, name string, deferred bool) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
 	_, err := c.exec(ctx, "close "+name, closeArgs(name, deferred), nil, nil, quickTimeout)
+	if errors.Is(err, ErrNoDevice) && !deferred && c.removeStale(ctx, name) == nil {
+		return nil
+	}
 	return err
 }
 
-// Active reports whether the mapping name exists (cryptsetup status: 0 active, 4 inactive).
+// removeStale removes the device-mapper device name, which cryptsetup called not active. An
+// open killed between creating the device and loading its table (the stick was pulled while
+// cryptsetup ran, and the daemon killed it) leaves a device with no table: cryptsetup status
+// fails (exit 1), close says it is not active (exit 4), and every later open of the drive says
+// it already exists (exit 5). It has no device node, so nothing can hold it. An error means
+// there was no such device (or dmsetup is missing).
+func (c *Cryptsetup) removeStale(ctx context.Context, name string) error {
+	if c.dmsetup == "" {
+		return errors.New("dmsetup is not installed")
+	}
+	c.mu.Lock()
+	logger := c.logger
+	c.mu.Unlock()
+	if _, err := c.run.Run(ctx, sysexec.Cmd{Path: c.dmsetup, Args: removeStaleArgs(name), Timeout: quickTimeout}); err != nil {
+		return err
+	}
+	logger.Warn("removed a device-mapper device cryptsetup could not close (left by an interrupted open)", "mapping", name)
+	return nil
+}
+
+// Active reports whether the mapping name exists (cryptsetup status: 0 active, 4 inactive;
+// a device-mapper device it does not take for a mapping, such as one with no table, is an
+// error: exit 1).
 func (c *Cryptsetup) Active(ctx context.Context, name string) (bool, error) {
 	if err := checkName(name); err != nil {
 		return false, err

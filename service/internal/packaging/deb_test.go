@@ -45,7 +45,7 @@ func TestDebPackage(t *testing.T) {
 	for _, d := range strings.Split(field("Depends"), ",") {
 		depends[strings.TrimSpace(d)] = true
 	}
-	for _, want := range []string{"cryptsetup-bin", "btrfs-progs", "e2fsprogs", "polkitd | policykit-1", "dbus", "systemd"} {
+	for _, want := range []string{"cryptsetup-bin", "dmsetup", "btrfs-progs", "e2fsprogs", "polkitd | policykit-1", "dbus", "systemd"} {
 		if !depends[want] {
 			t.Errorf("Depends lacks %q: %q", want, field("Depends"))
 		}
