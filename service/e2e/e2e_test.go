@@ -35,6 +35,7 @@ var stickPlans = []StickPlan{
 	{Spec: StickSpec{Name: "power"}, Enrolled: true, Key: true},                  // g
 	{Spec: StickSpec{Name: "eject"}, Enrolled: true, Key: true},                  // h
 	{Spec: StickSpec{Name: "setid"}, Enrolled: true, Key: true},                  // TestSetuidSetgid
+	{Spec: StickSpec{Name: "stale"}, Enrolled: true, Key: true},                  // TestStaleDeviceOfAKilledOpen
 	{Spec: StickSpec{Name: "blank", Blank: true}},                                // TestEnroll: plugvault enroll formats it
 	{Spec: StickSpec{Name: "tutorial", Tutorial: true}},                          // TestAdopt: adopt --keep-slot
 	{Spec: StickSpec{Name: "tutorial-fast", Tutorial: true}},                     // TestAdopt: adopt adds a fast slot

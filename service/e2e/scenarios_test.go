@@ -414,6 +414,26 @@ func TestEjectDuringBackup(t *testing.T) {
 	pull(t, ctx, env, tl, s, true)
 }
 
+// TestStaleDeviceOfAKilledOpen: a stick pulled while cryptsetup open loads the table, the
+// open killed, leaves a device-mapper device with the drive's mapping name and no table, which
+// cryptsetup can neither query nor close. The next plug-in removes it and backs up as usual.
+func TestStaleDeviceOfAKilledOpen(t *testing.T) {
+	env := vmEnv(t)
+	tl, ctx := scenario(t, env)
+	needDaemon(t, ctx, env, tl)
+	s := env.Sticks["stale"]
+	name := "plugvault-" + s.UUID
+	if _, err := env.VM.Shell(ctx, "dmsetup create "+name+" --notable\n"+
+		"rc=0; cryptsetup status "+name+" >/dev/null 2>&1 || rc=$?; test $rc = 1"); err != nil {
+		t.Fatalf("cannot make a device without a table that cryptsetup status refuses: %v", err)
+	}
+	tl.Note("device-mapper device %s made without a table, as a killed open leaves it (cryptsetup status exits 1)", name)
+	mark := plug(t, ctx, env, tl, s)
+	completeCycle(t, ctx, env, tl, mark, s, nil)
+	checkNoLeftovers(t, ctx, env, s)
+	pull(t, ctx, env, tl, s, true)
+}
+
 // TestLeftAlone is scenario i: a LUKS stick the config does not know and a stick without LUKS
 // are not touched (no drive object, no mapping, no mount, not one byte changed), while an
 // enrolled stick plugged after them is backed up as usual.
