@@ -127,7 +127,7 @@ func removeStaleArgs(name string) []string {
 
 func statusArgs(name string) []string {
 	return []string{
-		"status", // exit 0 if the mapping is active, 4 if not
+		"status", // exit 0 if the mapping is active, 4 if not, 1 for a device-mapper device without a table
 		"--", name,
 	}
 }
