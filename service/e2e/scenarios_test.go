@@ -11,6 +11,7 @@ import (
 
 	"github.com/plugvault/plugvault/service/api"
 	"github.com/plugvault/plugvault/service/e2e/agentproto"
+	"github.com/plugvault/plugvault/service/internal/luks"
 )
 
 // The scenarios below run against the daemon's D-Bus contract (service/api) from inside the
@@ -422,7 +423,7 @@ func TestStaleDeviceOfAKilledOpen(t *testing.T) {
 	tl, ctx := scenario(t, env)
 	needDaemon(t, ctx, env, tl)
 	s := env.Sticks["stale"]
-	name := "plugvault-" + s.UUID
+	name := luks.MappingPrefix + s.UUID
 	if _, err := env.VM.Shell(ctx, "dmsetup create "+name+" --notable\n"+
 		"rc=0; cryptsetup status "+name+" >/dev/null 2>&1 || rc=$?; test $rc = 1"); err != nil {
 		t.Fatalf("cannot make a device without a table that cryptsetup status refuses: %v", err)

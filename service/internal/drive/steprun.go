@@ -286,11 +286,8 @@ func (t *transition) runEnded(removed bool) {
 			t.log(slog.LevelError, "cannot clean up after the removed drive; replugging may fail until the programs using it exit", "err", terr)
 		}
 	}
-	if state == api.StateFailed {
-		t.fail(failedIn, reason)
-	} else {
-		t.set(state, reason)
-	}
+	s.st.FailedIn = failedIn // set keeps it only if state is failed
+	t.set(state, reason)
 	if s.dev != nil && !s.stopping && !s.ejecting && s.startAfter {
 		t.plug(*s.dev)
 	}
